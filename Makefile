@@ -1,0 +1,27 @@
+# Two commands do everything: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[export,quantize,plot,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Train the reference zoo, export each model to fused ONNX, check parity, quantize, benchmark.
+demo: $(STAMP)
+	$(BIN)/rnnedge demo --out exported --force
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,25 @@
+"""rnnedge: Keras recurrent models to fused, verified ONNX for the edge.
+
+The runtime (`rnnedge.load`) needs numpy and onnxruntime only; exporting (`rnnedge.export`)
+needs the `export` extra (TensorFlow, Keras, tf2onnx) and imports it lazily.
+"""
+
+from rnnedge.errors import ParityError, RnnEdgeError
+
+__version__ = "0.1.0"
+
+__all__ = ["RnnEdgeError", "ParityError", "export", "load", "__version__"]
+
+
+def export(model, out, **kwargs):
+    """Export a Keras model (object, `.keras` path or `zoo:NAME`) to DIR; see `rnnedge.export.export`."""
+    from rnnedge.export import export as _export
+
+    return _export(model, out, **kwargs)
+
+
+def load(folder, **kwargs):
+    """Load an export folder for inference (numpy + onnxruntime only); see `rnnedge.runtime.load`."""
+    from rnnedge.runtime import load as _load
+
+    return _load(folder, **kwargs)

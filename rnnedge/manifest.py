@@ -1,0 +1,136 @@
+"""`manifest.json`: what an export folder holds, readable without TensorFlow.
+
+Layout of an export folder::
+
+    DIR/model.onnx      the fp32 model
+    DIR/manifest.json   this file
+    DIR/golden.npz      sample inputs and Keras' outputs (keys "case{i}/in/{name}", "case{i}/out/{name}")
+    DIR/model.int8.onnx, DIR/model.fp16.onnx   quantized variants, when asked for
+
+Shapes use ints for fixed dimensions and strings for dynamic axes ("batch", "time", ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rnnedge.errors import RnnEdgeError
+
+MANIFEST = "manifest.json"
+MODEL = "model.onnx"
+GOLDEN = "golden.npz"
+FORMAT_VERSION = 1
+
+Dim = int | str
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output.
+
+    role: "data" for the Keras model's own inputs/outputs, "state" for recurrent state
+    inputs/outputs added for streaming (stateful models or `--streaming`).
+    For a state output, `feeds` names the state input it must be fed back into on the next call.
+    For an integer input feeding an Embedding, `vocab` is the embedding's input_dim (ids must
+    be in [0, vocab)). `pad_value` is set when a mask is derived from this input (0 for
+    Embedding(mask_zero=True), Masking's mask_value): padding must be trailing (right-padded).
+    """
+
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str
+    role: str = "data"
+    feeds: str | None = None
+    vocab: int | None = None
+    pad_value: float | None = None
+    layer: str | None = None
+
+    def __post_init__(self):
+        if self.role not in ("data", "state"):
+            raise ValueError(f"role must be 'data' or 'state', got {self.role!r}")
+        object.__setattr__(self, "shape", tuple(self.shape))
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+
+@dataclass
+class Manifest:
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    opset: int
+    ir_version: int
+    source: dict[str, Any] = field(default_factory=dict)  # {"name", "sha256", "kind"}
+    versions: dict[str, str] = field(default_factory=dict)
+    fused_nodes: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> ONNX nodes
+    loop_layers: list[str] = field(default_factory=list)  # layers left as Loop (--allow-loop)
+    parity: dict[str, Any] = field(default_factory=dict)  # {"passed": bool, "cases": [...]}
+    task: dict[str, Any] = field(default_factory=dict)  # zoo: {"metric", "keras", "onnx", "baseline"}
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fp32" -> {"file", ...}
+    recommended: dict[str, str] = field(default_factory=dict)  # provider -> variant
+    streaming: bool = False
+    export_seconds: float | None = None
+    format: int = FORMAT_VERSION
+
+    @property
+    def data_inputs(self) -> list[TensorSpec]:
+        return [t for t in self.inputs if t.role == "data"]
+
+    @property
+    def data_outputs(self) -> list[TensorSpec]:
+        return [t for t in self.outputs if t.role == "data"]
+
+    @property
+    def state_inputs(self) -> list[TensorSpec]:
+        return [t for t in self.inputs if t.role == "state"]
+
+    @property
+    def state_outputs(self) -> list[TensorSpec]:
+        return [t for t in self.outputs if t.role == "state"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, folder: Path) -> Path:
+        path = Path(folder) / MANIFEST
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        d = dict(d)
+        d["inputs"] = [TensorSpec(**t) for t in d["inputs"]]
+        d["outputs"] = [TensorSpec(**t) for t in d["outputs"]]
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Manifest:
+        folder = Path(folder)
+        path = folder / MANIFEST
+        if not folder.is_dir():
+            raise RnnEdgeError(
+                f"{folder} is not an export folder: expected a directory written by `rnnedge export`"
+            )
+        if not path.is_file():
+            raise RnnEdgeError(
+                f"{folder} has no {MANIFEST}: expected a folder written by `rnnedge export`"
+            )
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError) as e:
+            raise RnnEdgeError(f"{path} is not a valid rnnedge manifest ({e}); re-export the model") from None
+
+
+def _jsonable(x):
+    """numpy scalars and paths in results: plain JSON values."""
+    if hasattr(x, "item"):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
