@@ -1,0 +1,50 @@
+"""State shared by the layer converters while one Keras model is converted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rnnedge.convert.graph import GraphBuilder, Sym
+from rnnedge.errors import RnnEdgeError
+
+
+class UnsupportedLayerError(RnnEdgeError):
+    """A layer (or one of its options) that rnnedge cannot convert faithfully."""
+
+    def __init__(self, layer, reason: str):
+        self.layer_name = getattr(layer, "name", str(layer))
+        self.layer_type = type(layer).__name__
+        self.reason = reason
+        super().__init__(
+            f"layer '{self.layer_name}' ({self.layer_type}): {reason}; "
+            "remove or replace it, or pass --allow-loop to fall back to the plain tf2onnx graph"
+        )
+
+
+@dataclass
+class StateIO:
+    """A recurrent state carried across calls: graph input `input` feeds the layer, `output` returns it."""
+
+    input: str
+    output: str
+    layer: str
+    shape: tuple
+
+
+@dataclass
+class Context:
+    g: GraphBuilder
+    streaming: bool = False
+    graph_inputs: dict[str, int] = field(default_factory=dict)  # input name -> position
+    annotations: dict[str, dict] = field(default_factory=dict)  # input name -> {"vocab": .., "pad_value": ..}
+    fused: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> fused ONNX node names
+    states: list[StateIO] = field(default_factory=list)
+    state_outputs: dict[str, str] = field(default_factory=dict)  # state output name -> value
+
+    def fail(self, layer, reason: str):
+        raise UnsupportedLayerError(layer, reason)
+
+    def annotate(self, x: Sym, **facts):
+        """Record facts about a graph input (vocabulary size, padding value) for the runtime's checks."""
+        if x.name in self.graph_inputs:
+            self.annotations.setdefault(x.name, {}).update(facts)

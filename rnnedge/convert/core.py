@@ -1,0 +1,164 @@
+"""Walk a Keras 3 functional graph and emit ONNX, one converter per layer type."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import keras
+import onnx
+
+from rnnedge.convert import layers, recurrent
+from rnnedge.convert.context import Context, UnsupportedLayerError
+from rnnedge.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
+from rnnedge.errors import RnnEdgeError
+from rnnedge.manifest import TensorSpec
+
+CONVERTERS = {**layers.CONVERTERS, **recurrent.CONVERTERS}
+RECURRENT = tuple(recurrent.CONVERTERS)
+
+
+@dataclass
+class Converted:
+    """An ONNX model and the description of its inputs and outputs for the manifest."""
+
+    onnx_model: onnx.ModelProto
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    fused_nodes: dict[str, list[str]]
+    opset: int = OPSET
+    ir_version: int = IR_VERSION
+
+
+def functional_graph(model):
+    """The functional graph behind a Keras model (Sequential models keep one once built)."""
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
+            raise RnnEdgeError(
+                f"Sequential model '{model.name}' has no input shape: expected it to start with keras.Input(...) "
+                "or to have been built; add an Input layer and export again"
+            )
+        return graph
+    if not hasattr(model, "_nodes_by_depth"):
+        raise RnnEdgeError(
+            f"model '{model.name}' ({type(model).__name__}) is a subclassed model without a functional graph: "
+            "expected a Sequential or functional keras.Model"
+        )
+    return model
+
+
+def recurrent_layers(model) -> list:
+    """The recurrent layers of a model, nested models included."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, RECURRENT):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(recurrent_layers(layer))
+        elif isinstance(layer, keras.layers.TimeDistributed) and isinstance(layer.layer, RECURRENT):
+            found.append(layer.layer)
+    return found
+
+
+def convert_layer(ctx: Context, op, args, kwargs, outs) -> list[str]:
+    """Convert one Keras operation applied to Syms; returns ONNX names of its flat outputs."""
+    if isinstance(op, keras.Model):
+        graph = functional_graph(op)
+        flat = keras.tree.flatten(args)
+        results = run_graph(ctx, graph, [a for a in flat if isinstance(a, Sym)])
+        return [r.name for r in results]
+    fn = CONVERTERS.get(type(op))
+    if fn is None:
+        kind = "operation" if not isinstance(op, keras.layers.Layer) else "layer"
+        raise UnsupportedLayerError(op, f"{kind} type {type(op).__name__} is not supported by rnnedge's converter")
+    if kwargs.get("mask") is not None and not isinstance(op, RECURRENT + layers.MASK_AWARE):
+        raise UnsupportedLayerError(op, "it receives a mask, which rnnedge cannot convert for this layer type")
+    return fn(ctx, op, args, kwargs, outs)
+
+
+def run_graph(ctx: Context, graph, inputs: list[Sym]) -> list[Sym]:
+    """Run the converters over a functional graph in dependency order (as Keras itself does)."""
+    values = {id(t): s for t, s in zip(graph.inputs, inputs)}
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
+            if not node.operation or node.is_input:
+                continue
+            args, kwargs = node.arguments.fill_in(values)
+            names = convert_layer(ctx, node.operation, args, kwargs, node.outputs)
+            if len(names) != len(node.outputs):
+                raise AssertionError(f"{node.operation.name}: {len(names)} outputs for {len(node.outputs)}")
+            for t, name in zip(node.outputs, names):
+                values[id(t)] = Sym(name, tuple(t.shape), str(t.dtype))
+    return [values[id(t)] for t in graph.outputs]
+
+
+def _axis_names(shape, time_name: str) -> list:
+    dims = []
+    for i, d in enumerate(shape):
+        if d is not None:
+            dims.append(int(d))
+        else:
+            dims.append("batch" if i == 0 else time_name if i == 1 else f"{time_name}_dim{i}")
+    return dims
+
+
+def _unique(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    result = []
+    for n in names:
+        n = re.sub(r"[^A-Za-z0-9_./:-]", "_", n) or "output"
+        if n in seen:
+            seen[n] += 1
+            n = f"{n}_{seen[n]}"
+        else:
+            seen[n] = 0
+        result.append(n)
+    return result
+
+
+def convert(model, *, streaming: bool = False, name: str | None = None) -> Converted:
+    """Convert a Keras model to ONNX with one fused node per recurrent cell (and direction)."""
+    from rnnedge import __version__
+
+    graph = functional_graph(model)
+    if not recurrent_layers(graph):
+        raise RnnEdgeError(
+            f"model '{model.name}' has no recurrent layer (LSTM, GRU, SimpleRNN, RNN, Bidirectional): "
+            "rnnedge exports recurrent models; use tf2onnx or keras' own ONNX export for others"
+        )
+    ctx = Context(GraphBuilder(name or model.name), streaming=streaming)
+    input_names = _unique([t.name for t in graph.inputs])
+    dynamic_time = [t for t in graph.inputs if len(t.shape) > 1 and t.shape[1] is None]
+    syms, in_shapes = [], []
+    for i, (t, n) in enumerate(zip(graph.inputs, input_names)):
+        time_name = "time" if len(dynamic_time) <= 1 else f"{n}_time"
+        shape = _axis_names(t.shape, time_name)
+        ctx.g.add_input(n, str(t.dtype), shape)
+        ctx.graph_inputs[n] = i
+        syms.append(Sym(n, tuple(t.shape), str(t.dtype)))
+        in_shapes.append(shape)
+    output_names = _unique(list(getattr(graph, "output_names", None) or [f"output_{i}" for i in range(len(graph.outputs))]))
+    ctx.g.reserve(*output_names)
+    results = run_graph(ctx, graph, syms)
+
+    outputs = []
+    for t, r, n in zip(graph.outputs, results, output_names):
+        shape = _axis_names(t.shape, "time" if len(dynamic_time) == 1 else f"{n}_time")
+        ctx.g.add_output(r.name, n, str(t.dtype), shape)
+        outputs.append(TensorSpec(n, tuple(shape), str(t.dtype)))
+    inputs = [
+        TensorSpec(n, tuple(shape), str(t.dtype), **_facts(ctx.annotations.get(n, {})))
+        for t, n, shape in zip(graph.inputs, input_names, in_shapes)
+    ]
+    for io in ctx.states:
+        ctx.g.add_output(ctx.state_outputs[io.output], io.output, "float32", list(io.shape))
+        inputs.append(TensorSpec(io.input, io.shape, "float32", role="state", layer=io.layer))
+        outputs.append(TensorSpec(io.output, io.shape, "float32", role="state", feeds=io.input, layer=io.layer))
+    onnx_model = ctx.g.model("rnnedge", __version__)
+    onnx.checker.check_model(onnx_model)
+    return Converted(onnx_model, inputs, outputs, ctx.fused)
+
+
+def _facts(annotation: dict) -> dict:
+    return {k: annotation[k] for k in ("vocab", "pad_value") if k in annotation}

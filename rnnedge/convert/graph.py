@@ -1,0 +1,124 @@
+"""A small ONNX graph builder: named values, constants, nodes, and the symbolic tensors
+that flow between Keras layer converters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8  # what opset 17 needs; onnxruntime >= 1.14 loads it
+
+ONNX_DTYPES = {
+    "float32": TensorProto.FLOAT,
+    "float16": TensorProto.FLOAT16,
+    "float64": TensorProto.DOUBLE,
+    "int32": TensorProto.INT32,
+    "int64": TensorProto.INT64,
+    "bool": TensorProto.BOOL,
+    "uint8": TensorProto.UINT8,
+    "int8": TensorProto.INT8,
+}
+
+
+@dataclass(frozen=True)
+class Sym:
+    """A value in the ONNX graph under construction, with its Keras shape (None = dynamic)."""
+
+    name: str
+    shape: tuple
+    dtype: str = "float32"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+
+class GraphBuilder:
+    def __init__(self, name: str):
+        self.name = name
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._used: set[str] = set()
+        self._consts: dict[tuple, str] = {}
+
+    def fresh(self, hint: str) -> str:
+        base = hint.replace(" ", "_") or "t"
+        name, i = base, 1
+        while name in self._used:
+            name = f"{base}_{i}"
+            i += 1
+        self._used.add(name)
+        return name
+
+    def reserve(self, *names: str):
+        """Keep names (graph outputs chosen up front) from being given to intermediate values."""
+        self._used.update(names)
+
+    def const(self, value, hint: str = "const", dtype=None) -> str:
+        array = np.asarray(value, dtype=dtype)
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        small = array.size <= 16
+        key = (array.dtype.str, array.shape, array.tobytes()) if small else None
+        if key is not None and key in self._consts:
+            return self._consts[key]
+        name = self.fresh(hint)
+        self.initializers.append(numpy_helper.from_array(array.copy(order="C"), name))
+        if key is not None:
+            self._consts[key] = name
+        return name
+
+    def op(self, op_type: str, inputs, hint: str | None = None, outputs: int = 1, **attrs):
+        """Add a node; returns its output name (or a list of names when outputs > 1)."""
+        names = [self.fresh(f"{hint or op_type}" + (f"/out{i}" if outputs > 1 else "")) for i in range(outputs)]
+        node = helper.make_node(
+            op_type,
+            [i if i is not None else "" for i in inputs],
+            names,
+            name=self.fresh(f"{hint or op_type}/{op_type}"),
+            **{k: v for k, v in attrs.items() if v is not None},
+        )
+        self.nodes.append(node)
+        return names if outputs > 1 else names[0]
+
+    def add_input(self, name: str, dtype: str, shape) -> str:
+        self._used.add(name)
+        self.inputs.append(helper.make_tensor_value_info(name, ONNX_DTYPES[dtype], list(shape)))
+        return name
+
+    def add_output(self, source: str, name: str, dtype: str, shape) -> str:
+        if source != name:
+            self.nodes.append(helper.make_node("Identity", [source], [name], name=self.fresh(f"{name}/Identity")))
+        self.outputs.append(helper.make_tensor_value_info(name, ONNX_DTYPES[dtype], list(shape)))
+        return name
+
+    def model(self, producer: str, version: str) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET)],
+            producer_name=producer,
+            producer_version=version,
+        )
+        model.ir_version = IR_VERSION
+        return model
+
+    # Shape helpers used by several converters.
+    def dims(self, x: str, start: int, end: int) -> str:
+        """Shape(x)[start:end] as an int64 1-D tensor."""
+        return self.op("Shape", [x], start=start, end=end)
+
+    def unsqueeze(self, x: str, axes) -> str:
+        return self.op("Unsqueeze", [x, self.const(np.array(axes, np.int64), "axes")])
+
+    def squeeze(self, x: str, axes) -> str:
+        return self.op("Squeeze", [x, self.const(np.array(axes, np.int64), "axes")])
+
+    def transpose(self, x: str, perm) -> str:
+        return self.op("Transpose", [x], perm=list(perm))

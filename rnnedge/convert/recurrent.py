@@ -1,0 +1,327 @@
+"""Keras recurrent layers as fused ONNX `LSTM` / `GRU` / `RNN` nodes (one per cell).
+
+The weight mapping follows FACTS.md (layout 0: X is [time, batch, features]). Masks become
+`sequence_lens` (right-padded sequences), and the values Keras gives at padded steps are
+rebuilt around the fused node:
+
+- a forward layer repeats its last valid output at padded steps unless `zero_output_for_mask`
+  (ONNX writes zeros there), and its last output is zero for a padded last step when it is set;
+- a reversed layer (go_backwards) returns its outputs in processing order: the ONNX output
+  flipped in time, whose padded steps are zeros in both;
+- a fully padded row keeps its initial state in Keras; ONNX returns zeros, so states pass
+  through `Where(length > 0, Y_h, initial)` wherever an initial state exists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import layers as L
+
+from rnnedge.convert.activations import keras_name, rnn_activation
+from rnnedge.convert.context import Context, StateIO
+from rnnedge.convert.graph import Sym
+from rnnedge.convert.layers import _np
+
+CELL_OPS = {L.LSTMCell: "LSTM", L.GRUCell: "GRU", L.SimpleRNNCell: "RNN"}
+STATE_NAMES = {"LSTM": ("h", "c"), "GRU": ("h",), "RNN": ("h",)}
+INT64_MIN = np.iinfo(np.int64).min
+
+
+def _cells(ctx: Context, layer) -> list:
+    cell = layer.cell
+    cells = list(cell.cells) if isinstance(cell, L.StackedRNNCells) else [cell]
+    for c in cells:
+        if type(c) not in CELL_OPS:
+            ctx.fail(layer, f"cell {type(c).__name__} has no fused ONNX op (supported: LSTMCell, GRUCell, SimpleRNNCell)")
+    return cells
+
+
+def _n_states(cells) -> int:
+    return sum(len(STATE_NAMES[CELL_OPS[type(c)]]) for c in cells)
+
+
+def _cell_weights(cell):
+    """W [G*U, F], R [G*U, U], B [2*G*U] or None, in ONNX gate order."""
+    op, units = CELL_OPS[type(cell)], cell.units
+    kernel, recurrent = _np(cell.kernel), _np(cell.recurrent_kernel)
+    bias = _np(cell.bias) if cell.use_bias else None
+    if op == "LSTM":  # Keras i, f, c, o -> ONNX i, o, f, c
+        order = np.concatenate([np.arange(b * units, (b + 1) * units) for b in (0, 3, 1, 2)])
+        kernel, recurrent = kernel[:, order], recurrent[:, order]
+        bias = None if bias is None else np.concatenate([bias[order], np.zeros(4 * units, np.float32)])
+    elif op == "GRU":
+        if bias is not None:
+            bias = bias.reshape(-1) if cell.reset_after else np.concatenate([bias, np.zeros(3 * units, np.float32)])
+    elif bias is not None:
+        bias = np.concatenate([bias, np.zeros(units, np.float32)])
+    return kernel.T, recurrent.T, bias
+
+
+def _cell_activations(ctx: Context, layer, cell):
+    op = CELL_OPS[type(cell)]
+    if op == "LSTM":
+        fns = [cell.recurrent_activation, cell.activation, cell.activation]
+    elif op == "GRU":
+        fns = [cell.recurrent_activation, cell.activation]
+    else:
+        fns = [cell.activation]
+    mapped = []
+    for fn in fns:
+        m = rnn_activation(fn)
+        if m is None:
+            ctx.fail(layer, f"activation '{keras_name(fn)}' cannot be expressed in a fused ONNX {op} node")
+        mapped.append(m)
+    return mapped
+
+
+def _fused_node(ctx: Context, layer, cells, direction, x_tbf, lens, h0, c0, hint):
+    """One ONNX LSTM/GRU/RNN node over 1 cell (forward/reverse) or 2 cells (bidirectional).
+
+    Returns (Y [T, D, B, U], Y_h [D, B, U], Y_c [D, B, U] or None).
+    """
+    g = ctx.g
+    op = CELL_OPS[type(cells[0])]
+    units = cells[0].units
+    weights = [_cell_weights(c) for c in cells]
+    W = np.stack([w for w, _, _ in weights])
+    R = np.stack([r for _, r, _ in weights])
+    B = None
+    if any(b is not None for _, _, b in weights):
+        B = np.stack([b if b is not None else np.zeros(2 * W.shape[1], np.float32) for _, _, b in weights])
+    acts = [a for c in cells for a in _cell_activations(ctx, layer, c)]
+    attrs = {"hidden_size": units, "direction": direction, "activations": [a for a, _, _ in acts]}
+    alphas = [al for _, al, _ in acts if al is not None]
+    betas = [be for _, _, be in acts if be is not None]
+    if alphas:
+        attrs["activation_alpha"] = alphas
+    if betas:
+        attrs["activation_beta"] = betas
+    if op == "GRU":
+        attrs["linear_before_reset"] = int(bool(cells[0].reset_after))
+    inputs = [x_tbf, g.const(W, f"{hint}/W"), g.const(R, f"{hint}/R"),
+              g.const(B, f"{hint}/B") if B is not None else "", lens or "", h0 or ""]
+    if op == "LSTM":
+        inputs.append(c0 or "")
+    while inputs and not inputs[-1]:
+        inputs.pop()
+    outs = g.op(op, inputs, hint=hint, outputs=3 if op == "LSTM" else 2, **attrs)
+    ctx.fused.setdefault(layer.name, []).append(g.nodes[-1].name)
+    return outs[0], outs[1], outs[2] if op == "LSTM" else None
+
+
+def _check_layer(ctx: Context, layer, x: Sym):
+    if x.rank != 3:
+        ctx.fail(layer, f"expected a [batch, time, features] input, got rank {x.rank}")
+    if x.dtype != "float32":
+        ctx.fail(layer, f"expected float32 inputs, got {x.dtype}")
+    if getattr(layer, "time_major", False):
+        ctx.fail(layer, "time_major=True is not supported")
+
+
+def _lengths(ctx: Context, mask: Sym | None) -> str | None:
+    """sequence_lens (int32 [batch]) from a [batch, time] boolean mask of right-padded rows."""
+    if mask is None:
+        return None
+    g = ctx.g
+    as_int = g.op("Cast", [mask.name], to=6)
+    return g.op("ReduceSum", [as_int, g.const(np.array([1], np.int64), "axes")], hint="sequence_lens", keepdims=0)
+
+
+def _flip_time(ctx: Context, x: str, axis: int) -> str:
+    g = ctx.g
+    c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
+    return g.op("Slice", [x, c(-1), c(INT64_MIN), c(axis), c(-1)])
+
+
+def _flat_states(initial_state) -> list:
+    if initial_state is None:
+        return []
+    if isinstance(initial_state, Sym):
+        return [initial_state]
+    flat = []
+    for s in initial_state:
+        flat.extend(_flat_states(s))
+    return flat
+
+
+def _state_inputs(ctx: Context, layer, cells, x: Sym) -> list[str]:
+    """Graph inputs for the states a stateful or streaming layer carries across calls."""
+    names = []
+    batch = x.shape[0] if x.shape[0] is not None else "batch"
+    for k, cell in enumerate(cells):
+        for s in STATE_NAMES[CELL_OPS[type(cell)]]:
+            suffix = f"{s}{k}" if len(cells) > 1 else s
+            name = ctx.g.fresh(f"{layer.name}/state_in/{suffix}")
+            out = f"{layer.name}/state_out/{suffix}"
+            ctx.g.reserve(out)
+            ctx.g.add_input(name, "float32", [batch, cell.units])
+            ctx.states.append(StateIO(input=name, output=out, layer=layer.name, shape=(batch, cell.units)))
+            names.append(name)
+    return names
+
+
+def _run_cells(ctx: Context, layer, cells, x_tbf, lens, initial, reverse):
+    """Chain one fused node per cell. Returns (Y of the last cell [T, B, U], Y_h of the last cell
+    [B, U], the flat list of each cell's final states [B, U] in Keras order)."""
+    g = ctx.g
+    seq, states, k0 = x_tbf, [], 0
+    for k, cell in enumerate(cells):
+        n = len(STATE_NAMES[CELL_OPS[type(cell)]])
+        init = initial[k0:k0 + n] if initial else [None] * n
+        k0 += n
+        h0 = g.unsqueeze(init[0], [0]) if init[0] else None
+        c0 = g.unsqueeze(init[1], [0]) if n == 2 and init[1] else None
+        hint = f"{layer.name}/{CELL_OPS[type(cell)]}" + (f"_{k}" if len(cells) > 1 else "")
+        Y, Yh, Yc = _fused_node(ctx, layer, [cell], "reverse" if reverse else "forward", seq, lens, h0, c0, hint)
+        seq = g.squeeze(Y, [1])
+        states.append(g.squeeze(Yh, [0]))
+        if Yc is not None:
+            states.append(g.squeeze(Yc, [0]))
+    last_h = states[-2] if CELL_OPS[type(cells[-1])] == "LSTM" else states[-1]
+    return seq, last_h, states
+
+
+def _keep_initial(ctx: Context, states, initial, lens):
+    """Keras keeps the initial state of a fully padded row; ONNX returns zeros there."""
+    if lens is None or not initial:
+        return states
+    g = ctx.g
+    has_steps = g.unsqueeze(g.op("Greater", [lens, g.const(np.int32(0))]), [1])
+    return [g.op("Where", [has_steps, s, i]) for s, i in zip(states, initial)]
+
+
+def _keras_sequence(ctx: Context, layer, Y_tbu, Yh, reverse, mask, original_order=False):
+    """Keras' return_sequences output [B, T, U] from the fused node's Y [T, B, U]."""
+    g = ctx.g
+    y = g.transpose(Y_tbu, (1, 0, 2))
+    if not reverse and mask is not None and not layer.zero_output_for_mask:
+        keep = g.unsqueeze(mask.name, [2])
+        y = g.op("Where", [keep, y, g.unsqueeze(Yh, [1])])
+    if reverse and not original_order:
+        y = _flip_time(ctx, y, 1)
+    return y
+
+
+def _keras_last(ctx: Context, layer, Yh, reverse, mask):
+    """Keras' last output [B, U]: the final output in processing order."""
+    g = ctx.g
+    if not reverse and mask is not None and layer.zero_output_for_mask:
+        last_valid = g.unsqueeze(g.op("Gather", [mask.name, g.const(np.int64(-1))], axis=1), [1])
+        return g.op("Where", [last_valid, Yh, g.const(np.float32(0.0))])
+    return Yh
+
+
+def _initial(layer, args, kwargs):
+    init = kwargs.get("initial_state")
+    if init is None and len(args) > 1:
+        init = args[1:]
+    return _flat_states(init)
+
+
+def rnn(ctx: Context, layer, args, kwargs, outs):
+    g, x, mask = ctx.g, args[0], kwargs.get("mask")
+    _check_layer(ctx, layer, x)
+    cells = _cells(ctx, layer)
+    initial = [s.name for s in _initial(layer, args, kwargs)]
+    if initial and len(initial) != _n_states(cells):
+        ctx.fail(layer, f"expected {_n_states(cells)} initial states, got {len(initial)}")
+    carried = layer.stateful or ctx.streaming
+    if carried:
+        if initial:
+            ctx.fail(layer, "its initial state comes from another tensor, so it cannot also carry its state "
+                            "across calls (stateful=True or --streaming)")
+        initial = _state_inputs(ctx, layer, cells, x)
+    lens = _lengths(ctx, mask)
+    reverse = bool(layer.go_backwards)
+    Y, Yh, states = _run_cells(ctx, layer, cells, g.transpose(x.name, (1, 0, 2)), lens, initial, reverse)
+    if layer.return_sequences:
+        result = [_keras_sequence(ctx, layer, Y, Yh, reverse, mask)]
+    else:
+        result = [_keras_last(ctx, layer, Yh, reverse, mask)]
+    states = _keep_initial(ctx, states, initial, lens)
+    if carried:
+        for io, value in zip(ctx.states[-len(states):], states):
+            ctx.state_outputs[io.output] = value
+    if layer.return_state:
+        result += states
+    return result
+
+
+def _one_node(fw_cells, bw_cells, fw, bw) -> bool:
+    """Can both directions share one ONNX node with direction="bidirectional"?"""
+    if len(fw_cells) != 1 or len(bw_cells) != 1 or fw.go_backwards or not bw.go_backwards:
+        return False
+    a, b = fw_cells[0], bw_cells[0]
+    if type(a) is not type(b) or a.units != b.units:
+        return False
+    return not isinstance(a, L.GRUCell) or bool(a.reset_after) == bool(b.reset_after)
+
+
+def bidirectional(ctx: Context, layer, args, kwargs, outs):
+    g, x, mask = ctx.g, args[0], kwargs.get("mask")
+    fw, bw = layer.forward_layer, layer.backward_layer
+    if ctx.streaming or fw.stateful or bw.stateful:
+        ctx.fail(layer, "a Bidirectional layer cannot stream or be stateful: its backward direction needs the "
+                        "whole sequence at once")
+    _check_layer(ctx, layer, x)
+    fw_cells, bw_cells = _cells(ctx, fw), _cells(ctx, bw)
+    initial = [s.name for s in _initial(layer, args, kwargs)]
+    n_fw = _n_states(fw_cells)
+    if initial and len(initial) != n_fw + _n_states(bw_cells):
+        ctx.fail(layer, f"expected {n_fw + _n_states(bw_cells)} initial states, got {len(initial)}")
+    init_fw, init_bw = (initial[:n_fw], initial[n_fw:]) if initial else ([], [])
+    lens = _lengths(ctx, mask)
+    x_tbf = g.transpose(x.name, (1, 0, 2))
+
+    if _one_node(fw_cells, bw_cells, fw, bw):
+        both = lambda i: g.op("Concat", [g.unsqueeze(init_fw[i], [0]), g.unsqueeze(init_bw[i], [0])], axis=0)  # noqa: E731
+        h0 = both(0) if initial else None
+        c0 = both(1) if initial and len(init_fw) == 2 else None
+        Y, Yh, Yc = _fused_node(ctx, layer, [fw_cells[0], bw_cells[0]], "bidirectional", x_tbf, lens, h0, c0,
+                                f"{layer.name}/{CELL_OPS[type(fw_cells[0])]}")
+        pick = lambda t, i, axis: g.op("Gather", [t, g.const(np.int64(i))], axis=axis)  # noqa: E731
+        Y_f, Y_b = pick(Y, 0, 1), pick(Y, 1, 1)
+        st_f = [pick(Yh, 0, 0)] + ([pick(Yc, 0, 0)] if Yc else [])
+        st_b = [pick(Yh, 1, 0)] + ([pick(Yc, 1, 0)] if Yc else [])
+        if layer.return_sequences:
+            y_f = _keras_sequence(ctx, fw, Y_f, st_f[0], False, mask)
+            y_b = _keras_sequence(ctx, bw, Y_b, st_b[0], True, mask, original_order=True)
+        else:
+            y_f, y_b = _keras_last(ctx, fw, st_f[0], False, mask), _keras_last(ctx, bw, st_b[0], True, mask)
+    else:  # different cells, units or stacks per direction: one node per cell and direction
+        def direction(sub, cells, init):
+            rev = bool(sub.go_backwards)
+            Y, Yh, st = _run_cells(ctx, layer, cells, x_tbf, lens, init, rev)
+            if layer.return_sequences:
+                return _keras_sequence(ctx, sub, Y, Yh, rev, mask), st
+            return _keras_last(ctx, sub, Yh, rev, mask), st
+
+        y_f, st_f = direction(fw, fw_cells, init_fw)
+        y_b, st_b = direction(bw, bw_cells, init_bw)
+        if layer.return_sequences:
+            y_b = _flip_time(ctx, y_b, 1)
+    st_f, st_b = _keep_initial(ctx, st_f, init_fw, lens), _keep_initial(ctx, st_b, init_bw, lens)
+
+    mode = layer.merge_mode
+    if mode == "concat":
+        merged = [g.op("Concat", [y_f, y_b], hint=layer.name, axis=-1)]
+    elif mode == "sum":
+        merged = [g.op("Add", [y_f, y_b], hint=layer.name)]
+    elif mode == "ave":
+        merged = [g.op("Mul", [g.op("Add", [y_f, y_b]), g.const(np.float32(0.5))], hint=layer.name)]
+    elif mode == "mul":
+        merged = [g.op("Mul", [y_f, y_b], hint=layer.name)]
+    elif mode is None:
+        merged = [y_f, y_b]
+    else:
+        ctx.fail(layer, f"merge_mode={mode!r} is not supported")
+    return merged + (st_f + st_b if layer.return_state else [])
+
+
+CONVERTERS = {
+    L.LSTM: rnn,
+    L.GRU: rnn,
+    L.SimpleRNN: rnn,
+    L.RNN: rnn,
+    L.Bidirectional: bidirectional,
+}
