@@ -12,14 +12,14 @@ __all__ = ["RnnEdgeError", "ParityError", "export", "load", "__version__"]
 
 
 def export(model, out, **kwargs):
-    """Export a Keras model (object, `.keras` path or `zoo:NAME`) to DIR; see `rnnedge.export.export`."""
-    from rnnedge.export import export as _export
+    """Export a Keras model (object, `.keras` path or `zoo:NAME`) to DIR; see `rnnedge.exporter.export`."""
+    from rnnedge.exporter import export as _export
 
     return _export(model, out, **kwargs)
 
 
-def load(folder, **kwargs):
+def load(folder, provider="auto", **kwargs):
     """Load an export folder for inference (numpy + onnxruntime only); see `rnnedge.runtime.load`."""
     from rnnedge.runtime import load as _load
 
-    return _load(folder, **kwargs)
+    return _load(folder, provider, **kwargs)

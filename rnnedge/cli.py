@@ -1,0 +1,156 @@
+"""The `rnnedge` command line: parses arguments and calls the library; no logic of its own.
+
+TensorFlow is imported only by the commands that need it (export, demo, zoo), so `rnnedge --help`,
+`check`, `run` and `bench` start fast and work where TensorFlow is not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rnnedge.errors import RnnEdgeError
+
+app = typer.Typer(
+    name="rnnedge",
+    help="Keras recurrent models to fused, verified ONNX: export, check, run, quantize, bench.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """A user's mistake prints one line and exits 1; anything else is a bug and keeps its traceback."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+            yield
+    except RnnEdgeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _tolerances(items: list[str]) -> dict:
+    """NAME=ATOL[,RTOL] per-output tolerance overrides."""
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            parts = [float(v) for v in value.split(",")]
+            out[name] = (parts[0], parts[1] if len(parts) > 1 else 1e-4)
+        except (ValueError, IndexError):
+            raise RnnEdgeError(f"--tolerance {item!r}: expected OUTPUT=ATOL[,RTOL], e.g. dense=1e-4,1e-3") from None
+    return out
+
+
+def _report_line(report) -> str:
+    status = "PASS" if report.passed else "FAIL"
+    return f"{status}: {len(report.cases)} cases on {report.provider}, worst |diff| {report.worst_abs:.2e}"
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Argument(help="A .keras file, or zoo:NAME for a reference model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write model.onnx, manifest.json, golden.npz.")],
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+    streaming: Annotated[bool, typer.Option(help="Recurrent states become graph inputs/outputs for chunked streaming.")] = False,
+    allow_loop: Annotated[bool, typer.Option(help="Fall back to the plain tf2onnx graph (with Loops) for unsupported layers.")] = False,
+    unsafe: Annotated[bool, typer.Option(help="Load .keras files with safe_mode off (Lambda layers run code).")] = False,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance for parity.")] = 1e-5,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance for parity.")] = 1e-4,
+    tolerance: Annotated[Optional[list[str]], typer.Option(help="Per-output override OUTPUT=ATOL[,RTOL]; repeatable.")] = None,
+):
+    """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
+    with user_errors():
+        from rnnedge.check import Tolerance
+        from rnnedge.exporter import export as run_export
+
+        result = run_export(model, out, force=force, streaming=streaming, allow_loop=allow_loop, unsafe=unsafe,
+                            tolerance=Tolerance(atol, rtol), overrides=_tolerances(tolerance or []))
+        fused = sum(len(v) for v in result.manifest.fused_nodes.values())
+        typer.echo(f"wrote {out}: {fused} fused recurrent node(s), {result.manifest.variants['fp32']['size']} bytes")
+        typer.echo(_report_line(result.parity))
+
+
+@app.command()
+def check(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
+    provider: Annotated[str, typer.Option(help="Execution provider: cpu, cuda, tensorrt or auto.")] = "cpu",
+    variant: Annotated[str, typer.Option(help="Model variant: fp32, int8, fp16.")] = "fp32",
+    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance (default: the provider's).")] = None,
+    rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance (default: the provider's).")] = None,
+):
+    """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed)."""
+    with user_errors():
+        from rnnedge.check import Tolerance, check_dir
+
+        tol = None
+        if atol is not None or rtol is not None:
+            tol = Tolerance(atol if atol is not None else 1e-5, rtol if rtol is not None else 1e-4)
+        report = check_dir(folder, provider, variant=variant, tolerance=tol)
+        for case in report.cases:
+            for o in case.outputs:
+                mark = "ok  " if o else "FAIL"
+                typer.echo(f"{mark} {case.case:<40} {o.name:<28} max|diff| {o.max_abs:.2e}  mean {o.mean_abs:.2e}  "
+                           f"rel {o.max_rel:.2e}  (atol {o.atol:g}, rtol {o.rtol:g})")
+        typer.echo(_report_line(report))
+        if not report.passed:
+            raise typer.Exit(1)
+
+
+@app.command()
+def run(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Inputs: .npy (one input), .npz (by name) or .csv.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write outputs to .npz, .npy or .csv.")] = None,
+    chunk: Annotated[Optional[int], typer.Option(help="Stream the input in chunks of N steps, state carried.")] = None,
+    provider: Annotated[str, typer.Option(help="Execution provider: auto, cpu, cuda, tensorrt.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads (CPU).")] = None,
+    fallback: Annotated[bool, typer.Option(help="Fall back to CPU if the provider is not available.")] = False,
+):
+    """Run an exported model on inputs from a file (numpy + onnxruntime only)."""
+    with user_errors():
+        from rnnedge.runtime import run_file
+
+        outputs = run_file(folder, input, output, chunk=chunk, provider=provider, threads=threads, fallback=fallback)
+        for name, value in outputs.items():
+            typer.echo(f"{name}: shape {tuple(value.shape)} {value.dtype}")
+        typer.echo(f"provider: {outputs.provider}" + (f"; wrote {output}" if output else ""))
+
+
+@app.command()
+def zoo():
+    """List the reference zoo's models."""
+    with user_errors():
+        from rnnedge.zoo import NAMES
+
+        for name in NAMES:
+            typer.echo(name)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the exported zoo.")] = Path("exported"),
+    force: Annotated[bool, typer.Option(help="Replace existing exports.")] = False,
+    models: Annotated[Optional[list[str]], typer.Option("--model", help="Only these zoo models; repeatable.")] = None,
+):
+    """Train the reference zoo, export each model, check parity, and print the table."""
+    with user_errors():
+        from rnnedge.demo import run_demo
+
+        ok = run_demo(out, force=force, names=models or None)
+        if not ok:
+            raise typer.Exit(1)
+
+
+def main():  # pragma: no cover - console entry point
+    sys.exit(app())

@@ -1,0 +1,316 @@
+"""`rnnedge export`: Keras model -> DIR/{model.onnx, manifest.json, golden.npz}, verified.
+
+The folder is written to a temporary sibling and moved into place only when complete, so a
+failure leaves nothing half-written; an existing folder is replaced only with `force=True`.
+A parity failure still moves the files into place (marked failed, for inspection) and raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+
+from rnnedge import __version__  # noqa: E402
+from rnnedge.check import ParityReport, Tolerance, check_dir, write_golden  # noqa: E402
+from rnnedge.convert import UnsupportedLayerError, convert, functional_graph, recurrent_layers  # noqa: E402
+from rnnedge.errors import ParityError, RnnEdgeError  # noqa: E402
+from rnnedge.manifest import MODEL, Manifest, TensorSpec  # noqa: E402
+
+BATCHES = (1, 3, 2)  # batch sizes tried where the batch axis is dynamic
+LENGTHS = (7, 16, 1)  # sequence lengths tried where a time axis is dynamic
+ZOO_GOLDEN_ROWS = 16  # rows of the zoo's real test data stored in golden.npz
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    folder: Path
+    manifest: Manifest
+    parity: ParityReport
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed
+
+
+def load_keras(source, *, unsafe: bool = False):
+    """(keras.Model, description, sha256, zoo entry or None) from a model, a path, `zoo:NAME`
+    or a loaded `rnnedge.zoo.ZooModel`."""
+    if isinstance(source, keras.Model):
+        return source, source.name, _weights_sha256(source), None
+    if hasattr(source, "model") and hasattr(source, "x_test"):  # a ZooModel
+        return source.model, f"zoo:{source.name}", _weights_sha256(source.model), source
+    text = str(source)
+    if text.startswith("zoo:"):
+        from rnnedge import zoo
+
+        entry = zoo.load(text[4:])
+        return entry.model, text, _weights_sha256(entry.model), entry
+    path = Path(text)
+    if not path.exists():
+        raise RnnEdgeError(f"{path}: no such file; expected a .keras model file or zoo:NAME (see `rnnedge zoo`)")
+    if path.is_dir() or path.suffix not in (".keras", ".h5"):
+        raise RnnEdgeError(f"{path} is not a Keras model file: expected a .keras (or legacy .h5) file")
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as e:  # Keras raises many types for a bad file; all mean "not loadable"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "safe_mode" in str(e) or "Lambda" in str(e):
+            raise RnnEdgeError(
+                f"{path} holds a Lambda layer, which can run arbitrary code when loaded; "
+                "pass --unsafe only if you trust the file"
+            ) from None
+        raise RnnEdgeError(f"{path} is not a loadable Keras model ({reason[:160]})") from None
+    if not isinstance(model, keras.Model):
+        raise RnnEdgeError(f"{path} does not hold a keras.Model")
+    return model, str(path), hashlib.sha256(path.read_bytes()).hexdigest(), None
+
+
+def _weights_sha256(model) -> str:
+    h = hashlib.sha256(model.to_json().encode())
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    found = {"rnnedge": __version__}
+    for pkg in ("keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
+        try:
+            found[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+# ---------------------------------------------------------------- sample inputs and Keras truth
+
+def _sample(spec: TensorSpec, dims: dict, rng: np.random.Generator, lengths: np.ndarray | None) -> np.ndarray:
+    shape = tuple(dims.get(d, 1) if isinstance(d, str) else d for d in spec.shape)
+    if spec.dtype.startswith("int"):
+        low = 1 if spec.pad_value is not None else 0
+        x = rng.integers(low, max(spec.vocab or 10, low + 1), size=shape).astype(spec.dtype)
+    else:
+        x = rng.normal(0, 1, size=shape).astype(spec.dtype)
+    if spec.pad_value is not None and lengths is not None and x.ndim >= 2:
+        for row, n in enumerate(lengths):
+            x[row, n:] = spec.pad_value
+    return x
+
+
+def random_cases(inputs: list[TensorSpec], seed: int = 0, random_states: bool = True) -> list[tuple[str, dict]]:
+    """Random inputs at several batch sizes and sequence lengths; padded rows of mixed lengths
+    (a full-length row and an empty row among them) for inputs that carry a mask. State inputs
+    are zero in the first case (a fresh stream), random in the others if `random_states`."""
+    rng = np.random.default_rng(seed)
+    time_axes = sorted({d for s in inputs for d in s.shape[1:] if isinstance(d, str)})
+    cases = []
+    for i, (batch, length) in enumerate(zip(BATCHES, LENGTHS)):
+        dims = {"batch": batch, **{t: length + 2 * k for k, t in enumerate(time_axes)}}
+        fixed_batch = next((s.shape[0] for s in inputs if isinstance(s.shape[0], int)), None)
+        if fixed_batch is not None:
+            dims["batch"] = batch = fixed_batch
+        steps = next((d if isinstance(d, int) else dims[d] for s in inputs if s.pad_value is not None for d in s.shape[1:2]), length)
+        lengths = rng.integers(1, steps + 1, size=batch)
+        if batch >= 3:
+            lengths[0], lengths[1] = steps, 0
+        feeds = {}
+        for s in inputs:
+            x = _sample(s, dims, rng, lengths)
+            if s.role == "state" and (i == 0 or not random_states):
+                x = np.zeros_like(x)  # a fresh stream
+            feeds[s.name] = x
+        desc = f"random batch {batch}" + (f", time {length}" if time_axes else "") + (", padded" if any(s.pad_value is not None for s in inputs) else "")
+        cases.append((desc, feeds))
+    return cases
+
+
+def _stateful_layers(model) -> list:
+    return [layer for layer in recurrent_layers(functional_graph(model)) if getattr(layer, "stateful", False)]
+
+
+def keras_outputs(model, converted, feeds: dict) -> dict[str, np.ndarray]:
+    """Keras' outputs for one case, named as the ONNX outputs are (states of stateful layers too)."""
+    data_in = [feeds[s.name] for s in converted.inputs if s.role == "data"]
+    stateful = _stateful_layers(model)
+    state_specs = [s for s in converted.inputs if s.role == "state"]
+    if stateful:
+        values = iter(feeds[s.name] for s in state_specs)
+        for layer in stateful:
+            for var in layer.states if isinstance(layer.states, (list, tuple)) else [layer.states]:
+                var.assign(next(values))
+    elif state_specs:  # --streaming of a stateless model: Keras truth exists for a fresh state only
+        if any(np.any(feeds[s.name]) for s in state_specs):
+            raise AssertionError("Keras truth for a streaming model needs zero initial states")
+    result = model(data_in if len(data_in) > 1 else data_in[0], training=False)
+    flat = [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(result)]
+    names = [s.name for s in converted.outputs if s.role == "data"]
+    out = dict(zip(names, flat))
+    if stateful:
+        state_out = [s.name for s in converted.outputs if s.role == "state"]
+        current = [np.asarray(keras.ops.convert_to_numpy(v)) for layer in stateful
+                   for v in (layer.states if isinstance(layer.states, (list, tuple)) else [layer.states])]
+        out.update(zip(state_out, current))
+    return out
+
+
+def zoo_case(entry, converted) -> tuple[str, dict]:
+    specs = [s for s in converted.inputs if s.role == "data"]
+    feeds = {s.name: np.asarray(x[:ZOO_GOLDEN_ROWS]) for s, x in zip(specs, entry.x_test)}
+    return f"{entry.task} test split ({ZOO_GOLDEN_ROWS} rows)", feeds
+
+
+# ---------------------------------------------------------------- tf2onnx, for --allow-loop and baselines
+
+def tf2onnx_export(model, opset: int = 17) -> onnx.ModelProto:
+    """The plain tf2onnx graph of a Keras 3 model (Sequential included, via a tf.function),
+    with the same input and output names as rnnedge's export."""
+    import tensorflow as tf
+    import tf2onnx
+
+    graph = functional_graph(model)
+    converted_names = [t.name for t in graph.inputs]
+    spec = [tf.TensorSpec(t.shape, t.dtype, name=n) for t, n in zip(graph.inputs, converted_names)]
+
+    @tf.function(input_signature=spec)
+    def call(*args):
+        return keras.tree.flatten(model(list(args) if len(args) > 1 else args[0], training=False))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto, _ = tf2onnx.convert.from_function(call, input_signature=spec, opset=opset)
+    proto.ir_version = min(proto.ir_version, 8)
+    return proto
+
+
+def _loop_layers(proto: onnx.ModelProto, model) -> list[str]:
+    loops = [n.name for n in proto.graph.node if n.op_type in ("Loop", "Scan")]
+    names = [layer.name for layer in recurrent_layers(functional_graph(model))]
+    hit = [n for n in names if any(f"/{n}/" in f"/{loop}/" for loop in loops)]
+    return hit or (names if loops else [])
+
+
+# ---------------------------------------------------------------- export
+
+def export(
+    source,
+    out: str | Path,
+    *,
+    force: bool = False,
+    streaming: bool = False,
+    allow_loop: bool = False,
+    unsafe: bool = False,
+    tolerance: Tolerance = Tolerance(),
+    overrides: dict | None = None,
+    seed: int = 0,
+) -> ExportResult:
+    """Export a Keras model (object, .keras path or `zoo:NAME`) to `out` and verify it against Keras.
+
+    Raises RnnEdgeError for bad input (nothing written) and ParityError when ONNX and Keras
+    disagree (the folder is written, its manifest marked failed).
+    """
+    out = Path(out)
+    if out.exists() and not force:
+        raise RnnEdgeError(f"{out} already exists; pass --force to overwrite it")
+    if out.exists() and not out.is_dir():
+        raise RnnEdgeError(f"{out} exists and is not a folder; choose another --out")
+    model, source_name, sha256, entry = load_keras(source, unsafe=unsafe)
+    started = time.perf_counter()
+    loop_layers: list[str] = []
+    try:
+        converted = convert(model, streaming=streaming)
+        proto = converted.onnx_model
+    except UnsupportedLayerError as e:
+        if not allow_loop:
+            raise
+        if streaming or _stateful_layers(model):
+            raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
+        proto, converted = _fallback(model)
+        loop_layers = _loop_layers(proto, model)
+        warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
+                      f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        onnx.save(proto, tmp / MODEL)
+        samples = random_cases(converted.inputs, seed, random_states=bool(_stateful_layers(model)))
+        cases = [(name, feeds, keras_outputs(model, converted, feeds)) for name, feeds in samples]
+        if entry is not None:
+            name, feeds = zoo_case(entry, converted)
+            cases.append((name, feeds, keras_outputs(model, converted, feeds)))
+        write_golden(tmp, cases)
+        manifest = Manifest(
+            inputs=converted.inputs,
+            outputs=converted.outputs,
+            opset=converted.opset,
+            ir_version=proto.ir_version,
+            source={"name": source_name, "sha256": sha256, "keras_name": model.name},
+            versions=versions(),
+            fused_nodes=converted.fused_nodes,
+            loop_layers=loop_layers,
+            streaming=any(s.role == "state" for s in converted.inputs),
+            variants={"fp32": {"file": MODEL, "size": (tmp / MODEL).stat().st_size}},
+        )
+        manifest.parity = {"passed": False, "overrides": {k: list(v) for k, v in (overrides or {}).items()}}
+        manifest.save(tmp)
+        report = check_dir(tmp, "cpu", tolerance=tolerance, overrides=overrides or {})
+        manifest.parity = {**report.to_dict(), "overrides": {k: list(v) for k, v in (overrides or {}).items()}}
+        if entry is not None:
+            manifest.task = task_metrics(entry, tmp)
+        manifest.export_seconds = round(time.perf_counter() - started, 3)
+        manifest.save(tmp)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not report.passed:
+        raise ParityError(f"{out}: ONNX does not match Keras ({'; '.join(report.failures()[:3])}); "
+                          f"files kept for inspection, manifest marked failed")
+    return ExportResult(out, manifest, report)
+
+
+def task_metrics(entry, folder: Path) -> dict:
+    """The zoo model's task metric computed from Keras' and from onnxruntime's outputs."""
+    from rnnedge.runtime import load
+
+    model = load(folder, provider="cpu")
+    outputs = model.run(*entry.x_test)
+    return {"metric": entry.metric, "keras": float(entry.keras_score), "onnx": float(entry.score(outputs.data)),
+            "baseline": float(entry.baseline), "higher_is_better": entry.higher_is_better, "cell": entry.cell,
+            "task": entry.task}
+
+
+def _fallback(model):
+    """tf2onnx's graph, described with the same input/output specs as a fused export would have."""
+    proto = tf2onnx_export(model)
+    graph = functional_graph(model)
+    from rnnedge.convert.core import Converted, _axis_names
+
+    dynamic_time = [t for t in graph.inputs if len(t.shape) > 1 and t.shape[1] is None]
+    inputs = [TensorSpec(i.name, tuple(_axis_names(t.shape, "time" if len(dynamic_time) <= 1 else f"{i.name}_time")), str(t.dtype))
+              for i, t in zip(proto.graph.input, graph.inputs)]
+    outputs = [TensorSpec(o.name, tuple(_axis_names(t.shape, "time")), str(t.dtype)) for o, t in zip(proto.graph.output, graph.outputs)]
+    return proto, Converted(proto, inputs, outputs, {})
+
+
+def _move_into_place(tmp: Path, out: Path):
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
