@@ -31,7 +31,7 @@ def user_errors():
     """A user's mistake prints one line and exits 1; anything else is a bug and keeps its traceback."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("default")
+            warnings.simplefilter("ignore", DeprecationWarning)  # third-party noise, not the user's concern
             warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
             yield
     except RnnEdgeError as e:

@@ -1,0 +1,135 @@
+"""The CLI through Typer's runner: the happy path, and one clear line with exit 1 for every bad input,
+leaving no partial output behind."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import layers as L
+from typer.testing import CliRunner
+
+from rnnedge.cli import app
+from tests.kmodels import functional, seq_input, sequential
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, *phrases):
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for p in phrases:
+        assert p in lines[-1], lines[-1]
+
+
+def no_leftovers(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.fixture(scope="module")
+def gru_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "gru.keras"
+    sequential([seq_input(4), L.GRU(5, return_sequences=True), L.TimeDistributed(L.Dense(2))], "gru_model").save(path)
+    return path
+
+
+def test_export_check_run_roundtrip(gru_file, tmp_path):
+    out = tmp_path / "exp"
+    result = invoke("export", gru_file, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "1 fused recurrent node" in result.output and "PASS" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parity"]["passed"] and manifest["inputs"][0]["shape"] == ["batch", "time", 4]
+    assert manifest["source"]["sha256"] and manifest["versions"]["keras"]
+    check = invoke("check", out)
+    assert check.exit_code == 0 and "PASS" in check.output
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(2, 9, 4)).astype("float32"))
+    run = invoke("run", out, "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npz")
+    assert run.exit_code == 0, run.output
+    y = np.load(tmp_path / "y.npz")
+    keras_y = keras.models.load_model(gru_file)(np.load(tmp_path / "x.npy"))
+    np.testing.assert_allclose(y[y.files[0]], keras_y, atol=1e-5)
+    chunked = invoke("run", out, "--input", tmp_path / "x.npy", "--chunk", 4)
+    assert chunked.exit_code == 1 and "--streaming" in chunked.output  # not a streaming export
+
+
+def test_existing_out_needs_force(gru_file, tmp_path):
+    out = tmp_path / "exp"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert_user_error(invoke("export", gru_file, "--out", out), "already exists", "--force")
+    assert (out / "keep.txt").read_text() == "mine"
+    assert invoke("export", gru_file, "--out", out, "--force").exit_code == 0
+    assert not (out / "keep.txt").exists() and (out / "model.onnx").exists()
+    assert no_leftovers(tmp_path)
+
+
+def test_missing_file(tmp_path):
+    assert_user_error(invoke("export", tmp_path / "nope.keras", "--out", tmp_path / "o"), "no such file")
+    assert not (tmp_path / "o").exists()
+
+
+def test_not_a_keras_model(tmp_path):
+    bad = tmp_path / "bad.keras"
+    bad.write_text("this is not a zip archive")
+    assert_user_error(invoke("export", bad, "--out", tmp_path / "o"), "not a loadable Keras model")
+    other = tmp_path / "model.txt"
+    other.write_text("x")
+    assert_user_error(invoke("export", other, "--out", tmp_path / "o"), "not a Keras model file")
+    assert not (tmp_path / "o").exists() and no_leftovers(tmp_path)
+
+
+def test_model_without_recurrent_layer(tmp_path):
+    path = tmp_path / "dense.keras"
+    sequential([keras.Input((4,)), L.Dense(2)], "dense_only").save(path)
+    assert_user_error(invoke("export", path, "--out", tmp_path / "o"), "no recurrent layer")
+    assert not (tmp_path / "o").exists() and no_leftovers(tmp_path)
+
+
+def test_unsupported_layer_names_it(tmp_path):
+    path = tmp_path / "gelu.keras"
+    x = seq_input()
+    functional(x, L.LSTM(3, activation="gelu", name="odd_lstm")(x), "m").save(path)
+    assert_user_error(invoke("export", path, "--out", tmp_path / "o"), "odd_lstm", "gelu", "--allow-loop")
+    assert not (tmp_path / "o").exists() and no_leftovers(tmp_path)
+
+
+def test_lambda_layer_needs_unsafe(tmp_path):
+    path = tmp_path / "lambda.keras"
+    x = seq_input()
+    functional(x, L.Lambda(lambda t: t * 2.0, name="double")(L.GRU(3)(x)), "m").save(path)
+    assert_user_error(invoke("export", path, "--out", tmp_path / "o"), "Lambda", "--unsafe")
+    # With --unsafe the file loads, and the Lambda is then named as what cannot be converted.
+    assert_user_error(invoke("export", path, "--out", tmp_path / "o", "--unsafe"), "double")
+    assert not (tmp_path / "o").exists() and no_leftovers(tmp_path)
+
+
+def test_check_on_a_folder_that_is_not_an_export(tmp_path):
+    assert_user_error(invoke("check", tmp_path), "manifest.json")
+    assert_user_error(invoke("check", tmp_path / "missing"), "not an export folder")
+
+
+def test_run_with_a_wrong_input_shape(gru_file, tmp_path):
+    out = tmp_path / "exp"
+    assert invoke("export", gru_file, "--out", out).exit_code == 0
+    np.save(tmp_path / "x.npy", np.zeros((2, 9, 7), "float32"))
+    assert_user_error(invoke("run", out, "--input", tmp_path / "x.npy"), "x")
+
+
+def test_bad_tolerance_option(gru_file, tmp_path):
+    assert_user_error(invoke("export", gru_file, "--out", tmp_path / "o", "--tolerance", "oops"), "OUTPUT=ATOL")
+
+
+def test_help_is_fast_and_lists_commands():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("export", "check", "run", "demo"):
+        assert command in result.output
