@@ -16,6 +16,7 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import GOLDEN, Manifest
 
 ATOL, RTOL = 1e-5, 1e-4
+STREAM_CHUNKS = (1, 3)  # streaming exports are also checked fed 1 and 3 steps at a time
 # Execution providers that compute differently (cuDNN, TensorRT kernels) get looser defaults.
 PROVIDER_TOLERANCE = {
     "CPUExecutionProvider": (ATOL, RTOL),
@@ -177,4 +178,32 @@ def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32
     for name, inputs, expected in read_golden(folder):
         actual = model.run(**inputs)
         cases.append(compare(name, expected, dict(actual), tolerance, overrides))
+        if manifest.streaming:
+            for chunk in STREAM_CHUNKS:
+                streamed = stream_in_chunks(model, inputs, chunk)
+                if streamed is not None:
+                    cases.append(compare(f"{name}, streamed in chunks of {chunk}", expected, streamed, tolerance, overrides))
     return ParityReport(model.provider, tuple(cases), tolerance, dict(overrides))
+
+
+def stream_in_chunks(model, inputs: dict, chunk: int) -> dict | None:
+    """Outputs of a streaming model fed `chunk` steps at a time with its state carried: sequence
+    outputs concatenated in time, other outputs from the last chunk, states at the end.
+    None where the case cannot be streamed (inputs without a time axis, or too few steps)."""
+    manifest = model.manifest
+    data = manifest.data_inputs
+    if not data or any(len(s.shape) < 2 or s.shape[1] in ("batch",) or not isinstance(s.shape[1], str) for s in data):
+        return None
+    steps = inputs[data[0].name].shape[1]
+    if steps <= chunk:
+        return None
+    stream = model.stream(batch=inputs[data[0].name].shape[0])
+    stream.load_state({s.name: inputs[s.name] for s in manifest.state_inputs if s.name in inputs})
+    pieces = [stream.push(**{s.name: inputs[s.name][:, t:t + chunk] for s in data}) for t in range(0, steps, chunk)]
+    result = {}
+    for o in manifest.data_outputs:
+        timed = len(o.shape) > 2 and isinstance(o.shape[1], str) and o.shape[1] != "batch"
+        result[o.name] = np.concatenate([p[o.name] for p in pieces], axis=1) if timed else pieces[-1][o.name]
+    state = stream.state
+    result.update({o.name: state[o.feeds] for o in manifest.state_outputs})
+    return result

@@ -246,7 +246,7 @@ def export(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         onnx.save(proto, tmp / MODEL)
-        samples = random_cases(converted.inputs, seed, random_states=bool(_stateful_layers(model)))
+        samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=bool(_stateful_layers(model)))
         cases = [(name, feeds, keras_outputs(model, converted, feeds)) for name, feeds in samples]
         if entry is not None:
             name, feeds = zoo_case(entry, converted)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class Converted:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     fused_nodes: dict[str, list[str]]
+    keras_inputs: list[TensorSpec] | None = None  # the shapes Keras accepts (a streaming export frees the time axis)
     opset: int = OPSET
     ir_version: int = IR_VERSION
 
@@ -129,11 +131,15 @@ def convert(model, *, streaming: bool = False, name: str | None = None) -> Conve
         )
     ctx = Context(GraphBuilder(name or model.name), streaming=streaming)
     input_names = _unique([t.name for t in graph.inputs])
-    dynamic_time = [t for t in graph.inputs if len(t.shape) > 1 and t.shape[1] is None]
-    syms, in_shapes = [], []
+    # A stream takes chunks of any length, so a streaming export frees a fixed time axis too.
+    free_time = lambda t: len(t.shape) >= 3 and (t.shape[1] is None or streaming)  # noqa: E731
+    dynamic_time = [t for t in graph.inputs if len(t.shape) > 1 and t.shape[1] is None or free_time(t)]
+    fixed_steps = {t.shape[1] for t in graph.inputs if free_time(t) and t.shape[1] is not None}
+    syms, in_shapes, keras_shapes = [], [], []
     for i, (t, n) in enumerate(zip(graph.inputs, input_names)):
         time_name = "time" if len(dynamic_time) <= 1 else f"{n}_time"
-        shape = _axis_names(t.shape, time_name)
+        keras_shapes.append(_axis_names(t.shape, time_name))
+        shape = _axis_names((t.shape[0], None, *t.shape[2:]) if free_time(t) else t.shape, time_name)
         ctx.g.add_input(n, str(t.dtype), shape)
         ctx.graph_inputs[n] = i
         syms.append(Sym(n, tuple(t.shape), str(t.dtype)))
@@ -144,20 +150,24 @@ def convert(model, *, streaming: bool = False, name: str | None = None) -> Conve
 
     outputs = []
     for t, r, n in zip(graph.outputs, results, output_names):
-        shape = _axis_names(t.shape, "time" if len(dynamic_time) == 1 else f"{n}_time")
+        steps_fixed = len(t.shape) >= 3 and t.shape[1] in fixed_steps
+        shape = _axis_names((t.shape[0], None, *t.shape[2:]) if steps_fixed else t.shape,
+                            "time" if len(dynamic_time) == 1 else f"{n}_time")
         ctx.g.add_output(r.name, n, str(t.dtype), shape)
         outputs.append(TensorSpec(n, tuple(shape), str(t.dtype)))
     inputs = [
         TensorSpec(n, tuple(shape), str(t.dtype), **_facts(ctx.annotations.get(n, {})))
         for t, n, shape in zip(graph.inputs, input_names, in_shapes)
     ]
+    keras_inputs = [dataclasses.replace(s, shape=tuple(k)) for s, k in zip(inputs, keras_shapes)]
     for io in ctx.states:
         ctx.g.add_output(ctx.state_outputs[io.output], io.output, "float32", list(io.shape))
         inputs.append(TensorSpec(io.input, io.shape, "float32", role="state", layer=io.layer))
         outputs.append(TensorSpec(io.output, io.shape, "float32", role="state", feeds=io.input, layer=io.layer))
     onnx_model = ctx.g.model("rnnedge", __version__)
     onnx.checker.check_model(onnx_model)
-    return Converted(onnx_model, inputs, outputs, ctx.fused)
+    keras_inputs += [s for s in inputs if s.role == "state"]
+    return Converted(onnx_model, inputs, outputs, ctx.fused, keras_inputs)
 
 
 def _facts(annotation: dict) -> dict:

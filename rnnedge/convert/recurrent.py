@@ -229,16 +229,23 @@ def rnn(ctx: Context, layer, args, kwargs, outs):
     if carried:
         if initial:
             ctx.fail(layer, "its initial state comes from another tensor, so it cannot also carry its state "
-                            "across calls (stateful=True or --streaming)")
+                            "across calls (stateful=True or --streaming); export the decoder as its own model "
+                            "with the state as an input instead")
+        if ctx.streaming and layer.go_backwards:
+            ctx.fail(layer, "go_backwards=True cannot stream: it reads the sequence from its end")
         initial = _state_inputs(ctx, layer, cells, x)
     lens = _lengths(ctx, mask)
     reverse = bool(layer.go_backwards)
     Y, Yh, states = _run_cells(ctx, layer, cells, g.transpose(x.name, (1, 0, 2)), lens, initial, reverse)
+    states = _keep_initial(ctx, states, initial, lens)
+    if ctx.streaming and lens is not None:
+        # Fed in chunks, a padded step repeats the last valid output of the whole stream so far,
+        # which is the carried h when this chunk has no valid step (Keras over the whole sequence).
+        Yh = states[-2] if CELL_OPS[type(cells[-1])] == "LSTM" else states[-1]
     if layer.return_sequences:
         result = [_keras_sequence(ctx, layer, Y, Yh, reverse, mask)]
     else:
         result = [_keras_last(ctx, layer, Yh, reverse, mask)]
-    states = _keep_initial(ctx, states, initial, lens)
     if carried:
         for io, value in zip(ctx.states[-len(states):], states):
             ctx.state_outputs[io.output] = value
