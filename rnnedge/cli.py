@@ -57,6 +57,12 @@ def _report_line(report) -> str:
     return f"{status}: {len(report.cases)} cases on {report.provider}, worst |diff| {report.worst_abs:.2e}"
 
 
+class Metric(str, Enum):
+    accuracy = "accuracy"
+    f1 = "f1"
+    rmse = "rmse"
+
+
 @app.command()
 def export(
     model: Annotated[str, typer.Argument(help="A .keras file, or zoo:NAME for a reference model.")],
@@ -68,6 +74,9 @@ def export(
     atol: Annotated[float, typer.Option(help="Absolute tolerance for parity.")] = 1e-5,
     rtol: Annotated[float, typer.Option(help="Relative tolerance for parity.")] = 1e-4,
     tolerance: Annotated[Optional[list[str]], typer.Option(help="Per-output override OUTPUT=ATOL[,RTOL]; repeatable.")] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="Also write quantized variants, e.g. int8,fp16.")] = None,
+    data: Annotated[Optional[Path], typer.Option(help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
+    metric: Annotated[Optional[Metric], typer.Option(help="Task metric for --data targets.")] = None,
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
@@ -75,10 +84,55 @@ def export(
         from rnnedge.exporter import export as run_export
 
         result = run_export(model, out, force=force, streaming=streaming, allow_loop=allow_loop, unsafe=unsafe,
-                            tolerance=Tolerance(atol, rtol), overrides=_tolerances(tolerance or []))
+                            tolerance=Tolerance(atol, rtol), overrides=_tolerances(tolerance or []),
+                            quantize=quantize or (), data=data, metric=metric.value if metric else None)
         fused = sum(len(v) for v in result.manifest.fused_nodes.values())
         typer.echo(f"wrote {out}: {fused} fused recurrent node(s), {result.manifest.variants['fp32']['size']} bytes")
         typer.echo(_report_line(result.parity))
+        if quantize:
+            _print_variants(result.manifest)
+
+
+def _print_variants(manifest):
+    for name, v in manifest.variants.items():
+        err = max(v.get("max_abs_error", {}).values(), default=0.0)
+        m = v.get("metric")
+        gate = "pass" if v.get("gate", {}).get("passed") else "FAIL"
+        typer.echo(f"{name:<5} {v['size']:>9} bytes  max|diff| vs Keras {err:.2e}  "
+                   f"metric {m if m is None else round(m, 4)}  p50 {v.get('latency_ms_p50')} ms  gate {gate}")
+    typer.echo("recommended: " + ", ".join(f"{p.removesuffix('ExecutionProvider')}={v}" for p, v in manifest.recommended.items()))
+
+
+@app.command()
+def quantize(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
+    variants: Annotated[str, typer.Option(help="Comma-separated variants: int8, fp16.")] = "int8,fp16",
+    data: Annotated[Optional[Path], typer.Option(help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
+    metric: Annotated[Optional[Metric], typer.Option(help="Task metric for --data targets.")] = None,
+):
+    """Add int8/fp16 variants to an export, with their size, error, metric, latency and gate."""
+    with user_errors():
+        from rnnedge.manifest import Manifest
+        from rnnedge.quantize import quantize_dir
+
+        evaluate = None
+        manifest = Manifest.load(folder)
+        source = manifest.source.get("name", "")
+        if data is None and source.startswith("zoo:"):
+            evaluate = _zoo_evaluator(source[4:])
+        quantize_dir(folder, variants, evaluate=evaluate, data=data, metric=metric.value if metric else None)
+        _print_variants(Manifest.load(folder))
+
+
+def _zoo_evaluator(name: str):
+    """The zoo's test split and metric, when the export extra is installed (else no metric)."""
+    try:
+        from rnnedge import zoo
+    except ImportError:
+        typer.echo("warning: TensorFlow is not installed: the zoo's test split cannot be rebuilt; pass --data", err=True)
+        return None
+    entry = zoo.load(name)
+    return lambda m: entry.score(m.run(*entry.x_test).data)
 
 
 @app.command()

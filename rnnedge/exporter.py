@@ -215,12 +215,18 @@ def export(
     tolerance: Tolerance = Tolerance(),
     overrides: dict | None = None,
     seed: int = 0,
+    quantize=(),
+    data: str | Path | None = None,
+    metric: str | None = None,
 ) -> ExportResult:
     """Export a Keras model (object, .keras path or `zoo:NAME`) to `out` and verify it against Keras.
 
     Raises RnnEdgeError for bad input (nothing written) and ParityError when ONNX and Keras
     disagree (the folder is written, its manifest marked failed).
     """
+    from rnnedge.quantize import parse_variants, quantize_dir
+
+    variants = parse_variants(quantize) if quantize else []
     out = Path(out)
     if out.exists() and not force:
         raise RnnEdgeError(f"{out} already exists; pass --force to overwrite it")
@@ -272,6 +278,10 @@ def export(
             manifest.task = task_metrics(entry, tmp)
         manifest.export_seconds = round(time.perf_counter() - started, 3)
         manifest.save(tmp)
+        if variants and report.passed:
+            evaluate = (lambda m: entry.score(m.run(*entry.x_test).data)) if entry is not None else None
+            quantize_dir(tmp, variants, evaluate=evaluate, data=data, metric=metric)
+            manifest = Manifest.load(tmp)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

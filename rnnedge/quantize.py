@@ -172,18 +172,21 @@ def quantize_fp16(src: Path, dst: Path) -> dict:
     """Write a float16 variant of `src` to `dst`: float32 graph inputs/outputs, integer inputs untouched.
 
     Uses onnxconverter-common's `convert_float_to_float16(keep_io_types=True)` with its default
-    block list. Values beyond the float16 range are clipped to +-1e4 by the converter.
+    block list. onnxruntime 1.31 crashes (SIGSEGV) building a CPU session at ORT_ENABLE_ALL for a
+    float16 Transpose of a recurrent node's output, so those Transposes stay float32
+    (`_transposes_after_recurrent`). Values beyond the float16 range are clipped to +-1e4.
     """
     src, dst = Path(src), Path(dst)
     model = _load(src)
     src_size = src.stat().st_size
     try:
-        from onnxconverter_common.float16 import convert_float_to_float16
+        from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
     except ImportError:
         raise RnnEdgeError(
             "the fp16 variant needs onnxconverter-common: pip install 'rnnedge[quantize]'"
         ) from None
-    half = convert_float_to_float16(model, keep_io_types=True)
+    half = convert_float_to_float16(model, keep_io_types=True, op_block_list=DEFAULT_OP_BLOCK_LIST,
+                                    node_block_list=_transposes_after_recurrent(model))
     half.ir_version = model.ir_version
     onnx.save(half, dst)
 
@@ -210,6 +213,25 @@ def quantize_fp16(src: Path, dst: Path) -> dict:
     facts = _facts(dst, src_size, "fp16: onnxconverter-common convert_float_to_float16(keep_io_types=True)", notes)
     facts["cpu_fp32_ops"] = cpu_fp32
     return facts
+
+
+def _transposes_after_recurrent(model: onnx.ModelProto) -> list[str]:
+    """Names of Transpose nodes fed by a recurrent node's output, directly or through the
+    Squeeze/Gather/Where/Slice that turn it into Keras' layout (the pattern onnxruntime 1.31
+    crashes on in float16)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    graph_outputs = {o.name for o in model.graph.output}
+
+    def from_recurrent(value: str, hops: int = 3) -> bool:
+        node = producer.get(value)
+        if node is None or hops == 0:
+            return False
+        if node.op_type in ("LSTM", "GRU", "RNN"):
+            return True
+        return node.op_type in ("Squeeze", "Gather", "Where", "Slice") and any(from_recurrent(i, hops - 1) for i in node.input)
+
+    return [n.name for n in model.graph.node
+            if n.op_type == "Transpose" and n.name and from_recurrent(n.input[0]) and not set(n.output) & graph_outputs]
 
 
 def _cuda_fallback(node: onnx.NodeProto) -> str | None:
@@ -468,3 +490,137 @@ def _quiet_quantizer():
         yield
     finally:
         root.removeFilter(f)
+
+
+# ---------------------------------------------------------------- variants of an export folder
+
+# The accuracy gate: how far a variant's task metric may fall behind the fp32 reference.
+GATE = {"accuracy": ("higher", 0.01), "f1": ("higher", 0.01), "rmse": ("lower", 0.05)}
+# Providers that compute fp16 kernels natively (CPU computes the recurrent ops in fp32 behind Casts).
+FP16_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def parse_variants(text: str | list[str]) -> list[str]:
+    """'int8,fp16' -> ['int8', 'fp16'], refusing unknown names in one line."""
+    names = [v.strip() for v in (text.split(",") if isinstance(text, str) else text) if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise RnnEdgeError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}: expected a comma-separated "
+                           f"list of {', '.join(VARIANTS)}")
+    return list(dict.fromkeys(names))
+
+
+def score(metric: str, output: np.ndarray, y: np.ndarray) -> float:
+    """A task metric from a model's first output: accuracy (argmax, or 0.5 threshold for one unit),
+    micro F1 at threshold 0.5, or RMSE."""
+    output, y = np.asarray(output, np.float64), np.asarray(y)
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((output.reshape(y.shape) - y) ** 2)))
+    if metric == "accuracy":
+        if output.shape[-1] > 1 and output.ndim > y.ndim:
+            return float(np.mean(np.argmax(output, -1) == y))
+        return float(np.mean((output.reshape(y.shape) > 0.5) == (y > 0.5)))
+    if metric == "f1":
+        pred, true = output.reshape(y.shape) > 0.5, y > 0.5
+        tp = np.sum(pred & true)
+        return float(2 * tp / max(np.sum(pred) + np.sum(true), 1))
+    raise RnnEdgeError(f"unknown metric {metric!r}: expected accuracy, f1 or rmse")
+
+
+def within_gate(metric: str, reference: float, value: float) -> bool:
+    direction, threshold = GATE[metric]
+    if direction == "higher":
+        return value >= reference - threshold
+    return value <= reference * (1 + threshold)
+
+
+def read_data(path: str | Path, manifest) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """(inputs by name, targets `y` or None) from a user's .npz for calibration and evaluation."""
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".npz":
+        raise RnnEdgeError(f"--data {path}: expected an existing .npz file holding the model's inputs by name "
+                           f"({', '.join(s.name for s in manifest.data_inputs)}) and optionally targets 'y'")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    names = [s.name for s in manifest.data_inputs]
+    if len(names) == 1 and names[0] not in arrays and "x" in arrays:
+        arrays[names[0]] = arrays.pop("x")
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise RnnEdgeError(f"--data {path}: no array for input(s) {', '.join(missing)}; it holds "
+                           f"{', '.join(arrays) or 'nothing'} (name the arrays after the inputs, targets as 'y')")
+    return {n: arrays[n] for n in names}, arrays.get("y")
+
+
+def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Path | None = None,
+                 metric: str | None = None, latency_runs: int = 100) -> dict:
+    """Add quantized variants to an export folder and record, per variant, its size, its error
+    against Keras' golden outputs, its task metric, its latency (CPU, batch 1) and whether it
+    passes the accuracy gate; name the recommended variant per provider. Returns manifest.variants.
+
+    `evaluate(model) -> float` scores a loaded runtime model on a test split (the zoo passes one);
+    otherwise `data` (.npz with the inputs and targets `y`) and `metric` (or the manifest's) are used.
+    """
+    from rnnedge import bench
+    from rnnedge.check import Tolerance, check_dir
+    from rnnedge.manifest import MODEL, Manifest
+    from rnnedge.runtime import load
+
+    folder = Path(folder)
+    manifest = Manifest.load(folder)
+    names = [v for v in parse_variants(variants) if v != "fp32"]
+    calibration, targets = read_data(data, manifest) if data is not None else (None, None)
+    metric = metric or manifest.task.get("metric")
+    if evaluate is None and calibration is not None:
+        load(folder, "cpu").run(**calibration)  # refuse arrays that do not fit, in one line
+        if targets is not None and metric:
+            evaluate = lambda m: score(metric, m.run(**calibration).data[0], targets)  # noqa: E731
+    for v in names:
+        tmp = folder / f".model.{v}.onnx.tmp"
+        try:
+            facts = quantize_file(folder / MODEL, tmp, v, calibration=calibration)
+            final = folder / f"model.{v}.onnx"
+            tmp.replace(final)
+        finally:
+            tmp.unlink(missing_ok=True)
+        facts["file"] = final.name
+        manifest.variants[v] = facts
+    manifest.variants.setdefault("fp32", {"file": MODEL, "size": (folder / MODEL).stat().st_size})
+    manifest.save(folder)
+
+    every = ["fp32", *[v for v in manifest.variants if v != "fp32"]]
+    sessions = {}
+    for v in every:
+        facts = manifest.variants[v]
+        report = check_dir(folder, "cpu", variant=v, tolerance=Tolerance(1.0, 1.0))  # record errors; the gate judges
+        errors: dict[str, float] = {}
+        for case in report.cases:
+            for o in case.outputs:
+                errors[o.name] = max(errors.get(o.name, 0.0), o.max_abs)
+        facts["max_abs_error"] = errors
+        sessions[v] = load(folder, "cpu", variant=v, threads=1)
+        facts["metric"] = float(evaluate(sessions[v])) if evaluate else None
+    feeds = bench.random_inputs(manifest, 1, 100 if any(isinstance(d, str) and d != "batch" for s in manifest.data_inputs
+                                                       for d in s.shape[1:2]) else None)
+    times = bench.measure({v: (lambda m=m: m.run(**feeds)) for v, m in sessions.items()}, runs=latency_runs,
+                          warmup=max(5, latency_runs // 10))
+    reference = manifest.variants["fp32"].get("metric")
+    if manifest.task.get("keras") is not None and metric == manifest.task.get("metric"):
+        reference = manifest.task["keras"]
+    for v in every:
+        facts = manifest.variants[v]
+        facts["latency_ms_p50"] = round(float(np.percentile(times[v], 50)), 4)
+        facts["size"] = (folder / facts["file"]).stat().st_size
+        if metric in GATE and facts["metric"] is not None and reference is not None:
+            facts["gate"] = {"metric": metric, "reference": reference, "passed": within_gate(metric, reference, facts["metric"]),
+                             "rule": f"{GATE[metric][0]} is better; at most {GATE[metric][1]:g} "
+                                     + ("points lower" if GATE[metric][0] == "higher" else "relatively higher")}
+        else:
+            facts["gate"] = {"passed": v == "fp32", "rule": "no task metric to check against: only fp32 is recommended"}
+    passing = [v for v in every if manifest.variants[v]["gate"]["passed"]]
+    manifest.recommended = {
+        "CPUExecutionProvider": min(passing, key=lambda v: manifest.variants[v]["latency_ms_p50"]) if passing else "fp32",
+        **{p: "fp16" if "fp16" in passing else "fp32" for p in FP16_PROVIDERS},
+    }
+    manifest.save(folder)
+    return manifest.variants

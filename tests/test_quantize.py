@@ -408,3 +408,22 @@ def test_latency_fp32_vs_int8(tmp_path, capsys):
         )
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+def test_fp16_of_an_exported_gru_loads_and_runs(tmp_path):
+    """Regression: onnxruntime 1.31 segfaulted building a session for an fp16 Transpose -> GRU graph
+    (as every fused export has); run it in a subprocess so a crash fails the test, not the run."""
+    import subprocess
+    import sys
+
+    keras = pytest.importorskip("keras")
+    from rnnedge.exporter import export
+
+    x = keras.Input((None, 4))
+    y = keras.layers.TimeDistributed(keras.layers.Dense(2))(keras.layers.GRU(5, return_sequences=True)(x))
+    export(keras.Model(x, y), tmp_path / "m", quantize=["fp16", "int8"])
+    code = ("import rnnedge, numpy as np; m = rnnedge.load(r'%s', 'cpu', variant='fp16'); "
+            "print(m.run(np.ones((1, 3, 4), 'float32')).data[0].shape)" % (tmp_path / "m"))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert "(1, 3, 2)" in done.stdout
