@@ -75,9 +75,15 @@ def masking(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
     ctx.annotate(x, pad_value=float(layer.mask_value))
     keep = g.op("Not", [g.op("Equal", [x.name, g.const(np.float32(layer.mask_value))])])
-    keep = g.op("Cast", [keep], to=1)
-    keep = g.op("ReduceMax", [keep], axes=[-1], keepdims=1)
-    return [g.op("Mul", [x.name, keep], hint=layer.name)]
+    keep = _any(g, keep, [-1], keepdims=1)
+    return [g.op("Where", [keep, x.name, g.const(np.float32(0.0))], hint=layer.name)]
+
+
+def _any(g, mask: str, axes, keepdims: int) -> str:
+    """Boolean any() over axes, through int32 (no float Casts: fp16 conversion mistypes them)."""
+    attrs = {"axes": list(axes)} if axes is not None else {}
+    reduced = g.op("ReduceMax", [g.op("Cast", [mask], to=6)], keepdims=keepdims, **attrs)
+    return g.op("Cast", [reduced], to=9)
 
 
 def conv1d(ctx: Context, layer, args, kwargs, outs):
@@ -125,7 +131,7 @@ def global_average_pooling1d(ctx: Context, layer, args, kwargs, outs):
     if mask is None:
         return [g.op("ReduceMean", [x.name], hint=layer.name, axes=[1], keepdims=keep)]
     # Keras: sum(x * mask) / sum(mask) over the valid steps only.
-    m = g.unsqueeze(g.op("Cast", [mask.name], to=1), [2])
+    m = g.unsqueeze(g.op("Where", [mask.name, g.const(np.float32(1.0)), g.const(np.float32(0.0))]), [2])
     axes = g.const(np.array([1], np.int64), "axes")
     total = g.op("ReduceSum", [g.op("Mul", [x.name, m]), axes], keepdims=keep)
     count = g.op("ReduceSum", [m, axes], keepdims=keep)
@@ -237,13 +243,9 @@ def not_equal(ctx: Context, op, args, kwargs, outs):
 
 
 def any_(ctx: Context, op, args, kwargs, outs):
-    g, x = ctx.g, args[0]
     axis = getattr(op, "axis", None)
-    keep = int(bool(getattr(op, "keepdims", False)))
-    as_float = g.op("Cast", [x.name], to=1)
-    attrs = {"axes": list(np.atleast_1d(axis).tolist())} if axis is not None else {}
-    reduced = g.op("ReduceMax", [as_float], keepdims=keep, **attrs)
-    return [g.op("Cast", [reduced], hint=op.name, to=9)]
+    axes = None if axis is None else np.atleast_1d(axis).tolist()
+    return [_any(ctx.g, args[0].name, axes, int(bool(getattr(op, "keepdims", False))))]
 
 
 CONVERTERS = {
