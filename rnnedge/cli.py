@@ -182,6 +182,42 @@ def run(
 
 
 @app.command()
+def bench(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
+    provider: Annotated[str, typer.Option(help="Execution provider: cpu, cuda, tensorrt.")] = "cpu",
+    batch: Annotated[Optional[str], typer.Option(help="Batch sizes, e.g. 1,8,32.")] = None,
+    time_: Annotated[Optional[str], typer.Option("--time", help="Sequence lengths, e.g. 16,100,400 (steps per push with --stream).")] = None,
+    threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 1,
+    variants: Annotated[str, typer.Option(help="Variants to time, e.g. fp32,int8,fp16.")] = "fp32",
+    stream: Annotated[bool, typer.Option(help="Per-step latency of a streaming export, against a trivial-model floor.")] = False,
+    baseline: Annotated[Optional[str], typer.Option(help="Baselines: keras, tf2onnx (need the export extra).")] = None,
+    source: Annotated[Optional[str], typer.Option(help="The Keras model for baselines (.keras or zoo:NAME); default: the manifest's source.")] = None,
+    runs: Annotated[int, typer.Option(help="Timed runs per case.")] = 200,
+    warmup: Annotated[int, typer.Option(help="Warm-up runs dropped.")] = 20,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV.")] = None,
+    plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG: latency against sequence length.")] = None,
+):
+    """Latency percentiles and throughput, interleaved with baselines in one process."""
+    with user_errors():
+        from rich.console import Console
+        from rich.progress import Progress
+
+        from rnnedge import bench as b
+
+        with Progress(auto_refresh=False, transient=True) as progress:  # no refresh thread while timing
+            rows = b.bench_dir(folder, provider=provider, batches=b.int_list(batch, "--batch"),
+                               times=b.int_list(time_, "--time"), threads=threads, variants=b.name_list(variants),
+                               baselines=b.name_list(baseline), stream=stream, runs=runs, warmup=warmup,
+                               source=source, progress=progress)
+        Console().print(b.rich_table(rows))
+        for path, write in ((json_out, b.write_json), (csv_out, b.write_csv), (plot_out, b.plot)):
+            if path:
+                write(rows, path)
+                typer.echo(f"wrote {path}")
+
+
+@app.command()
 def zoo():
     """List the reference zoo's models."""
     with user_errors():

@@ -167,9 +167,14 @@ def keras_outputs(model, converted, feeds: dict) -> dict[str, np.ndarray]:
 
 
 def zoo_case(entry, converted) -> tuple[str, dict]:
+    """The first rows of the zoo's real test data, with a fresh (zero) state where the export streams."""
     specs = [s for s in converted.inputs if s.role == "data"]
     feeds = {s.name: np.asarray(x[:ZOO_GOLDEN_ROWS]) for s, x in zip(specs, entry.x_test)}
-    return f"{entry.task} test split ({ZOO_GOLDEN_ROWS} rows)", feeds
+    rows = len(next(iter(feeds.values())))
+    for s in converted.inputs:
+        if s.role == "state":
+            feeds[s.name] = np.zeros((rows, *s.shape[1:]), np.float32)
+    return f"{entry.task} test split ({rows} rows)", feeds
 
 
 # ---------------------------------------------------------------- tf2onnx, for --allow-loop and baselines

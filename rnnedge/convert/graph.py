@@ -98,7 +98,27 @@ class GraphBuilder:
         self.outputs.append(helper.make_tensor_value_info(name, ONNX_DTYPES[dtype], list(shape)))
         return name
 
+    def prune(self):
+        """Drop nodes and initializers nothing reads, and blank the optional outputs of recurrent
+        nodes nobody reads (onnxruntime then skips writing, e.g., the whole Y sequence)."""
+        needed = {o.name for o in self.outputs}
+        kept = []
+        for node in reversed(self.nodes):
+            if any(o in needed for o in node.output if o):
+                kept.append(node)
+                needed.update(i for i in node.input if i)
+        for node in kept:
+            if node.op_type in ("LSTM", "GRU", "RNN"):
+                outputs = [o if o in needed else "" for o in node.output]
+                while outputs and not outputs[-1]:
+                    outputs.pop()
+                del node.output[:]
+                node.output.extend(outputs)
+        self.nodes = kept[::-1]
+        self.initializers = [t for t in self.initializers if t.name in needed]
+
     def model(self, producer: str, version: str) -> onnx.ModelProto:
+        self.prune()
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
         model = helper.make_model(
             graph,

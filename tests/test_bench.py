@@ -1,0 +1,193 @@
+"""rnnedge.bench: rows, files, plots and errors. No timing assertions: only that the numbers are
+there and ordered (latencies belong in tools/bench_*.py, which print them)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from rnnedge import RnnEdgeError
+from rnnedge.bench import BenchRow, bench_dir, markdown, measure, plot, read_json, rich_table, write_csv, write_json
+from rnnedge.manifest import MODEL, Manifest, TensorSpec
+from rnnedge.quantize import quantize_file
+
+try:
+    from tests.onnx_fixtures import gru_folder, token_folder
+except ImportError:  # tests/ on sys.path (pytest's default "prepend" import mode)
+    from onnx_fixtures import gru_folder, token_folder
+
+FAST = dict(runs=5, warmup=1)
+
+
+@pytest.fixture(scope="module")
+def keras_gru():
+    import keras
+
+    x = keras.Input((None, 4), name="x")
+    y = keras.layers.Dense(3)(keras.layers.GRU(8)(x))
+    return keras.Model(x, y, name="tiny_gru")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, keras_gru):
+    from rnnedge.exporter import export
+
+    folder = tmp_path_factory.mktemp("bench") / "gru"
+    export(keras_gru, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def streaming(tmp_path_factory):
+    return gru_folder(tmp_path_factory.mktemp("bench") / "stream")
+
+
+def check_rows(rows, n):
+    assert len(rows) == n
+    for r in rows:
+        assert isinstance(r, BenchRow)
+        assert 0 < r.p50_ms <= r.p90_ms <= r.p99_ms
+        assert r.seq_per_s > 0 and r.steps_per_s >= r.seq_per_s
+        assert r.runs == FAST["runs"] and r.threads == 1
+
+
+def test_export_against_baselines(exported, keras_gru):
+    rows = bench_dir(exported, batches=(1, 2), times=(5,), baselines=("tf2onnx", "keras"), source=keras_gru, **FAST)
+    check_rows(rows, 2 * 3)
+    assert [r.candidate for r in rows[:3]] == ["fp32", "tf2onnx", "keras"]
+    assert {(r.batch, r.time) for r in rows} == {(1, 5), (2, 5)}
+    for r in rows:
+        assert set(r.ratios) == {"tf2onnx", "keras"}
+        assert all(v > 0 for v in r.ratios.values())
+    assert next(r for r in rows if r.candidate == "tf2onnx").ratios["tf2onnx"] == pytest.approx(1.0)
+
+
+def test_default_time_and_batch(streaming):
+    from rich.progress import Progress
+
+    with Progress(auto_refresh=False, transient=True) as progress:
+        rows = bench_dir(streaming, progress=progress, **FAST)
+    assert progress.tasks[0].completed == progress.tasks[0].total == 1
+    check_rows(rows, 1)
+    assert (rows[0].batch, rows[0].time, rows[0].candidate) == (1, 100, "fp32")
+    assert rows[0].steps_per_s == pytest.approx(rows[0].seq_per_s * 100)
+    assert rows[0].ratios == {}
+
+
+def test_files(streaming, tmp_path):
+    ticks = []
+    rows = bench_dir(streaming, batches=(1, 3), times=(4, 40), progress=ticks.append, **FAST)
+    check_rows(rows, 4)
+    assert ticks == [1] * 4  # one per case
+    j = write_json(rows, tmp_path / "out" / "bench.json")
+    assert read_json(j) == rows
+    assert json.loads(j.read_text())[0]["p50_ms"] == rows[0].p50_ms
+    c = write_csv(rows, tmp_path / "bench.csv")
+    with open(c, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 4 and float(table[0]["p50_ms"]) == pytest.approx(rows[0].p50_ms)
+    assert [int(t["time"]) for t in table] == [r.time for r in rows]
+    for name in ("bench.png", "single.png"):
+        png = plot(rows if name == "bench.png" else rows[:1], tmp_path / name)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = markdown(rows)
+    assert md.count("\n") == 2 + len(rows) and "| fp32 |" in md
+    assert rich_table(rows).row_count == len(rows)
+
+
+def test_variants(tmp_path):
+    folder = gru_folder(tmp_path / "gru")
+    manifest = Manifest.load(folder)
+    manifest.variants["int8"] = quantize_file(folder / MODEL, folder / "model.int8.onnx", "int8")
+    manifest.save(folder)
+    rows = bench_dir(folder, variants=("fp32", "int8"), times=(8,), **FAST)
+    check_rows(rows, 2)
+    assert [r.candidate for r in rows] == ["fp32", "int8"]
+
+
+def test_stream(streaming, tmp_path):
+    rows = bench_dir(streaming, stream=True, batches=(2,), **FAST)
+    check_rows(rows, 2)
+    assert [r.candidate for r in rows] == ["stream-fp32", "floor"]
+    assert all(r.time == 1 and r.batch == 2 and set(r.ratios) == {"floor"} for r in rows)
+    tokens = token_folder(tmp_path / "tokens")  # integer ids with a vocabulary
+    rows = bench_dir(tokens, stream=True, times=(1, 6), **FAST)
+    check_rows(rows, 4)
+    assert [r.time for r in rows] == [1, 1, 6, 6]
+    assert plot(rows, tmp_path / "stream.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_measure_interleaves():
+    seen = []
+    out = measure({"a": lambda: seen.append("a"), "b": lambda: seen.append("b")}, runs=7, warmup=2)
+    assert {k: v.shape for k, v in out.items()} == {"a": (7,), "b": (7,)}
+    assert len(seen) == 18
+    assert all(sorted(seen[i:i + 2]) == ["a", "b"] for i in range(0, 18, 2))  # each round runs both
+
+
+# ---------------------------------------------------------------------------------------- errors
+
+
+def fixed_folder(folder, batch=1, steps=10, features=4):
+    """Identity with a fixed batch and time axis: x [1, 10, 4] -> y."""
+    folder.mkdir(parents=True)
+    spec = TensorSpec("x", (batch, steps, features), "float32")
+    out = TensorSpec("y", (batch, steps, features), "float32")
+    vi = [helper.make_tensor_value_info(s.name, onnx.TensorProto.FLOAT, list(s.shape)) for s in (spec, out)]
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "fixed", vi[:1], vi[1:])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, folder / MODEL)
+    Manifest(inputs=[spec], outputs=[out], opset=17, ir_version=8, source={"name": "fixed"}).save(folder)
+    return folder
+
+
+def test_fixed_axes(tmp_path):
+    folder = fixed_folder(tmp_path / "fixed")
+    rows = bench_dir(folder, **FAST)  # nothing asked: the fixed sizes
+    check_rows(rows, 1)
+    assert (rows[0].batch, rows[0].time) == (1, 10)
+    with pytest.raises(RnnEdgeError, match=r"input 'x' has a fixed time axis \(dimension 1\) of 10, but time 16"):
+        bench_dir(folder, times=(10, 16), **FAST)
+    with pytest.raises(RnnEdgeError, match=r"input 'x' has a fixed batch axis \(dimension 0\) of 1, but batch 8"):
+        bench_dir(folder, batches=(8,), **FAST)
+
+
+def test_unknown_variant(streaming):
+    with pytest.raises(RnnEdgeError, match=r"no 'fp16' variant \(it has: fp32.*rnnedge quantize .* --variants fp16"):
+        bench_dir(streaming, variants=("fp32", "fp16"), **FAST)
+
+
+def test_stream_needs_streaming_export(exported):
+    with pytest.raises(RnnEdgeError, match="export --streaming"):
+        bench_dir(exported, stream=True, **FAST)
+
+
+def test_baselines_need_source(exported):
+    # exported from an in-memory model: the manifest's source is a model name, not a file
+    with pytest.raises(RnnEdgeError, match=r"need the export extra .*\(--source FILE\)"):
+        bench_dir(exported, baselines=("keras",), **FAST)
+    with pytest.raises(RnnEdgeError, match="unknown baseline 'onnx'"):
+        bench_dir(exported, baselines=("onnx",), **FAST)
+
+
+def test_stream_takes_no_baselines(streaming, keras_gru):
+    with pytest.raises(RnnEdgeError, match="floor"):
+        bench_dir(streaming, stream=True, baselines=("keras",), source=keras_gru, **FAST)
+
+
+@pytest.mark.parametrize("bad", [dict(runs=0), dict(threads=0), dict(batches=(0,)), dict(times=(-1,))])
+def test_bad_numbers(streaming, bad):
+    with pytest.raises(RnnEdgeError, match=">= "):
+        bench_dir(streaming, **{**FAST, **bad})
+
+
+def test_row_checks():
+    with pytest.raises(ValueError, match="ordered"):
+        BenchRow("fp32", "cpu", 1, 10, 1, 2.0, 1.0, 3.0, 1.0, 1.0)
+    assert np.isclose(BenchRow("fp32", "cpu", 1, None, 1, 1.0, 1.0, 1.0, 1.0, 1.0, {"keras": 4}).ratios["keras"], 4.0)
