@@ -698,6 +698,14 @@ def _title(rows: Sequence[BenchRow]) -> str:
             f"{listed(r.threads for r in rows)} thread(s)")
 
 
+def _label_ticks(axis, values):
+    """Ticks at the measured values only, in plain numbers (log axes otherwise crowd 2x10^1...)."""
+    from matplotlib.ticker import NullFormatter
+
+    axis.set_ticks(values, [str(v) for v in values])
+    axis.set_minor_formatter(NullFormatter())
+
+
 def plot(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
     """p50 latency (ms) per candidate against sequence length (against batch when one length was
     timed; bars when one case was); log y when the values span more than 20x. PNG, SVG or PDF by suffix."""
@@ -729,12 +737,14 @@ def plot(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
                         linestyle=styles[j % len(styles)], label=label)
         ax.set_xlabel(steps)
         ax.set_xscale("log" if max(times) / min(times) > 20 else "linear")
+        _label_ticks(ax.xaxis, sorted(times))
     elif len(batches) > 1:
         for name in names:
             pts = sorted((r.batch, r.p50_ms) for r in rows if r.candidate == name)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         ax.set_xlabel("batch (sequences per call)")
         ax.set_xscale("log" if max(batches) / min(batches) > 20 else "linear")
+        _label_ticks(ax.xaxis, sorted(batches))
     else:
         ax.bar(names, [next(r.p50_ms for r in rows if r.candidate == n) for n in names])
         if times[0] is not None:

@@ -232,12 +232,13 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the exported zoo.")] = Path("exported"),
     force: Annotated[bool, typer.Option(help="Replace existing exports.")] = False,
     models: Annotated[Optional[list[str]], typer.Option("--model", help="Only these zoo models; repeatable.")] = None,
+    benchmark: Annotated[bool, typer.Option(help="Benchmark the exports against Keras and tf2onnx.")] = True,
 ):
-    """Train the reference zoo, export each model, check parity, and print the table."""
+    """Train the reference zoo, export, check parity, quantize and benchmark; print the tables."""
     with user_errors():
         from rnnedge.demo import run_demo
 
-        ok = run_demo(out, force=force, names=models or None)
+        ok = run_demo(out, force=force, names=models or None, benchmark=benchmark)
         if not ok:
             raise typer.Exit(1)
 

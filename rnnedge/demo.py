@@ -13,6 +13,11 @@ from rich.table import Table
 RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Loop", "Scan")
 
 
+VARIANTS = ("int8", "fp16")
+BASELINES = ("keras", "tf2onnx")
+PLOT_MODEL, PLOT_TIMES = "events-gru", (16, 100, 400)  # the zoo model timed over sequence lengths
+
+
 @dataclass(frozen=True)
 class DemoRow:
     model: str
@@ -27,6 +32,7 @@ class DemoRow:
     train_s: float
     export_s: float
     passed: bool
+    variants: dict  # variant -> {"size", "metric", "gate"}
 
 
 def recurrent_ops(path: Path) -> str:
@@ -47,40 +53,100 @@ def export_zoo_model(name: str, out: Path, force: bool) -> DemoRow:
     started = time.perf_counter()
     entry = zoo.load(name)
     trained = time.perf_counter() - started
-    result = export(entry, out / name, force=force)
+    result = export(entry, out / name, force=force, quantize=VARIANTS)
     m = result.manifest
+    variants = {v: {"size": f["size"], "metric": f.get("metric"), "gate": f.get("gate", {}).get("passed", False)}
+                for v, f in m.variants.items() if v != "fp32"}
     return DemoRow(name, entry.cell, entry.metric, m.task["keras"], m.task["onnx"], m.task["baseline"],
                    result.parity.worst_abs, recurrent_ops(out / name / "model.onnx"),
-                   m.variants["fp32"]["size"], trained, m.export_seconds or 0.0, result.passed)
+                   m.variants["fp32"]["size"], trained, m.export_seconds or 0.0, result.passed, variants)
+
+
+def _variant_cells(r: DemoRow) -> list[str]:
+    cells = []
+    for v in VARIANTS:
+        f = r.variants.get(v)
+        if f is None:
+            cells += ["-", "-"]
+            continue
+        gate = "" if f["gate"] else " (gate: fail)"
+        cells += [f"{f['size'] / 1024:.1f} KB", "-" if f["metric"] is None else f"{f['metric']:.4f}{gate}"]
+    return cells
 
 
 def table(rows: list[DemoRow]) -> Table:
     t = Table(title="rnnedge reference zoo: Keras vs fused ONNX (onnxruntime CPU)")
     for col in ("model", "cell", "metric", "Keras", "ONNX", "baseline", "max |diff|", "recurrent ops", "size",
-                "train s", "export s", "parity"):
+                "int8 size", "int8 metric", "fp16 size", "fp16 metric", "train s", "export s", "parity"):
         t.add_column(col, justify="left" if col in ("model", "cell", "metric", "recurrent ops") else "right")
     for r in rows:
         t.add_row(r.model, r.cell, r.metric, f"{r.keras:.4f}", f"{r.onnx:.4f}", f"{r.baseline:.4f}", f"{r.worst_abs:.1e}",
-                  r.ops, f"{r.size / 1024:.1f} KB", f"{r.train_s:.1f}", f"{r.export_s:.1f}",
+                  r.ops, f"{r.size / 1024:.1f} KB", *_variant_cells(r), f"{r.train_s:.1f}", f"{r.export_s:.1f}",
                   "[green]pass[/]" if r.passed else "[red]FAIL[/]")
     return t
 
 
 def markdown(rows: list[DemoRow]) -> str:
-    lines = ["| model | cell | metric | Keras | ONNX | baseline | max abs diff | recurrent ops | size | export s |",
-             "|---|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    lines = ["| model | cell | metric | Keras | ONNX | baseline | max abs diff | recurrent ops | size | int8 size | "
+             "int8 metric | fp16 size | fp16 metric | export s |",
+             "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.model} | {r.cell} | {r.metric} | {r.keras:.4f} | {r.onnx:.4f} | {r.baseline:.4f} | "
-                     f"{r.worst_abs:.1e} | {r.ops} | {r.size / 1024:.1f} KB | {r.export_s:.1f} |")
+                     f"{r.worst_abs:.1e} | {r.ops} | {r.size / 1024:.1f} KB | {' | '.join(_variant_cells(r))} | "
+                     f"{r.export_s:.1f} |")
     return "\n".join(lines) + "\n"
 
 
-def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, console: Console | None = None) -> bool:
-    """Train, export and check every zoo model (or `names`); print the table; True if all pass."""
+def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> list[tuple[str, list]]:
+    """Time every exported zoo model (fp32, int8, fp16) interleaved with Keras and tf2onnx."""
+    from rnnedge import bench, zoo
+
+    results = []
+    task = progress.add_task("benchmark", total=len(names))
+    for name in names:
+        progress.update(task, description=f"benchmark {name}")
+        rows = bench.bench_dir(out / name, variants=("fp32", *VARIANTS), baselines=BASELINES, source=zoo.load(name),
+                               runs=runs, warmup=max(5, runs // 10))
+        results.append((name, rows))
+        progress.advance(task)
+    if PLOT_MODEL in names:
+        progress.update(task, description=f"benchmark {PLOT_MODEL} over lengths")
+        rows = bench.bench_dir(out / PLOT_MODEL, variants=("fp32", *VARIANTS), baselines=BASELINES,
+                               source=zoo.load(PLOT_MODEL), times=PLOT_TIMES, runs=runs, warmup=max(5, runs // 10))
+        bench.plot(rows, out / f"bench-{PLOT_MODEL}.png")
+        results.append((f"{PLOT_MODEL} (over lengths)", rows))
+    return results
+
+
+def benchmarks_markdown(results) -> str:
+    lines = ["# Benchmarks of the reference zoo, as measured by `make demo`", "",
+             "onnxruntime CPU, one intra-op thread, batch 1, p50/p99 over interleaved runs (candidates of one model ",
+             "alternate in one process, so drift cancels). `vs keras` and `vs tf2onnx` are speed-ups: the ",
+             "baseline's p50 over this row's. Keras runs under `tf.function`; tf2onnx is the plain export of the ",
+             "same model. Figures from a shared 2-core machine: read the ratios, not the absolute times.", "",
+             "| model | candidate | time | p50 ms | p99 ms | seq/s | vs keras | vs tf2onnx |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, rows in results:
+        for r in rows:
+            ratio = lambda k: f"{r.ratios[k]:.1f}x" if k in r.ratios else "-"  # noqa: E731
+            lines.append(f"| {name} | {r.candidate} | {r.time if r.time is not None else '-'} | {r.p50_ms:.3f} | "
+                         f"{r.p99_ms:.3f} | {r.seq_per_s:,.0f} | {ratio('keras')} | {ratio('tf2onnx')} |")
+    if any(name == PLOT_MODEL for name, _ in results):
+        lines += ["", f"![latency of {PLOT_MODEL} against sequence length](bench-{PLOT_MODEL}.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, console: Console | None = None,
+             benchmark: bool = True) -> bool:
+    """Train, export, check and quantize every zoo model (or `names`), then benchmark them;
+    print the tables and write ZOO.md and BENCHMARKS.md; True if every parity check passes."""
     from rnnedge import zoo
     from rnnedge.errors import ParityError
 
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log or CI: wide enough for the whole table
+            console = Console(width=170)
     names = list(names or zoo.NAMES)
     rows, failed = [], []
     columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -93,9 +159,16 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
             except ParityError as e:
                 failed.append(str(e))
             progress.advance(task)
+        results = benchmark_zoo(Path(out), [r.model for r in rows], progress) if benchmark and rows else []
     console.print(table(rows))
     if rows:
         (Path(out) / "ZOO.md").write_text("# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
+    if results:
+        from rnnedge import bench
+
+        (Path(out) / "BENCHMARKS.md").write_text(benchmarks_markdown(results))
+        for name, bench_rows in results:
+            console.print(bench.rich_table(bench_rows, title=f"{name}: CPU, 1 thread, batch 1"))
     for line in failed:
         console.print(f"[red]parity failed[/]: {line}")
     return not failed and all(r.passed for r in rows)
