@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 from rnnedge import __version__  # noqa: E402
-from rnnedge.check import ParityReport, Tolerance, check_dir, write_golden  # noqa: E402
+from rnnedge.check import PROVIDER_TOLERANCE, ParityReport, Tolerance, check_dir, write_golden  # noqa: E402
 from rnnedge.convert import UnsupportedLayerError, convert, functional_graph, recurrent_layers  # noqa: E402
 from rnnedge.errors import ParityError, RnnEdgeError  # noqa: E402
 from rnnedge.manifest import MODEL, Manifest, TensorSpec  # noqa: E402
@@ -278,7 +278,8 @@ def export(
         manifest.parity = {"passed": False, "overrides": {k: list(v) for k, v in (overrides or {}).items()}}
         manifest.save(tmp)
         report = check_dir(tmp, "cpu", tolerance=tolerance, overrides=overrides or {})
-        manifest.parity = {**report.to_dict(), "overrides": {k: list(v) for k, v in (overrides or {}).items()}}
+        manifest.parity = {**report.to_dict(), "overrides": {k: list(v) for k, v in (overrides or {}).items()},
+                           "provider_tolerances": {p: {"atol": a, "rtol": r} for p, (a, r) in PROVIDER_TOLERANCE.items()}}
         if entry is not None:
             manifest.task = task_metrics(entry, tmp)
         manifest.export_seconds = round(time.perf_counter() - started, 3)

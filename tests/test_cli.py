@@ -133,3 +133,34 @@ def test_help_is_fast_and_lists_commands():
     assert result.exit_code == 0
     for command in ("export", "check", "run", "demo"):
         assert command in result.output
+
+
+def test_check_and_run_work_where_tensorflow_cannot_be_imported(gru_file, tmp_path):
+    """`rnnedge check` and `rnnedge run` replay an export with numpy + onnxruntime alone."""
+    import subprocess
+    import sys
+
+    blocker = (
+        "import importlib.abc, sys\n"
+        "BLOCKED = {'tensorflow', 'keras', 'tf2onnx', 'tf_keras'}\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED:\n"
+        "            raise ImportError(name + ' is blocked in this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    out = tmp_path / "exp"
+    assert invoke("export", gru_file, "--out", out).exit_code == 0
+    np.save(tmp_path / "x.npy", np.ones((1, 5, 4), "float32"))
+    code = blocker + (
+        "from typer.testing import CliRunner\n"
+        "from rnnedge.cli import app\n"
+        f"r = CliRunner().invoke(app, ['check', r'{out}'])\n"
+        "assert r.exit_code == 0 and 'PASS' in r.output, r.output\n"
+        f"r = CliRunner().invoke(app, ['run', r'{out}', '--input', r'{tmp_path / 'x.npy'}'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert not [k for k in sys.modules if k.split('.')[0] in BLOCKED]\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-800:]
