@@ -510,23 +510,6 @@ def parse_variants(text: str | list[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def score(metric: str, output: np.ndarray, y: np.ndarray) -> float:
-    """A task metric from a model's first output: accuracy (argmax, or 0.5 threshold for one unit),
-    micro F1 at threshold 0.5, or RMSE."""
-    output, y = np.asarray(output, np.float64), np.asarray(y)
-    if metric == "rmse":
-        return float(np.sqrt(np.mean((output.reshape(y.shape) - y) ** 2)))
-    if metric == "accuracy":
-        if output.shape[-1] > 1 and output.ndim > y.ndim:
-            return float(np.mean(np.argmax(output, -1) == y))
-        return float(np.mean((output.reshape(y.shape) > 0.5) == (y > 0.5)))
-    if metric == "f1":
-        pred, true = output.reshape(y.shape) > 0.5, y > 0.5
-        tp = np.sum(pred & true)
-        return float(2 * tp / max(np.sum(pred) + np.sum(true), 1))
-    raise RnnEdgeError(f"unknown metric {metric!r}: expected accuracy, f1 or rmse")
-
-
 def within_gate(metric: str, reference: float, value: float) -> bool:
     direction, threshold = GATE[metric]
     if direction == "higher":
@@ -561,7 +544,7 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
     `evaluate(model) -> float` scores a loaded runtime model on a test split (the zoo passes one);
     otherwise `data` (.npz with the inputs and targets `y`) and `metric` (or the manifest's) are used.
     """
-    from rnnedge import bench
+    from rnnedge import bench, metrics
     from rnnedge.check import Tolerance, check_dir
     from rnnedge.manifest import MODEL, Manifest
     from rnnedge.runtime import load
@@ -574,7 +557,7 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
     if evaluate is None and calibration is not None:
         load(folder, "cpu").run(**calibration)  # refuse arrays that do not fit, in one line
         if targets is not None and metric:
-            evaluate = lambda m: score(metric, m.run(**calibration).data[0], targets)  # noqa: E731
+            evaluate = lambda m: metrics.score(metric, m.run(**calibration).data[0], targets)  # noqa: E731
     for v in names:
         tmp = folder / f".model.{v}.onnx.tmp"
         try:

@@ -44,6 +44,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from rnnedge import metrics
 from rnnedge.errors import RnnEdgeError
 
 # Bump when training code, data or hyper-parameters change: old cache files are then ignored.
@@ -104,43 +105,8 @@ _DEFAULT_CACHE = Path("~/.cache/rnnedge/zoo")
 # --------------------------------------------------------------------------------------- metrics
 
 
-def _accuracy_of_argmax(main: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(np.argmax(main, axis=-1) == y))
-
-
-def _accuracy_of_sigmoid(main: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean((main.reshape(y.shape) >= 0.5) == (y >= 0.5)))
-
-
-def _rmse(main: np.ndarray, y: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((main.reshape(y.shape).astype(np.float64) - y) ** 2)))
-
-
-def _micro_f1(pred: np.ndarray, y: np.ndarray) -> float:
-    pred, true = pred.astype(bool), y >= 0.5
-    tp = np.sum(pred & true)
-    wrong = np.sum(pred != true)  # false positives + false negatives
-    return float(2 * tp / (2 * tp + wrong)) if tp + wrong else 1.0
-
-
-def _f1_of_sigmoid(main: np.ndarray, y: np.ndarray) -> float:
-    return _micro_f1(main.reshape(y.shape) >= 0.5, y)
-
-
-# task -> f(main output, y_test) -> metric
-_CLASS_PROBABILITY_TASKS = {"digits", "seq2seq"}  # softmax over classes on the last axis
-_SCORERS = {
-    "digits": _accuracy_of_argmax,
-    "airline": _rmse,
-    "events": _f1_of_sigmoid,
-    "sentiment": _accuracy_of_sigmoid,
-    "seq2seq": _accuracy_of_argmax,
-    "cells": _rmse,
-}
-
-
-def _majority_accuracy(y: np.ndarray) -> float:
-    return float(np.max(np.bincount(y.reshape(-1).astype(np.int64))) / y.size)
+# tasks whose first output holds class probabilities on its last axis
+_CLASS_PROBABILITY_TASKS = {"digits", "seq2seq"}
 
 
 # ------------------------------------------------------------------------------------ the result
@@ -201,7 +167,7 @@ class ZooModel:
                 f"{self.name}: expected the first output for the {len(y)} test samples shaped "
                 f"{expected}, got {main.shape}; pass the outputs of the model run on x_test"
             )
-        return _SCORERS[self.task](main, y)
+        return metrics.score(self.metric, main, y)
 
     def beats_baseline(self) -> bool:
         """True when the model is strictly better than the trivial baseline."""
@@ -256,7 +222,7 @@ def _train_digits(cell: str) -> _Trained:
     )
     _fit(model, x_train, y_train, epochs=8, batch_size=64, lr=0.02,
          loss="sparse_categorical_crossentropy")
-    return _Trained(model, (x_test,), y_test, _majority_accuracy(y_test))
+    return _Trained(model, (x_test,), y_test, metrics.majority_accuracy(y_test))
 
 
 _LOOK_BACK = 12
@@ -296,7 +262,7 @@ def _train_airline(cell: str) -> _Trained:
     outputs = keras.layers.Dense(1, name="next_month")(hidden)
     model = keras.Model(inputs, outputs, name=f"airline_{cell.lower()}")
     _fit(model, x_train, y_train, epochs=15, batch_size=32, lr=_AIRLINE_LR[cell], loss="mse")
-    naive = _rmse(x_test[:, -1, 0], y_test)  # next month = this month
+    naive = metrics.rmse(x_test[:, -1, 0], y_test)  # next month = this month
     return _Trained(model, (x_test,), y_test, naive)
 
 
@@ -335,7 +301,7 @@ def _train_events(cell: str) -> _Trained:
     model = keras.Model(inputs, outputs, name=f"events_{cell.lower()}")
     _fit(model, x_train, y_train, epochs=6, batch_size=32, lr=0.02, loss="binary_crossentropy")
     all_negative, all_positive = np.zeros_like(y_test), np.ones_like(y_test)
-    baseline = max(_micro_f1(all_negative, y_test), _micro_f1(all_positive, y_test))
+    baseline = max(metrics.f1(all_negative, y_test), metrics.f1(all_positive, y_test))
     return _Trained(model, (x_test,), y_test, baseline)
 
 
@@ -367,7 +333,7 @@ def _train_sentiment(cell: str) -> _Trained:  # cell is always "Bidirectional(LS
     outputs = keras.layers.Dense(1, activation="sigmoid", name="positive")(hidden)
     model = keras.Model(inputs, outputs, name="sentiment_bilstm")
     _fit(model, x_train, y_train, epochs=4, batch_size=64, lr=0.02, loss="binary_crossentropy")
-    return _Trained(model, (x_test,), y_test, _majority_accuracy(y_test.astype(np.int32)))
+    return _Trained(model, (x_test,), y_test, metrics.majority_accuracy(y_test.astype(np.int32)))
 
 
 _DIGITS_LEN = 5
@@ -401,7 +367,7 @@ def _train_seq2seq(cell: str) -> _Trained:
     model = keras.Model(
         [encoder_in, decoder_in], [probs, *decoder_states], name=f"seq2seq_{cell.lower()}"
     )
-    return _Trained(model, (enc_test, dec_test), y_test, _majority_accuracy(y_test))
+    return _Trained(model, (enc_test, dec_test), y_test, metrics.majority_accuracy(y_test))
 
 
 def _cells_data(rng: np.random.Generator, n: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -427,7 +393,7 @@ def _train_cells(cell: str) -> _Trained:
     # StackedRNNCells returns its states nested per cell ([h1, c1], [h2, c2]); flatten them so the
     # model's outputs are [y, h1, c1, h2, c2] in Keras order.
     model = keras.Model(inputs, [y, *keras.tree.flatten(states)], name="cells_lstm")
-    baseline = _rmse(np.full(y_test.shape, y_train.mean()), y_test)
+    baseline = metrics.rmse(np.full(y_test.shape, y_train.mean()), y_test)
     return _Trained(model, (x_test,), y_test, baseline)
 
 

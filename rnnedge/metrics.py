@@ -1,0 +1,46 @@
+"""Task metrics, from a model's first output and the targets (numpy only: the runtime side uses them too)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnedge.errors import RnnEdgeError
+
+
+def accuracy(output: np.ndarray, y: np.ndarray) -> float:
+    """Class probabilities on the last axis (argmax), or one probability per target (>= 0.5)."""
+    output, y = np.asarray(output), np.asarray(y)
+    if output.ndim > y.ndim and output.shape[-1] > 1:
+        return float(np.mean(np.argmax(output, axis=-1) == y))
+    return float(np.mean((output.reshape(y.shape) >= 0.5) == (y >= 0.5)))
+
+
+def f1(output: np.ndarray, y: np.ndarray) -> float:
+    """Micro F1 of multi-label probabilities (or boolean predictions) at threshold 0.5."""
+    output, y = np.asarray(output), np.asarray(y)
+    pred = output.reshape(y.shape) >= 0.5 if output.dtype != bool else output.reshape(y.shape)
+    true = y >= 0.5
+    tp = np.sum(pred & true)
+    wrong = np.sum(pred != true)  # false positives + false negatives
+    return float(2 * tp / (2 * tp + wrong)) if tp + wrong else 1.0
+
+
+def rmse(output: np.ndarray, y: np.ndarray) -> float:
+    y = np.asarray(y)
+    return float(np.sqrt(np.mean((np.asarray(output).reshape(y.shape).astype(np.float64) - y) ** 2)))
+
+
+def majority_accuracy(y: np.ndarray) -> float:
+    """Accuracy of always predicting the most frequent class (a trivial baseline)."""
+    y = np.asarray(y)
+    return float(np.max(np.bincount(y.reshape(-1).astype(np.int64))) / y.size)
+
+
+METRICS = {"accuracy": accuracy, "f1": f1, "rmse": rmse}
+HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "rmse": False}
+
+
+def score(metric: str, output: np.ndarray, y: np.ndarray) -> float:
+    if metric not in METRICS:
+        raise RnnEdgeError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
+    return METRICS[metric](output, y)
