@@ -508,6 +508,8 @@ def bench_dir(
     cases = cases_for(manifest, batches, times, stream)
 
     keras_model = _keras_source(source, manifest, baselines, threads) if baselines else None
+    if keras_model is not None:
+        _baseline_fits(keras_model, manifest, cases)
     models = {v: _load(folder, provider, v, threads) for v in variants}
     first = models[variants[0]]
     provider_name = first.provider
@@ -541,6 +543,16 @@ def bench_dir(
                 ))
             advance(1)
     return rows
+
+
+def _baseline_fits(keras_model, manifest: Manifest, cases) -> None:
+    """The Keras model (and so its tf2onnx graph) may fix a time axis that a streaming export frees."""
+    for t, spec in zip(keras_model.inputs, manifest.data_inputs):
+        fixed = t.shape[1] if len(t.shape) > 1 else None
+        for _, steps in cases:
+            if fixed is not None and steps is not None and _time_axes(spec) and steps != fixed:
+                raise RnnEdgeError(f"baselines: the Keras model's input '{spec.name}' takes {fixed} steps, not {steps}; "
+                                   f"pass --time {fixed} to compare with Keras and tf2onnx")
 
 
 def _whole_sequence_candidates(models, extra, manifest, feeds, baselines) -> dict[str, Callable]:

@@ -28,6 +28,7 @@ class DemoRow:
     baseline: float
     worst_abs: float
     ops: str
+    streaming: bool
     size: int
     train_s: float
     export_s: float
@@ -48,17 +49,21 @@ def recurrent_ops(path: Path) -> str:
 
 def export_zoo_model(name: str, out: Path, force: bool) -> DemoRow:
     from rnnedge import zoo
+    from rnnedge.convert import UnsupportedLayerError
     from rnnedge.exporter import export
 
     started = time.perf_counter()
     entry = zoo.load(name)
     trained = time.perf_counter() - started
-    result = export(entry, out / name, force=force, quantize=VARIANTS)
+    try:  # streamable wherever the model allows it (stream-capable exports still run whole sequences)
+        result = export(entry, out / name, force=force, quantize=VARIANTS, streaming=True)
+    except UnsupportedLayerError:  # Bidirectional, or a decoder whose state comes from its encoder
+        result = export(entry, out / name, force=force, quantize=VARIANTS)
     m = result.manifest
     variants = {v: {"size": f["size"], "metric": f.get("metric"), "gate": f.get("gate", {}).get("passed", False)}
                 for v, f in m.variants.items() if v != "fp32"}
     return DemoRow(name, entry.cell, entry.metric, m.task["keras"], m.task["onnx"], m.task["baseline"],
-                   result.parity.worst_abs, recurrent_ops(out / name / "model.onnx"),
+                   result.parity.worst_abs, recurrent_ops(out / name / "model.onnx"), m.streaming,
                    m.variants["fp32"]["size"], trained, m.export_seconds or 0.0, result.passed, variants)
 
 
@@ -76,23 +81,23 @@ def _variant_cells(r: DemoRow) -> list[str]:
 
 def table(rows: list[DemoRow]) -> Table:
     t = Table(title="rnnedge reference zoo: Keras vs fused ONNX (onnxruntime CPU)")
-    for col in ("model", "cell", "metric", "Keras", "ONNX", "baseline", "max |diff|", "recurrent ops", "size",
+    for col in ("model", "cell", "metric", "Keras", "ONNX", "baseline", "max |diff|", "recurrent ops", "stream", "size",
                 "int8 size", "int8 metric", "fp16 size", "fp16 metric", "train s", "export s", "parity"):
         t.add_column(col, justify="left" if col in ("model", "cell", "metric", "recurrent ops") else "right")
     for r in rows:
         t.add_row(r.model, r.cell, r.metric, f"{r.keras:.4f}", f"{r.onnx:.4f}", f"{r.baseline:.4f}", f"{r.worst_abs:.1e}",
-                  r.ops, f"{r.size / 1024:.1f} KB", *_variant_cells(r), f"{r.train_s:.1f}", f"{r.export_s:.1f}",
+                  r.ops, "yes" if r.streaming else "no", f"{r.size / 1024:.1f} KB", *_variant_cells(r), f"{r.train_s:.1f}", f"{r.export_s:.1f}",
                   "[green]pass[/]" if r.passed else "[red]FAIL[/]")
     return t
 
 
 def markdown(rows: list[DemoRow]) -> str:
-    lines = ["| model | cell | metric | Keras | ONNX | baseline | max abs diff | recurrent ops | size | int8 size | "
-             "int8 metric | fp16 size | fp16 metric | export s |",
-             "|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | cell | metric | Keras | ONNX | baseline | max abs diff | recurrent ops | streams | size | "
+             "int8 size | int8 metric | fp16 size | fp16 metric | export s |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r.model} | {r.cell} | {r.metric} | {r.keras:.4f} | {r.onnx:.4f} | {r.baseline:.4f} | "
-                     f"{r.worst_abs:.1e} | {r.ops} | {r.size / 1024:.1f} KB | {' | '.join(_variant_cells(r))} | "
+                     f"{r.worst_abs:.1e} | {r.ops} | {'yes' if r.streaming else 'no'} | {r.size / 1024:.1f} KB | {' | '.join(_variant_cells(r))} | "
                      f"{r.export_s:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -105,8 +110,10 @@ def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> lis
     task = progress.add_task("benchmark", total=len(names))
     for name in names:
         progress.update(task, description=f"benchmark {name}")
-        rows = bench.bench_dir(out / name, variants=("fp32", *VARIANTS), baselines=BASELINES, source=zoo.load(name),
-                               runs=runs, warmup=max(5, runs // 10))
+        entry = zoo.load(name)
+        fixed = entry.model.inputs[0].shape[1]  # Keras' own length where it fixes one (streaming exports free it)
+        rows = bench.bench_dir(out / name, variants=("fp32", *VARIANTS), baselines=BASELINES, source=entry,
+                               times=None if fixed is None else (fixed,), runs=runs, warmup=max(5, runs // 10))
         results.append((name, rows))
         progress.advance(task)
     if PLOT_MODEL in names:

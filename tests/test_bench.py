@@ -191,3 +191,17 @@ def test_row_checks():
     with pytest.raises(ValueError, match="ordered"):
         BenchRow("fp32", "cpu", 1, 10, 1, 2.0, 1.0, 3.0, 1.0, 1.0)
     assert np.isclose(BenchRow("fp32", "cpu", 1, None, 1, 1.0, 1.0, 1.0, 1.0, 1.0, {"keras": 4}).ratios["keras"], 4.0)
+
+
+def test_baselines_refuse_a_length_the_keras_model_does_not_take(tmp_path):
+    keras = pytest.importorskip("keras")
+    from rnnedge.bench import bench_dir
+    from rnnedge.exporter import export
+
+    x = keras.Input((6, 3))
+    model = keras.Model(x, keras.layers.GRU(4)(x))
+    export(model, tmp_path / "m", streaming=True)  # the stream frees the time axis; Keras keeps 6 steps
+    with pytest.raises(RnnEdgeError, match="--time 6"):
+        bench_dir(tmp_path / "m", baselines=("tf2onnx",), source=model, times=(10,), runs=2, warmup=0)
+    rows = bench_dir(tmp_path / "m", baselines=("tf2onnx",), source=model, times=(6,), runs=2, warmup=0)
+    assert {r.candidate for r in rows} == {"fp32", "tf2onnx"}

@@ -427,3 +427,14 @@ def test_fp16_of_an_exported_gru_loads_and_runs(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-500:]
     assert "(1, 3, 2)" in done.stdout
+
+
+def test_variants_of_a_streaming_export(tmp_path):
+    """A streaming export (state inputs after a skipped sequence_lens) quantizes to every variant."""
+    keras = pytest.importorskip("keras")
+    from rnnedge.exporter import export
+
+    x = keras.Input((None, 4))
+    h = keras.layers.SimpleRNN(6, return_sequences=True)(x)
+    result = export(keras.Model(x, keras.layers.LSTM(5)(h)), tmp_path / "m", streaming=True, quantize=["int8", "fp16"])
+    assert set(result.manifest.variants) == {"fp32", "int8", "fp16"}

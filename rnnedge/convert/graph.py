@@ -99,8 +99,9 @@ class GraphBuilder:
         return name
 
     def prune(self):
-        """Drop nodes and initializers nothing reads, and blank the optional outputs of recurrent
-        nodes nobody reads (onnxruntime then skips writing, e.g., the whole Y sequence)."""
+        """Drop nodes and initializers nothing reads, and the trailing optional outputs of recurrent
+        nodes nobody reads. (An unread leading Y stays named: blanking it saves nothing measurable,
+        and onnxconverter-common's fp16 pass takes an empty output for a cycle.)"""
         needed = {o.name for o in self.outputs}
         kept = []
         for node in reversed(self.nodes):
@@ -109,8 +110,8 @@ class GraphBuilder:
                 needed.update(i for i in node.input if i)
         for node in kept:
             if node.op_type in ("LSTM", "GRU", "RNN"):
-                outputs = [o if o in needed else "" for o in node.output]
-                while outputs and not outputs[-1]:
+                outputs = list(node.output)
+                while len(outputs) > 1 and outputs[-1] not in needed:
                     outputs.pop()
                 del node.output[:]
                 node.output.extend(outputs)
