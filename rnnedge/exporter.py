@@ -116,23 +116,23 @@ def random_cases(inputs: list[TensorSpec], seed: int = 0, random_states: bool = 
     are zero in the first case (a fresh stream), random in the others if `random_states`."""
     rng = np.random.default_rng(seed)
     time_axes = sorted({d for s in inputs for d in s.shape[1:] if isinstance(d, str)})
+    fixed_batch = next((s.shape[0] for s in inputs if isinstance(s.shape[0], int)), None)  # stateful models
+    padded = next((s for s in inputs if s.pad_value is not None), None)
     cases = []
     for i, (batch, length) in enumerate(zip(BATCHES, LENGTHS)):
+        batch = fixed_batch or batch
         dims = {"batch": batch, **{t: length + 2 * k for k, t in enumerate(time_axes)}}
-        fixed_batch = next((s.shape[0] for s in inputs if isinstance(s.shape[0], int)), None)
-        if fixed_batch is not None:
-            dims["batch"] = batch = fixed_batch
-        steps = next((d if isinstance(d, int) else dims[d] for s in inputs if s.pad_value is not None for d in s.shape[1:2]), length)
+        steps = length if padded is None else dims.get(padded.shape[1], padded.shape[1])
         lengths = rng.integers(1, steps + 1, size=batch)
         if batch >= 3:
-            lengths[0], lengths[1] = steps, 0
+            lengths[0], lengths[1] = steps, 0  # a full row and a fully padded one
         feeds = {}
         for s in inputs:
             x = _sample(s, dims, rng, lengths)
             if s.role == "state" and (i == 0 or not random_states):
                 x = np.zeros_like(x)  # a fresh stream
             feeds[s.name] = x
-        desc = f"random batch {batch}" + (f", time {length}" if time_axes else "") + (", padded" if any(s.pad_value is not None for s in inputs) else "")
+        desc = f"random batch {batch}" + (f", time {length}" if time_axes else "") + (", padded" if padded else "")
         cases.append((desc, feeds))
     return cases
 
