@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.manifest import MODEL, Manifest, TensorSpec
+from rnnedge.manifest import MODEL, Manifest, TensorSpec, is_time_axis
 
 __all__ = [
     "BASELINES",
@@ -119,16 +119,10 @@ class BenchRow:
 
 
 def session_options(threads: int = 1):
-    """onnxruntime options for every session bench times: `threads` intra-op, 1 inter-op, all optimisations."""
-    import onnxruntime as ort
+    """onnxruntime options for every session bench times: the runtime's, with `threads` intra-op threads."""
+    from rnnedge.runtime import session_options as runtime_options
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    return so
+    return runtime_options(threads)
 
 
 def measure(candidates: Mapping[str, Callable[[], Any]], *, runs: int = 200, warmup: int = 20,
@@ -200,14 +194,10 @@ def _whole(what: str, value, low: int) -> int:
 # Cases: which batch and time sizes, and random inputs of those sizes
 
 
-def _is_time(axis) -> bool:
-    return isinstance(axis, str) and (axis == "time" or axis.endswith("_time"))
-
-
 def _time_axes(spec: TensorSpec) -> list[int]:
     """Axes of a data input that count steps: named time axes, or a fixed axis 1 of a sequence
     input (rank 3, or rank 2 integer ids)."""
-    named = [i for i, d in enumerate(spec.shape) if _is_time(d)]
+    named = [i for i, d in enumerate(spec.shape) if is_time_axis(d)]
     if named:
         return named
     rank = len(spec.shape)
@@ -266,7 +256,7 @@ def _shape(spec: TensorSpec, batch: int, steps: int | None) -> tuple[int, ...]:
             shape.append(d)
         elif d == "batch":
             shape.append(batch)
-        elif _is_time(d) and steps is not None:
+        elif is_time_axis(d) and steps is not None:
             shape.append(steps)
         else:
             raise RnnEdgeError(f"input '{spec.name}' has a dynamic axis '{d}' (dimension {i}) that bench cannot "
@@ -308,17 +298,9 @@ def _variant_files(folder: Path, manifest: Manifest, variants: Sequence[str]) ->
 
 
 def _load(folder: Path, provider: str, variant: str, threads: int):
-    """`rnnedge.load`, with its session re-made on `session_options(threads)` (same providers and options)."""
-    import onnxruntime as ort
+    from rnnedge.runtime import load
 
-    from rnnedge.runtime import Model, load
-
-    base = load(folder, provider, variant=variant, threads=threads)
-    providers = base.session.get_providers()
-    options = base.session.get_provider_options()
-    session = ort.InferenceSession(str(base.path), session_options(threads), providers=providers,
-                                   provider_options=[options.get(p, {}) for p in providers])
-    return Model(base.folder, base.manifest, session, variant=variant, path=base.path)
+    return load(folder, provider, variant=variant, threads=threads)
 
 
 def _ort_call(session, feeds: Mapping[str, np.ndarray]) -> Callable[[], Any]:

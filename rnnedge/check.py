@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.manifest import GOLDEN, Manifest
+from rnnedge.manifest import GOLDEN, Manifest, is_time_axis
 
 ATOL, RTOL = 1e-5, 1e-4
 STREAM_CHUNKS = (1, 3)  # streaming exports are also checked fed 1 and 3 steps at a time
@@ -192,7 +192,7 @@ def stream_in_chunks(model, inputs: dict, chunk: int) -> dict | None:
     None where the case cannot be streamed (inputs without a time axis, or too few steps)."""
     manifest = model.manifest
     data = manifest.data_inputs
-    if not data or any(len(s.shape) < 2 or s.shape[1] in ("batch",) or not isinstance(s.shape[1], str) for s in data):
+    if not data or any(len(s.shape) < 2 or not is_time_axis(s.shape[1]) for s in data):
         return None
     steps = inputs[data[0].name].shape[1]
     if steps <= chunk:
@@ -202,7 +202,7 @@ def stream_in_chunks(model, inputs: dict, chunk: int) -> dict | None:
     pieces = [stream.push(**{s.name: inputs[s.name][:, t:t + chunk] for s in data}) for t in range(0, steps, chunk)]
     result = {}
     for o in manifest.data_outputs:
-        timed = len(o.shape) > 2 and isinstance(o.shape[1], str) and o.shape[1] != "batch"
+        timed = len(o.shape) > 2 and is_time_axis(o.shape[1])
         result[o.name] = np.concatenate([p[o.name] for p in pieces], axis=1) if timed else pieces[-1][o.name]
     state = stream.state
     result.update({o.name: state[o.feeds] for o in manifest.state_outputs})

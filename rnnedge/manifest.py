@@ -26,6 +26,12 @@ GOLDEN = "golden.npz"
 FORMAT_VERSION = 1
 
 Dim = int | str
+BATCH, TIME = "batch", "time"  # names of dynamic axes; inputs with time axes of their own use "<input>_time"
+
+
+def is_time_axis(axis) -> bool:
+    """True for "time", and for "<input>_time" where inputs have time axes of their own."""
+    return isinstance(axis, str) and (axis == TIME or axis.endswith("_" + TIME))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ import numpy as np
 import onnxruntime as ort
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.manifest import MODEL, Manifest, TensorSpec
+from rnnedge.manifest import BATCH as _BATCH
+from rnnedge.manifest import MODEL, Manifest, TensorSpec, is_time_axis
+from rnnedge.manifest import TIME as _TIME
 
 __all__ = [
     "Model",
@@ -82,14 +84,8 @@ _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.flo
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                "tensor(int32)": np.int32, "tensor(int64)": np.int64}
 _INT_RANGES = {np.dtype(np.int32): (-(2**31), 2**31 - 1), np.dtype(np.int64): (-(2**63), 2**63 - 1)}
-_TIME = "time"
 
 
-def _is_time(axis) -> bool:
-    """True for "time", and for "<input>_time" where inputs have time axes of their own."""
-    return isinstance(axis, str) and (axis == _TIME or axis.endswith("_" + _TIME))
-
-_BATCH = "batch"
 _STREAM = "<stream>"  # marks an axis size fixed by the stream, not by another input
 
 
@@ -174,7 +170,7 @@ class _Slot:
         # The graph's own type wins (an fp16 variant may take float16); the manifest says the kind.
         self.dtype = np.dtype(actual or declared or np.float32)
         self.is_int = self.dtype.kind in "iu"
-        self.time_axis = next((i for i, d in self.named if _is_time(d)), None)
+        self.time_axis = next((i for i, d in self.named if is_time_axis(d)), None)
         self.pad_axes = tuple(range(2, self.rank))  # a step is padding when all its features are
 
     def describe(self) -> str:
@@ -224,7 +220,7 @@ def _check_shape(slot: _Slot, a: np.ndarray, axes: dict[str, tuple[int, str]], e
                           f"got {shape[i]} (shape {_fmt_shape(shape)})")
     for i, axis in slot.named:
         n = shape[i]
-        if n == 0 and (axis == _BATCH or _is_time(axis)):
+        if n == 0 and (axis == _BATCH or is_time_axis(axis)):
             what = "row" if axis == _BATCH else "step"
             errors.append(f"input '{slot.name}': the '{axis}' axis (dimension {i}) is empty: give at least one {what}")
             continue
@@ -355,7 +351,7 @@ def _trt_profiles(inputs: list[TensorSpec], shapes: Mapping[str, tuple[int, int,
         dims: list[tuple[int, int, int]] = []
         for d in spec.shape:
             if isinstance(d, str):
-                if d not in shapes and _is_time(d) and _TIME in shapes:
+                if d not in shapes and is_time_axis(d) and _TIME in shapes:
                     d = _TIME
                 if d not in shapes:
                     raise RnnEdgeError(f"input '{spec.name}' has dynamic axis '{d}' with no TensorRT shape range: "
@@ -423,7 +419,9 @@ def _model_file(folder: Path, manifest: Manifest, variant: str) -> Path:
     return path
 
 
-def _session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Options for every session rnnedge makes: all graph optimisations, errors-only logging,
+    `threads` intra-op threads (onnxruntime's default when None); sequential execution."""
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # errors only: no "nodes placed on CPU" chatter
@@ -494,7 +492,7 @@ def load(
     folder = Path(folder)
     manifest = Manifest.load(folder)
     path = _model_file(folder, manifest, variant)
-    so = _session_options(threads)
+    so = session_options(threads)
     chosen = _resolve_providers(provider, fallback)
     shapes = {**TRT_SHAPES, **dict(trt_shapes or {})}
     options = _provider_options(chosen, provider_options, folder, manifest, shapes)
@@ -764,7 +762,7 @@ class Stream:
         # Inputs with a time axis: a chunk that lacks it is one step, and then the outputs with a
         # time axis lose it too.
         self._step_ranks = [(s.name, s.rank) for s in model._data_slots if s.time_axis == 1]
-        self._time_outputs = {t.name for t in m.data_outputs if len(t.shape) > 1 and _is_time(t.shape[1])}
+        self._time_outputs = {t.name for t in m.data_outputs if len(t.shape) > 1 and is_time_axis(t.shape[1])}
         self._squeeze = [name in self._time_outputs for name in self._data_out]
 
     def __repr__(self) -> str:
