@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.manifest import GOLDEN, Manifest, is_time_axis
+from rnnedge.manifest import GOLDEN, is_time_axis
 
 ATOL, RTOL = 1e-5, 1e-4
 STREAM_CHUNKS = (1, 3)  # streaming exports are also checked fed 1 and 3 steps at a time
@@ -169,7 +169,7 @@ def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32
     from rnnedge.runtime import load
 
     model = load(folder, provider=provider, variant=variant, fallback=fallback)
-    manifest = Manifest.load(folder)
+    manifest = model.manifest
     if tolerance is None:
         tolerance = Tolerance(*PROVIDER_TOLERANCE.get(model.provider, (ATOL, RTOL)))
     if overrides is None:
