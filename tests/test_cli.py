@@ -164,3 +164,40 @@ def test_check_and_run_work_where_tensorflow_cannot_be_imported(gru_file, tmp_pa
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-800:]
+
+
+@pytest.fixture(scope="module")
+def fixed_export(tmp_path_factory):
+    """An export with fixed time (6 steps) and batch (2, stateful) axes."""
+    folder = tmp_path_factory.mktemp("fixed") / "exp"
+    x = seq_input(3, time=6, batch=2)
+    model = functional(x, L.GRU(4, stateful=True)(x), "fixed")
+    from rnnedge.exporter import export
+
+    export(model, folder)
+    return folder
+
+
+def test_quantize_refuses_unknown_variants(fixed_export):
+    assert_user_error(invoke("quantize", fixed_export, "--variants", "int8,int4"), "int4", "fp32, int8, fp16")
+
+
+def test_quantize_refuses_data_that_does_not_fit(fixed_export, tmp_path):
+    np.savez(tmp_path / "wrong.npz", other=np.zeros((2, 6, 3), "float32"))
+    assert_user_error(invoke("quantize", fixed_export, "--data", tmp_path / "wrong.npz"), "no array for input")
+    np.savez(tmp_path / "shape.npz", x=np.zeros((2, 6, 5), "float32"), y=np.zeros((2, 4)))
+    assert_user_error(invoke("quantize", fixed_export, "--data", tmp_path / "shape.npz"), "x")
+    assert not list(fixed_export.glob("model.int8*"))
+
+
+def test_bench_refuses_sizes_the_fixed_axes_forbid(fixed_export):
+    assert_user_error(invoke("bench", fixed_export, "--time", "9", "--runs", "2"), "time")
+    assert_user_error(invoke("bench", fixed_export, "--batch", "5", "--runs", "2"), "batch")
+
+
+@pytest.mark.skipif(bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(__import__("onnxruntime").get_available_providers())),
+                    reason="a GPU provider is installed")
+def test_providers_that_are_not_installed(fixed_export):
+    assert_user_error(invoke("bench", fixed_export, "--provider", "tensorrt", "--runs", "2"), "TensorRT")
+    assert_user_error(invoke("check", fixed_export, "--provider", "cuda"), "CUDA")
+    assert_user_error(invoke("bench", fixed_export, "--variants", "int8", "--runs", "2"), "int8")
