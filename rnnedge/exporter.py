@@ -7,6 +7,7 @@ A parity failure still moves the files into place (marked failed, for inspection
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -27,7 +28,7 @@ from rnnedge import __version__  # noqa: E402
 from rnnedge.check import PROVIDER_TOLERANCE, ParityReport, Tolerance, check_dir, write_golden  # noqa: E402
 from rnnedge.convert import UnsupportedLayerError, convert, functional_graph, recurrent_layers  # noqa: E402
 from rnnedge.errors import ParityError, RnnEdgeError  # noqa: E402
-from rnnedge.manifest import MODEL, Manifest, TensorSpec  # noqa: E402
+from rnnedge.manifest import MODEL, TIME, Manifest, TensorSpec, is_time_axis  # noqa: E402
 
 BATCHES = (1, 3, 2)  # batch sizes tried where the batch axis is dynamic
 LENGTHS = (7, 16, 1)  # sequence lengths tried where a time axis is dynamic
@@ -166,6 +167,29 @@ def keras_outputs(model, converted, feeds: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def _keras_truth(model, converted, proto, seed: int):
+    """Keras' outputs on the random cases. Inputs with time axes of their own get different
+    lengths; where Keras refuses that (the model joins them step by step), the export declares
+    one shared "time" axis instead, so the runtime checks that their lengths agree."""
+    random_states = bool(_stateful_layers(model))
+    samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=random_states)
+    try:
+        return [(n, f, keras_outputs(model, converted, f)) for n, f in samples], converted, proto
+    except Exception:
+        own = {d for s in converted.inputs for d in s.shape if is_time_axis(d) and d != TIME}
+        if not own:
+            raise
+    shared = lambda specs: [dataclasses.replace(s, shape=tuple(TIME if d in own else d for d in s.shape)) for s in specs]  # noqa: E731
+    converted = dataclasses.replace(converted, inputs=shared(converted.inputs), outputs=shared(converted.outputs),
+                                    keras_inputs=shared(converted.keras_inputs or converted.inputs))
+    for value in [*proto.graph.input, *proto.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in own:
+                dim.dim_param = TIME
+    samples = random_cases(converted.keras_inputs, seed, random_states=random_states)
+    return [(n, f, keras_outputs(model, converted, f)) for n, f in samples], converted, proto
+
+
 def zoo_case(entry, converted) -> tuple[str, dict]:
     """The first rows of the zoo's real test data, with a fresh (zero) state where the export streams."""
     specs = [s for s in converted.inputs if s.role == "data"]
@@ -256,9 +280,8 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        cases, converted, proto = _keras_truth(model, converted, proto, seed)
         onnx.save(proto, tmp / MODEL)
-        samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=bool(_stateful_layers(model)))
-        cases = [(name, feeds, keras_outputs(model, converted, feeds)) for name, feeds in samples]
         if entry is not None:
             name, feeds = zoo_case(entry, converted)
             cases.append((name, feeds, keras_outputs(model, converted, feeds)))

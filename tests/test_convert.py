@@ -21,7 +21,6 @@ CASES = {}  # id -> (builder, {"LSTM": n, ...})
 # Unbounded activations make random recurrent weights explode (Keras itself gives NaN after a few
 # steps): smaller weights keep those cases in float32 range.
 UNBOUNDED = {"linear": 0.12, "relu": 0.2}
-COVERED: set = set()
 
 
 def case(name, counts):
@@ -145,6 +144,12 @@ case("surrounding-masked-pooling", {"LSTM": 1})(lambda: functional(t := tokens_i
     L.GlobalAveragePooling1D()(L.LSTM(6, return_sequences=True)(L.Embedding(12, 5, mask_zero=True)(t)))), "m"))
 case("surrounding-float-token-input", {"GRU": 1})(lambda: functional(
     t := keras.Input((None,), name="ids"), L.GRU(4)(L.Embedding(12, 5, mask_zero=True)(t)), "m"))
+case("masked-concatenate-two-inputs", {"LSTM": 1})(lambda: functional(
+    [a := tokens_input(name="a"), b := tokens_input(name="b")], L.LSTM(4)(L.Concatenate()(
+        [L.Embedding(10, 3, mask_zero=True)(a), L.Dense(2)(L.Embedding(10, 2, mask_zero=True)(b))])), "m"))
+case("masked-concatenate-with-unmasked", {"GRU": 1})(lambda: functional(
+    [a := tokens_input(name="a"), b := seq_input(2, name="b")], L.GRU(4, return_sequences=True)(
+        L.Concatenate()([L.Embedding(10, 3, mask_zero=True)(a), b])), "m"))
 case("nested-model", {"LSTM": 1, "GRU": 1})(lambda: functional(x := seq_input(), L.Dense(2)(sequential(
     [seq_input(), L.LSTM(6, return_sequences=True), L.GRU(3)], "inner")(x)), "m"))
 case("layer-norm-multi-axis", {"LSTM": 1})(lambda: functional(
@@ -178,7 +183,6 @@ def test_fused_export_matches_keras(name, tmp_path):
     builder, expected = CASES[name]
     keras.utils.set_random_seed(0)
     model = builder()
-    COVERED.update(layer_types(model))
     result = export(model, tmp_path / "out")
     assert result.passed, result.parity.failures()
     # Every output was compared in every case, states included.
@@ -194,10 +198,10 @@ def test_fused_export_matches_keras(name, tmp_path):
 
 def test_every_supported_layer_type_has_a_test():
     """Fails when a converter is added without a case in the matrix above."""
-    if len(COVERED) == 0:
-        for builder, _ in CASES.values():
-            COVERED.update(layer_types(builder()))
-    missing = {t.__name__ for t in CONVERTERS if issubclass(t, keras.layers.Layer)} - {t.__name__ for t in COVERED}
+    covered = set()
+    for builder, _ in CASES.values():
+        covered |= layer_types(builder())
+    missing = {t.__name__ for t in CONVERTERS if issubclass(t, keras.layers.Layer)} - {t.__name__ for t in covered}
     assert not missing, f"supported layers without a matrix case: {sorted(missing)}"
 
 
@@ -272,3 +276,14 @@ def test_output_values_are_not_trivial(tmp_path):
     export(CASES["SimpleRNN-activation-linear"][0](), tmp_path / "o")
     for _, _, outputs in read_golden(tmp_path / "o"):
         assert all(np.std(v) > 1e-3 for v in outputs.values())
+
+
+def test_mixed_precision_is_refused_with_the_reason(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        x = seq_input()
+        model = keras.Model(x, L.LSTM(3, name="half")(x))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    with pytest.raises(UnsupportedLayerError, match="half.*float16"):
+        export(model, tmp_path / "o")

@@ -74,6 +74,10 @@ def convert_layer(ctx: Context, op, args, kwargs, outs) -> list[str]:
     if fn is None:
         kind = "operation" if not isinstance(op, keras.layers.Layer) else "layer"
         raise UnsupportedLayerError(op, f"{kind} type {type(op).__name__} is not supported by rnnedge's converter")
+    policy = getattr(op, "dtype_policy", None)
+    if getattr(policy, "compute_dtype", "float32") in ("float16", "bfloat16", "float64"):
+        raise UnsupportedLayerError(op, f"it computes in {policy.compute_dtype} (dtype policy {policy.name!r}); "
+                                        "rnnedge exports float32 models: rebuild or load it under the float32 policy")
     if kwargs.get("mask") is not None and not isinstance(op, RECURRENT + layers.MASK_AWARE):
         raise UnsupportedLayerError(op, "it receives a mask, which rnnedge cannot convert for this layer type")
     return fn(ctx, op, args, kwargs, outs)

@@ -8,6 +8,7 @@ static shapes); it returns the ONNX value names of the outputs, in Keras' flatte
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from keras import layers as L
 from keras import ops as K
 from keras.src.ops import numpy as knp
@@ -248,6 +249,39 @@ def any_(ctx: Context, op, args, kwargs, outs):
     return [_any(ctx.g, args[0].name, axes, int(bool(getattr(op, "keepdims", False))))]
 
 
+def all_(ctx: Context, op, args, kwargs, outs):
+    """all() as not(any(not x)), through the same int32 reduction as any()."""
+    g, axis = ctx.g, getattr(op, "axis", None)
+    axes = None if axis is None else np.atleast_1d(axis).tolist()
+    some_false = _any(g, g.op("Not", [args[0].name]), axes, int(bool(getattr(op, "keepdims", False))))
+    return [g.op("Not", [some_false], hint=op.name)]
+
+
+def expand_dims(ctx: Context, op, args, kwargs, outs):
+    return [ctx.g.unsqueeze(args[0].name, np.atleast_1d(op.axis).tolist())]
+
+
+def concatenate_op(ctx: Context, op, args, kwargs, outs):
+    return [ctx.g.op("Concat", [x.name for x in args[0]], hint=op.name, axis=int(op.axis))]
+
+
+def _filled_like(value):
+    """zeros_like / ones_like, in the dtype Keras gives the result."""
+    def convert(ctx: Context, op, args, kwargs, outs):
+        dtype = np.dtype(str(outs[0].dtype))
+        fill = onnx.numpy_helper.from_array(np.array([value], dtype=dtype))
+        return [ctx.g.op("ConstantOfShape", [ctx.g.op("Shape", [args[0].name])], hint=op.name, value=fill)]
+
+    return convert
+
+
+def _logical(op_type):
+    def convert(ctx: Context, op, args, kwargs, outs):
+        return [ctx.g.op(op_type, [args[0].name, args[1].name], hint=op.name)]
+
+    return convert
+
+
 CONVERTERS = {
     L.InputLayer: input_layer,
     L.Dense: dense,
@@ -276,8 +310,16 @@ CONVERTERS = {
     L.LayerNormalization: layer_normalization,
     L.BatchNormalization: batch_normalization,
     L.TimeDistributed: time_distributed,
+    # Keras ops that compute and merge masks (e.g. Concatenate of masked sequences).
     knp.NotEqual: not_equal,
     knp.Any: any_,
+    knp.All: all_,
+    knp.ExpandDims: expand_dims,
+    knp.Concatenate: concatenate_op,
+    knp.LogicalAnd: _logical("And"),
+    knp.LogicalOr: _logical("Or"),
+    knp.ZerosLike: _filled_like(0),
+    knp.OnesLike: _filled_like(1),
 }
 
 # Layers whose `mask` argument rnnedge handles (or which, at inference, ignore it).
