@@ -189,10 +189,13 @@ def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32
 def stream_in_chunks(model, inputs: dict, chunk: int) -> dict | None:
     """Outputs of a streaming model fed `chunk` steps at a time with its state carried: sequence
     outputs concatenated in time, other outputs from the last chunk, states at the end.
-    None where the case cannot be streamed (inputs without a time axis, or too few steps)."""
+    None where the case cannot be streamed (inputs without a time axis or with time axes of
+    their own, or too few steps)."""
     manifest = model.manifest
     data = manifest.data_inputs
     if not data or any(len(s.shape) < 2 or not is_time_axis(s.shape[1]) for s in data):
+        return None
+    if len({s.shape[1] for s in data}) > 1:  # inputs with time axes of their own: no common chunking
         return None
     steps = inputs[data[0].name].shape[1]
     if steps <= chunk:

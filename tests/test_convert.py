@@ -150,6 +150,10 @@ case("masked-concatenate-two-inputs", {"LSTM": 1})(lambda: functional(
 case("masked-concatenate-with-unmasked", {"GRU": 1})(lambda: functional(
     [a := tokens_input(name="a"), b := seq_input(2, name="b")], L.GRU(4, return_sequences=True)(
         L.Concatenate()([L.Embedding(10, 3, mask_zero=True)(a), b])), "m"))
+case("shared-layer-called-twice", {"GRU": 2})(lambda: functional(
+    [a := seq_input(3, name="a"), b := seq_input(3, name="b")], L.Add()([(g := L.GRU(4))(a), g(b)]), "m"))
+case("timedistributed-recurrent-over-4d", {"LSTM": 1, "GRU": 1})(lambda: functional(
+    x := keras.Input((None, 5, 3)), L.GRU(4)(L.TimeDistributed(L.LSTM(6))(x)), "m"))
 case("nested-model", {"LSTM": 1, "GRU": 1})(lambda: functional(x := seq_input(), L.Dense(2)(sequential(
     [seq_input(), L.LSTM(6, return_sequences=True), L.GRU(3)], "inner")(x)), "m"))
 case("layer-norm-multi-axis", {"LSTM": 1})(lambda: functional(
@@ -287,3 +291,13 @@ def test_mixed_precision_is_refused_with_the_reason(tmp_path):
         keras.mixed_precision.set_global_policy("float32")
     with pytest.raises(UnsupportedLayerError, match="half.*float16"):
         export(model, tmp_path / "o")
+
+
+def test_a_shared_layer_streams_one_state_per_call(tmp_path):
+    a, b = seq_input(3, name="a"), seq_input(3, name="b")
+    g = L.GRU(4, return_sequences=True)
+    # The sum joins a and b step by step: the export gives them one shared time axis, so they stream together.
+    result = export(functional([a, b], L.Add()([g(a), g(b)]), "m"), tmp_path / "o", streaming=True)
+    assert result.passed, result.parity.failures()
+    assert len(result.manifest.state_inputs) == len(result.manifest.state_outputs) == 2
+    assert any("streamed in chunks of 1" in c.case for c in result.parity.cases)

@@ -152,8 +152,7 @@ def _state_inputs(ctx: Context, layer, cells, x: Sym) -> list[str]:
         for s in STATE_NAMES[CELL_OPS[type(cell)]]:
             suffix = f"{s}{k}" if len(cells) > 1 else s
             name = ctx.g.fresh(f"{layer.name}/state_in/{suffix}")
-            out = f"{layer.name}/state_out/{suffix}"
-            ctx.g.reserve(out)
+            out = ctx.g.fresh(f"{layer.name}/state_out/{suffix}")  # a shared layer carries one state per call
             ctx.g.add_input(name, "float32", [batch, cell.units])
             ctx.states.append(StateIO(input=name, output=out, layer=layer.name, shape=(batch, cell.units)))
             names.append(name)
