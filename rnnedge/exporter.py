@@ -27,6 +27,7 @@ import onnx  # noqa: E402
 from rnnedge import __version__  # noqa: E402
 from rnnedge.check import PROVIDER_TOLERANCE, ParityReport, Tolerance, check_dir, write_golden  # noqa: E402
 from rnnedge.convert import UnsupportedLayerError, convert, functional_graph, recurrent_layers  # noqa: E402
+from rnnedge.convert.core import Converted, interface  # noqa: E402
 from rnnedge.errors import ParityError, RnnEdgeError  # noqa: E402
 from rnnedge.manifest import MODEL, TIME, Manifest, TensorSpec, is_time_axis  # noqa: E402
 
@@ -210,8 +211,8 @@ def tf2onnx_export(model, opset: int = 17) -> onnx.ModelProto:
     import tf2onnx
 
     graph = functional_graph(model)
-    converted_names = [t.name for t in graph.inputs]
-    spec = [tf.TensorSpec(t.shape, t.dtype, name=n) for t, n in zip(graph.inputs, converted_names)]
+    io = interface(graph)
+    spec = [tf.TensorSpec(t.shape, t.dtype, name=n) for t, n in zip(graph.inputs, io.input_names)]
 
     @tf.function(input_signature=spec)
     def call(*args):
@@ -221,6 +222,12 @@ def tf2onnx_export(model, opset: int = 17) -> onnx.ModelProto:
         warnings.simplefilter("ignore")
         proto, _ = tf2onnx.convert.from_function(call, input_signature=spec, opset=opset)
     proto.ir_version = min(proto.ir_version, 8)
+    renamed = {o.name: n for o, n in zip(proto.graph.output, io.output_names)}
+    for node in proto.graph.node:
+        node.output[:] = [renamed.get(o, o) for o in node.output]
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+    for o in proto.graph.output:
+        o.name = renamed[o.name]
     return proto
 
 
@@ -336,12 +343,9 @@ def _fallback(model):
     """tf2onnx's graph, described with the same input/output specs as a fused export would have."""
     proto = tf2onnx_export(model)
     graph = functional_graph(model)
-    from rnnedge.convert.core import Converted, _axis_names
-
-    dynamic_time = [t for t in graph.inputs if len(t.shape) > 1 and t.shape[1] is None]
-    inputs = [TensorSpec(i.name, tuple(_axis_names(t.shape, "time" if len(dynamic_time) <= 1 else f"{i.name}_time")), str(t.dtype))
-              for i, t in zip(proto.graph.input, graph.inputs)]
-    outputs = [TensorSpec(o.name, tuple(_axis_names(t.shape, "time")), str(t.dtype)) for o, t in zip(proto.graph.output, graph.outputs)]
+    io = interface(graph)
+    inputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
+    outputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
     return proto, Converted(proto, inputs, outputs, {})
 
 

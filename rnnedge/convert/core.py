@@ -123,6 +123,39 @@ def _unique(names: list[str]) -> list[str]:
     return result
 
 
+@dataclass(frozen=True)
+class Interface:
+    """The names and shapes (dynamic axes named) of an export's graph inputs and outputs."""
+
+    input_names: list[str]
+    output_names: list[str]
+    input_shapes: list[list]  # as the ONNX graph declares them
+    keras_shapes: list[list]  # as Keras accepts them (a streaming export frees a fixed time axis)
+    output_shapes: list[list]
+
+
+def interface(graph, *, streaming: bool = False) -> Interface:
+    """Inputs follow `graph.inputs`, outputs Keras' flattened outputs; one "time" axis, or one
+    "<input>_time" axis per input where several inputs have their own."""
+    input_names = _unique([t.name for t in graph.inputs])
+    output_names = _unique(list(getattr(graph, "output_names", None) or [f"output_{i}" for i in range(len(graph.outputs))]))
+    # A stream takes chunks of any length, so a streaming export frees a fixed time axis too.
+    free_time = lambda t: len(t.shape) >= 3 and (t.shape[1] is None or streaming)  # noqa: E731
+    dynamic_time = [t for t in graph.inputs if len(t.shape) > 1 and t.shape[1] is None or free_time(t)]
+    fixed_steps = {t.shape[1] for t in graph.inputs if free_time(t) and t.shape[1] is not None}
+    input_shapes, keras_shapes = [], []
+    for t, n in zip(graph.inputs, input_names):
+        time_name = "time" if len(dynamic_time) <= 1 else f"{n}_time"
+        keras_shapes.append(_axis_names(t.shape, time_name))
+        input_shapes.append(_axis_names((t.shape[0], None, *t.shape[2:]) if free_time(t) else t.shape, time_name))
+    output_shapes = []
+    for t, n in zip(graph.outputs, output_names):
+        steps_fixed = len(t.shape) >= 3 and t.shape[1] in fixed_steps
+        output_shapes.append(_axis_names((t.shape[0], None, *t.shape[2:]) if steps_fixed else t.shape,
+                                         "time" if len(dynamic_time) == 1 else f"{n}_time"))
+    return Interface(input_names, output_names, input_shapes, keras_shapes, output_shapes)
+
+
 def convert(model, *, streaming: bool = False, name: str | None = None) -> Converted:
     """Convert a Keras model to ONNX with one fused node per recurrent cell (and direction)."""
     from rnnedge import __version__
@@ -134,36 +167,24 @@ def convert(model, *, streaming: bool = False, name: str | None = None) -> Conve
             "rnnedge exports recurrent models; use tf2onnx or keras' own ONNX export for others"
         )
     ctx = Context(GraphBuilder(name or model.name), streaming=streaming)
-    input_names = _unique([t.name for t in graph.inputs])
-    # A stream takes chunks of any length, so a streaming export frees a fixed time axis too.
-    free_time = lambda t: len(t.shape) >= 3 and (t.shape[1] is None or streaming)  # noqa: E731
-    dynamic_time = [t for t in graph.inputs if len(t.shape) > 1 and t.shape[1] is None or free_time(t)]
-    fixed_steps = {t.shape[1] for t in graph.inputs if free_time(t) and t.shape[1] is not None}
-    syms, in_shapes, keras_shapes = [], [], []
-    for i, (t, n) in enumerate(zip(graph.inputs, input_names)):
-        time_name = "time" if len(dynamic_time) <= 1 else f"{n}_time"
-        keras_shapes.append(_axis_names(t.shape, time_name))
-        shape = _axis_names((t.shape[0], None, *t.shape[2:]) if free_time(t) else t.shape, time_name)
+    io = interface(graph, streaming=streaming)
+    syms = []
+    for i, (t, n, shape) in enumerate(zip(graph.inputs, io.input_names, io.input_shapes)):
         ctx.g.add_input(n, str(t.dtype), shape)
         ctx.graph_inputs[n] = i
         syms.append(Sym(n, tuple(t.shape), str(t.dtype)))
-        in_shapes.append(shape)
-    output_names = _unique(list(getattr(graph, "output_names", None) or [f"output_{i}" for i in range(len(graph.outputs))]))
-    ctx.g.reserve(*output_names)
+    ctx.g.reserve(*io.output_names)
     results = run_graph(ctx, graph, syms)
 
     outputs = []
-    for t, r, n in zip(graph.outputs, results, output_names):
-        steps_fixed = len(t.shape) >= 3 and t.shape[1] in fixed_steps
-        shape = _axis_names((t.shape[0], None, *t.shape[2:]) if steps_fixed else t.shape,
-                            "time" if len(dynamic_time) == 1 else f"{n}_time")
+    for t, r, n, shape in zip(graph.outputs, results, io.output_names, io.output_shapes):
         ctx.g.add_output(r.name, n, str(t.dtype), shape)
         outputs.append(TensorSpec(n, tuple(shape), str(t.dtype)))
     inputs = [
         TensorSpec(n, tuple(shape), str(t.dtype), **_facts(ctx.annotations.get(n, {})))
-        for t, n, shape in zip(graph.inputs, input_names, in_shapes)
+        for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)
     ]
-    keras_inputs = [dataclasses.replace(s, shape=tuple(k)) for s, k in zip(inputs, keras_shapes)]
+    keras_inputs = [dataclasses.replace(s, shape=tuple(k)) for s, k in zip(inputs, io.keras_shapes)]
     for io in ctx.states:
         ctx.g.add_output(ctx.state_outputs[io.output], io.output, "float32", list(io.shape))
         inputs.append(TensorSpec(io.input, io.shape, "float32", role="state", layer=io.layer))
