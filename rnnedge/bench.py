@@ -307,8 +307,8 @@ def _ort_call(session, feeds: Mapping[str, np.ndarray]) -> Callable[[], Any]:
     """One timed call: session.run on CPU; IOBinding with device-resident inputs on CUDA/TensorRT."""
     import onnxruntime as ort
 
-    by_type = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int32)": np.int32,
-               "tensor(int64)": np.int64, "tensor(double)": np.float64}
+    from rnnedge.runtime import ORT_DTYPES
+
     graph_inputs = session.get_inputs()
     names = [i.name for i in graph_inputs]
     if not all(n in feeds for n in names):  # positional, for a graph named otherwise
@@ -317,7 +317,7 @@ def _ort_call(session, feeds: Mapping[str, np.ndarray]) -> Callable[[], Any]:
     prepared = {}
     for i in graph_inputs:
         a = np.asarray(feeds[i.name])
-        want = by_type.get(i.type)
+        want = ORT_DTYPES.get(i.type)
         prepared[i.name] = np.ascontiguousarray(a if want is None or a.dtype == want else a.astype(want))
     outputs = [o.name for o in session.get_outputs()]
     provider = session.get_providers()[0]

@@ -14,6 +14,7 @@ import numpy as np
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import GOLDEN, is_time_axis
+from rnnedge.runtime import load, run_chunked
 
 ATOL, RTOL = 1e-5, 1e-4
 STREAM_CHUNKS = (1, 3)  # streaming exports are also checked fed 1 and 3 steps at a time
@@ -166,8 +167,6 @@ def write_golden(folder: str | Path, cases: list[tuple[str, dict, dict]]) -> Pat
 def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32", tolerance: Tolerance | None = None,
               overrides: dict | None = None, fallback: bool = False) -> ParityReport:
     """Replay golden.npz on onnxruntime (no TensorFlow needed) and compare with Keras' outputs."""
-    from rnnedge.runtime import load
-
     model = load(folder, provider=provider, variant=variant, fallback=fallback)
     manifest = model.manifest
     if tolerance is None:
@@ -197,16 +196,7 @@ def stream_in_chunks(model, inputs: dict, chunk: int) -> dict | None:
         return None
     if len({s.shape[1] for s in data}) > 1:  # inputs with time axes of their own: no common chunking
         return None
-    steps = inputs[data[0].name].shape[1]
-    if steps <= chunk:
+    if inputs[data[0].name].shape[1] <= chunk:
         return None
-    stream = model.stream(batch=inputs[data[0].name].shape[0])
-    stream.load_state({s.name: inputs[s.name] for s in manifest.state_inputs if s.name in inputs})
-    pieces = [stream.push(**{s.name: inputs[s.name][:, t:t + chunk] for s in data}) for t in range(0, steps, chunk)]
-    result = {}
-    for o in manifest.data_outputs:
-        timed = len(o.shape) > 2 and is_time_axis(o.shape[1])
-        result[o.name] = np.concatenate([p[o.name] for p in pieces], axis=1) if timed else pieces[-1][o.name]
-    state = stream.state
-    result.update({o.name: state[o.feeds] for o in manifest.state_outputs})
-    return result
+    outputs, state = run_chunked(model, inputs, chunk)
+    return {**outputs, **{o.name: state[o.feeds] for o in manifest.state_outputs}}

@@ -81,7 +81,7 @@ TRT_SHAPES: dict[str, tuple[int, int, int]] = {"batch": (1, 1, 32), "time": (1, 
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64,
                  "int32": np.int32, "int64": np.int64}
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                "tensor(int32)": np.int32, "tensor(int64)": np.int64}
 _INT_RANGES = {np.dtype(np.int32): (-(2**31), 2**31 - 1), np.dtype(np.int64): (-(2**63), 2**63 - 1)}
 
@@ -166,7 +166,7 @@ class _Slot:
         self.fixed = tuple((i, d) for i, d in enumerate(spec.shape) if not isinstance(d, str))
         self.named = tuple((i, d) for i, d in enumerate(spec.shape) if isinstance(d, str))
         declared = _NUMPY_DTYPES.get(spec.dtype)
-        actual = _ORT_DTYPES.get(ort_type) if ort_type else None
+        actual = ORT_DTYPES.get(ort_type) if ort_type else None
         # The graph's own type wins (an fp16 variant may take float16); the manifest says the kind.
         self.dtype = np.dtype(actual or declared or np.float32)
         self.is_int = self.dtype.kind in "iu"
@@ -1109,13 +1109,17 @@ def run_file(
         out = model.run(**inputs)
         result = Outputs(((n, out[n]) for n in out.data_names), out.provider, out.data_names)
     else:
-        result = _run_chunked(model, inputs, chunk)
+        result, _ = run_chunked(model, inputs, chunk)
     if output_path is not None:
         write_outputs(output_path, result)
     return result
 
 
-def _run_chunked(model: Model, inputs: dict[str, np.ndarray], chunk: int) -> Outputs:
+def run_chunked(model: Model, inputs: Mapping[str, Any], chunk: int) -> tuple[Outputs, dict[str, np.ndarray]]:
+    """Stream `inputs` through `model` `chunk` steps at a time, the state carried (state inputs
+    in `inputs` start the stream). Returns the data outputs (those with a time axis concatenated
+    along it, the others from the last chunk) and the final state, by state input name."""
+    inputs = dict(inputs)
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise RnnEdgeError(f"chunk must be a whole number of steps >= 1, got {chunk!r}")
     timed = [s for s in model._data_slots if s.time_axis == 1]
@@ -1141,4 +1145,4 @@ def _run_chunked(model: Model, inputs: dict[str, np.ndarray], chunk: int) -> Out
             pieces.setdefault(name, []).append(value)
     time_outputs = stream._time_outputs
     merged = {n: (np.concatenate(v, axis=1) if n in time_outputs else v[-1]) for n, v in pieces.items()}
-    return Outputs(merged, model.provider, list(merged))
+    return Outputs(merged, model.provider, list(merged)), stream.state
