@@ -94,11 +94,12 @@ def export(
 
 
 def _print_variants(manifest):
+    fp32_size = manifest.variants["fp32"]["size"]
     for name, v in manifest.variants.items():
         err = max(v.get("max_abs_error", {}).values(), default=0.0)
         m = v.get("metric")
         gate = "pass" if v.get("gate", {}).get("passed") else "FAIL"
-        typer.echo(f"{name:<5} {v['size']:>9} bytes  max|diff| vs Keras {err:.2e}  "
+        typer.echo(f"{name:<5} {v['size']:>9} bytes ({v['size'] / fp32_size:4.0%})  max|diff| vs Keras {err:.2e}  "
                    f"metric {m if m is None else round(m, 4)}  p50 {v.get('latency_ms_p50')} ms  gate {gate}")
     typer.echo("recommended: " + ", ".join(f"{p.removesuffix('ExecutionProvider')}={v}" for p, v in manifest.recommended.items()))
 
