@@ -1,4 +1,4 @@
-"""`rnnedge bench`: latency of an export folder's variants, against Keras and plain tf2onnx.
+"""`rnnedge bench`: latency of an export folder's variants, against Keras, plain tf2onnx and LiteRT.
 
     from rnnedge.bench import bench_dir, markdown
     rows = bench_dir("exported/events-gru", batches=(1, 8), times=(16, 100), variants=("fp32", "int8"),
@@ -20,6 +20,10 @@ Candidates:
   limited to `threads` intra-op threads where it has not started yet; outputs read back to numpy.
 - "tf2onnx": `rnnedge.exporter.tf2onnx_export(model)` (the plain converter's graph, with `Loop`s for
   GRU/SimpleRNN) in onnxruntime, same options.
+- "litert": the Keras model converted to LiteRT (TensorFlow Lite) by `rnnedge.exporter.litert_export`
+  for each case's fixed shapes, in the LiteRT interpreter (`ai_edge_litert` where installed, else
+  TensorFlow's `tf.lite.Interpreter`) with `threads` threads and its default XNNPACK delegate; a
+  call is set inputs, invoke, read outputs. CPU only, whatever `provider` says.
 - stream=True: "stream-<variant>" is `model.stream(batch).push(chunk)` (one step per push unless
   `times` says how many), and "floor" the same push on a graph of Identity nodes with the same
   inputs: the cost of a push that computes nothing (rnnedge's checks, IOBinding, onnxruntime's call).
@@ -55,10 +59,12 @@ __all__ = [
     "cases_for",
     "floor_folder",
     "int_list",
+    "litert_interpreter",
     "name_list",
     "markdown",
     "measure",
     "percentiles",
+    "quiet_native_stderr",
     "plot",
     "random_inputs",
     "read_json",
@@ -68,7 +74,7 @@ __all__ = [
     "write_json",
 ]
 
-BASELINES = ("keras", "tf2onnx")
+BASELINES = ("keras", "tf2onnx", "litert")
 FLOOR = "floor"
 STREAM_PREFIX = "stream-"
 DEFAULT_TIME = 100  # steps per sequence when the model's time axis is dynamic and none is asked
@@ -459,7 +465,7 @@ def bench_dir(
         the fixed time axis where the model has one, else 100 steps (1 step per push with
         `stream`). A size that differs from a fixed axis of an input raises RnnEdgeError.
     variants: "fp32" and keys of the manifest's `variants` ("int8", "fp16": `rnnedge quantize`).
-    baselines: "keras" and/or "tf2onnx", timed with the same inputs; they need TensorFlow and the
+    baselines: any of "keras", "tf2onnx", "litert", timed with the same inputs; they need TensorFlow and the
         Keras model: `source` (a keras.Model, a .keras path, zoo:NAME or a `rnnedge.zoo.ZooModel`),
         else the manifest's source when it is a file here or zoo:NAME.
     stream: per-push latency of `model.stream(batch).push(chunk)` of `time` steps for every
@@ -479,7 +485,7 @@ def bench_dir(
         raise RnnEdgeError("give at least one variant to bench (fp32, int8, fp16)")
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
-        raise RnnEdgeError(f"unknown baseline {unknown[0]!r}: expected {' or '.join(BASELINES)}")
+        raise RnnEdgeError(f"unknown baseline {unknown[0]!r}: expected a comma-separated list of {', '.join(BASELINES)}")
     _variant_files(folder, manifest, variants)
     if stream and not manifest.state_inputs:
         raise RnnEdgeError(f"{folder} has no state inputs, so it cannot stream: re-export it with "
@@ -503,6 +509,8 @@ def bench_dir(
             extra["tf2onnx"] = _tf2onnx_session(keras_model, first.session, threads)
         if "keras" in baselines:
             extra["keras"] = _keras_function(keras_model)
+        if "litert" in baselines:
+            extra["litert"] = keras_model
         advance = _progress(progress, len(cases))
         rows: list[BenchRow] = []
         for batch, steps in cases:
@@ -511,7 +519,7 @@ def bench_dir(
                 calls = _stream_candidates(models, extra["floor"], manifest, feeds, batch)
                 references = [FLOOR]
             else:
-                calls = _whole_sequence_candidates(models, extra, manifest, feeds, baselines)
+                calls = _whole_sequence_candidates(models, extra, manifest, feeds, baselines, threads)
                 references = baselines
             ms = measure(calls, runs=runs, warmup=warmup, seed=seed)
             p50 = {n: percentiles(v)[0] for n, v in ms.items()}
@@ -537,15 +545,78 @@ def _baseline_fits(keras_model, manifest: Manifest, cases) -> None:
                                    f"pass --time {fixed} to compare with Keras and tf2onnx")
 
 
-def _whole_sequence_candidates(models, extra, manifest, feeds, baselines) -> dict[str, Callable]:
+def _whole_sequence_candidates(models, extra, manifest, feeds, baselines, threads: int) -> dict[str, Callable]:
     calls = {v: _ort_call(m.session, feeds) for v, m in models.items()}
     data = {s.name: feeds[s.name] for s in manifest.data_inputs}
     for b in baselines:
         if b == "tf2onnx":
             calls[b] = _ort_call(extra[b], data)
+        elif b == "litert":
+            calls[b] = _litert_call(extra[b], manifest, data, threads)
         else:
             calls[b] = _keras_call(extra[b], manifest, data)
     return calls
+
+
+def _litert_call(keras_model, manifest: Manifest, feeds: Mapping[str, np.ndarray], threads: int) -> Callable[[], Any]:
+    """One timed LiteRT call (set inputs, invoke, read outputs) on the Keras model converted for these shapes."""
+    from rnnedge.exporter import litert_export
+
+    arrays = [feeds[s.name] for s in manifest.data_inputs]
+    with quiet_native_stderr():  # the converter's and XNNPACK's INFO lines
+        flat = litert_export(keras_model, [a.shape for a in arrays])
+        interpreter = litert_interpreter(flat, threads)
+    details = interpreter.get_input_details()
+    by_name = {d["name"]: d for d in details}
+    names = [s.name for s in manifest.data_inputs]
+    if set(by_name) != set(names):  # named otherwise: the converter keeps the signature's order
+        by_name = dict(zip(names, details))
+    inputs = [(by_name[n]["index"], a.astype(by_name[n]["dtype"], copy=False)) for n, a in zip(names, arrays)]
+    outputs = [d["index"] for d in interpreter.get_output_details()]
+
+    def call():
+        for index, array in inputs:
+            interpreter.set_tensor(index, array)
+        interpreter.invoke()
+        return [interpreter.get_tensor(i) for i in outputs]
+
+    return call
+
+
+def litert_interpreter(flatbuffer: bytes, threads: int = 1):
+    """A LiteRT interpreter, tensors allocated: `ai_edge_litert`'s where installed, else TensorFlow's
+    `tf.lite.Interpreter` (deprecated in favour of the former, still shipped with TensorFlow 2.21)."""
+    import warnings
+
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+class quiet_native_stderr:
+    """Silence file descriptor 2 (native libraries' logging) for a block; Python errors still raise."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        return False
 
 
 def _stream_candidates(models, floor, manifest, feeds, batch) -> dict[str, Callable]:
@@ -569,7 +640,8 @@ def _tf2onnx_session(keras_model, like, threads: int):
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        proto = tf2onnx_export(keras_model)
+        with quiet_native_stderr():  # grappler's INFO lines
+            proto = tf2onnx_export(keras_model)
     finally:
         logger.setLevel(level)
     providers = like.get_providers()

@@ -204,23 +204,33 @@ def zoo_case(entry, converted) -> tuple[str, dict]:
 
 # ---------------------------------------------------------------- tf2onnx, for --allow-loop and baselines
 
-def tf2onnx_export(model, opset: int = 17) -> onnx.ModelProto:
-    """The plain tf2onnx graph of a Keras 3 model (Sequential included, via a tf.function),
-    with the same input and output names as rnnedge's export."""
+def keras_function(model, shapes: list[tuple[int, ...]] | None = None):
+    """(tf.function of the Keras model in inference mode with a fixed input signature, its
+    `interface`): inputs named as in rnnedge's export, outputs Keras' flattened outputs.
+    `shapes` fixes every input's shape (one per input); by default Keras' own (None = dynamic)."""
     import tensorflow as tf
-    import tf2onnx
 
     graph = functional_graph(model)
     io = interface(graph)
-    spec = [tf.TensorSpec(t.shape, t.dtype, name=n) for t, n in zip(graph.inputs, io.input_names)]
+    shapes = shapes or [t.shape for t in graph.inputs]
+    spec = [tf.TensorSpec(shape, t.dtype, name=n) for t, n, shape in zip(graph.inputs, io.input_names, shapes)]
 
     @tf.function(input_signature=spec)
     def call(*args):
         return keras.tree.flatten(model(list(args) if len(args) > 1 else args[0], training=False))
 
+    return call, io
+
+
+def tf2onnx_export(model, opset: int = 17) -> onnx.ModelProto:
+    """The plain tf2onnx graph of a Keras 3 model (Sequential included, via a tf.function),
+    with the same input and output names as rnnedge's export."""
+    import tf2onnx
+
+    call, io = keras_function(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        proto, _ = tf2onnx.convert.from_function(call, input_signature=spec, opset=opset)
+        proto, _ = tf2onnx.convert.from_function(call, input_signature=call.input_signature, opset=opset)
     proto.ir_version = min(proto.ir_version, 8)
     renamed = {o.name: n for o, n in zip(proto.graph.output, io.output_names)}
     for node in proto.graph.node:
@@ -229,6 +239,26 @@ def tf2onnx_export(model, opset: int = 17) -> onnx.ModelProto:
     for o in proto.graph.output:
         o.name = renamed[o.name]
     return proto
+
+
+def litert_export(model, shapes: list[tuple[int, ...]]) -> bytes:
+    """The Keras model as a LiteRT (TensorFlow Lite) flatbuffer for fixed input `shapes` (one per
+    input, batch first), the way an edge user of Keras converts it: `TFLiteConverter` on the
+    frozen `keras_function`, built-in ops only. Keras 3 recurrent layers become `WHILE` loops;
+    LiteRT cannot lower their tensor lists with a dynamic batch, so every shape is fixed."""
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    call, _ = keras_function(model, shapes)
+    frozen = convert_variables_to_constants_v2(call.get_concrete_function(), lower_control_flow=False)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter's MLIR diagnostics: keep the first error line
+        lines = [ln.strip() for ln in str(e).splitlines() if "error:" in ln] or [str(e).strip() or type(e).__name__]
+        reason = lines[0].split("error:", 1)[-1].strip()
+        raise RnnEdgeError(f"LiteRT could not convert model '{model.name}' for input shapes "
+                           f"{', '.join(str(tuple(s)) for s in shapes)}: {reason}") from None
 
 
 def _loop_layers(proto: onnx.ModelProto, model) -> list[str]:

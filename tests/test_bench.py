@@ -57,14 +57,48 @@ def check_rows(rows, n):
 
 
 def test_export_against_baselines(exported, keras_gru):
-    rows = bench_dir(exported, batches=(1, 2), times=(5,), baselines=("tf2onnx", "keras"), source=keras_gru, **FAST)
-    check_rows(rows, 2 * 3)
-    assert [r.candidate for r in rows[:3]] == ["fp32", "tf2onnx", "keras"]
+    baselines = ("tf2onnx", "keras", "litert")
+    rows = bench_dir(exported, batches=(1, 2), times=(5,), baselines=baselines, source=keras_gru, **FAST)
+    check_rows(rows, 2 * 4)
+    assert [r.candidate for r in rows[:4]] == ["fp32", *baselines]
     assert {(r.batch, r.time) for r in rows} == {(1, 5), (2, 5)}
     for r in rows:
-        assert set(r.ratios) == {"tf2onnx", "keras"}
+        assert set(r.ratios) == set(baselines)
         assert all(v > 0 for v in r.ratios.values())
-    assert next(r for r in rows if r.candidate == "tf2onnx").ratios["tf2onnx"] == pytest.approx(1.0)
+    for b in baselines:
+        assert next(r for r in rows if r.candidate == b).ratios[b] == pytest.approx(1.0)
+
+
+def test_litert_baseline_computes_what_keras_computes(tmp_path):
+    """The LiteRT candidate is timed on a faithful conversion: same outputs as Keras, inputs matched by name."""
+    import keras
+
+    from rnnedge.bench import _litert_call, random_inputs
+    from rnnedge.exporter import export
+
+    a, b = keras.Input((None, 3), name="a"), keras.Input((None, 2), name="b")
+    y = keras.layers.Dense(2)(keras.layers.Concatenate()([keras.layers.LSTM(4)(a), keras.layers.SimpleRNN(5)(b)]))
+    model = keras.Model([a, b], y, name="two_inputs")
+    export(model, tmp_path / "m")
+    manifest = Manifest.load(tmp_path / "m")
+    feeds = random_inputs(manifest, 2, 6)
+    got = _litert_call(model, manifest, feeds, threads=1)()
+    np.testing.assert_allclose(got[0], model([feeds["a"], feeds["b"]]).numpy(), atol=1e-5)
+
+
+def test_litert_conversion_failure_is_one_line(monkeypatch, keras_gru):
+    import tensorflow as tf
+
+    from rnnedge.exporter import litert_export
+
+    class Refuses:
+        def convert(self):
+            raise RuntimeError("trace.py:1:1: note: here\ntrace.py:2:1: error: 'tf.Foo' op is neither a custom op nor flex op\nmore")
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_concrete_functions", staticmethod(lambda *a, **k: Refuses()))
+    with pytest.raises(RnnEdgeError, match=r"^LiteRT could not convert model 'tiny_gru' for input shapes \(1, 5, 4\): "
+                                           r"'tf.Foo' op is neither a custom op nor flex op$"):
+        litert_export(keras_gru, [(1, 5, 4)])
 
 
 def test_default_time_and_batch(streaming):

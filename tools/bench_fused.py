@@ -7,7 +7,8 @@ For each cell (LSTM, GRU, SimpleRNN): one Keras model, batch 1, 100 steps, 32 fe
 recurrent layer returning its last output. It is exported twice, by `rnnedge.convert` (one fused
 LSTM/GRU/RNN node) and by `rnnedge.exporter.tf2onnx_export` (tf2onnx: a `Loop` for GRU and
 SimpleRNN, a fused LSTM), and both run in onnxruntime with one thread; Keras runs under
-`tf.function` with one TensorFlow thread. With --int8 the fused model's int8 variant
+`tf.function` with one TensorFlow thread, and LiteRT (the Keras model converted by TensorFlow Lite's
+converter for these fixed shapes, in its interpreter with one thread and XNNPACK). With --int8 the fused model's int8 variant
 (`rnnedge.quantize.quantize_file`) is timed too. Every candidate of every cell is interleaved
 in one process (`rnnedge.bench.measure`): each round calls all of them once in a shuffled order.
 
@@ -81,9 +82,9 @@ def main(argv=None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from rnnedge.bench import measure, percentiles, session_options
+    from rnnedge.bench import quiet_native_stderr, litert_interpreter, measure, percentiles, session_options
     from rnnedge.convert import convert
-    from rnnedge.exporter import tf2onnx_export
+    from rnnedge.exporter import litert_export, tf2onnx_export
     from rnnedge.quantize import quantize_file
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
@@ -120,6 +121,17 @@ def main(argv=None) -> int:
             info[f"{name} diff"] = float(np.abs(s.run(None, feeds)[0] - truth).max())
             calls[f"{cell}/{name}"] = lambda s=s, feeds=feeds: s.run(None, feeds)
         calls[f"{cell}/keras"] = lambda fn=fn, xt=xt: fn(xt).numpy()
+        with quiet_native_stderr():
+            lite = litert_interpreter(litert_export(model, [x.shape]), threads=1)
+        (i_in,), (i_out,) = [d["index"] for d in lite.get_input_details()], [d["index"] for d in lite.get_output_details()]
+
+        def litert(lite=lite, i_in=i_in, i_out=i_out):
+            lite.set_tensor(i_in, x)
+            lite.invoke()
+            return lite.get_tensor(i_out)
+
+        info["litert diff"] = float(np.abs(litert() - truth).max())
+        calls[f"{cell}/litert"] = litert
         facts[cell] = info
 
     print(f"batch 1, {args.steps} steps, {args.features} features, {args.units} units; onnxruntime "
@@ -134,6 +146,7 @@ def main(argv=None) -> int:
         p50 = {k.split("/")[1]: v[0] for k, v in p.items() if k.startswith(cell + "/")}
         p90 = {k.split("/")[1]: v[1] for k, v in p.items() if k.startswith(cell + "/")}
         r_plain, r_keras = p50["tf2onnx"] / p50["fused"], p50["keras"] / p50["fused"]
+        r_lite = p50["litert"] / p50["fused"]
         print(f"\n{cell}")
         for name in p50:
             diff = f"  max|diff| vs Keras {f[name + ' diff']:.1e}" if name != "keras" else ""
@@ -145,8 +158,10 @@ def main(argv=None) -> int:
 
         print(f"  tf2onnx / fused {r_plain:5.2f}x{verdict('tf2onnx', r_plain, TARGETS['tf2onnx'][cell])}")
         print(f"  keras / fused   {r_keras:5.2f}x{verdict('keras', r_keras, TARGETS['keras'])}")
+        print(f"  litert / fused  {r_lite:5.2f}x")
         row = {"cell": cell, "fused": p50["fused"], "tf2onnx": p50["tf2onnx"], "r_plain": r_plain,
-               "keras": p50["keras"], "r_keras": r_keras, "fused graph": f["fused graph"],
+               "keras": p50["keras"], "r_keras": r_keras, "litert": p50["litert"], "r_lite": r_lite,
+               "fused graph": f["fused graph"],
                "tf2onnx graph": f["tf2onnx graph"]}
         if args.int8:
             r_int8, size = p50["fused"] / p50["int8"], f["int8 size"] / f["fp32 size"]
@@ -164,7 +179,8 @@ def main(argv=None) -> int:
 
 
 def markdown(rows: list[dict], args) -> str:
-    head = ["cell", "units", "fused p50", "tf2onnx p50", "tf2onnx / fused", "Keras p50", "Keras / fused"]
+    head = ["cell", "units", "fused p50", "tf2onnx p50", "tf2onnx / fused", "Keras p50", "Keras / fused",
+            "LiteRT p50", "LiteRT / fused"]
     if args.int8:
         head += ["int8 p50", "fp32 / int8", "int8 size"]
     head += ["fused graph", "tf2onnx graph"]
@@ -172,7 +188,7 @@ def markdown(rows: list[dict], args) -> str:
              "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 3) + "---|---|"]
     for r in rows:
         cells = [r["cell"], str(args.units), f"{r['fused']:.3f} ms", f"{r['tf2onnx']:.3f} ms", f"{r['r_plain']:.2f}x",
-                 f"{r['keras']:.2f} ms", f"{r['r_keras']:.1f}x"]
+                 f"{r['keras']:.2f} ms", f"{r['r_keras']:.1f}x", f"{r['litert']:.3f} ms", f"{r['r_lite']:.1f}x"]
         if args.int8:
             cells += [f"{r['int8']:.3f} ms", f"{r['r_int8']:.2f}x", f"{r['size']:.2f}x"]
         cells += [r["fused graph"], r["tf2onnx graph"]]
