@@ -175,7 +175,8 @@ def _keras_truth(model, converted, proto, seed: int):
     random_states = bool(_stateful_layers(model))
     samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=random_states)
     try:
-        return [(n, f, keras_outputs(model, converted, f)) for n, f in samples], converted, proto
+        cases = [(n, f, keras_outputs(model, converted, f)) for n, f in samples]
+        return cases, *_observed_widths(converted, proto, cases)
     except Exception:
         own = {d for s in converted.inputs for d in s.shape if is_time_axis(d) and d != TIME}
         if not own:
@@ -188,7 +189,32 @@ def _keras_truth(model, converted, proto, seed: int):
             if dim.dim_param in own:
                 dim.dim_param = TIME
     samples = random_cases(converted.keras_inputs, seed, random_states=random_states)
-    return [(n, f, keras_outputs(model, converted, f)) for n, f in samples], converted, proto
+    cases = [(n, f, keras_outputs(model, converted, f)) for n, f in samples]
+    return cases, *_observed_widths(converted, proto, cases)
+
+
+def _observed_widths(converted, proto, cases):
+    """Declare the fixed output sizes Keras computes rather than those it reports: for a
+    Bidirectional layer whose backward layer has other units, Keras reports twice the forward
+    width. Named (dynamic) axes are left alone."""
+    fixed = {}
+    for spec in converted.outputs:
+        seen = [out[spec.name].shape for _, _, out in cases if spec.name in out]
+        if not seen or any(len(s) != len(spec.shape) for s in seen):
+            continue
+        shape = tuple(d if not isinstance(d, int) or len({s[i] for s in seen}) != 1 else seen[0][i]
+                      for i, d in enumerate(spec.shape))
+        if shape != tuple(spec.shape):
+            fixed[spec.name] = shape
+    if not fixed:
+        return converted, proto
+    for value in proto.graph.output:
+        if value.name in fixed:
+            for dim, size in zip(value.type.tensor_type.shape.dim, fixed[value.name]):
+                if isinstance(size, int):
+                    dim.dim_value = size
+    outputs = [dataclasses.replace(s, shape=fixed.get(s.name, s.shape)) for s in converted.outputs]
+    return dataclasses.replace(converted, outputs=outputs), proto
 
 
 def zoo_case(entry, converted) -> tuple[str, dict]:

@@ -12,6 +12,7 @@ import onnx
 import pytest
 from keras import layers as L
 
+from rnnedge.check import read_golden
 from rnnedge.convert import UnsupportedLayerError
 from rnnedge.convert.core import CONVERTERS
 from rnnedge.exporter import export
@@ -198,6 +199,11 @@ def test_fused_export_matches_keras(name, tmp_path):
         assert ops.get(op, 0) == expected.get(op, 0), f"{op}: {ops.get(op, 0)} nodes, expected {expected.get(op, 0)}"
     assert ops.get("Loop", 0) == ops.get("Scan", 0) == 0
     assert sum(len(v) for v in result.manifest.fused_nodes.values()) == sum(expected.get(o, 0) for o in ("LSTM", "GRU", "RNN"))
+    # The declared output sizes are those Keras computes (not always those it reports).
+    for _, _, outputs in read_golden(tmp_path / "out"):
+        for spec in result.manifest.outputs:
+            fixed = [(i, d) for i, d in enumerate(spec.shape) if isinstance(d, int)]
+            assert [outputs[spec.name].shape[i] for i, _ in fixed] == [d for _, d in fixed], spec
 
 
 def test_every_supported_layer_type_has_a_test():
