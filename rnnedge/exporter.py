@@ -406,6 +406,9 @@ def _fallback(model):
 
 
 def _move_into_place(tmp: Path, out: Path):
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); the export gets a folder's usual mode
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
         os.replace(out, old / out.name)

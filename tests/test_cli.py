@@ -4,6 +4,7 @@ leaving no partial output behind."""
 from __future__ import annotations
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -48,6 +49,9 @@ def test_export_check_run_roundtrip(gru_file, tmp_path):
     assert "1 fused recurrent node" in result.output and "PASS" in result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["parity"]["passed"] and manifest["inputs"][0]["shape"] == ["batch", "time", 4]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # a folder's usual mode, not mkdtemp's private 0700
     assert manifest["source"]["sha256"] and manifest["versions"]["keras"]
     check = invoke("check", out)
     assert check.exit_code == 0 and "PASS" in check.output
