@@ -79,6 +79,8 @@ FLOOR = "floor"
 STREAM_PREFIX = "stream-"
 DEFAULT_TIME = 100  # steps per sequence when the model's time axis is dynamic and none is asked
 _GPU = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+# Where the baselines outside onnxruntime run, whatever provider the export is timed on.
+_RUNS_ON = {"keras": "TensorFlow", "litert": "LiteRT (CPU)"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,7 +529,7 @@ def bench_dir(
                 a, b, c = percentiles(samples)
                 per_s = batch * 1e3 / a if a > 0 else math.inf
                 rows.append(BenchRow(
-                    candidate=name, provider=provider_name, batch=batch, time=steps, threads=threads,
+                    candidate=name, provider=_RUNS_ON.get(name, provider_name), batch=batch, time=steps, threads=threads,
                     p50_ms=a, p90_ms=b, p99_ms=c, seq_per_s=per_s, steps_per_s=per_s * (steps or 1),
                     ratios={r: p50[r] / a if a > 0 else math.inf for r in references}, runs=runs,
                 ))
@@ -542,7 +544,7 @@ def _baseline_fits(keras_model, manifest: Manifest, cases) -> None:
         for _, steps in cases:
             if fixed is not None and steps is not None and _time_axes(spec) and steps != fixed:
                 raise RnnEdgeError(f"baselines: the Keras model's input '{spec.name}' takes {fixed} steps, not {steps}; "
-                                   f"pass --time {fixed} to compare with Keras and tf2onnx")
+                                   f"pass --time {fixed} to compare with the baselines")
 
 
 def _whole_sequence_candidates(models, extra, manifest, feeds, baselines, threads: int) -> dict[str, Callable]:

@@ -67,6 +67,8 @@ def test_export_against_baselines(exported, keras_gru):
         assert all(v > 0 for v in r.ratios.values())
     for b in baselines:
         assert next(r for r in rows if r.candidate == b).ratios[b] == pytest.approx(1.0)
+    assert {r.candidate: r.provider for r in rows} == {"fp32": "CPUExecutionProvider", "tf2onnx": "CPUExecutionProvider",
+                                                       "keras": "TensorFlow", "litert": "LiteRT (CPU)"}
 
 
 def test_litert_baseline_computes_what_keras_computes(tmp_path):
