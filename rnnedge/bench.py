@@ -24,6 +24,8 @@ Candidates:
   for each case's fixed shapes, in the LiteRT interpreter (`ai_edge_litert` where installed, else
   TensorFlow's `tf.lite.Interpreter`) with `threads` threads and its default XNNPACK delegate; a
   call is set inputs, invoke, read outputs. CPU only, whatever `provider` says.
+- "litert-int8": the same with LiteRT's dynamic-range quantization (int8 weights, hybrid kernels),
+  the counterpart of the "int8" variant.
 - stream=True: "stream-<variant>" is `model.stream(batch).push(chunk)` (one step per push unless
   `times` says how many), and "floor" the same push on a graph of Identity nodes with the same
   inputs: the cost of a push that computes nothing (rnnedge's checks, IOBinding, onnxruntime's call).
@@ -74,13 +76,13 @@ __all__ = [
     "write_json",
 ]
 
-BASELINES = ("keras", "tf2onnx", "litert")
+BASELINES = ("keras", "tf2onnx", "litert", "litert-int8")
 FLOOR = "floor"
 STREAM_PREFIX = "stream-"
 DEFAULT_TIME = 100  # steps per sequence when the model's time axis is dynamic and none is asked
 _GPU = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 # Where the baselines outside onnxruntime run, whatever provider the export is timed on.
-_RUNS_ON = {"keras": "TensorFlow", "litert": "LiteRT (CPU)"}
+_RUNS_ON = {"keras": "TensorFlow", "litert": "LiteRT (CPU)", "litert-int8": "LiteRT (CPU)"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,7 +469,7 @@ def bench_dir(
         the fixed time axis where the model has one, else 100 steps (1 step per push with
         `stream`). A size that differs from a fixed axis of an input raises RnnEdgeError.
     variants: "fp32" and keys of the manifest's `variants` ("int8", "fp16": `rnnedge quantize`).
-    baselines: any of "keras", "tf2onnx", "litert", timed with the same inputs; they need TensorFlow and the
+    baselines: any of "keras", "tf2onnx", "litert", "litert-int8", timed with the same inputs; they need TensorFlow and the
         Keras model: `source` (a keras.Model, a .keras path, zoo:NAME or a `rnnedge.zoo.ZooModel`),
         else the manifest's source when it is a file here or zoo:NAME.
     stream: per-push latency of `model.stream(batch).push(chunk)` of `time` steps for every
@@ -511,8 +513,9 @@ def bench_dir(
             extra["tf2onnx"] = _tf2onnx_session(keras_model, first.session, threads)
         if "keras" in baselines:
             extra["keras"] = _keras_function(keras_model)
-        if "litert" in baselines:
-            extra["litert"] = keras_model
+        for b in ("litert", "litert-int8"):
+            if b in baselines:
+                extra[b] = keras_model
         advance = _progress(progress, len(cases))
         rows: list[BenchRow] = []
         for batch, steps in cases:
@@ -553,20 +556,21 @@ def _whole_sequence_candidates(models, extra, manifest, feeds, baselines, thread
     for b in baselines:
         if b == "tf2onnx":
             calls[b] = _ort_call(extra[b], data)
-        elif b == "litert":
-            calls[b] = _litert_call(extra[b], manifest, data, threads)
+        elif b in ("litert", "litert-int8"):
+            calls[b] = _litert_call(extra[b], manifest, data, threads, int8=b == "litert-int8")
         else:
             calls[b] = _keras_call(extra[b], manifest, data)
     return calls
 
 
-def _litert_call(keras_model, manifest: Manifest, feeds: Mapping[str, np.ndarray], threads: int) -> Callable[[], Any]:
+def _litert_call(keras_model, manifest: Manifest, feeds: Mapping[str, np.ndarray], threads: int, *,
+                 int8: bool = False) -> Callable[[], Any]:
     """One timed LiteRT call (set inputs, invoke, read outputs) on the Keras model converted for these shapes."""
     from rnnedge.exporter import litert_export
 
     arrays = [feeds[s.name] for s in manifest.data_inputs]
     with quiet_native_stderr():  # the converter's and XNNPACK's INFO lines
-        flat = litert_export(keras_model, [a.shape for a in arrays])
+        flat = litert_export(keras_model, [a.shape for a in arrays], int8=int8)
         interpreter = litert_interpreter(flat, threads)
     details = interpreter.get_input_details()
     by_name = {d["name"]: d for d in details}

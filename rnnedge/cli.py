@@ -191,7 +191,7 @@ def bench(
     threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 1,
     variants: Annotated[str, typer.Option(help="Variants to time, e.g. fp32,int8,fp16.")] = "fp32",
     stream: Annotated[bool, typer.Option(help="Per-step latency of a streaming export, against a trivial-model floor.")] = False,
-    baseline: Annotated[Optional[str], typer.Option(help="Baselines: keras, tf2onnx, litert (need the export extra).")] = None,
+    baseline: Annotated[Optional[str], typer.Option(help="Baselines: keras, tf2onnx, litert, litert-int8 (need the export extra).")] = None,
     source: Annotated[Optional[str], typer.Option(help="The Keras model for baselines (.keras or zoo:NAME); default: the manifest's source.")] = None,
     runs: Annotated[int, typer.Option(help="Timed runs per case.")] = 200,
     warmup: Annotated[int, typer.Option(help="Warm-up runs dropped.")] = 20,

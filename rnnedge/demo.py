@@ -14,7 +14,7 @@ RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Loop", "Scan")
 
 
 VARIANTS = ("int8", "fp16")
-BASELINES = ("keras", "tf2onnx", "litert")
+BASELINES = ("keras", "tf2onnx", "litert", "litert-int8")
 PLOT_MODEL, PLOT_TIMES = "events-gru", (16, 100, 400)  # the zoo model timed over sequence lengths
 
 
@@ -103,7 +103,7 @@ def markdown(rows: list[DemoRow]) -> str:
 
 
 def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> list[tuple[str, list]]:
-    """Time every exported zoo model (fp32, int8, fp16) interleaved with Keras, tf2onnx and LiteRT."""
+    """Time every exported zoo model (fp32, int8, fp16) interleaved with Keras, tf2onnx and LiteRT (fp32, int8)."""
     from rnnedge import bench, zoo
 
     results = []
@@ -128,18 +128,19 @@ def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> lis
 def benchmarks_markdown(results) -> str:
     lines = ["# Benchmarks of the reference zoo, as measured by `make demo`", "",
              "onnxruntime CPU, one intra-op thread, batch 1, p50/p99 over interleaved runs (candidates of one model ",
-             "alternate in one process, so drift cancels). `vs keras`, `vs tf2onnx` and `vs litert` are speed-ups: ",
-             "the baseline's p50 over this row's. Keras runs under `tf.function`; tf2onnx is the plain export of the ",
-             "same model in onnxruntime; litert is the same model converted by TensorFlow Lite's converter for the ",
-             "case's fixed shapes, in the LiteRT interpreter (XNNPACK, one thread). Figures from a shared 2-core ",
-             "machine: read the ratios, not the absolute times.", "",
-             "| model | candidate | time | p50 ms | p99 ms | seq/s | vs keras | vs tf2onnx | vs litert |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "alternate in one process, so drift cancels). The `vs` columns are speed-ups: the baseline's p50 ",
+             "over this row's. Keras runs under `tf.function`; tf2onnx is the plain export of the same model in ",
+             "onnxruntime; litert is the same model converted by TensorFlow Lite's converter for the case's fixed ",
+             "shapes, in the LiteRT interpreter (XNNPACK, one thread), and litert-int8 the same with its dynamic-range ",
+             "quantization (which leaves tensors under 1024 weights in float). Figures from a shared 2-core machine: ",
+             "read the ratios, not the absolute times.", "",
+             "| model | candidate | time | p50 ms | p99 ms | seq/s | vs keras | vs tf2onnx | vs litert | vs litert-int8 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rows in results:
         for r in rows:
             ratio = lambda k: f"{r.ratios[k]:.1f}x" if k in r.ratios else "-"  # noqa: E731
             lines.append(f"| {name} | {r.candidate} | {r.time if r.time is not None else '-'} | {r.p50_ms:.3f} | "
-                         f"{r.p99_ms:.3f} | {r.seq_per_s:,.0f} | {ratio('keras')} | {ratio('tf2onnx')} | {ratio('litert')} |")
+                         f"{r.p99_ms:.3f} | {r.seq_per_s:,.0f} | {ratio('keras')} | {ratio('tf2onnx')} | {ratio('litert')} | {ratio('litert-int8')} |")
     if any(name == PLOT_MODEL for name, _ in results):
         lines += ["", f"![latency of {PLOT_MODEL} against sequence length](bench-{PLOT_MODEL}.png)"]
     return "\n".join(lines) + "\n"

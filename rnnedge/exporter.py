@@ -267,17 +267,21 @@ def tf2onnx_export(model, opset: int = 17) -> onnx.ModelProto:
     return proto
 
 
-def litert_export(model, shapes: list[tuple[int, ...]]) -> bytes:
+def litert_export(model, shapes: list[tuple[int, ...]], *, int8: bool = False) -> bytes:
     """The Keras model as a LiteRT (TensorFlow Lite) flatbuffer for fixed input `shapes` (one per
     input, batch first), the way an edge user of Keras converts it: `TFLiteConverter` on the
     frozen `keras_function`, built-in ops only. Keras 3 recurrent layers become `WHILE` loops;
-    LiteRT cannot lower their tensor lists with a dynamic batch, so every shape is fixed."""
+    LiteRT cannot lower their tensor lists with a dynamic batch, so every shape is fixed.
+    `int8`: LiteRT's dynamic-range quantization (`Optimize.DEFAULT`: int8 weights, activations
+    quantized on the fly by its hybrid kernels), its counterpart of rnnedge's int8 variant."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     call, _ = keras_function(model, shapes)
     frozen = convert_variables_to_constants_v2(call.get_concrete_function(), lower_control_flow=False)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    if int8:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     try:
         return converter.convert()
     except Exception as e:  # the converter's MLIR diagnostics: keep the first error line

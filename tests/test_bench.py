@@ -57,10 +57,10 @@ def check_rows(rows, n):
 
 
 def test_export_against_baselines(exported, keras_gru):
-    baselines = ("tf2onnx", "keras", "litert")
+    baselines = ("tf2onnx", "keras", "litert", "litert-int8")
     rows = bench_dir(exported, batches=(1, 2), times=(5,), baselines=baselines, source=keras_gru, **FAST)
-    check_rows(rows, 2 * 4)
-    assert [r.candidate for r in rows[:4]] == ["fp32", *baselines]
+    check_rows(rows, 2 * 5)
+    assert [r.candidate for r in rows[:5]] == ["fp32", *baselines]
     assert {(r.batch, r.time) for r in rows} == {(1, 5), (2, 5)}
     for r in rows:
         assert set(r.ratios) == set(baselines)
@@ -68,7 +68,8 @@ def test_export_against_baselines(exported, keras_gru):
     for b in baselines:
         assert next(r for r in rows if r.candidate == b).ratios[b] == pytest.approx(1.0)
     assert {r.candidate: r.provider for r in rows} == {"fp32": "CPUExecutionProvider", "tf2onnx": "CPUExecutionProvider",
-                                                       "keras": "TensorFlow", "litert": "LiteRT (CPU)"}
+                                                       "keras": "TensorFlow", "litert": "LiteRT (CPU)",
+                                                       "litert-int8": "LiteRT (CPU)"}
 
 
 def test_litert_baseline_computes_what_keras_computes(tmp_path):
@@ -79,13 +80,16 @@ def test_litert_baseline_computes_what_keras_computes(tmp_path):
     from rnnedge.exporter import export
 
     a, b = keras.Input((None, 3), name="a"), keras.Input((None, 2), name="b")
-    y = keras.layers.Dense(2)(keras.layers.Concatenate()([keras.layers.LSTM(4)(a), keras.layers.SimpleRNN(5)(b)]))
+    # Recurrent kernels over 1024 weights: LiteRT's dynamic-range quantization leaves smaller tensors in float.
+    y = keras.layers.Dense(2)(keras.layers.Concatenate()([keras.layers.LSTM(32)(a), keras.layers.SimpleRNN(40)(b)]))
     model = keras.Model([a, b], y, name="two_inputs")
     export(model, tmp_path / "m")
     manifest = Manifest.load(tmp_path / "m")
     feeds = random_inputs(manifest, 2, 6)
-    got = _litert_call(model, manifest, feeds, threads=1)()
-    np.testing.assert_allclose(got[0], model([feeds["a"], feeds["b"]]).numpy(), atol=1e-5)
+    want = model([feeds["a"], feeds["b"]]).numpy()
+    np.testing.assert_allclose(_litert_call(model, manifest, feeds, threads=1)()[0], want, atol=1e-5)
+    int8 = _litert_call(model, manifest, feeds, threads=1, int8=True)()[0]  # int8 weights: close, not equal
+    assert 0 < np.abs(int8 - want).max() < 0.05
 
 
 def test_litert_conversion_failure_is_one_line(monkeypatch, keras_gru):

@@ -9,7 +9,7 @@ LSTM/GRU/RNN node) and by `rnnedge.exporter.tf2onnx_export` (tf2onnx: a `Loop` f
 SimpleRNN, a fused LSTM), and both run in onnxruntime with one thread; Keras runs under
 `tf.function` with one TensorFlow thread, and LiteRT (the Keras model converted by TensorFlow Lite's
 converter for these fixed shapes, in its interpreter with one thread and XNNPACK). With --int8 the fused model's int8 variant
-(`rnnedge.quantize.quantize_file`) is timed too. Every candidate of every cell is interleaved
+(`rnnedge.quantize.quantize_file`) is timed too, beside LiteRT's dynamic-range int8 ("litert-int8"). Every candidate of every cell is interleaved
 in one process (`rnnedge.bench.measure`): each round calls all of them once in a shuffled order.
 
 Prints p50/p90 per candidate, the ratios, the op counts of both graphs, the max |diff| against
@@ -121,17 +121,18 @@ def main(argv=None) -> int:
             info[f"{name} diff"] = float(np.abs(s.run(None, feeds)[0] - truth).max())
             calls[f"{cell}/{name}"] = lambda s=s, feeds=feeds: s.run(None, feeds)
         calls[f"{cell}/keras"] = lambda fn=fn, xt=xt: fn(xt).numpy()
-        with quiet_native_stderr():
-            lite = litert_interpreter(litert_export(model, [x.shape]), threads=1)
-        (i_in,), (i_out,) = [d["index"] for d in lite.get_input_details()], [d["index"] for d in lite.get_output_details()]
+        for name in ("litert", "litert-int8") if args.int8 else ("litert",):
+            with quiet_native_stderr():
+                lite = litert_interpreter(litert_export(model, [x.shape], int8=name == "litert-int8"), threads=1)
+            (i_in,), (i_out,) = [d["index"] for d in lite.get_input_details()], [d["index"] for d in lite.get_output_details()]
 
-        def litert(lite=lite, i_in=i_in, i_out=i_out):
-            lite.set_tensor(i_in, x)
-            lite.invoke()
-            return lite.get_tensor(i_out)
+            def litert(lite=lite, i_in=i_in, i_out=i_out):
+                lite.set_tensor(i_in, x)
+                lite.invoke()
+                return lite.get_tensor(i_out)
 
-        info["litert diff"] = float(np.abs(litert() - truth).max())
-        calls[f"{cell}/litert"] = litert
+            info[f"{name} diff"] = float(np.abs(litert() - truth).max())
+            calls[f"{cell}/{name}"] = litert
         facts[cell] = info
 
     print(f"batch 1, {args.steps} steps, {args.features} features, {args.units} units; onnxruntime "
@@ -166,10 +167,12 @@ def main(argv=None) -> int:
         if args.int8:
             r_int8, size = p50["fused"] / p50["int8"], f["int8 size"] / f["fp32 size"]
             target = verdict("int8_lstm", r_int8, TARGETS["int8_lstm"])
+            print(f"  litert-int8 / int8 {p50['litert-int8'] / p50['int8']:5.2f}x")
             print(f"  fp32 / int8     {r_int8:5.2f}x   int8 size / fp32 {size:.2f} "
                   f"({f['int8 size'] / 1024:.0f} KB / {f['fp32 size'] / 1024:.0f} KB)"
                   + (target if cell == "LSTM" else "   (weight-only int8: computed in float)"))
-            row.update({"int8": p50["int8"], "r_int8": r_int8, "size": size, "int8 graph": f["int8 graph"]})
+            row.update({"int8": p50["int8"], "r_int8": r_int8, "size": size, "int8 graph": f["int8 graph"],
+                        "litert-int8": p50["litert-int8"], "r_lite8": p50["litert-int8"] / p50["int8"]})
         print(f"  graphs: fused {f['fused graph']}; tf2onnx {f['tf2onnx graph']}"
               + (f"; int8 {f['int8 graph']}" if args.int8 else ""))
         rows.append(row)
@@ -182,7 +185,7 @@ def markdown(rows: list[dict], args) -> str:
     head = ["cell", "units", "fused p50", "tf2onnx p50", "tf2onnx / fused", "Keras p50", "Keras / fused",
             "LiteRT p50", "LiteRT / fused"]
     if args.int8:
-        head += ["int8 p50", "fp32 / int8", "int8 size"]
+        head += ["int8 p50", "fp32 / int8", "int8 size", "LiteRT int8 p50", "LiteRT int8 / int8"]
     head += ["fused graph", "tf2onnx graph"]
     lines = [f"Batch 1, {args.steps} steps, {args.features} features, 1 thread, p50 of {args.runs} interleaved runs.",
              "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 3) + "---|---|"]
@@ -190,7 +193,8 @@ def markdown(rows: list[dict], args) -> str:
         cells = [r["cell"], str(args.units), f"{r['fused']:.3f} ms", f"{r['tf2onnx']:.3f} ms", f"{r['r_plain']:.2f}x",
                  f"{r['keras']:.2f} ms", f"{r['r_keras']:.1f}x", f"{r['litert']:.3f} ms", f"{r['r_lite']:.1f}x"]
         if args.int8:
-            cells += [f"{r['int8']:.3f} ms", f"{r['r_int8']:.2f}x", f"{r['size']:.2f}x"]
+            cells += [f"{r['int8']:.3f} ms", f"{r['r_int8']:.2f}x", f"{r['size']:.2f}x", f"{r['litert-int8']:.3f} ms",
+                      f"{r['r_lite8']:.2f}x"]
         cells += [r["fused graph"], r["tf2onnx graph"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
