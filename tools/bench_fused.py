@@ -7,10 +7,12 @@ For each cell (LSTM, GRU, SimpleRNN): one Keras model, batch 1, 100 steps, 32 fe
 recurrent layer returning its last output. It is exported twice, by `rnnedge.convert` (one fused
 LSTM/GRU/RNN node) and by `rnnedge.exporter.tf2onnx_export` (tf2onnx: a `Loop` for GRU and
 SimpleRNN, a fused LSTM), and both run in onnxruntime with one thread; Keras runs under
-`tf.function` with one TensorFlow thread, and LiteRT (the Keras model converted by TensorFlow Lite's
-converter for these fixed shapes, in its interpreter with one thread and XNNPACK). With --int8 the fused model's int8 variant
-(`rnnedge.quantize.quantize_file`) is timed too, beside LiteRT's dynamic-range int8 ("litert-int8"). Every candidate of every cell is interleaved
-in one process (`rnnedge.bench.measure`): each round calls all of them once in a shuffled order.
+`tf.function` with one TensorFlow thread; LiteRT runs the Keras model as TensorFlow Lite's
+converter writes it for these fixed shapes (`rnnedge.exporter.litert_export`), in its interpreter
+with one thread and XNNPACK. With --int8 the fused model's int8 variant
+(`rnnedge.quantize.quantize_file`) is timed too, beside LiteRT's dynamic-range int8
+("litert-int8"). Every candidate of every cell is interleaved in one process
+(`rnnedge.bench.measure`): each round calls all of them once in a shuffled order.
 
 Prints p50/p90 per candidate, the ratios, the op counts of both graphs, the max |diff| against
 Keras, and a markdown table for the README. Timings are printed, never asserted.
@@ -82,7 +84,7 @@ def main(argv=None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from rnnedge.bench import quiet_native_stderr, litert_interpreter, measure, percentiles, session_options
+    from rnnedge.bench import litert_interpreter, measure, percentiles, quiet_native_stderr, session_options
     from rnnedge.convert import convert
     from rnnedge.exporter import litert_export, tf2onnx_export
     from rnnedge.quantize import quantize_file
