@@ -277,18 +277,23 @@ def litert_export(model, shapes: list[tuple[int, ...]], *, int8: bool = False) -
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    call, _ = keras_function(model, shapes)
-    frozen = convert_variables_to_constants_v2(call.get_concrete_function(), lower_control_flow=False)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    if int8:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    shown = ", ".join(str(tuple(s)) for s in shapes)
+    stateful = [layer.name for layer in _stateful_layers(model)]
+    if stateful:
+        raise RnnEdgeError(f"LiteRT could not convert model '{model.name}': stateful layer(s) {', '.join(stateful)} "
+                           "keep their state in variables, which the conversion would freeze; leave litert out of "
+                           "the baselines for this model")
     try:
+        call, _ = keras_function(model, shapes)
+        frozen = convert_variables_to_constants_v2(call.get_concrete_function(), lower_control_flow=False)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+        if int8:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
         return converter.convert()
     except Exception as e:  # the converter's MLIR diagnostics: keep the first error line
         lines = [ln.strip() for ln in str(e).splitlines() if "error:" in ln] or [str(e).strip() or type(e).__name__]
         reason = lines[0].split("error:", 1)[-1].strip()
-        raise RnnEdgeError(f"LiteRT could not convert model '{model.name}' for input shapes "
-                           f"{', '.join(str(tuple(s)) for s in shapes)}: {reason}") from None
+        raise RnnEdgeError(f"LiteRT could not convert model '{model.name}' for input shapes {shown}: {reason}") from None
 
 
 def _loop_layers(proto: onnx.ModelProto, model) -> list[str]:

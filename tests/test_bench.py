@@ -245,3 +245,15 @@ def test_baselines_refuse_a_length_the_keras_model_does_not_take(tmp_path):
         bench_dir(tmp_path / "m", baselines=("tf2onnx",), source=model, times=(10,), runs=2, warmup=0)
     rows = bench_dir(tmp_path / "m", baselines=("tf2onnx",), source=model, times=(6,), runs=2, warmup=0)
     assert {r.candidate for r in rows} == {"fp32", "tf2onnx"}
+
+
+def test_litert_refuses_stateful_models_in_one_line(tmp_path):
+    import keras
+
+    from rnnedge.exporter import export
+
+    x = keras.Input((None, 3), batch_size=1, name="x")
+    model = keras.Model(x, keras.layers.GRU(4, stateful=True, name="memory")(x))
+    export(model, tmp_path / "m")
+    with pytest.raises(RnnEdgeError, match=r"^LiteRT could not convert model '.*': stateful layer\(s\) memory keep"):
+        bench_dir(tmp_path / "m", baselines=("litert",), source=model, times=(4,), **FAST)
