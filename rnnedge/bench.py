@@ -61,6 +61,7 @@ __all__ = [
     "cases_for",
     "floor_folder",
     "int_list",
+    "litert_call",
     "litert_interpreter",
     "name_list",
     "markdown",
@@ -568,16 +569,21 @@ def _litert_call(keras_model, manifest: Manifest, feeds: Mapping[str, np.ndarray
     """One timed LiteRT call (set inputs, invoke, read outputs) on the Keras model converted for these shapes."""
     from rnnedge.exporter import litert_export
 
-    arrays = [feeds[s.name] for s in manifest.data_inputs]
+    data = {s.name: feeds[s.name] for s in manifest.data_inputs}
     with quiet_native_stderr():  # the converter's and XNNPACK's INFO lines
-        flat = litert_export(keras_model, [a.shape for a in arrays], int8=int8)
+        flat = litert_export(keras_model, [a.shape for a in data.values()], int8=int8)
         interpreter = litert_interpreter(flat, threads)
+    return litert_call(interpreter, data)
+
+
+def litert_call(interpreter, feeds: Mapping[str, np.ndarray]) -> Callable[[], list[np.ndarray]]:
+    """One call on a LiteRT interpreter, for timing: set `feeds` (matched to the inputs by name, else
+    in order), invoke, read every output."""
     details = interpreter.get_input_details()
     by_name = {d["name"]: d for d in details}
-    names = [s.name for s in manifest.data_inputs]
-    if set(by_name) != set(names):  # named otherwise: the converter keeps the signature's order
-        by_name = dict(zip(names, details))
-    inputs = [(by_name[n]["index"], a.astype(by_name[n]["dtype"], copy=False)) for n, a in zip(names, arrays)]
+    if set(by_name) != set(feeds):  # named otherwise: the converter keeps the signature's order
+        by_name = dict(zip(feeds, details))
+    inputs = [(by_name[n]["index"], np.asarray(a).astype(by_name[n]["dtype"], copy=False)) for n, a in feeds.items()]
     outputs = [d["index"] for d in interpreter.get_output_details()]
 
     def call():

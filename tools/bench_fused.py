@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from rnnedge.bench import litert_interpreter, measure, percentiles, quiet_native_stderr, session_options
+    from rnnedge.bench import litert_call, litert_interpreter, measure, percentiles, quiet_native_stderr, session_options
     from rnnedge.convert import convert
     from rnnedge.exporter import litert_export, tf2onnx_export
     from rnnedge.quantize import quantize_file
@@ -126,14 +126,8 @@ def main(argv=None) -> int:
         for name in ("litert", "litert-int8") if args.int8 else ("litert",):
             with quiet_native_stderr():
                 lite = litert_interpreter(litert_export(model, [x.shape], int8=name == "litert-int8"), threads=1)
-            (i_in,), (i_out,) = [d["index"] for d in lite.get_input_details()], [d["index"] for d in lite.get_output_details()]
-
-            def litert(lite=lite, i_in=i_in, i_out=i_out):
-                lite.set_tensor(i_in, x)
-                lite.invoke()
-                return lite.get_tensor(i_out)
-
-            info[f"{name} diff"] = float(np.abs(litert() - truth).max())
+            litert = litert_call(lite, {"x": x})
+            info[f"{name} diff"] = float(np.abs(litert()[0] - truth).max())
             calls[f"{cell}/{name}"] = litert
         facts[cell] = info
 
