@@ -98,7 +98,9 @@ class BenchRow:
         time axis. seq_per_s: sequences (pushes for streams) of `batch` rows per second at p50,
         times `batch`; steps_per_s: seq_per_s x time. ratios: baseline -> baseline p50 / this
         p50 (above 1: this candidate is faster), for the baselines timed in the same case
-        ("floor" for streams: below 1, the share of a push that is overhead).
+        ("floor" for streams: below 1, the share of a push that is overhead). error: the
+        variant's max |diff| against Keras on the export's golden outputs (from the manifest),
+        None for baselines.
     """
 
     candidate: str
@@ -113,6 +115,7 @@ class BenchRow:
     steps_per_s: float
     ratios: dict[str, float] = field(default_factory=dict)
     runs: int = 0
+    error: float | None = None
 
     def __post_init__(self):
         if not self.candidate or not isinstance(self.candidate, str):
@@ -536,9 +539,19 @@ def bench_dir(
                     candidate=name, provider=_RUNS_ON.get(name, provider_name), batch=batch, time=steps, threads=threads,
                     p50_ms=a, p90_ms=b, p99_ms=c, seq_per_s=per_s, steps_per_s=per_s * (steps or 1),
                     ratios={r: p50[r] / a if a > 0 else math.inf for r in references}, runs=runs,
+                    error=variant_error(manifest, name.removeprefix(STREAM_PREFIX)),
                 ))
             advance(1)
     return rows
+
+
+def variant_error(manifest: Manifest, variant: str) -> float | None:
+    """A variant's max |diff| against Keras' golden outputs, as recorded at export and quantize time."""
+    if variant == "fp32":
+        worst = manifest.parity.get("worst_abs")
+        return None if worst is None else float(worst)
+    errors = manifest.variants.get(variant, {}).get("max_abs_error")
+    return float(max(errors.values())) if errors else None
 
 
 def _baseline_fits(keras_model, manifest: Manifest, cases) -> None:
@@ -728,13 +741,15 @@ def _rate(v: float) -> str:
     return f"{v:,.0f}" if v >= 10 else f"{v:.2f}"
 
 
-_COLUMNS = ("candidate", "provider", "batch", "time", "threads", "p50 ms", "p90 ms", "p99 ms", "seq/s", "steps/s")
+_COLUMNS = ("candidate", "provider", "batch", "time", "threads", "p50 ms", "p90 ms", "p99 ms", "seq/s", "steps/s",
+            "max|diff|")
 
 
 def _cells(r: BenchRow, keys: list[str]) -> list[str]:
     provider = r.provider.removesuffix("ExecutionProvider")
     return [r.candidate, provider, str(r.batch), "-" if r.time is None else str(r.time), str(r.threads),
             _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms), _rate(r.seq_per_s), _rate(r.steps_per_s),
+            "-" if r.error is None else f"{r.error:.1e}",
             *(f"{r.ratios[k]:.2f}x" if k in r.ratios else "" for k in keys)]
 
 

@@ -166,9 +166,16 @@ def write_golden(folder: str | Path, cases: list[tuple[str, dict, dict]]) -> Pat
 
 def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32", tolerance: Tolerance | None = None,
               overrides: dict | None = None, fallback: bool = False) -> ParityReport:
-    """Replay golden.npz on onnxruntime (no TensorFlow needed) and compare with Keras' outputs."""
+    """Replay golden.npz on onnxruntime (no TensorFlow needed) and compare with Keras' outputs.
+
+    Tolerances: `tolerance` if given; else a quantized variant's own (its gate's limit per output,
+    recorded by `rnnedge quantize`); else the provider's (PROVIDER_TOLERANCE)."""
     model = load(folder, provider=provider, variant=variant, fallback=fallback)
     manifest = model.manifest
+    own = manifest.variants.get(variant, {}).get("tolerance") if variant != "fp32" else None
+    if tolerance is None and own:
+        # a quantized variant is judged by its own gate's limits (atol per output), not fp32's 1e-5
+        tolerance, overrides = Tolerance(max(own.values()), 0.0), {k: (float(v), 0.0) for k, v in own.items()}
     if tolerance is None:
         tolerance = Tolerance(*PROVIDER_TOLERANCE.get(model.provider, (ATOL, RTOL)))
     if overrides is None:

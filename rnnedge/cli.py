@@ -93,15 +93,11 @@ def export(
             _print_variants(result.manifest)
 
 
-def _print_variants(manifest):
-    fp32_size = manifest.variants["fp32"]["size"]
-    for name, v in manifest.variants.items():
-        err = max(v.get("max_abs_error", {}).values(), default=0.0)
-        m = v.get("metric")
-        gate = "pass" if v.get("gate", {}).get("passed") else "FAIL"
-        typer.echo(f"{name:<5} {v['size']:>9} bytes ({v['size'] / fp32_size:4.0%})  max|diff| vs Keras {err:.2e}  "
-                   f"metric {m if m is None else round(m, 4)}  p50 {v.get('latency_ms_p50')} ms  gate {gate}")
-    typer.echo("recommended: " + ", ".join(f"{p.removesuffix('ExecutionProvider')}={v}" for p, v in manifest.recommended.items()))
+def _print_variants(manifest, explain: bool = False):
+    from rnnedge.quantize.report import explain_lines, variant_lines
+
+    for line in variant_lines(manifest) + (explain_lines(manifest) if explain else []):
+        typer.echo(line)
 
 
 @app.command()
@@ -110,19 +106,27 @@ def quantize(
     variants: Annotated[str, typer.Option(help="Comma-separated variants: int8, fp16.")] = "int8,fp16",
     data: Annotated[Optional[Path], typer.Option(help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
     metric: Annotated[Optional[Metric], typer.Option(help="Task metric for --data targets.")] = None,
+    int8: Annotated[Optional[str], typer.Option("--int8", help="Use this int8 setting instead of measuring them all: "
+                                                "dynamic-7bit, dynamic-7bit-tensor, lstm-7bit, weight-only, "
+                                                "static-7bit (needs --data).")] = None,
+    explain: Annotated[bool, typer.Option(help="Also print every int8 setting tried and each variant's gates.")] = False,
 ):
     """Add int8/fp16 variants to an export, with their size, error, metric, latency and gate."""
     with user_errors():
         from rnnedge.manifest import Manifest
         from rnnedge.quantize import quantize_dir
+        from rnnedge.quantize.int8 import setting_named
 
+        if int8 is not None:
+            setting_named(int8)  # an unknown name is refused before any work
         evaluate = None
         manifest = Manifest.load(folder)
         source = manifest.source.get("name", "")
         if data is None and source.startswith("zoo:"):
             evaluate = _zoo_evaluator(source[4:])
-        quantize_dir(folder, variants, evaluate=evaluate, data=data, metric=metric.value if metric else None)
-        _print_variants(Manifest.load(folder))
+        quantize_dir(folder, variants, evaluate=evaluate, data=data, metric=metric.value if metric else None,
+                     setting=int8)
+        _print_variants(Manifest.load(folder), explain)
 
 
 def _zoo_evaluator(name: str):
@@ -130,7 +134,8 @@ def _zoo_evaluator(name: str):
     try:
         from rnnedge import zoo
     except ImportError:
-        typer.echo("warning: TensorFlow is not installed: the zoo's test split cannot be rebuilt; pass --data", err=True)
+        typer.echo("note: TensorFlow is not installed, so the zoo's test split cannot be rebuilt: variants are judged "
+                   "on Keras' golden outputs (pass --data with targets 'y' for a task metric)", err=True)
         return None
     entry = zoo.load(name)
     return lambda m: entry.score(m.run(*entry.x_test).data)

@@ -1,0 +1,202 @@
+"""Variants of an export folder: write them, measure them against Keras' golden outputs and the
+task metric, gate them, keep the best int8 setting, and recommend a variant per provider."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from rnnedge.errors import RnnEdgeError
+from rnnedge.quantize import gate
+from rnnedge.quantize.fp16 import quantize_fp16
+from rnnedge.quantize.int8 import candidate_settings, quantize_int8, setting_named
+
+VARIANTS = ("fp32", "int8", "fp16")
+# Providers that compute fp16 kernels natively (CPU computes the recurrent ops in fp32 behind Casts).
+FP16_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def parse_variants(text: str | list[str]) -> list[str]:
+    """'int8,fp16' -> ['int8', 'fp16'], refusing unknown names in one line."""
+    names = [v.strip() for v in (text.split(",") if isinstance(text, str) else text) if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise RnnEdgeError(f"unknown variant(s) {', '.join(unknown) or '(none given)'}: expected a comma-separated "
+                           f"list of {', '.join(VARIANTS)}")
+    return list(dict.fromkeys(names))
+
+
+def read_data(path: str | Path, manifest) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """(inputs by name, targets `y` or None) from a user's .npz for calibration and evaluation."""
+    path = Path(path)
+    if not path.is_file() or path.suffix != ".npz":
+        raise RnnEdgeError(f"--data {path}: expected an existing .npz file holding the model's inputs by name "
+                           f"({', '.join(s.name for s in manifest.data_inputs)}) and optionally targets 'y'")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    names = [s.name for s in manifest.data_inputs]
+    if len(names) == 1 and names[0] not in arrays and "x" in arrays:
+        arrays[names[0]] = arrays.pop("x")
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise RnnEdgeError(f"--data {path}: no array for input(s) {', '.join(missing)}; it holds "
+                           f"{', '.join(arrays) or 'nothing'} (name the arrays after the inputs, targets as 'y')")
+    return {n: arrays[n] for n in names}, arrays.get("y")
+
+
+def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Path | None = None,
+                 metric: str | None = None, latency_runs: int = 100, setting: str | None = None) -> dict:
+    """Add quantized variants to an export folder; returns manifest.variants.
+
+    For int8, every candidate setting (`int8.candidate_settings`, or only `setting`) is written
+    and measured: its error against Keras' golden outputs, its task metric, its latency (CPU,
+    batch 1, one thread, interleaved with fp32), its size; `gate.choose_int8` keeps one, and the
+    manifest records every candidate and why. Each variant gets its gate (`gate` module) and a
+    tolerance for `rnnedge check --variant`; `recommended` names the variant to run per provider.
+
+    `evaluate(model) -> float` scores a loaded runtime model on a test split (the zoo passes one);
+    otherwise `data` (.npz with the inputs and targets `y`) and `metric` (or the manifest's) are used.
+    Without either, variants are judged on the golden outputs alone (no TensorFlow needed).
+    """
+    from rnnedge import bench, metrics
+    from rnnedge.check import read_golden
+    from rnnedge.manifest import MODEL, Manifest
+    from rnnedge.runtime import load
+
+    folder = Path(folder)
+    manifest = Manifest.load(folder)
+    names = [v for v in parse_variants(variants) if v != "fp32"]
+    calibration, targets = read_data(data, manifest) if data is not None else (None, None)
+    metric = metric or manifest.task.get("metric")
+    if evaluate is None and calibration is not None:
+        load(folder, "cpu").run(**calibration)  # refuse arrays that do not fit, in one line
+        if targets is not None and metric:
+            evaluate = lambda m: metrics.score(metric, m.run(**calibration).data[0], targets)  # noqa: E731
+    fp32_model = onnx.load(folder / MODEL)
+    kinds = gate.output_kinds(fp32_model)
+    golden = read_golden(folder)
+    steps = 100 if any(isinstance(d, str) and d != "batch" for s in manifest.data_inputs for d in s.shape[1:2]) else None
+    feeds = bench.random_inputs(manifest, 1, steps)
+    fp32_size = (folder / MODEL).stat().st_size
+
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=folder) as tmp:
+        written: dict[str, tuple[dict, Path]] = {}  # candidate -> (facts, file)
+        if "int8" in names:
+            settings = [setting_named(setting)] if setting else candidate_settings(fp32_model, calibrated=calibration is not None)
+            for s in settings:
+                path = Path(tmp) / f"int8-{s.name}.onnx"
+                written[f"int8:{s.name}"] = (quantize_int8(folder / MODEL, path, calibration=calibration, setting=s), path)
+        if "fp16" in names:
+            path = Path(tmp) / "fp16.onnx"
+            written["fp16"] = (quantize_fp16(folder / MODEL, path), path)
+
+        models = {"fp32": _cpu_model(folder, manifest, folder / MODEL, "fp32")}
+        models.update({k: _cpu_model(folder, manifest, p, k.split(":")[0]) for k, (_, p) in written.items()})
+        measured = {k: _accuracy(m, golden, kinds) for k, m in models.items()}
+        scores = {k: float(evaluate(m)) if evaluate else None for k, m in models.items()}
+        calls = {k: (lambda m=m: m.run(**feeds)) for k, m in models.items()}
+        times = bench.measure(calls, runs=_runs(calls, latency_runs), warmup=max(5, latency_runs // 10))
+        reference = scores["fp32"]
+        if manifest.task.get("keras") is not None and metric == manifest.task.get("metric"):
+            reference = manifest.task["keras"]
+
+        def judged(key: str, facts: dict) -> dict:
+            golden_gate = measured[key]
+            facts["max_abs_error"] = {n: o["max_abs"] for n, o in golden_gate["outputs"].items()}
+            facts["metric"] = scores[key]
+            facts["latency_ms_p50"] = round(float(np.percentile(times[key], 50)), 4)
+            facts["speedup_rounds"] = gate.round_ratios(times["fp32"], times[key])
+            facts["tolerance"] = {n: o["limit"] for n, o in golden_gate["outputs"].items()}
+            task = gate.task_gate(metric, reference, scores[key]) if (
+                metric in gate.TASK_GATE and scores[key] is not None and reference is not None) else None
+            facts["gate"] = {"passed": task["passed"] if task else golden_gate["passed"],
+                             "by": "task metric" if task else "golden outputs",
+                             "rule": task["rule"] if task else golden_gate["rule"],
+                             "golden": golden_gate, **({"task": task} if task else {})}
+            return facts
+
+        if "int8" in names:
+            candidates = []
+            for key, (facts, _) in written.items():
+                if key.startswith("int8:"):
+                    facts = judged(key, facts)
+                    worst = max((o["share_of_range"] for o in facts["gate"]["golden"]["outputs"].values()), default=0.0)
+                    candidates.append({"name": key[5:], "method": facts["method"],
+                                       "portable": facts["setting"]["portable"], "size": facts["size"],
+                                       "size_ratio": facts["size_ratio"], "error": worst,
+                                       "max_abs_error": facts["max_abs_error"], "metric": facts["metric"],
+                                       "latency_ms_p50": facts["latency_ms_p50"], "ratios": facts["speedup_rounds"],
+                                       "u8s8_weight_range": facts["u8s8_weight_range"], "passed": facts["gate"]["passed"]})
+            chosen, why = gate.choose_int8(candidates, fp32_size)
+            facts, path = written[f"int8:{chosen}"]
+            facts["candidates"], facts["chosen_because"] = candidates, why
+            _place(path, folder / "model.int8.onnx")
+            facts["file"] = "model.int8.onnx"
+            manifest.variants["int8"] = facts
+        if "fp16" in names:
+            facts, path = written["fp16"]
+            _place(path, folder / "model.fp16.onnx")
+            facts["file"] = "model.fp16.onnx"
+            manifest.variants["fp16"] = judged("fp16", facts)
+        fp32 = manifest.variants.setdefault("fp32", {"file": MODEL})
+        fp32.update({"size": fp32_size, "max_abs_error": {n: 0.0 for n in measured["fp32"]["outputs"]},
+                     "metric": scores["fp32"], "latency_ms_p50": round(float(np.percentile(times["fp32"], 50)), 4),
+                     "gate": {"passed": True, "by": "reference", "rule": "the reference every variant is judged against"}})
+        for v in [v for v in manifest.variants if v not in ("fp32", *names)]:  # variants made earlier: re-time
+            manifest.variants[v].pop("speedup_rounds", None)
+
+    manifest.recommended = recommend(manifest.variants)
+    manifest.save(folder)
+    return manifest.variants
+
+
+def recommend(variants: dict) -> dict[str, str]:
+    """The variant to run per provider: on CPU the fastest that passes its gate, if it is faster
+    than fp32 by gate.SPEEDUP in repeated rounds (else fp32); on CUDA/TensorRT fp16 if it passes."""
+    cpu, best = "fp32", 1.0
+    for v, facts in variants.items():
+        ratios = facts.get("speedup_rounds") or []
+        if v != "fp32" and facts.get("gate", {}).get("passed") and gate.faster_than(ratios):
+            if float(np.median(ratios)) > best:
+                cpu, best = v, float(np.median(ratios))
+    fp16_ok = variants.get("fp16", {}).get("gate", {}).get("passed", False)
+    return {"CPUExecutionProvider": cpu, **{p: "fp16" if fp16_ok else "fp32" for p in FP16_PROVIDERS}}
+
+
+def _runs(calls: dict, at_least: int, seconds: float = 1.5) -> int:
+    """Interleaved runs for about `seconds` in all (small models get more, so rounds agree), from
+    `at_least` to 10x that."""
+    import time
+
+    for call in calls.values():
+        call()
+    start = time.perf_counter()
+    for call in calls.values():
+        call()
+    per_round = max(time.perf_counter() - start, 1e-6)
+    return int(min(max(seconds / per_round, at_least, gate.ROUNDS), 10 * max(at_least, gate.ROUNDS)))
+
+
+def _cpu_model(folder: Path, manifest, path: Path, variant: str):
+    """A runtime Model of `path` on CPU with one thread, whatever the manifest lists."""
+    import onnxruntime as ort
+
+    from rnnedge.runtime import Model, session_options
+
+    session = ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
+    return Model(folder, manifest, session, variant=variant, path=path)
+
+
+def _accuracy(model, golden, kinds) -> dict:
+    pairs = [(expected, dict(model.run(**inputs))) for _, inputs, expected in golden]
+    return gate.golden_gate(pairs, kinds)
+
+
+def _place(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)

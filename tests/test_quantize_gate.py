@@ -1,0 +1,133 @@
+"""The int8 setting chosen by measurement, the accuracy gates and the recommendation rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from rnnedge.quantize import gate
+from rnnedge.quantize.folder import recommend
+
+
+def _rows(n=50, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.dirichlet(np.ones(classes), size=n).astype(np.float32)
+
+
+def test_golden_gate_passes_within_two_percent_of_range_and_fails_beyond():
+    e = np.linspace(-1.0, 1.0, 101, dtype=np.float32)  # range 2: limit 0.04
+    ok = gate.golden_gate([({"y": e}, {"y": e + 0.039})], {})
+    bad = gate.golden_gate([({"y": e}, {"y": e + 0.041})], {})
+    assert ok["passed"] and ok["outputs"]["y"]["limit"] == pytest.approx(0.04)
+    assert not bad["passed"] and bad["outputs"]["y"]["share_of_range"] == pytest.approx(0.0205, abs=1e-4)
+
+
+def test_golden_gate_ranges_span_every_case():
+    small, large = np.zeros(4, np.float32), np.array([0.0, 10.0], np.float32)
+    result = gate.golden_gate([({"y": small}, {"y": small + 0.1}), ({"y": large}, {"y": large})], {})
+    assert result["outputs"]["y"]["range"] == 10.0 and result["passed"]
+
+
+def test_golden_gate_refuses_nan_where_keras_has_none():
+    e = np.linspace(0, 1, 10, dtype=np.float32)
+    a = e.copy()
+    a[3] = np.nan
+    assert not gate.golden_gate([({"y": e}, {"y": a})], {})["passed"]
+
+
+def test_softmax_decisions_must_agree_on_99_percent_of_rows():
+    probs = _rows(200)
+    swapped = probs.copy()
+    # two rows whose top class changes by a hair (within the range rule): 99% still agree
+    for row in (0, 1):
+        top, second = np.argsort(probs[row])[-1], np.argsort(probs[row])[-2]
+        swapped[row, [top, second]] = probs[row, second], probs[row, top]
+    gap = float(np.abs(swapped - probs).max())
+    kinds = {"p": "softmax"}
+    two = gate.golden_gate([({"p": probs}, {"p": swapped})], kinds)
+    assert two["outputs"]["p"]["decisions"] == pytest.approx(0.99)
+    assert two["outputs"]["p"]["passed"] == (gap <= two["outputs"]["p"]["limit"])
+    for row in range(2, 6):  # 6 rows of 200 flipped: 97%
+        top, second = np.argsort(probs[row])[-1], np.argsort(probs[row])[-2]
+        swapped[row, [top, second]] = probs[row, second], probs[row, top]
+    six = gate.golden_gate([({"p": probs}, {"p": swapped})], kinds)
+    assert six["outputs"]["p"]["decisions"] == pytest.approx(0.97) and not six["passed"]
+
+
+def test_sigmoid_decisions_count_each_value():
+    e = np.array([[0.2, 0.8], [0.49, 0.9]], np.float32)
+    a = np.array([[0.2, 0.8], [0.51, 0.9]], np.float32)
+    result = gate.golden_gate([({"s": e}, {"s": a})], {"s": "sigmoid"})
+    assert result["outputs"]["s"]["decisions"] == 0.75 and not result["passed"]
+
+
+def test_output_kinds_follow_reshapes_back_to_softmax_and_sigmoid():
+    n = helper.make_node
+    graph = helper.make_graph(
+        [n("Softmax", ["x"], ["p0"]), n("Identity", ["p0"], ["p"]), n("Sigmoid", ["x"], ["s0"]),
+         n("Flatten", ["s0"], ["s"]), n("Relu", ["x"], ["r"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, None) for k in ("p", "s", "r")])
+    assert gate.output_kinds(helper.make_model(graph)) == {"p": "softmax", "s": "sigmoid"}
+
+
+def test_task_gate():
+    assert gate.task_gate("accuracy", 0.95, 0.941)["passed"]
+    assert not gate.task_gate("accuracy", 0.95, 0.939)["passed"]
+    assert gate.task_gate("rmse", 10.0, 10.4)["passed"]
+    assert not gate.task_gate("rmse", 10.0, 10.6)["passed"]
+
+
+def test_timing_noise_does_not_make_a_variant_faster():
+    rng = np.random.default_rng(0)
+    fp32 = rng.normal(0.26, 0.01, 500)
+    same = rng.normal(0.26, 0.01, 500)  # 0.2594 ms against 0.2601 ms, as an export once reported
+    assert not gate.faster_than(gate.round_ratios(fp32, same))
+    faster = rng.normal(0.20, 0.01, 500)
+    assert gate.faster_than(gate.round_ratios(fp32, faster))
+    # faster on average, but slower in one round: not supported by every round
+    mixed = np.concatenate([rng.normal(0.20, 0.005, 400), rng.normal(0.30, 0.005, 100)])
+    assert not gate.faster_than(gate.round_ratios(fp32, mixed))
+
+
+def _variant(passed, ratios):
+    return {"gate": {"passed": passed}, "speedup_rounds": ratios}
+
+
+def test_recommend_needs_the_gate_and_a_supported_speedup():
+    fp32 = {"gate": {"passed": True}}
+    assert recommend({"fp32": fp32, "int8": _variant(True, [1.5] * 5)})["CPUExecutionProvider"] == "int8"
+    assert recommend({"fp32": fp32, "int8": _variant(False, [1.5] * 5)})["CPUExecutionProvider"] == "fp32"
+    assert recommend({"fp32": fp32, "int8": _variant(True, [1.003] * 5)})["CPUExecutionProvider"] == "fp32"
+    both = recommend({"fp32": fp32, "int8": _variant(True, [1.2] * 5), "fp16": _variant(True, [0.9] * 5)})
+    assert both == {"CPUExecutionProvider": "int8", "CUDAExecutionProvider": "fp16",
+                    "TensorrtExecutionProvider": "fp16"}
+
+
+def _candidate(name, *, portable=True, passed=True, size=10, error=0.01, ratio=1.0):
+    return {"name": name, "portable": portable, "passed": passed, "size": size, "error": error, "ratios": [ratio] * 5}
+
+
+def test_choose_int8_never_keeps_a_setting_that_can_saturate():
+    chosen, why = gate.choose_int8([_candidate("dynamic-8bit", portable=False, ratio=3.0, error=0.001),
+                                    _candidate("dynamic-7bit", ratio=2.8, error=0.005),
+                                    _candidate("weight-only", ratio=1.0, error=0.001)], fp32_size=40)
+    assert chosen == "dynamic-7bit" and "dynamic-8bit not considered" in why
+
+
+def test_choose_int8_prefers_accuracy_among_the_equally_fast():
+    chosen, _ = gate.choose_int8([_candidate("a", ratio=2.9, error=0.009), _candidate("b", ratio=2.8, error=0.004),
+                                  _candidate("c", ratio=1.0, error=0.001)], fp32_size=40)
+    assert chosen == "b"  # within 10% of the fastest, and more accurate
+
+
+def test_choose_int8_skips_slower_larger_and_failing_settings():
+    chosen, _ = gate.choose_int8([_candidate("slow", ratio=0.7, error=0.001), _candidate("big", size=50, ratio=2.0),
+                                  _candidate("bad", passed=False, ratio=3.0), _candidate("ok", ratio=1.0, error=0.003)],
+                                 fp32_size=40)
+    assert chosen == "ok"
+    chosen, why = gate.choose_int8([_candidate("x", passed=False, error=0.2), _candidate("y", passed=False, error=0.1)],
+                                   fp32_size=40)
+    assert chosen == "y" and "most accurate portable" in why
