@@ -60,7 +60,8 @@ def export_zoo_model(name: str, out: Path, force: bool) -> DemoRow:
     except UnsupportedLayerError:  # Bidirectional, or a decoder whose state comes from its encoder
         result = export(entry, out / name, force=force, quantize=VARIANTS)
     m = result.manifest
-    variants = {v: {"size": f["size"], "metric": f.get("metric"), "gate": f.get("gate", {}).get("passed", False)}
+    variants = {v: {"size": f["size"], "metric": f.get("metric"), "gate": f.get("gate", {}).get("passed", False),
+                    "setting": f.get("setting", {}).get("name")}
                 for v, f in m.variants.items() if v != "fp32"}
     return DemoRow(name, entry.cell, entry.metric, m.task["keras"], m.task["onnx"], m.task["baseline"],
                    result.parity.worst_abs, recurrent_ops(out / name / "model.onnx"), m.streaming,
@@ -93,12 +94,12 @@ def table(rows: list[DemoRow]) -> Table:
 
 def markdown(rows: list[DemoRow]) -> str:
     lines = ["| model | cell | metric | Keras | ONNX | baseline | max abs diff | recurrent ops | streams | size | "
-             "int8 size | int8 metric | fp16 size | fp16 metric | export s |",
-             "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+             "int8 size | int8 metric | fp16 size | fp16 metric | int8 setting | export s |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(f"| {r.model} | {r.cell} | {r.metric} | {r.keras:.4f} | {r.onnx:.4f} | {r.baseline:.4f} | "
                      f"{r.worst_abs:.1e} | {r.ops} | {'yes' if r.streaming else 'no'} | {r.size / 1024:.1f} KB | {' | '.join(_variant_cells(r))} | "
-                     f"{r.export_s:.1f} |")
+                     f"{r.variants.get('int8', {}).get('setting') or '-'} | {r.export_s:.1f} |")
     return "\n".join(lines) + "\n"
 
 
