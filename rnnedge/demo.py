@@ -134,14 +134,17 @@ def benchmarks_markdown(results) -> str:
              "onnxruntime; litert is the same model converted by TensorFlow Lite's converter for the case's fixed ",
              "shapes, in the LiteRT interpreter (XNNPACK, one thread), and litert-int8 the same with its dynamic-range ",
              "quantization (which leaves tensors under 1024 weights in float). Figures from a shared 2-core machine: ",
-             "read the ratios, not the absolute times.", "",
-             "| model | candidate | time | p50 ms | p99 ms | seq/s | vs keras | vs tf2onnx | vs litert | vs litert-int8 |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "read the ratios, not the absolute times. `max abs diff` is each variant's worst error against Keras ",
+             "on the export's golden data (from the manifest).", "",
+             "| model | candidate | time | p50 ms | p99 ms | seq/s | max abs diff | vs keras | vs tf2onnx | vs litert | "
+             "vs litert-int8 |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rows in results:
         for r in rows:
             ratio = lambda k: f"{r.ratios[k]:.1f}x" if k in r.ratios else "-"  # noqa: E731
             lines.append(f"| {name} | {r.candidate} | {r.time if r.time is not None else '-'} | {r.p50_ms:.3f} | "
-                         f"{r.p99_ms:.3f} | {r.seq_per_s:,.0f} | {ratio('keras')} | {ratio('tf2onnx')} | {ratio('litert')} | {ratio('litert-int8')} |")
+                         f"{r.p99_ms:.3f} | {r.seq_per_s:,.0f} | {'-' if r.error is None else f'{r.error:.1e}'} | "
+                         f"{ratio('keras')} | {ratio('tf2onnx')} | {ratio('litert')} | {ratio('litert-int8')} |")
     if any(name == PLOT_MODEL for name, _ in results):
         lines += ["", f"![latency of {PLOT_MODEL} against sequence length](bench-{PLOT_MODEL}.png)"]
     return "\n".join(lines) + "\n"

@@ -238,3 +238,27 @@ def test_providers_that_are_not_installed(fixed_export):
     assert_user_error(invoke("bench", fixed_export, "--provider", "tensorrt", "--runs", "2"), "TensorRT")
     assert_user_error(invoke("check", fixed_export, "--provider", "cuda"), "CUDA")
     assert_user_error(invoke("bench", fixed_export, "--variants", "int8", "--runs", "2"), "int8")
+
+
+def test_quantize_refuses_unknown_options_in_one_line(tmp_path):
+    import shutil
+
+    folder = tmp_path / "events-gru"
+    shutil.copytree(Path(__file__).parent.parent / "exported" / "events-gru", folder)
+    before = (folder / "manifest.json").read_bytes()
+    assert_user_error(invoke("quantize", folder, "--int8", "int4"), "unknown int8 setting 'int4': expected one of")
+    assert_user_error(invoke("quantize", folder, "--variants", "int4"), "unknown variant(s) int4")
+    assert_user_error(invoke("quantize", folder, "--int8", "static-7bit"), "needs calibration data: pass --data")
+    assert (folder / "manifest.json").read_bytes() == before  # nothing rewritten
+
+
+def test_quantize_explain_lists_every_setting_and_gate(tmp_path):
+    import shutil
+
+    folder = tmp_path / "events-gru"
+    shutil.copytree(Path(__file__).parent.parent / "exported" / "events-gru", folder)
+    result = invoke("quantize", folder, "--variants", "int8", "--explain")
+    assert result.exit_code == 0, result.output
+    for text in ("int8 settings tried (kept:", "weight-only", "dynamic-8bit", "NO", "why:",
+                 "golden outputs (", "task metric", "recommended: CPU="):
+        assert text in result.output, text
