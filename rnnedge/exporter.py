@@ -143,16 +143,27 @@ def _stateful_layers(model) -> list:
     return [layer for layer in recurrent_layers(functional_graph(model)) if getattr(layer, "stateful", False)]
 
 
+def _layer_states(layer) -> list:
+    """A stateful layer's state variables, flat (StackedRNNCells nests one list per cell)."""
+    return keras.tree.flatten(layer.states)
+
+
 def keras_outputs(model, converted, feeds: dict) -> dict[str, np.ndarray]:
-    """Keras' outputs for one case, named as the ONNX outputs are (states of stateful layers too)."""
+    """Keras' outputs for one case, named as the ONNX outputs are (states of stateful layers too).
+
+    State inputs and outputs are matched to Keras' state variables by the layer they belong to:
+    the converter meets layers in graph order, which need not be the order of `model.layers`."""
     data_in = [feeds[s.name] for s in converted.inputs if s.role == "data"]
-    stateful = _stateful_layers(model)
+    stateful = {layer.name: layer for layer in _stateful_layers(model)}
     state_specs = [s for s in converted.inputs if s.role == "state"]
     if stateful:
-        values = iter(feeds[s.name] for s in state_specs)
-        for layer in stateful:
-            for var in layer.states if isinstance(layer.states, (list, tuple)) else [layer.states]:
-                var.assign(next(values))
+        for name, layer in stateful.items():
+            specs = [s for s in state_specs if s.layer == name]
+            variables = _layer_states(layer)
+            if len(specs) != len(variables):
+                raise AssertionError(f"{name}: {len(specs)} state inputs for {len(variables)} Keras states")
+            for spec, var in zip(specs, variables):
+                var.assign(feeds[spec.name])
     elif state_specs:  # --streaming of a stateless model: Keras truth exists for a fresh state only
         if any(np.any(feeds[s.name]) for s in state_specs):
             raise AssertionError("Keras truth for a streaming model needs zero initial states")
@@ -161,10 +172,9 @@ def keras_outputs(model, converted, feeds: dict) -> dict[str, np.ndarray]:
     names = [s.name for s in converted.outputs if s.role == "data"]
     out = dict(zip(names, flat))
     if stateful:
-        state_out = [s.name for s in converted.outputs if s.role == "state"]
-        current = [np.asarray(keras.ops.convert_to_numpy(v)) for layer in stateful
-                   for v in (layer.states if isinstance(layer.states, (list, tuple)) else [layer.states])]
-        out.update(zip(state_out, current))
+        for name, layer in stateful.items():
+            specs = [s for s in converted.outputs if s.role == "state" and s.layer == name]
+            out.update((s.name, np.asarray(keras.ops.convert_to_numpy(v))) for s, v in zip(specs, _layer_states(layer)))
     return out
 
 
