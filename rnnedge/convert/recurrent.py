@@ -147,6 +147,7 @@ def _mask(ctx: Context, layer, mask: Sym | None) -> _Mask | None:
     if mask.rank != 2:
         ctx.fail(layer, f"expected a [batch, time] mask, got rank {mask.rank}")
     g = ctx.g
+    ctx.annotate(mask, pad_value=0.0)  # a mask given as a model input: 0 / False marks a masked step
     m = mask.name if mask.dtype == "bool" else g.op("Cast", [mask.name], to=9)  # nonzero = valid, as Keras
     mi = g.op("Cast", [m], hint="mask_int", to=7)
     c = g.op("CumSum", [mi, g.const(np.int64(1))], hint="mask_cumsum")
