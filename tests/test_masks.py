@@ -338,3 +338,20 @@ def test_mixed_stateful_cells(tmp_path):
     result = export(model, tmp_path / "m")
     assert result.passed, result.parity.failures()
     assert len(result.manifest.state_inputs) == 2 + 4 + 2
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_masked_stateful_layer_is_keras_called_chunk_by_chunk(cell, tmp_path):
+    """A stateful layer's call starts its "previous output" at zeros in Keras, so a chunk that
+    starts with masked steps outputs zeros there: the stream must do what Keras does per call."""
+    keras.utils.set_random_seed(8)
+    x = keras.Input(batch_shape=(len(ROWS), None, F), name="x")
+    model = randomize(keras.Model(x, CELLS[cell][0](UNITS, stateful=True, return_sequences=True)(L.Masking(0.0)(x))))
+    result = export(model, tmp_path / "m")
+    assert result.passed, result.parity.failures()
+    _reset(model)
+    stream = rnnedge.load(tmp_path / "m", "cpu").stream(batch=len(ROWS))
+    padded = np.where(MASK[..., None], X, 0).astype(np.float32)
+    for t in range(0, T, 3):
+        close(stream.push(padded[:, t:t + 3])[0], keras_flat(model, padded[:, t:t + 3])[0], f"chunk at {t}")
+        close(stream.state[result.manifest.state_inputs[0].name], np.asarray(model.layers[-1].states[0]), "state")

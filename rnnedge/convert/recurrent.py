@@ -296,10 +296,11 @@ def rnn(ctx: Context, layer, args, kwargs, outs):
     mk = _mask(ctx, layer, mask)
     reverse = bool(layer.go_backwards)
     Y, Yh, states = _run_cells(ctx, layer, cells, _compact(ctx, x.name, mk), mk and mk.lens, initial, reverse)
-    # Fed in chunks, the output before this chunk's first valid step is the last valid output of
-    # the stream so far: the carried h of the last cell (zeros in a fresh stream), as Keras gives
-    # over the whole sequence. A stateful layer's call starts from zeros, as Keras' does.
-    prev = initial[-2 if CELL_OPS[type(cells[-1])] == "LSTM" else -1] if ctx.streaming and mk else None
+    # Streamed, the output before this chunk's first valid step is the last valid output of the
+    # stream so far: the carried h of the last cell (zeros in a fresh stream), as Keras gives over
+    # the whole sequence. A stateful layer is Keras called once per chunk: that starts from zeros.
+    streamed = ctx.streaming and not layer.stateful and mk is not None
+    prev = initial[-2 if CELL_OPS[type(cells[-1])] == "LSTM" else -1] if streamed else None
     states = _keep_initial(ctx, states, initial, mk)
     if layer.return_sequences:
         result = [_keras_sequence(ctx, layer, Y, reverse, mk, prev)]
