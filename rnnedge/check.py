@@ -185,7 +185,7 @@ def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32
         actual = model.run(**inputs)
         cases.append(compare(name, expected, dict(actual), tolerance, overrides))
         if manifest.streaming:
-            for chunk in STREAM_CHUNKS:
+            for chunk in manifest.parity.get("stream_chunks", STREAM_CHUNKS):
                 streamed = stream_in_chunks(model, inputs, chunk)
                 if streamed is not None:
                     cases.append(compare(f"{name}, streamed in chunks of {chunk}", expected, streamed, tolerance, overrides))

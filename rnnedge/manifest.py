@@ -43,7 +43,8 @@ class TensorSpec:
     For a state output, `feeds` names the state input it must be fed back into on the next call.
     For an integer input feeding an Embedding, `vocab` is the embedding's input_dim (ids must
     be in [0, vocab)). `pad_value` is set when a mask is derived from this input (0 for
-    Embedding(mask_zero=True), Masking's mask_value): padding must be trailing (right-padded).
+    Embedding(mask_zero=True), Masking's mask_value) or the input is a mask (0 / False marks a
+    masked step); padded steps may be anywhere (front, back, gaps).
     """
 
     name: str

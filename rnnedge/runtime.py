@@ -80,9 +80,9 @@ _GPU_PROVIDERS = (CUDA, TENSORRT)
 TRT_SHAPES: dict[str, tuple[int, int, int]] = {"batch": (1, 1, 32), "time": (1, 100, 1000)}
 
 _NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64,
-                 "int32": np.int32, "int64": np.int64}
+                 "int32": np.int32, "int64": np.int64, "bool": np.bool_}
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-               "tensor(int32)": np.int32, "tensor(int64)": np.int64}
+               "tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_}
 _INT_RANGES = {np.dtype(np.int32): (-(2**31), 2**31 - 1), np.dtype(np.int64): (-(2**63), 2**63 - 1)}
 
 
@@ -157,7 +157,7 @@ def _nth(i: int) -> str:
 class _Slot:
     """One graph input and what is needed to check an array for it quickly."""
 
-    __slots__ = ("spec", "name", "rank", "fixed", "named", "dtype", "is_int", "time_axis", "pad_axes")
+    __slots__ = ("spec", "name", "rank", "fixed", "named", "dtype", "is_int", "is_bool", "time_axis")
 
     def __init__(self, spec: TensorSpec, ort_type: str | None):
         self.spec = spec
@@ -170,8 +170,8 @@ class _Slot:
         # The graph's own type wins (an fp16 variant may take float16); the manifest says the kind.
         self.dtype = np.dtype(actual or declared or np.float32)
         self.is_int = self.dtype.kind in "iu"
+        self.is_bool = self.dtype.kind == "b"
         self.time_axis = next((i for i, d in self.named if is_time_axis(d)), None)
-        self.pad_axes = tuple(range(2, self.rank))  # a step is padding when all its features are
 
     def describe(self) -> str:
         return f"{_fmt_shape(self.spec.shape)} {self.dtype}"
@@ -193,6 +193,12 @@ def _as_array(name: str, value, errors: list[str]) -> np.ndarray | None:
 
 def _check_kind(slot: _Slot, a: np.ndarray, errors: list[str]) -> bool:
     kind = a.dtype.kind
+    if slot.is_bool:
+        if kind == "b":
+            return True
+        errors.append(f"input '{slot.name}': expected a bool mask {slot.describe()} (True at real steps), got "
+                      f"{a.dtype}; pass (mask != 0) or mask.astype(bool)")
+        return False
     if kind in "fiu" and not (slot.is_int and kind == "f"):
         return True
     if slot.is_int and kind == "f":
@@ -241,8 +247,11 @@ def _first_index(mask: np.ndarray) -> str:
 
 
 def _check_values(slot: _Slot, a: np.ndarray, allow_nonfinite: bool, errors: list[str]) -> np.ndarray | None:
-    """Cast to what the graph takes and check ids, finiteness and right-padding."""
+    """Cast to what the graph takes and check ids and finiteness. Padded (masked) steps may be
+    anywhere: the graph reproduces Keras' masking for any pattern."""
     spec = slot.spec
+    if slot.is_bool:
+        return a
     if slot.is_int:
         if spec.vocab is not None and a.size:
             # one reduction: seen as unsigned, negative ids are huge and fail the same test
@@ -269,18 +278,6 @@ def _check_values(slot: _Slot, a: np.ndarray, allow_nonfinite: bool, errors: lis
             first = a[tuple(np.argwhere(bad)[0])]
             errors.append(f"input '{slot.name}': contains {first} at {_first_index(bad)} ({int(bad.sum())} "
                           "non-finite values, float32 overflow included); clean the data or pass allow_nonfinite=True")
-            return None
-    if spec.pad_value is not None and slot.time_axis == 1 and a.shape[1] > 1:
-        is_pad = a == spec.pad_value
-        if slot.pad_axes:
-            is_pad = is_pad.all(axis=slot.pad_axes)
-        late = ~is_pad[:, 1:] & is_pad[:, :-1]  # a real step right after a padding step
-        if late.any():
-            row, step = (int(i) for i in np.argwhere(late)[0])
-            first_pad = int(np.argmax(is_pad[row]))
-            errors.append(f"input '{slot.name}': row {row} has padding ({spec.pad_value:g}) at step {first_pad} "
-                          f"followed by a real step at {step + 1}; the model needs right-padded sequences "
-                          "(padding only after the last real step of each row)")
             return None
     return a
 

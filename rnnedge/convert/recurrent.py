@@ -1,18 +1,29 @@
 """Keras recurrent layers as fused ONNX `LSTM` / `GRU` / `RNN` nodes (one per cell).
 
-The weight mapping follows FACTS.md (layout 0: X is [time, batch, features]). Masks become
-`sequence_lens` (right-padded sequences), and the values Keras gives at padded steps are
-rebuilt around the fused node:
+The weight mapping follows FACTS.md (layout 0: X is [time, batch, features]).
 
-- a forward layer repeats its last valid output at padded steps unless `zero_output_for_mask`
-  (ONNX writes zeros there), and its last output is zero for a padded last step when it is set;
-- a reversed layer (go_backwards) returns its outputs in processing order: the ONNX output
-  flipped in time, whose padded steps are zeros in both;
-- a fully padded row keeps its initial state in Keras; ONNX returns zeros, so states pass
-  through `Where(length > 0, Y_h, initial)` wherever an initial state exists.
+Masks (any pattern: front or back padding, gaps, fully masked rows). Keras skips a masked step:
+the state is carried unchanged and the output is the previous output (zeros before the first
+valid step), or zeros with `zero_output_for_mask`. So the RNN sees exactly the valid steps of
+each row, in order. With m the mask as 0/1, c = CumSum(m) and lens = c[-1]:
+
+- the valid steps are moved to the front (a stable sort of each row by m: TopK, ties keep
+  their order) and the fused node runs with `sequence_lens = lens`;
+- the Keras output at original step t is the compacted output at max(c[t] - 1, 0) where c[t] > 0
+  (a reversed node: at c[t] - m[t], where that is < lens), else the previous output of the
+  stream (zeros, or the carried h when streaming); with `zero_output_for_mask`, where m[t];
+- go_backwards runs the node in reverse over the same compacted steps (lens-1 .. 0: the valid
+  steps, last first), so Bidirectional stays one node;
+- states: `Where(lens > 0, Y_h, initial state or zeros)` (Keras keeps the initial state of a
+  fully masked row; onnxruntime gives zeros there, the ONNX spec nothing).
+
+Every value rebuilt this way is selected with `Where`, so the graph does not rely on what a
+runtime writes at steps past `sequence_lens`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from keras import layers as L
@@ -24,7 +35,7 @@ from rnnedge.convert.layers import _np
 
 CELL_OPS = {L.LSTMCell: "LSTM", L.GRUCell: "GRU", L.SimpleRNNCell: "RNN"}
 STATE_NAMES = {"LSTM": ("h", "c"), "GRU": ("h",), "RNN": ("h",)}
-INT64_MIN = np.iinfo(np.int64).min
+INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
 
 def _cells(ctx: Context, layer) -> list:
@@ -118,13 +129,57 @@ def _check_layer(ctx: Context, layer, x: Sym):
         ctx.fail(layer, "time_major=True is not supported")
 
 
-def _lengths(ctx: Context, mask: Sym | None) -> str | None:
-    """sequence_lens (int32 [batch]) from a [batch, time] boolean mask of right-padded rows."""
+@dataclass(frozen=True)
+class _Mask:
+    """A [batch, time] Keras mask in the forms the fused nodes and the rebuilt outputs need."""
+
+    m: str  # bool [B, T]
+    mi: str  # int64 [B, T], 1 at valid steps
+    c: str  # int64 [B, T], valid steps up to and including t
+    n: str  # int64 [B, 1], valid steps per row
+    lens: str  # int32 [B], the same as sequence_lens
+    src: str  # int64 [B, T, 1], the original step of compacted step j (valid steps first, in order)
+
+
+def _mask(ctx: Context, layer, mask: Sym | None) -> _Mask | None:
     if mask is None:
         return None
+    if mask.rank != 2:
+        ctx.fail(layer, f"expected a [batch, time] mask, got rank {mask.rank}")
     g = ctx.g
-    as_int = g.op("Cast", [mask.name], to=6)
-    return g.op("ReduceSum", [as_int, g.const(np.array([1], np.int64), "axes")], hint="sequence_lens", keepdims=0)
+    ctx.annotate(mask, pad_value=0.0)  # a mask given as a model input: 0 / False marks a masked step
+    m = mask.name if mask.dtype == "bool" else g.op("Cast", [mask.name], to=9)  # nonzero = valid, as Keras
+    mi = g.op("Cast", [m], hint="mask_int", to=7)
+    c = g.op("CumSum", [mi, g.const(np.int64(1))], hint="mask_cumsum")
+    n = g.op("Slice", [c, g.const(np.array([-1], np.int64)), g.const(np.array([INT64_MAX], np.int64)),
+                       g.const(np.array([1], np.int64))])
+    lens = g.op("Cast", [g.squeeze(n, [1])], hint="sequence_lens", to=6)
+    # TopK breaks ties by the lower index: valid steps first, then masked ones, each in time order.
+    _, order = g.op("TopK", [mi, g.dims(mi, 1, 2)], hint="mask_order", outputs=2, axis=1, largest=1, sorted=1)
+    return _Mask(m, mi, c, n, lens, g.unsqueeze(order, [2]))
+
+
+def _compact(ctx: Context, x_btf: str, mk: _Mask | None) -> str:
+    """[B, T, F] -> [T, B, F] with each row's valid steps first."""
+    g = ctx.g
+    if mk is not None:
+        x_btf = g.op("GatherND", [x_btf, mk.src], hint="compact", batch_dims=1)
+    return g.transpose(x_btf, (1, 0, 2))
+
+
+def _uncompact(ctx: Context, y_btu: str, mk: _Mask, reverse: bool, zero_output: bool, prev: str | None) -> str:
+    """Keras' per-step outputs [B, T, U] in original time order from the compacted outputs.
+    `prev`: the output before the first valid step ([B, U]), zeros when None."""
+    g = ctx.g
+    if reverse:  # after the valid steps at and after t: compacted index c - m, valid while < lens
+        idx = g.op("Sub", [mk.c, mk.mi])
+        valid = mk.m if zero_output else g.op("Less", [idx, mk.n])
+    else:  # after the valid steps up to t: compacted index c - 1, valid once c > 0
+        idx = g.op("Max", [g.op("Sub", [mk.c, g.const(np.int64(1))]), g.const(np.int64(0))])
+        valid = mk.m if zero_output else g.op("Greater", [mk.c, g.const(np.int64(0))])
+    picked = g.op("GatherND", [y_btu, g.unsqueeze(idx, [2])], hint="uncompact", batch_dims=1)
+    fill = g.unsqueeze(prev, [1]) if prev else g.const(np.float32(0.0))
+    return g.op("Where", [g.unsqueeze(valid, [2]), picked, fill])
 
 
 def _flip_time(ctx: Context, x: str, axis: int) -> str:
@@ -180,34 +235,39 @@ def _run_cells(ctx: Context, layer, cells, x_tbf, lens, initial, reverse):
     return seq, last_h, states
 
 
-def _keep_initial(ctx: Context, states, initial, lens):
-    """Keras keeps the initial state of a fully padded row; ONNX returns zeros there."""
-    if lens is None or not initial:
+def _keep_initial(ctx: Context, states, initial, mk: _Mask | None):
+    """Keras keeps the initial state (zeros if none) of a fully masked row."""
+    if mk is None:
         return states
     g = ctx.g
-    has_steps = g.unsqueeze(g.op("Greater", [lens, g.const(np.int32(0))]), [1])
-    return [g.op("Where", [has_steps, s, i]) for s, i in zip(states, initial)]
+    has_steps = g.unsqueeze(g.op("Greater", [mk.lens, g.const(np.int32(0))]), [1])
+    zero = g.const(np.float32(0.0))
+    return [g.op("Where", [has_steps, s, i]) for s, i in zip(states, initial or [zero] * len(states))]
 
 
-def _keras_sequence(ctx: Context, layer, Y_tbu, Yh, reverse, mask, original_order=False):
+def _keras_sequence(ctx: Context, layer, Y_tbu, reverse, mk: _Mask | None, prev=None, original_order=False):
     """Keras' return_sequences output [B, T, U] from the fused node's Y [T, B, U]."""
     g = ctx.g
     y = g.transpose(Y_tbu, (1, 0, 2))
-    if not reverse and mask is not None and not layer.zero_output_for_mask:
-        keep = g.unsqueeze(mask.name, [2])
-        y = g.op("Where", [keep, y, g.unsqueeze(Yh, [1])])
+    if mk is not None:
+        y = _uncompact(ctx, y, mk, reverse, bool(layer.zero_output_for_mask), prev)
     if reverse and not original_order:
         y = _flip_time(ctx, y, 1)
     return y
 
 
-def _keras_last(ctx: Context, layer, Yh, reverse, mask):
-    """Keras' last output [B, U]: the final output in processing order."""
+def _keras_last(ctx: Context, layer, Yh, reverse, mk: _Mask | None, prev=None):
+    """Keras' last output [B, U]: the output at the last step in processing order."""
+    if mk is None:
+        return Yh
     g = ctx.g
-    if not reverse and mask is not None and layer.zero_output_for_mask:
-        last_valid = g.unsqueeze(g.op("Gather", [mask.name, g.const(np.int64(-1))], axis=1), [1])
-        return g.op("Where", [last_valid, Yh, g.const(np.float32(0.0))])
-    return Yh
+    if layer.zero_output_for_mask:  # zeros if that step is masked
+        cond = g.op("Gather", [mk.m, g.const(np.int64(0 if reverse else -1))], axis=1)
+        fill = g.const(np.float32(0.0))
+    else:  # the output of the last valid step, or the output before any
+        cond = g.op("Greater", [mk.lens, g.const(np.int32(0))])
+        fill = prev or g.const(np.float32(0.0))
+    return g.op("Where", [g.unsqueeze(cond, [1]), Yh, fill])
 
 
 def _initial(layer, args, kwargs):
@@ -233,18 +293,19 @@ def rnn(ctx: Context, layer, args, kwargs, outs):
         if ctx.streaming and layer.go_backwards:
             ctx.fail(layer, "go_backwards=True cannot stream: it reads the sequence from its end")
         initial = _state_inputs(ctx, layer, cells, x)
-    lens = _lengths(ctx, mask)
+    mk = _mask(ctx, layer, mask)
     reverse = bool(layer.go_backwards)
-    Y, Yh, states = _run_cells(ctx, layer, cells, g.transpose(x.name, (1, 0, 2)), lens, initial, reverse)
-    states = _keep_initial(ctx, states, initial, lens)
-    if ctx.streaming and lens is not None:
-        # Fed in chunks, a padded step repeats the last valid output of the whole stream so far,
-        # which is the carried h when this chunk has no valid step (Keras over the whole sequence).
-        Yh = states[-2] if CELL_OPS[type(cells[-1])] == "LSTM" else states[-1]
+    Y, Yh, states = _run_cells(ctx, layer, cells, _compact(ctx, x.name, mk), mk and mk.lens, initial, reverse)
+    # Streamed, the output before this chunk's first valid step is the last valid output of the
+    # stream so far: the carried h of the last cell (zeros in a fresh stream), as Keras gives over
+    # the whole sequence. A stateful layer is Keras called once per chunk: that starts from zeros.
+    streamed = ctx.streaming and not layer.stateful and mk is not None
+    prev = initial[-2 if CELL_OPS[type(cells[-1])] == "LSTM" else -1] if streamed else None
+    states = _keep_initial(ctx, states, initial, mk)
     if layer.return_sequences:
-        result = [_keras_sequence(ctx, layer, Y, Yh, reverse, mask)]
+        result = [_keras_sequence(ctx, layer, Y, reverse, mk, prev)]
     else:
-        result = [_keras_last(ctx, layer, Yh, reverse, mask)]
+        result = [_keras_last(ctx, layer, Yh, reverse, mk, prev)]
     if carried:
         for io, value in zip(ctx.states[-len(states):], states):
             ctx.state_outputs[io.output] = value
@@ -276,37 +337,37 @@ def bidirectional(ctx: Context, layer, args, kwargs, outs):
     if initial and len(initial) != n_fw + _n_states(bw_cells):
         ctx.fail(layer, f"expected {n_fw + _n_states(bw_cells)} initial states, got {len(initial)}")
     init_fw, init_bw = (initial[:n_fw], initial[n_fw:]) if initial else ([], [])
-    lens = _lengths(ctx, mask)
-    x_tbf = g.transpose(x.name, (1, 0, 2))
+    mk = _mask(ctx, layer, mask)
+    x_tbf = _compact(ctx, x.name, mk)
 
     if _one_node(fw_cells, bw_cells, fw, bw):
         both = lambda i: g.op("Concat", [g.unsqueeze(init_fw[i], [0]), g.unsqueeze(init_bw[i], [0])], axis=0)  # noqa: E731
         h0 = both(0) if initial else None
         c0 = both(1) if initial and len(init_fw) == 2 else None
-        Y, Yh, Yc = _fused_node(ctx, layer, [fw_cells[0], bw_cells[0]], "bidirectional", x_tbf, lens, h0, c0,
+        Y, Yh, Yc = _fused_node(ctx, layer, [fw_cells[0], bw_cells[0]], "bidirectional", x_tbf, mk and mk.lens, h0, c0,
                                 f"{layer.name}/{CELL_OPS[type(fw_cells[0])]}")
         pick = lambda t, i, axis: g.op("Gather", [t, g.const(np.int64(i))], axis=axis)  # noqa: E731
         Y_f, Y_b = pick(Y, 0, 1), pick(Y, 1, 1)
         st_f = [pick(Yh, 0, 0)] + ([pick(Yc, 0, 0)] if Yc else [])
         st_b = [pick(Yh, 1, 0)] + ([pick(Yc, 1, 0)] if Yc else [])
         if layer.return_sequences:
-            y_f = _keras_sequence(ctx, fw, Y_f, st_f[0], False, mask)
-            y_b = _keras_sequence(ctx, bw, Y_b, st_b[0], True, mask, original_order=True)
+            y_f = _keras_sequence(ctx, fw, Y_f, False, mk)
+            y_b = _keras_sequence(ctx, bw, Y_b, True, mk, original_order=True)
         else:
-            y_f, y_b = _keras_last(ctx, fw, st_f[0], False, mask), _keras_last(ctx, bw, st_b[0], True, mask)
+            y_f, y_b = _keras_last(ctx, fw, st_f[0], False, mk), _keras_last(ctx, bw, st_b[0], True, mk)
     else:  # different cells, units or stacks per direction: one node per cell and direction
         def direction(sub, cells, init):
             rev = bool(sub.go_backwards)
-            Y, Yh, st = _run_cells(ctx, layer, cells, x_tbf, lens, init, rev)
+            Y, Yh, st = _run_cells(ctx, layer, cells, x_tbf, mk and mk.lens, init, rev)
             if layer.return_sequences:
-                return _keras_sequence(ctx, sub, Y, Yh, rev, mask), st
-            return _keras_last(ctx, sub, Yh, rev, mask), st
+                return _keras_sequence(ctx, sub, Y, rev, mk), st
+            return _keras_last(ctx, sub, Yh, rev, mk), st
 
         y_f, st_f = direction(fw, fw_cells, init_fw)
         y_b, st_b = direction(bw, bw_cells, init_bw)
         if layer.return_sequences:
             y_b = _flip_time(ctx, y_b, 1)
-    st_f, st_b = _keep_initial(ctx, st_f, init_fw, lens), _keep_initial(ctx, st_b, init_bw, lens)
+    st_f, st_b = _keep_initial(ctx, st_f, init_fw, mk), _keep_initial(ctx, st_b, init_bw, mk)
 
     mode = layer.merge_mode
     if mode == "concat":
