@@ -23,7 +23,8 @@ from rnnedge.errors import RnnEdgeError
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
 GOLDEN = "golden.npz"
-FORMAT_VERSION = 1
+# 2: masks of any pattern are exact in the graph; format-1 exports handle right padding only.
+FORMAT_VERSION = 2
 
 Dim = int | str
 BATCH, TIME = "batch", "time"  # names of dynamic axes; inputs with time axes of their own use "<input>_time"

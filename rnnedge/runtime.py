@@ -157,9 +157,9 @@ def _nth(i: int) -> str:
 class _Slot:
     """One graph input and what is needed to check an array for it quickly."""
 
-    __slots__ = ("spec", "name", "rank", "fixed", "named", "dtype", "is_int", "is_bool", "time_axis")
+    __slots__ = ("spec", "name", "rank", "fixed", "named", "dtype", "is_int", "is_bool", "time_axis", "right_padded")
 
-    def __init__(self, spec: TensorSpec, ort_type: str | None):
+    def __init__(self, spec: TensorSpec, ort_type: str | None, right_padded: bool = False):
         self.spec = spec
         self.name = spec.name
         self.rank = len(spec.shape)
@@ -171,6 +171,8 @@ class _Slot:
         self.dtype = np.dtype(actual or declared or np.float32)
         self.is_int = self.dtype.kind in "iu"
         self.is_bool = self.dtype.kind == "b"
+        # format-1 exports turned masks into sequence_lens: only right-padded rows are exact there
+        self.right_padded = right_padded and spec.pad_value is not None and self.rank >= 2
         self.time_axis = next((i for i, d in self.named if is_time_axis(d)), None)
 
     def describe(self) -> str:
@@ -278,6 +280,17 @@ def _check_values(slot: _Slot, a: np.ndarray, allow_nonfinite: bool, errors: lis
             first = a[tuple(np.argwhere(bad)[0])]
             errors.append(f"input '{slot.name}': contains {first} at {_first_index(bad)} ({int(bad.sum())} "
                           "non-finite values, float32 overflow included); clean the data or pass allow_nonfinite=True")
+            return None
+    if slot.right_padded and a.shape[1] > 1:
+        is_pad = a == spec.pad_value
+        if a.ndim > 2:
+            is_pad = is_pad.all(axis=tuple(range(2, a.ndim)))  # a step is padding when all its features are
+        late = ~is_pad[:, 1:] & is_pad[:, :-1]  # a real step right after a padding step
+        if late.any():
+            row, step = (int(i) for i in np.argwhere(late)[0])
+            errors.append(f"input '{slot.name}': row {row} has padding ({spec.pad_value:g}) before a real step at "
+                          f"{step + 1}; this export (manifest format 1) is exact for right-padded rows only: "
+                          "re-export it with this rnnedge, whose exports handle padding anywhere")
             return None
     return a
 
@@ -529,7 +542,8 @@ class Model:
                 f"{self.folder}: manifest.json lists inputs {names_in} and outputs {names_out} but the model "
                 f"file has {[i.name for i in graph_in]} and {[o.name for o in graph_out]}; re-export the model")
         ort_types = {i.name: i.type for i in graph_in}
-        self._slots = {t.name: _Slot(t, ort_types.get(t.name)) for t in self.inputs}
+        legacy = manifest.format < 2
+        self._slots = {t.name: _Slot(t, ort_types.get(t.name), legacy) for t in self.inputs}
         self._data_slots = [self._slots[t.name] for t in manifest.data_inputs]
         self._state_slots = [self._slots[t.name] for t in manifest.state_inputs]
         self._output_names = names_out

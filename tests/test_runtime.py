@@ -275,6 +275,27 @@ def test_padding_anywhere_is_accepted_masked_features(folders):
     assert m.run(x)["y"].shape == (2, 5, 8)
 
 
+def test_format_1_exports_still_refuse_padding_before_real_steps(folders, tmp_path):
+    """Exports made before masks were exact in the graph (manifest format 1) turned masks into
+    sequence_lens: for them front padding and gaps stay refused, with what to do."""
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(folders["masked"], old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["format"] = 1
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    m = load(old, "cpu")
+    x = seq(batch=2, steps=5)
+    x[0, 3:] = 0  # trailing padding: exact in a format-1 export too
+    x[1, 2, 0] = 0  # one zero feature is not a padding step
+    m.run(x)
+    x[1, :2] = 0
+    message = error(m.run, x)
+    assert "row 1" in message and "manifest format 1" in message and "re-export" in message
+
+
 def test_padded_rows_match_shorter_sequences(tokens):
     ids = np.array([[4, 5, 6, 7], [4, 5, 0, 0]])
     padded = tokens.run(ids)
