@@ -1,4 +1,4 @@
-"""The reference zoo: thirteen small Keras 3 recurrent models, trained for real on data that ships
+"""The reference zoo: fifteen small Keras 3 recurrent models, trained for real on data that ships
 with the project (or its dependencies), each with its test split, its score and a trivial baseline.
 
     >>> from rnnedge import zoo
@@ -26,6 +26,10 @@ Tasks (the metric of each, and what its baseline is):
              token of the test split.
 - cells:     `RNN(StackedRNNCells([LSTMCell(4), LSTMCell(7)]))` learning y(t) = x(t)^2 + x(t-3);
              outputs y and the four states; RMSE; baseline = predicting the training mean of y.
+- digits-conv: the digits as 8x8x1 images through Conv2D(8, 3x3), reshaped into 8 rows of 64
+             features for a GRU (a CRNN in small); accuracy; baseline as digits.
+- reviews:   the sentiment task fed as `keras.utils.pad_sequences` pads by default (zeros at the
+             front), through Embedding(mask_zero=True) and an LSTM; accuracy; baseline as sentiment.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ NAMES: tuple[str, ...] = (
     "seq2seq-lstm",
     "seq2seq-gru",
     "cells-lstm",
+    "digits-conv-gru",
+    "reviews-lstm",
 )
 
 # name -> (task, cell)
@@ -81,6 +87,8 @@ _SPECS: dict[str, tuple[str, str]] = {
     "seq2seq-lstm": ("seq2seq", "LSTM"),
     "seq2seq-gru": ("seq2seq", "GRU"),
     "cells-lstm": ("cells", "StackedRNNCells(LSTMCell)"),
+    "digits-conv-gru": ("digits-conv", "GRU"),
+    "reviews-lstm": ("reviews", "LSTM"),
 }
 
 _METRICS: dict[str, str] = {
@@ -90,6 +98,8 @@ _METRICS: dict[str, str] = {
     "sentiment": "accuracy",
     "seq2seq": "accuracy",
     "cells": "rmse",
+    "digits-conv": "accuracy",
+    "reviews": "accuracy",
 }
 
 _RNN_LAYERS = {
@@ -197,17 +207,20 @@ def _fit(model, x, y, *, epochs: int, batch_size: int, lr: float, loss: str) -> 
     model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0)
 
 
-def _train_digits(cell: str) -> _Trained:
+def _digits_split():
+    """sklearn's digits (1797 images, 8 rows of 8 pixels in [0, 1]), split 1408 / 389. 1408 = 22
+    batches of 64: a last, smaller batch would make Keras trace the step again."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)  # (1797, 8, 8): 8 rows of 8 pixels
-    y = digits.target.astype(np.int32)
-    # 1408 = 22 batches of 64: a last, smaller batch would make Keras trace the step again.
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, train_size=1408, stratify=y, random_state=0
-    )
+    x = (digits.images / 16.0).astype(np.float32)
+    return train_test_split(x, digits.target.astype(np.int32), train_size=1408, stratify=digits.target,
+                            random_state=0)
+
+
+def _train_digits(cell: str) -> _Trained:
+    x_train, x_test, y_train, y_test = _digits_split()
     rnn = _RNN_LAYERS[cell]
     model = keras.Sequential(
         [
@@ -397,6 +410,47 @@ def _train_cells(cell: str) -> _Trained:
     return _Trained(model, (x_test,), y_test, baseline)
 
 
+def _train_digits_conv(cell: str) -> _Trained:
+    """A convolutional front end, then a recurrent layer over the image's rows (a CRNN in small)."""
+    x_train, x_test, y_train, y_test = _digits_split()
+    x_train, x_test = x_train[..., None], x_test[..., None]  # (n, 8, 8, 1): one channel
+    inputs = keras.Input(shape=(8, 8, 1), name="image")
+    features = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv")(inputs)
+    rows = keras.layers.Reshape((8, 8 * 8), name="rows")(features)  # 8 rows x (8 columns x 8 filters)
+    hidden = _RNN_LAYERS[cell](32, name="rnn")(rows)
+    outputs = keras.layers.Dense(10, activation="softmax", name="digit")(hidden)
+    model = keras.Model(inputs, outputs, name=f"digits_conv_{cell.lower()}")
+    _fit(model, x_train, y_train, epochs=8, batch_size=64, lr=0.01, loss="sparse_categorical_crossentropy")
+    return _Trained(model, (x_test,), y_test, metrics.majority_accuracy(y_test))
+
+
+def _reviews_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sentiment task's token lists (A before B?), padded the way `keras.utils.pad_sequences`
+    pads by default: zeros at the front."""
+    lists, y = [], np.zeros(n, dtype=np.float32)
+    for i in range(n):
+        length = int(rng.integers(5, _MAX_TOKENS + 1))
+        tokens = rng.integers(3, _VOCAB, size=length)
+        a, b = rng.choice(length, size=2, replace=False)
+        tokens[a], tokens[b] = _TOKEN_A, _TOKEN_B
+        lists.append(tokens.tolist())
+        y[i] = float(a < b)
+    return keras.utils.pad_sequences(lists, maxlen=_MAX_TOKENS).astype(np.int32), y
+
+
+def _train_reviews(cell: str) -> _Trained:
+    rng = np.random.default_rng(_SEED + 1)
+    x_train, y_train = _reviews_data(rng, 640)
+    x_test, y_test = _reviews_data(rng, 400)
+    inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    embedded = keras.layers.Embedding(_VOCAB, 8, mask_zero=True, name="embedding")(inputs)
+    hidden = _RNN_LAYERS[cell](24, name="rnn")(embedded)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="positive")(hidden)
+    model = keras.Model(inputs, outputs, name=f"reviews_{cell.lower()}")
+    _fit(model, x_train, y_train, epochs=6, batch_size=64, lr=0.02, loss="binary_crossentropy")
+    return _Trained(model, (x_test,), y_test, metrics.majority_accuracy(y_test.astype(np.int32)))
+
+
 _TRAINERS = {
     "digits": _train_digits,
     "airline": _train_airline,
@@ -404,6 +458,8 @@ _TRAINERS = {
     "sentiment": _train_sentiment,
     "seq2seq": _train_seq2seq,
     "cells": _train_cells,
+    "digits-conv": _train_digits_conv,
+    "reviews": _train_reviews,
 }
 
 

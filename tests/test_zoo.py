@@ -74,6 +74,14 @@ def test_sentiment_test_split_is_right_padded_with_mixed_lengths(zoo_cache):
 
 
 @pytest.mark.slow
+def test_reviews_test_split_is_front_padded_as_pad_sequences_pads(zoo_cache):
+    tokens = zoo.load("reviews-lstm", cache_dir=zoo_cache).x_test[0]
+    lengths = (tokens != 0).sum(axis=1)
+    assert len(set(lengths.tolist())) > 5 and (lengths < tokens.shape[1]).any()
+    assert all((row[: len(row) - n] == 0).all() and (row[len(row) - n:] != 0).all() for row, n in zip(tokens, lengths))
+
+
+@pytest.mark.slow
 def test_score_rejects_outputs_for_another_number_of_samples(zoo_cache):
     entry = zoo.load("airline-gru", cache_dir=zoo_cache)
     with pytest.raises(RnnEdgeError, match="24 test samples"):
@@ -91,10 +99,11 @@ def test_unknown_name_lists_the_valid_ones(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_names_are_the_documented_thirteen_in_order():
+def test_names_are_the_documented_fifteen_in_order():
     assert zoo.NAMES == (
         "digits-simplernn", "digits-lstm", "digits-gru",
         "airline-simplernn", "airline-lstm", "airline-gru",
         "events-simplernn", "events-gru", "events-lstm",
         "sentiment-bilstm", "seq2seq-lstm", "seq2seq-gru", "cells-lstm",
+        "digits-conv-gru", "reviews-lstm",
     )
