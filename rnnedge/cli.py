@@ -69,7 +69,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write model.onnx, manifest.json, golden.npz.")],
     force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     streaming: Annotated[bool, typer.Option(help="Recurrent states become graph inputs/outputs for chunked streaming.")] = False,
-    allow_loop: Annotated[bool, typer.Option(help="Fall back to the plain tf2onnx graph (with Loops) for unsupported layers.")] = False,
+    allow_loop: Annotated[bool, typer.Option(help="Fall back to the plain tf2onnx graph (with Loops) for recurrent layers rnnedge cannot fuse.")] = False,
     unsafe: Annotated[bool, typer.Option(help="Load .keras files with safe_mode off (Lambda layers run code).")] = False,
     atol: Annotated[float, typer.Option(help="Absolute tolerance for parity.")] = 1e-5,
     rtol: Annotated[float, typer.Option(help="Relative tolerance for parity.")] = 1e-4,

@@ -113,6 +113,20 @@ def _():
     return functional(t, L.Dense(2)(L.GlobalAveragePooling1D()(L.Attention()([h, h]))), "m")
 
 
+@case("mask-through-spliced-layer", {"LSTM": 1}, [L.ReLU])
+def _():
+    """ReLU propagates the Embedding's mask unchanged: the LSTM still sees it (padded rows in parity)."""
+    t = tokens_input()
+    return functional(t, L.LSTM(4, return_sequences=True)(L.ReLU()(L.Embedding(12, 5, mask_zero=True)(t))), "m")
+
+
+@case("native-declines-an-option", {"GRU": 1}, [L.Conv1D])
+def _():
+    """rnnedge's Conv1D refuses padding='same' with strides 2: tf2onnx converts that layer instead."""
+    x = keras.Input((None, 3))
+    return functional(x, L.GRU(4)(L.Conv1D(4, 3, strides=2, padding="same")(x)), "m")
+
+
 @case("keras-ops-in-graph", {"GRU": 1})
 def _():
     x = keras.Input((None, 4))
