@@ -56,8 +56,9 @@ def implicit_masks(op, args, kwargs) -> dict:
     Returns {argument: structure of mask KerasTensors}, empty where there is none."""
     from keras.src.layers.layer import CallSpec
 
-    if not isinstance(op, keras.layers.Layer) or not getattr(op, "_call_has_mask_arg", True) and not any(
-            n.endswith("_mask") for n in op._call_signature.parameters):
+    if not isinstance(op, keras.layers.Layer):
+        return {}
+    if not any(n == "mask" or n.endswith("_mask") for n in op._call_signature.parameters):
         return {}
     spec = CallSpec(op._call_signature, op._call_context_args, args, kwargs)
     tensors = spec.tensor_arguments_dict
