@@ -120,6 +120,15 @@ def _():
     return functional(t, L.LSTM(4, return_sequences=True)(L.ReLU()(L.Embedding(12, 5, mask_zero=True)(t))), "m")
 
 
+@case("mask-keras-passes-implicitly", {"GRU": 1, "LSTM": 1}, [L.Attention])
+def _():
+    """Keras records a layer's mask in its node only when it is called with one tensor and no keyword
+    arguments; called with training=False, or on a list (Attention), it still gets the mask at run time."""
+    t = tokens_input()
+    h = L.GRU(4, return_sequences=True)(L.Embedding(12, 5, mask_zero=True)(t), training=False)
+    return functional(t, L.LSTM(3)(L.Attention()([h, h])), "m")
+
+
 @case("native-declines-an-option", {"GRU": 1}, [L.Conv1D])
 def _():
     """rnnedge's Conv1D refuses padding='same' with strides 2: tf2onnx converts that layer instead."""

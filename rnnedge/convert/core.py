@@ -121,7 +121,8 @@ def run_graph(ctx: Context, graph, inputs: list[Sym]) -> list[Sym]:
              if node.operation and not node.is_input]
     readers: dict[int, list] = {}
     for node in nodes:
-        for t in node.arguments.keras_tensors:
+        masks = [m for m in keras.tree.flatten(list(_masks(node).values())) if m is not None]
+        for t in [*node.arguments.keras_tensors, *masks]:
             readers.setdefault(id(t), []).append(id(node))
     graph_outputs = {id(t) for t in graph.outputs}
     held: list = []
@@ -132,7 +133,7 @@ def run_graph(ctx: Context, graph, inputs: list[Sym]) -> list[Sym]:
         members = {id(n) for n in held}
         calls, wanted, tensors = [], [], []
         for i, node in enumerate(held):
-            calls.append((node.operation, *_arguments(ctx, node, values)))
+            calls.append((node.operation, *_arguments(ctx, node, values, held=True)))
             for j, t in enumerate(node.outputs):
                 if id(t) in graph_outputs or any(r not in members for r in readers.get(id(t), [])):
                     wanted.append((i, j))
@@ -160,20 +161,38 @@ def run_graph(ctx: Context, graph, inputs: list[Sym]) -> list[Sym]:
 
 
 def _masks(node) -> dict:
-    """Masks Keras passes a (non-recurrent) layer at run time that its node does not record."""
-    return {} if isinstance(node.operation, RECURRENT) else splice.implicit_masks(
-        node.operation, node.arguments.args, node.arguments.kwargs)
+    """Masks Keras passes the layer at run time (from its inputs) that its node does not record."""
+    return splice.implicit_masks(node.operation, node.arguments.args, node.arguments.kwargs)
 
 
-def _arguments(ctx: Context, node, values: dict):
-    """The node's call arguments with Keras tensors replaced by their converted values, masks included."""
+def _arguments(ctx: Context, node, values: dict, held: bool = False):
+    """The node's call arguments with Keras tensors replaced by their converted values, masks included
+    (`held`: for a run given to tf2onnx, which takes results of earlier calls in the run)."""
     args, kwargs = node.arguments.fill_in(values)
     for name, masks in _masks(node).items():
-        if any(id(m) not in values for m in keras.tree.flatten(masks) if m is not None):
-            ctx.fail(node.operation, f"Keras passes it a mask ({name}) computed outside the model's graph, "
-                                     "which rnnedge cannot follow")
-        kwargs[name] = keras.tree.map_structure(lambda m: None if m is None else values[id(m)], masks)
+        kwargs[name] = keras.tree.map_structure(
+            lambda m: None if m is None else _value(ctx, node, m, values, held), masks)
     return args, kwargs
+
+
+def _value(ctx: Context, consumer, t, values: dict, held: bool):
+    """The converted value of a mask tensor, converting the operations that compute it where no node
+    of the graph reads it (so the graph walk did not reach them)."""
+    if id(t) not in values:
+        history = getattr(t, "_keras_history", None)
+        if history is None:
+            ctx.fail(consumer.operation, "Keras passes it a mask computed outside the model's graph, which rnnedge "
+                                         "cannot follow")
+        node = history.operation._inbound_nodes[history.node_index]
+        for source in node.arguments.keras_tensors:
+            _value(ctx, consumer, source, values, False)
+        names = convert_layer(ctx, node.operation, *_arguments(ctx, node, values), node.outputs)
+        for out, name in zip(node.outputs, names):
+            values[id(out)] = Sym(name, tuple(out.shape), str(out.dtype))
+    if isinstance(values[id(t)], splice.Pending) and not held:
+        ctx.fail(consumer.operation, "Keras passes it a mask computed by a layer tf2onnx converts in the same "
+                                     "run, which rnnedge cannot follow")
+    return values[id(t)]
 
 
 def _axis_names(shape, time_name: str) -> list:
