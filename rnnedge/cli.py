@@ -69,7 +69,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write model.onnx, manifest.json, golden.npz.")],
     force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
     streaming: Annotated[bool, typer.Option(help="Recurrent states become graph inputs/outputs for chunked streaming.")] = False,
-    allow_loop: Annotated[bool, typer.Option(help="Fall back to the plain tf2onnx graph (with Loops) for unsupported layers.")] = False,
+    allow_loop: Annotated[bool, typer.Option(help="Fall back to the plain tf2onnx graph (with Loops) for recurrent layers rnnedge cannot fuse.")] = False,
     unsafe: Annotated[bool, typer.Option(help="Load .keras files with safe_mode off (Lambda layers run code).")] = False,
     atol: Annotated[float, typer.Option(help="Absolute tolerance for parity.")] = 1e-5,
     rtol: Annotated[float, typer.Option(help="Relative tolerance for parity.")] = 1e-4,
@@ -87,10 +87,16 @@ def export(
                             tolerance=Tolerance(atol, rtol), overrides=_tolerances(tolerance or []),
                             quantize=quantize or (), data=data, metric=metric.value if metric else None)
         fused = sum(len(v) for v in result.manifest.fused_nodes.values())
-        typer.echo(f"wrote {out}: {fused} fused recurrent node(s), {result.manifest.variants['fp32']['size']} bytes")
+        spliced = result.manifest.tf2onnx_layers
+        via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not result.manifest.loop_layers else ""
+        typer.echo(f"wrote {out}: {fused} fused recurrent node(s){via}, {result.manifest.variants['fp32']['size']} bytes")
         typer.echo(_report_line(result.parity))
         if quantize:
             _print_variants(result.manifest)
+
+
+def _names(names: list[str], shown: int = 6) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _print_variants(manifest, explain: bool = False):

@@ -28,6 +28,7 @@ from rnnedge import __version__  # noqa: E402
 from rnnedge.check import PROVIDER_TOLERANCE, ParityReport, Tolerance, check_dir, write_golden  # noqa: E402
 from rnnedge.convert import UnsupportedLayerError, convert, functional_graph, recurrent_layers  # noqa: E402
 from rnnedge.convert.core import Converted, interface  # noqa: E402
+from rnnedge.convert.splice import SpliceError  # noqa: E402
 from rnnedge.errors import ParityError, RnnEdgeError  # noqa: E402
 from rnnedge.manifest import MODEL, TIME, Manifest, TensorSpec, is_time_axis  # noqa: E402
 
@@ -378,7 +379,7 @@ def export(
         converted = convert(model, streaming=streaming)
         proto = converted.onnx_model
     except UnsupportedLayerError as e:
-        if not allow_loop:
+        if not allow_loop or isinstance(e, SpliceError):  # tf2onnx refused that layer already
             raise
         if streaming or _stateful_layers(model):
             raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
@@ -405,6 +406,7 @@ def export(
             versions=versions(),
             fused_nodes=converted.fused_nodes,
             loop_layers=loop_layers,
+            layers=converted.layers,
             streaming=any(s.role == "state" for s in converted.inputs),
             variants={"fp32": {"file": MODEL, "size": (tmp / MODEL).stat().st_size}},
         )
@@ -454,7 +456,8 @@ def _fallback(model):
     io = interface(graph)
     inputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
     outputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
-    return proto, Converted(proto, inputs, outputs, {})
+    routes = {layer.name: "tf2onnx" for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)}
+    return proto, Converted(proto, inputs, outputs, {}, layers=routes)
 
 
 def _move_into_place(tmp: Path, out: Path):

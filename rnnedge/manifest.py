@@ -77,6 +77,7 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     fused_nodes: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> ONNX nodes
     loop_layers: list[str] = field(default_factory=list)  # layers left as Loop (--allow-loop)
+    layers: dict[str, str] = field(default_factory=dict)  # layer or op -> "fused" | "native" | "tf2onnx"
     parity: dict[str, Any] = field(default_factory=dict)  # {"passed": bool, "cases": [...]}
     task: dict[str, Any] = field(default_factory=dict)  # zoo: {"metric", "keras", "onnx", "baseline"}
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fp32" -> {"file", ...}
@@ -100,6 +101,11 @@ class Manifest:
     @property
     def state_outputs(self) -> list[TensorSpec]:
         return [t for t in self.outputs if t.role == "state"]
+
+    @property
+    def tf2onnx_layers(self) -> list[str]:
+        """The layers (and Keras ops) converted by tf2onnx and spliced in, in graph order."""
+        return [name for name, route in self.layers.items() if route == "tf2onnx"]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -40,6 +40,11 @@ class Context:
     fused: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> fused ONNX node names
     states: list[StateIO] = field(default_factory=list)
     state_outputs: dict[str, str] = field(default_factory=dict)  # state output name -> value
+    routes: dict[str, str] = field(default_factory=dict)  # layer (or op) -> "fused" | "native" | "tf2onnx"
+    scope: str = ""  # "outer/" while the layers of a nested model are converted
+
+    def route(self, layer, how: str):
+        self.routes[self.scope + layer.name] = how
 
     def fail(self, layer, reason: str):
         raise UnsupportedLayerError(layer, reason)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import keras
 import onnx
 
-from rnnedge.convert import layers, recurrent
+from rnnedge.convert import layers, recurrent, splice
 from rnnedge.convert.context import Context, UnsupportedLayerError
 from rnnedge.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
 from rnnedge.errors import RnnEdgeError
@@ -28,6 +28,7 @@ class Converted:
     outputs: list[TensorSpec]
     fused_nodes: dict[str, list[str]]
     keras_inputs: list[TensorSpec] | None = None  # the shapes Keras accepts (a streaming export frees the time axis)
+    layers: dict[str, str] = dataclasses.field(default_factory=dict)  # layer -> "fused" | "native" | "tf2onnx"
     opset: int = OPSET
     ir_version: int = IR_VERSION
 
@@ -63,40 +64,135 @@ def recurrent_layers(model) -> list:
     return found
 
 
-def convert_layer(ctx: Context, op, args, kwargs, outs) -> list[str]:
-    """Convert one Keras operation applied to Syms; returns ONNX names of its flat outputs."""
-    if isinstance(op, keras.Model):
-        graph = functional_graph(op)
-        flat = keras.tree.flatten(args)
-        results = run_graph(ctx, graph, [a for a in flat if isinstance(a, Sym)])
-        return [r.name for r in results]
-    fn = CONVERTERS.get(type(op))
-    if fn is None:
-        kind = "operation" if not isinstance(op, keras.layers.Layer) else "layer"
-        raise UnsupportedLayerError(op, f"{kind} type {type(op).__name__} is not supported by rnnedge's converter")
+def _has_graph(model) -> bool:
+    return isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
+
+
+def _check_dtype(op):
     policy = getattr(op, "dtype_policy", None)
     if getattr(policy, "compute_dtype", "float32") in ("float16", "bfloat16", "float64"):
         raise UnsupportedLayerError(op, f"it computes in {policy.compute_dtype} (dtype policy {policy.name!r}); "
                                         "rnnedge exports float32 models: rebuild or load it under the float32 policy")
-    if kwargs.get("mask") is not None and not isinstance(op, RECURRENT + layers.MASK_AWARE):
-        raise UnsupportedLayerError(op, "it receives a mask, which rnnedge cannot convert for this layer type")
-    return fn(ctx, op, args, kwargs, outs)
+
+
+def spliced(op, kwargs) -> bool:
+    """True where tf2onnx converts the operation: no native converter, or a mask the native one
+    does not read. Recurrent layers and nested functional models never go to tf2onnx."""
+    if isinstance(op, keras.Model) and _has_graph(op) or isinstance(op, splice.RECURRENT_TYPES):
+        return False
+    if type(op) not in CONVERTERS:
+        return True
+    return kwargs.get("mask") is not None and not isinstance(op, RECURRENT + layers.MASK_AWARE)
+
+
+def convert_layer(ctx: Context, op, args, kwargs, outs) -> list[str]:
+    """Convert one Keras operation applied to Syms; returns ONNX names of its flat outputs."""
+    if isinstance(op, keras.Model) and _has_graph(op):
+        graph = functional_graph(op)
+        flat = keras.tree.flatten(args)
+        scope, ctx.scope = ctx.scope, f"{ctx.scope}{op.name}/"
+        try:
+            results = run_graph(ctx, graph, [a for a in flat if isinstance(a, Sym)])
+        finally:
+            ctx.scope = scope
+        return [r.name for r in results]
+    _check_dtype(op)
+    if spliced(op, kwargs):
+        return splice.convert_run(ctx, [(op, args, kwargs)])
+    fn = CONVERTERS.get(type(op))
+    if fn is None:  # a recurrent layer type with no fused ONNX op (never routed through tf2onnx)
+        raise UnsupportedLayerError(op, f"layer type {type(op).__name__} is not supported by rnnedge's converter")
+    try:
+        names = fn(ctx, op, args, kwargs, outs)
+    except UnsupportedLayerError as e:
+        # A native converter that declines an option of its own layer: tf2onnx converts that layer.
+        if isinstance(op, RECURRENT) or isinstance(e, splice.SpliceError) or e.layer_name != op.name:
+            raise
+        return splice.convert_run(ctx, [(op, args, kwargs)])
+    ctx.route(op, "fused" if isinstance(op, RECURRENT) else "native")
+    return names
 
 
 def run_graph(ctx: Context, graph, inputs: list[Sym]) -> list[Sym]:
-    """Run the converters over a functional graph in dependency order (as Keras itself does)."""
+    """Run the converters over a functional graph in dependency order (as Keras itself does).
+    Consecutive operations that go to tf2onnx are held back and converted in one call."""
     values = {id(t): s for t, s in zip(graph.inputs, inputs)}
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        for node in graph._nodes_by_depth[depth]:
-            if not node.operation or node.is_input:
-                continue
-            args, kwargs = node.arguments.fill_in(values)
-            names = convert_layer(ctx, node.operation, args, kwargs, node.outputs)
-            if len(names) != len(node.outputs):
-                raise AssertionError(f"{node.operation.name}: {len(names)} outputs for {len(node.outputs)}")
-            for t, name in zip(node.outputs, names):
-                values[id(t)] = Sym(name, tuple(t.shape), str(t.dtype))
+    nodes = [node for depth in sorted(graph._nodes_by_depth, reverse=True) for node in graph._nodes_by_depth[depth]
+             if node.operation and not node.is_input]
+    readers: dict[int, list] = {}
+    for node in nodes:
+        masks = [m for m in keras.tree.flatten(list(_masks(node).values())) if m is not None]
+        for t in [*node.arguments.keras_tensors, *masks]:
+            readers.setdefault(id(t), []).append(id(node))
+    graph_outputs = {id(t) for t in graph.outputs}
+    held: list = []
+
+    def flush():
+        if not held:
+            return
+        members = {id(n) for n in held}
+        calls, wanted, tensors = [], [], []
+        for i, node in enumerate(held):
+            calls.append((node.operation, *_arguments(ctx, node, values, held=True)))
+            for j, t in enumerate(node.outputs):
+                if id(t) in graph_outputs or any(r not in members for r in readers.get(id(t), [])):
+                    wanted.append((i, j))
+                    tensors.append(t)
+        for t, name in zip(tensors, splice.convert_run(ctx, calls, wanted)):
+            values[id(t)] = Sym(name, tuple(t.shape), str(t.dtype))
+        held.clear()
+
+    for node in nodes:
+        op = node.operation
+        if spliced(op, {**node.arguments.kwargs, **_masks(node)}):
+            _check_dtype(op)
+            for j, t in enumerate(node.outputs):
+                values[id(t)] = splice.Pending(len(held), j, tuple(t.shape), str(t.dtype))
+            held.append(node)
+            continue
+        flush()
+        names = convert_layer(ctx, op, *_arguments(ctx, node, values), node.outputs)
+        if len(names) != len(node.outputs):
+            raise AssertionError(f"{op.name}: {len(names)} outputs for {len(node.outputs)}")
+        for t, name in zip(node.outputs, names):
+            values[id(t)] = Sym(name, tuple(t.shape), str(t.dtype))
+    flush()
     return [values[id(t)] for t in graph.outputs]
+
+
+def _masks(node) -> dict:
+    """Masks Keras passes the layer at run time (from its inputs) that its node does not record."""
+    return splice.implicit_masks(node.operation, node.arguments.args, node.arguments.kwargs)
+
+
+def _arguments(ctx: Context, node, values: dict, held: bool = False):
+    """The node's call arguments with Keras tensors replaced by their converted values, masks included
+    (`held`: for a run given to tf2onnx, which takes results of earlier calls in the run)."""
+    args, kwargs = node.arguments.fill_in(values)
+    for name, masks in _masks(node).items():
+        kwargs[name] = keras.tree.map_structure(
+            lambda m: None if m is None else _value(ctx, node, m, values, held), masks)
+    return args, kwargs
+
+
+def _value(ctx: Context, consumer, t, values: dict, held: bool):
+    """The converted value of a mask tensor, converting the operations that compute it where no node
+    of the graph reads it (so the graph walk did not reach them)."""
+    if id(t) not in values:
+        history = getattr(t, "_keras_history", None)
+        if history is None:
+            ctx.fail(consumer.operation, "Keras passes it a mask computed outside the model's graph, which rnnedge "
+                                         "cannot follow")
+        node = history.operation._inbound_nodes[history.node_index]
+        for source in node.arguments.keras_tensors:
+            _value(ctx, consumer, source, values, False)
+        names = convert_layer(ctx, node.operation, *_arguments(ctx, node, values), node.outputs)
+        for out, name in zip(node.outputs, names):
+            values[id(out)] = Sym(name, tuple(out.shape), str(out.dtype))
+    if isinstance(values[id(t)], splice.Pending) and not held:
+        ctx.fail(consumer.operation, "Keras passes it a mask computed by a layer tf2onnx converts in the same "
+                                     "run, which rnnedge cannot follow")
+    return values[id(t)]
 
 
 def _axis_names(shape, time_name: str) -> list:
@@ -192,7 +288,7 @@ def convert(model, *, streaming: bool = False, name: str | None = None) -> Conve
     onnx_model = ctx.g.model("rnnedge", __version__)
     onnx.checker.check_model(onnx_model)
     keras_inputs += [s for s in inputs if s.role == "state"]
-    return Converted(onnx_model, inputs, outputs, ctx.fused, keras_inputs)
+    return Converted(onnx_model, inputs, outputs, ctx.fused, keras_inputs, layers=ctx.routes)
 
 
 def _facts(annotation: dict) -> dict:

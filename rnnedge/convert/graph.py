@@ -3,6 +3,7 @@ that flow between Keras layer converters."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,8 @@ class GraphBuilder:
         self.outputs: list[onnx.ValueInfoProto] = []
         self._used: set[str] = set()
         self._consts: dict[tuple, str] = {}
+        self._tensors: dict[tuple, str] = {}  # (dtype, dims, sha256) -> name, for spliced initializers
+        self.opsets: dict[str, int] = {"": OPSET}  # domain -> version (spliced graphs may add ai.onnx.ml)
 
     def fresh(self, hint: str) -> str:
         base = hint.replace(" ", "_") or "t"
@@ -73,6 +76,19 @@ class GraphBuilder:
         if key is not None:
             self._consts[key] = name
         return name
+
+    def add_tensor(self, tensor: onnx.TensorProto, hint: str) -> str:
+        """An initializer copied from another graph; one with the same dtype, dims and bytes as one
+        added before is kept once (a layer spliced twice shares its weights)."""
+        array = numpy_helper.to_array(tensor)
+        key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(array.tobytes()).hexdigest())
+        if key not in self._tensors:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(tensor)
+            copy.name = self.fresh(hint)
+            self.initializers.append(copy)
+            self._tensors[key] = copy.name
+        return self._tensors[key]
 
     def op(self, op_type: str, inputs, hint: str | None = None, outputs: int = 1, **attrs):
         """Add a node; returns its output name (or a list of names when outputs > 1)."""
@@ -123,7 +139,7 @@ class GraphBuilder:
         graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, self.initializers)
         model = helper.make_model(
             graph,
-            opset_imports=[helper.make_opsetid("", OPSET)],
+            opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()],
             producer_name=producer,
             producer_version=version,
         )

@@ -1,0 +1,240 @@
+"""Layers and Keras ops with no native converter, converted by tf2onnx and spliced into the graph.
+
+Takes a run of Keras calls (operation, arguments holding `Sym`s or `Pending` results of earlier
+calls in the run) that holds no recurrent layer; gives the ONNX names of the results asked for.
+The run is traced as one `tf.function` (a `tf.TensorSpec` per input, None for dynamic axes),
+converted by tf2onnx at rnnedge's opset, and copied into the GraphBuilder under a fresh prefix:
+its inputs wired to the Syms, its weights kept once (by dtype, dims and bytes).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import keras
+import onnx
+
+from rnnedge.convert.context import Context, UnsupportedLayerError
+from rnnedge.convert.graph import OPSET, Sym
+
+RECURRENT_TYPES = (keras.layers.RNN, keras.layers.Bidirectional)
+DOMAINS = ("", "ai.onnx", "ai.onnx.ml")  # what onnxruntime and other runtimes all implement
+
+
+class SpliceError(UnsupportedLayerError):
+    """A layer that neither rnnedge's own converters nor tf2onnx can convert."""
+
+    def __init__(self, layer, reason: str):
+        super().__init__(layer, reason)
+        self.args = (f"layer '{self.layer_name}' ({self.layer_type}): rnnedge has no converter of its own for it "
+                     f"and tf2onnx could not convert it ({reason}); replace it with layers rnnedge or tf2onnx converts",)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Result `index` of call `call` in the run being spliced (not yet in the ONNX graph)."""
+
+    call: int
+    index: int
+    shape: tuple
+    dtype: str
+
+
+def recurrent_inside(op):
+    """The first recurrent layer a layer runs inside its own call (itself included), or None."""
+    if not isinstance(op, keras.layers.Layer):
+        return None
+    return next((sub for sub in op._flatten_layers(include_self=True, recursive=True)
+                 if isinstance(sub, RECURRENT_TYPES)), None)
+
+
+def implicit_masks(op, args, kwargs) -> dict:
+    """The mask arguments Keras fills in when it runs the layer (from the masks attached to its input
+    tensors) but the functional node does not record: Keras keeps the caller's own kwargs in the node.
+    Returns {argument: structure of mask KerasTensors}, empty where there is none."""
+    from keras.src.layers.layer import CallSpec
+
+    if not isinstance(op, keras.layers.Layer):
+        return {}
+    if not any(n == "mask" or n.endswith("_mask") for n in op._call_signature.parameters):
+        return {}
+    spec = CallSpec(op._call_signature, op._call_context_args, args, kwargs)
+    tensors = spec.tensor_arguments_dict
+    mask_of = lambda t: getattr(t, "_keras_mask", None)  # noqa: E731
+    if len(tensors) == 1:
+        wanted = {"mask": next(iter(tensors.values()))} if "mask" in spec.argument_names else {}
+    else:
+        wanted = {f"{k}_mask": v for k, v in tensors.items() if f"{k}_mask" in spec.argument_names}
+    found = {}
+    for name, value in wanted.items():
+        if spec.arguments_dict.get(name) is None:
+            masks = keras.tree.map_structure(mask_of, value)
+            if any(m is not None for m in keras.tree.flatten(masks)):
+                found[name] = masks
+    return found
+
+
+def convert_run(ctx: Context, calls: list[tuple], wanted: list[tuple[int, int]] | None = None) -> list[str]:
+    """ONNX names of results `wanted` ((call, index) pairs; every result of every call if None).
+    A run tf2onnx refuses as a whole is converted one call at a time, so a refusal names its layer."""
+    for op, _, _ in calls:
+        sub = recurrent_inside(op)
+        if sub is not None:
+            raise UnsupportedLayerError(op, f"it runs recurrent layer '{sub.name}' ({type(sub).__name__}) inside its "
+                                            "own call, where rnnedge cannot fuse it; call that layer in the "
+                                            "functional graph instead")
+    try:
+        names = _splice(ctx, calls, wanted)
+    except SpliceError:
+        if len(calls) == 1:
+            raise
+        names = None
+    if names is None:
+        results: list[list[str]] = []
+        for op, args, kwargs in calls:
+            resolve = lambda v: Sym(results[v.call][v.index], v.shape, v.dtype) if isinstance(v, Pending) else v  # noqa: E731
+            args, kwargs = keras.tree.map_structure(resolve, (args, kwargs))
+            results.append(_splice(ctx, [(op, args, kwargs)], None))
+        names = [n for r in results for n in r] if wanted is None else [results[c][i] for c, i in wanted]
+    for op, _, _ in calls:
+        ctx.route(op, "tf2onnx")
+    return names
+
+
+def _splice(ctx: Context, calls, wanted) -> list[str]:
+    inputs = _inputs(calls)
+    return _copy(ctx, _tf2onnx(calls, inputs, wanted), calls[0][0], inputs)
+
+
+def _inputs(calls) -> list[Sym]:
+    found: dict[str, Sym] = {}
+    for _, args, kwargs in calls:
+        for leaf in keras.tree.flatten((args, kwargs)):
+            if isinstance(leaf, Sym):
+                found.setdefault(leaf.name, leaf)
+    return list(found.values())
+
+
+def _tf2onnx(calls, inputs: list[Sym], wanted) -> onnx.ModelProto:
+    import tensorflow as tf
+    import tf2onnx
+
+    specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=f"in{i}") for i, s in enumerate(inputs)]
+
+    def run(*tensors):
+        env = {s.name: t for s, t in zip(inputs, tensors)}
+        results = []
+        for op, args, kwargs in calls:
+            value = lambda v: env[v.name] if isinstance(v, Sym) else results[v.call][v.index] if isinstance(v, Pending) else v  # noqa: E731
+            args, kwargs = keras.tree.map_structure(value, (args, kwargs))
+            if getattr(op, "_call_has_training_arg", False) and kwargs.get("training") is None:
+                kwargs = {**kwargs, "training": False}
+            results.append(keras.tree.flatten(op(*args, **kwargs)))
+        return [t for r in results for t in r] if wanted is None else [results[c][i] for c, i in wanted]
+
+    layer = calls[0][0]
+    errors = _Errors()
+    logger = logging.getLogger("tf2onnx")  # with a handler of ours, its warnings are not printed either
+    logger.addHandler(errors)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn = tf.function(run, input_signature=specs)
+            proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET)
+    except Exception as e:  # tracing the user's layer or tf2onnx failed: that is the layer's refusal
+        raise SpliceError(layer, _one_line(f"{type(e).__name__}: {e}")) from None
+    finally:
+        logger.removeHandler(errors)
+    unknown = sorted({n.op_type for n in _all_nodes(proto.graph) if n.domain in ("", "ai.onnx")
+                      and not onnx.defs.has(n.op_type, "")})
+    if unknown:
+        said = next((m for m in errors.messages if "is not supported" in m or "Unsupported ops" in m), None)
+        raise SpliceError(layer, _one_line(said or f"it left TensorFlow op(s) {', '.join(unknown)} unconverted"))
+    foreign = sorted({f"{n.domain}::{n.op_type}" for n in _all_nodes(proto.graph) if n.domain not in DOMAINS})
+    if foreign:
+        raise SpliceError(layer, f"it emitted {', '.join(foreign)}, outside the standard ONNX domains rnnedge exports use")
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as e:
+        raise SpliceError(layer, _one_line(f"its graph is not valid ONNX: {e}")) from None
+    return proto
+
+
+def _copy(ctx: Context, proto: onnx.ModelProto, first, inputs: list[Sym]) -> list[str]:
+    """Copy tf2onnx's graph into ctx.g under a fresh prefix; returns the names of its outputs."""
+    g = ctx.g
+    prefix = g.fresh(f"{first.name}/tf2onnx")
+    names = {}
+    for i, value in enumerate(proto.graph.input):
+        if value.name.split(":")[0] != f"in{i}":
+            raise AssertionError(f"tf2onnx input {i} is named {value.name}, expected in{i}")
+        names[value.name] = inputs[i].name
+    for tensor in proto.graph.initializer:
+        names[tensor.name] = g.add_tensor(tensor, f"{prefix}/{_short(tensor.name)}")
+
+    def rename(name: str) -> str:
+        if not name:
+            return name
+        if name not in names:
+            names[name] = g.fresh(f"{prefix}/{_short(name)}")
+        return names[name]
+
+    versions = {o.domain: o.version for o in proto.opset_import}
+    for node in proto.graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        _rename_node(copy, rename)
+        copy.name = g.fresh(f"{prefix}/{node.name or node.op_type}")
+        g.nodes.append(copy)
+    for node in _all_nodes(proto.graph):
+        if node.domain not in ("", "ai.onnx"):
+            g.opsets[node.domain] = max(g.opsets.get(node.domain, 0), versions[node.domain])
+    return [rename(o.name) for o in proto.graph.output]
+
+
+def _rename_node(node: onnx.NodeProto, rename):
+    node.input[:] = [rename(i) for i in node.input]
+    node.output[:] = [rename(o) for o in node.output]
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            _rename_graph(sub, rename)
+
+
+def _rename_graph(graph: onnx.GraphProto, rename):
+    """A subgraph (If/Loop body): every name through the same map, so outer references still match."""
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = rename(value.name)
+    for tensor in graph.initializer:
+        tensor.name = rename(tensor.name)
+    for node in graph.node:
+        _rename_node(node, rename)
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                yield from _all_nodes(sub)
+
+
+def _short(name: str) -> str:
+    return name[:-2] if name.endswith(":0") else name
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Errors(logging.Handler):
+    """tf2onnx logs why an op is not converted (and carries on): keep those lines for the refusal."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
