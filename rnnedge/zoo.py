@@ -116,7 +116,7 @@ _DEFAULT_CACHE = Path("~/.cache/rnnedge/zoo")
 
 
 # tasks whose first output holds class probabilities on its last axis
-_CLASS_PROBABILITY_TASKS = {"digits", "seq2seq"}
+_CLASS_PROBABILITY_TASKS = {"digits", "digits-conv", "seq2seq"}
 
 
 # ------------------------------------------------------------------------------------ the result

@@ -117,3 +117,41 @@ def test_go_backwards_cannot_stream(tmp_path):
     model = functional(x := seq_input(), L.GRU(3, go_backwards=True)(x), "m")
     with pytest.raises(RnnEdgeError, match="go_backwards"):
         export(model, tmp_path / "m", streaming=True)
+
+
+@pytest.mark.parametrize("front", ["conv2d_same", "conv1d_causal", "pool1d"])
+def test_front_ends_that_mix_steps_refuse_to_stream(front, tmp_path):
+    """A stream runs each chunk alone: a layer whose output at a step depends on other steps is
+    refused by name at export, instead of an export whose chunked runs differ from Keras."""
+    import keras
+
+    from rnnedge.convert import UnsupportedLayerError
+    from rnnedge.exporter import export
+
+    if front == "conv2d_same":
+        x = keras.Input((8, 8, 1))
+        h = keras.layers.Reshape((8, 32))(keras.layers.Conv2D(4, 3, padding="same", name="front")(x))
+    elif front == "conv1d_causal":
+        x = keras.Input((None, 6))
+        h = keras.layers.Conv1D(4, 3, padding="causal", name="front")(x)
+    else:
+        x = keras.Input((8, 6))
+        h = keras.layers.MaxPooling1D(2, name="front")(x)
+    model = keras.Model(x, keras.layers.GRU(5)(h))
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'front' .* cannot run chunk by chunk; export without --streaming$"):
+        export(model, tmp_path / "s", streaming=True)
+    assert not (tmp_path / "s").exists()
+    assert export(model, tmp_path / "whole").passed  # the same model exports whole
+
+
+def test_a_per_frame_front_end_streams(tmp_path):
+    import keras
+
+    from rnnedge.exporter import export
+
+    x = keras.Input((None, 6, 1))
+    h = keras.layers.TimeDistributed(keras.layers.Conv1D(2, 3, padding="same"))(x)
+    h = keras.layers.TimeDistributed(keras.layers.Flatten())(h)
+    result = export(keras.Model(x, keras.layers.GRU(5, return_sequences=True)(h)), tmp_path / "s", streaming=True)
+    assert result.passed and result.manifest.streaming
+    assert any("streamed in chunks" in c.case for c in result.parity.cases)

@@ -11,14 +11,12 @@ from rnnedge.errors import RnnEdgeError
 class UnsupportedLayerError(RnnEdgeError):
     """A layer (or one of its options) that rnnedge cannot convert faithfully."""
 
-    def __init__(self, layer, reason: str):
+    def __init__(self, layer, reason: str,
+                 advice: str = "remove or replace it, or pass --allow-loop to fall back to the plain tf2onnx graph"):
         self.layer_name = getattr(layer, "name", str(layer))
         self.layer_type = type(layer).__name__
         self.reason = reason
-        super().__init__(
-            f"layer '{self.layer_name}' ({self.layer_type}): {reason}; "
-            "remove or replace it, or pass --allow-loop to fall back to the plain tf2onnx graph"
-        )
+        super().__init__(f"layer '{self.layer_name}' ({self.layer_type}): {reason}; {advice}")
 
 
 @dataclass

@@ -93,6 +93,9 @@ def conv1d(ctx: Context, layer, args, kwargs, outs):
     kernel = _np(layer.kernel)  # [k, in/groups, out]
     k = kernel.shape[0]
     (stride,), (dilation,) = tuple(layer.strides), tuple(layer.dilation_rate)
+    if ctx.streaming and (k > 1 or stride > 1):
+        ctx.fail(layer, f"its kernel spans {k} steps (stride {stride}), so it cannot run chunk by chunk; "
+                        "export without --streaming")
     total = dilation * (k - 1)
     if layer.padding == "valid":
         pads = [0, 0]
@@ -116,6 +119,8 @@ def _pool1d(op_type):
         g, x = ctx.g, args[0]
         _channels_last(ctx, layer)
         (k,), (s,) = tuple(layer.pool_size), tuple(layer.strides)
+        if ctx.streaming and (k > 1 or s > 1):
+            ctx.fail(layer, f"it pools {k} steps (stride {s}), so it cannot run chunk by chunk; export without --streaming")
         extra = {"count_include_pad": 0} if op_type == "AveragePool" else {}
         y = g.op(op_type, [g.transpose(x.name, (0, 2, 1))], hint=layer.name, kernel_shape=[k], strides=[s],
                  auto_pad="SAME_UPPER" if layer.padding == "same" else "VALID", **extra)
@@ -226,7 +231,11 @@ def time_distributed(ctx: Context, layer, args, kwargs, outs):
     class _Out:  # the inner layer's output shape, as a Keras tensor would give it
         shape = (None,) + tuple(rest_out)
 
-    (y,) = convert_layer(ctx, inner, [inner_in], {}, [_Out])
+    streaming, ctx.streaming = ctx.streaming, False  # folded, the inner layer sees one step per row
+    try:
+        (y,) = convert_layer(ctx, inner, [inner_in], {}, [_Out])
+    finally:
+        ctx.streaming = streaming
     shape = g.op("Concat", [g.dims(x.name, 0, 2), g.const(np.array(rest_out, np.int64), "shape")], axis=0)
     return [g.op("Reshape", [y, shape], hint=layer.name)]
 

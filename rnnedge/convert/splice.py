@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import onnx
 
 from rnnedge.convert.context import Context, UnsupportedLayerError
@@ -85,6 +86,8 @@ def convert_run(ctx: Context, calls: list[tuple], wanted: list[tuple[int, int]] 
             raise UnsupportedLayerError(op, f"it runs recurrent layer '{sub.name}' ({type(sub).__name__}) inside its "
                                             "own call, where rnnedge cannot fuse it; call that layer in the "
                                             "functional graph instead")
+    if ctx.streaming:
+        _refuse_time_mixing(calls)
     try:
         names = _splice(ctx, calls, wanted)
     except SpliceError:
@@ -101,6 +104,56 @@ def convert_run(ctx: Context, calls: list[tuple], wanted: list[tuple[int, int]] 
     for op, _, _ in calls:
         ctx.route(op, "tf2onnx")
     return names
+
+
+def _refuse_time_mixing(calls, steps: int = 6, part: int = 3) -> None:
+    """A streaming export runs each chunk alone: refuse an operation whose output at a step
+    depends on other steps (a chunk's head and its tail, run alone, must give the whole run's
+    values), or that cannot run on fewer steps. Probed in Keras on random data, axis 1 of inputs
+    of rank >= 3 being time."""
+    inputs = _inputs(calls)
+    timed = [s for s in inputs if s.rank >= 3]
+    if not timed:
+        return
+    rng = np.random.default_rng(0)
+
+    def sample(s: Sym, t: int):
+        shape = [1 if d is None else d for d in s.shape]
+        if s.rank >= 3:
+            shape[1] = t
+        return rng.normal(size=shape).astype(s.dtype) if s.dtype.startswith("float") else np.ones(shape, s.dtype)
+
+    full = {s.name: sample(s, steps) for s in inputs}
+    head = {n: (x[:, :part] if x.ndim >= 3 else x) for n, x in full.items()}
+    tail = {n: (x[:, part:] if x.ndim >= 3 else x) for n, x in full.items()}
+    why = "its output at a step depends on other steps"
+    try:
+        whole, first, rest = _eager(calls, full), _eager(calls, head), _eager(calls, tail)
+        same = all(a.ndim >= 2 and a.shape[1] == steps and b.shape[1] == part and c.shape[1] == steps - part
+                   and np.allclose(a[:, :part], b, atol=1e-5, rtol=1e-4)
+                   and np.allclose(a[:, part:], c, atol=1e-5, rtol=1e-4) for a, b, c in zip(whole, first, rest))
+    except Exception as e:  # noqa: BLE001 - e.g. a Reshape to a fixed number of steps
+        same, why = False, f"it cannot run on a chunk of {part} steps ({_one_line(f'{type(e).__name__}: {e}', 120)})"
+    if not same:
+        raise UnsupportedLayerError(calls[0][0], f"{why}, so it cannot run chunk by chunk",
+                                    advice="export without --streaming")
+
+
+def _call_all(calls, env: dict) -> list[list]:
+    """Each call's flat results, Syms replaced by env[name] and earlier results wired in; layers
+    run in inference mode."""
+    results: list[list] = []
+    for op, args, kwargs in calls:
+        value = lambda v: env[v.name] if isinstance(v, Sym) else results[v.call][v.index] if isinstance(v, Pending) else v  # noqa: E731
+        args, kwargs = keras.tree.map_structure(value, (args, kwargs))
+        if getattr(op, "_call_has_training_arg", False) and kwargs.get("training") is None:
+            kwargs = {**kwargs, "training": False}
+        results.append(keras.tree.flatten(op(*args, **kwargs)))
+    return results
+
+
+def _eager(calls, env: dict) -> list[np.ndarray]:
+    return [np.asarray(keras.ops.convert_to_numpy(t)) for r in _call_all(calls, env) for t in r]
 
 
 def _splice(ctx: Context, calls, wanted) -> list[str]:
@@ -124,14 +177,7 @@ def _tf2onnx(calls, inputs: list[Sym], wanted) -> onnx.ModelProto:
     specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=f"in{i}") for i, s in enumerate(inputs)]
 
     def run(*tensors):
-        env = {s.name: t for s, t in zip(inputs, tensors)}
-        results = []
-        for op, args, kwargs in calls:
-            value = lambda v: env[v.name] if isinstance(v, Sym) else results[v.call][v.index] if isinstance(v, Pending) else v  # noqa: E731
-            args, kwargs = keras.tree.map_structure(value, (args, kwargs))
-            if getattr(op, "_call_has_training_arg", False) and kwargs.get("training") is None:
-                kwargs = {**kwargs, "training": False}
-            results.append(keras.tree.flatten(op(*args, **kwargs)))
+        results = _call_all(calls, {s.name: t for s, t in zip(inputs, tensors)})
         return [t for r in results for t in r] if wanted is None else [results[c][i] for c, i in wanted]
 
     layer = calls[0][0]
