@@ -35,4 +35,5 @@ def test_committed_export_still_matches_keras(name):
 
 def test_unidirectional_exports_stream():
     streaming = [n for n in FOLDERS if Manifest.load(EXPORTED / n).streaming]
-    assert set(streaming) == {n for n in FOLDERS if not n.startswith(("sentiment", "seq2seq"))}
+    # Bidirectional and encoder-decoder models cannot stream; digits-conv's Conv2D mixes rows.
+    assert set(streaming) == {n for n in FOLDERS if not n.startswith(("sentiment", "seq2seq", "digits-conv"))}
