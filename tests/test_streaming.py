@@ -13,7 +13,8 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import export
 from tests.kmodels import functional, seq_input, sequential, tokens_input
 
-UNIDIRECTIONAL = [n for n in zoo.NAMES if not n.startswith(("sentiment", "seq2seq"))]
+# Bidirectional and encoder-decoder models cannot stream; digits-conv's Conv2D mixes rows (refused below).
+UNIDIRECTIONAL = [n for n in zoo.NAMES if not n.startswith(("sentiment", "seq2seq", "digits-conv"))]
 
 
 def stream_all(stream, x, chunk):
@@ -39,6 +40,14 @@ def test_zoo_model_streams_like_keras_on_the_whole_sequence(name, zoo_cache, tmp
     for chunk in (1, 5):
         got = stream_all(model.stream(batch=len(x)), x, chunk)
         np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_conv_front_end_zoo_model_cannot_stream_and_says_why(zoo_cache, tmp_path):
+    entry = zoo.load("digits-conv-gru", cache_dir=zoo_cache)
+    with pytest.raises(RnnEdgeError, match="layer 'conv' .* cannot run chunk by chunk; export without --streaming"):
+        export(entry, tmp_path / "s", streaming=True)
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow
