@@ -5,8 +5,7 @@ needs the `export` extra (TensorFlow, Keras, tf2onnx) and imports it lazily.
 """
 
 from rnnedge.errors import ParityError, RnnEdgeError
-
-__version__ = "0.1.0"
+from rnnedge.tables import VERSION as __version__
 
 __all__ = ["RnnEdgeError", "ParityError", "export", "load", "__version__"]
 

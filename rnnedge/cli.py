@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.tables import ATOL, METRICS, RTOL
 
 app = typer.Typer(
     name="rnnedge",
@@ -46,7 +47,7 @@ def _tolerances(items: list[str]) -> dict:
         name, _, value = item.partition("=")
         try:
             parts = [float(v) for v in value.split(",")]
-            out[name] = (parts[0], parts[1] if len(parts) > 1 else 1e-4)
+            out[name] = (parts[0], parts[1] if len(parts) > 1 else RTOL)
         except (ValueError, IndexError):
             raise RnnEdgeError(f"--tolerance {item!r}: expected OUTPUT=ATOL[,RTOL], e.g. dense=1e-4,1e-3") from None
     return out
@@ -57,10 +58,7 @@ def _report_line(report) -> str:
     return f"{status}: {len(report.cases)} cases on {report.provider}, worst |diff| {report.worst_abs:.2e}"
 
 
-class Metric(str, Enum):
-    accuracy = "accuracy"
-    f1 = "f1"
-    rmse = "rmse"
+Metric = Enum("Metric", {name: name for name in METRICS}, type=str)  # choices from the one metrics table
 
 
 @app.command()
@@ -71,8 +69,8 @@ def export(
     streaming: Annotated[bool, typer.Option(help="Recurrent states become graph inputs/outputs for chunked streaming.")] = False,
     allow_loop: Annotated[bool, typer.Option(help="Fall back to the plain tf2onnx graph (with Loops) for recurrent layers rnnedge cannot fuse.")] = False,
     unsafe: Annotated[bool, typer.Option(help="Load .keras files with safe_mode off (Lambda layers run code).")] = False,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance for parity.")] = 1e-5,
-    rtol: Annotated[float, typer.Option(help="Relative tolerance for parity.")] = 1e-4,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance for parity.")] = ATOL,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance for parity.")] = RTOL,
     tolerance: Annotated[Optional[list[str]], typer.Option(help="Per-output override OUTPUT=ATOL[,RTOL]; repeatable.")] = None,
     quantize: Annotated[Optional[str], typer.Option(help="Also write quantized variants, e.g. int8,fp16.")] = None,
     data: Annotated[Optional[Path], typer.Option(help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
@@ -157,12 +155,9 @@ def check(
 ):
     """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed)."""
     with user_errors():
-        from rnnedge.check import Tolerance, check_dir
+        from rnnedge.check import check_dir
 
-        tol = None
-        if atol is not None or rtol is not None:
-            tol = Tolerance(atol if atol is not None else 1e-5, rtol if rtol is not None else 1e-4)
-        report = check_dir(folder, provider, variant=variant, tolerance=tol)
+        report = check_dir(folder, provider, variant=variant, atol=atol, rtol=rtol)
         for case in report.cases:
             for o in case.outputs:
                 mark = "ok  " if o else "FAIL"

@@ -10,11 +10,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rnnedge.tables import BASELINES
+from rnnedge.tables import VARIANTS as ALL_VARIANTS
+
 RECURRENT_OPS = ("LSTM", "GRU", "RNN", "Loop", "Scan")
 
 
-VARIANTS = ("int8", "fp16")
-BASELINES = ("keras", "tf2onnx", "litert", "litert-int8")
+VARIANTS = tuple(v for v in ALL_VARIANTS if v != "fp32")
 PLOT_MODEL, PLOT_TIMES = "events-gru", (16, 100, 400)  # the zoo model timed over sequence lengths
 
 
@@ -49,7 +51,7 @@ def recurrent_ops(path: Path) -> str:
 
 def export_zoo_model(name: str, out: Path, force: bool) -> DemoRow:
     from rnnedge import zoo
-    from rnnedge.convert import UnsupportedLayerError
+    from rnnedge.exporter.convert import UnsupportedLayerError
     from rnnedge.exporter import export
 
     started = time.perf_counter()
@@ -113,13 +115,13 @@ def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> lis
         progress.update(task, description=f"benchmark {name}")
         entry = zoo.load(name)
         fixed = entry.model.inputs[0].shape[1]  # Keras' own length where it fixes one (streaming exports free it)
-        rows = bench.bench_dir(out / name, variants=("fp32", *VARIANTS), baselines=BASELINES, source=entry,
+        rows = bench.bench_dir(out / name, variants=("fp32", *VARIANTS), baselines=tuple(BASELINES), source=entry,
                                times=None if fixed is None else (fixed,), runs=runs, warmup=max(5, runs // 10))
         results.append((name, rows))
         progress.advance(task)
     if PLOT_MODEL in names:
         progress.update(task, description=f"benchmark {PLOT_MODEL} over lengths")
-        rows = bench.bench_dir(out / PLOT_MODEL, variants=("fp32", *VARIANTS), baselines=BASELINES,
+        rows = bench.bench_dir(out / PLOT_MODEL, variants=("fp32", *VARIANTS), baselines=tuple(BASELINES),
                                source=zoo.load(PLOT_MODEL), times=PLOT_TIMES, runs=runs, warmup=max(5, runs // 10))
         bench.plot(rows, out / f"bench-{PLOT_MODEL}.png")
         results.append((f"{PLOT_MODEL} (over lengths)", rows))

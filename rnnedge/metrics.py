@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.tables import METRICS
 
 
 def accuracy(output: np.ndarray, y: np.ndarray) -> float:
@@ -36,11 +37,11 @@ def majority_accuracy(y: np.ndarray) -> float:
     return float(np.max(np.bincount(y.reshape(-1).astype(np.int64))) / y.size)
 
 
-METRICS = {"accuracy": accuracy, "f1": f1, "rmse": rmse}
-HIGHER_IS_BETTER = {"accuracy": True, "f1": True, "rmse": False}
+SCORERS = {"accuracy": accuracy, "f1": f1, "rmse": rmse}  # one per name in tables.METRICS
+HIGHER_IS_BETTER = {name: m.higher_is_better for name, m in METRICS.items()}
 
 
 def score(metric: str, output: np.ndarray, y: np.ndarray) -> float:
-    if metric not in METRICS:
-        raise RnnEdgeError(f"unknown metric {metric!r}: expected one of {', '.join(METRICS)}")
-    return METRICS[metric](output, y)
+    if metric not in SCORERS:
+        raise RnnEdgeError(f"unknown metric {metric!r}: expected one of {', '.join(SCORERS)}")
+    return SCORERS[metric](output, y)

@@ -12,7 +12,7 @@ import pytest
 from onnx import helper
 
 from rnnedge import RnnEdgeError
-from rnnedge.bench import BenchRow, bench_dir, markdown, measure, plot, read_json, rich_table, write_csv, write_json
+from rnnedge.bench import BenchRow, bench_dir, markdown, measure, plot, random_inputs, read_json, rich_table, write_csv, write_json
 from rnnedge.manifest import MODEL, Manifest, TensorSpec
 from rnnedge.quantize import quantize_file
 
@@ -76,8 +76,9 @@ def test_litert_baseline_computes_what_keras_computes(tmp_path):
     """The LiteRT candidate is timed on a faithful conversion: same outputs as Keras, inputs matched by name."""
     import keras
 
-    from rnnedge.bench import _litert_call, random_inputs
     from rnnedge.exporter import export
+    from rnnedge.exporter.baselines import LiteRTRunner
+    from rnnedge.samples import random_inputs
 
     a, b = keras.Input((None, 3), name="a"), keras.Input((None, 2), name="b")
     # Recurrent kernels over 1024 weights: LiteRT's dynamic-range quantization leaves smaller tensors in float.
@@ -87,9 +88,39 @@ def test_litert_baseline_computes_what_keras_computes(tmp_path):
     manifest = Manifest.load(tmp_path / "m")
     feeds = random_inputs(manifest, 2, 6)
     want = model([feeds["a"], feeds["b"]]).numpy()
-    np.testing.assert_allclose(_litert_call(model, manifest, feeds, threads=1)()[0], want, atol=1e-5)
-    int8 = _litert_call(model, manifest, feeds, threads=1, int8=True)()[0]  # int8 weights: close, not equal
+    (out,) = [s.name for s in manifest.data_outputs]
+    lite = LiteRTRunner(model, ["a", "b"], [out], threads=1)
+    np.testing.assert_allclose(lite.run({"b": feeds["b"], "a": feeds["a"]})[out], want, atol=1e-5)  # by name
+    int8 = LiteRTRunner(model, ["a", "b"], [out], threads=1, int8=True).run(feeds)[out]  # int8 weights: close, not equal
     assert 0 < np.abs(int8 - want).max() < 0.05
+
+
+def test_check_and_bench_take_the_same_runners(tmp_path, keras_gru):
+    """One runner interface (a name, run(feeds) -> outputs, bind(feeds) for timing): check compares
+    the baselines with Keras' golden outputs as it does onnxruntime, and can fail."""
+    from rnnedge.check import Tolerance, check_runner
+    from rnnedge.exporter import export
+    from rnnedge.exporter.baselines import KerasRunner, LiteRTRunner, tf2onnx_runner
+    from rnnedge.runtime import load
+    from rnnedge.runtime.runner import OrtRunner
+
+    export(keras_gru, tmp_path / "m")
+    manifest = Manifest.load(tmp_path / "m")
+    ins, outs = [s.name for s in manifest.data_inputs], [s.name for s in manifest.data_outputs]
+    runners = [OrtRunner(load(tmp_path / "m", "cpu").session, "fp32"), tf2onnx_runner(keras_gru),
+               KerasRunner(keras_gru, ins, outs), LiteRTRunner(keras_gru, ins, outs)]
+    for runner in runners:
+        report = check_runner(runner, tmp_path / "m", Tolerance(1e-5, 1e-4))
+        assert report.passed and report.provider == runner.name, report.failures()
+        assert measure({runner.name: runner.bind(random_inputs(manifest, 1, 5))}, runs=3, warmup=1)[runner.name].size == 3
+
+    class Off:
+        name = "off by one"
+
+        def run(self, feeds):
+            return {k: v + 1 for k, v in runners[0].run(feeds).items()}
+
+    assert not check_runner(Off(), tmp_path / "m")
 
 
 def test_litert_conversion_failure_is_one_line(monkeypatch, keras_gru):

@@ -142,24 +142,27 @@ def test_help_is_fast_and_lists_commands():
         assert command in result.output
 
 
+# Python source that makes TensorFlow, Keras and tf2onnx unimportable, as on a runtime-only install.
+BLOCK_TENSORFLOW = (
+    "import importlib.abc, sys\n"
+    "BLOCKED = {'tensorflow', 'keras', 'tf2onnx', 'tf_keras'}\n"
+    "class Block(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in BLOCKED:\n"
+    "            raise ImportError(name + ' is blocked in this test')\n"
+    "sys.meta_path.insert(0, Block())\n"
+)
+
+
 def test_check_and_run_work_where_tensorflow_cannot_be_imported(gru_file, tmp_path):
     """`rnnedge check` and `rnnedge run` replay an export with numpy + onnxruntime alone."""
     import subprocess
     import sys
 
-    blocker = (
-        "import importlib.abc, sys\n"
-        "BLOCKED = {'tensorflow', 'keras', 'tf2onnx', 'tf_keras'}\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in BLOCKED:\n"
-        "            raise ImportError(name + ' is blocked in this test')\n"
-        "sys.meta_path.insert(0, Block())\n"
-    )
     out = tmp_path / "exp"
     assert invoke("export", gru_file, "--out", out).exit_code == 0
     np.save(tmp_path / "x.npy", np.ones((1, 5, 4), "float32"))
-    code = blocker + (
+    code = BLOCK_TENSORFLOW + (
         "from typer.testing import CliRunner\n"
         "from rnnedge.cli import app\n"
         f"r = CliRunner().invoke(app, ['check', r'{out}'])\n"
@@ -182,14 +185,8 @@ def test_quantize_judges_on_golden_outputs_where_tensorflow_cannot_be_imported(t
 
     folder = tmp_path / "events-gru"
     shutil.copytree(Path(__file__).parent.parent / "exported" / "events-gru", folder)
-    code = (
-        "import importlib.abc, sys, json\n"
-        "BLOCKED = {'tensorflow', 'keras', 'tf2onnx', 'tf_keras'}\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in BLOCKED:\n"
-        "            raise ImportError(name + ' is blocked in this test')\n"
-        "sys.meta_path.insert(0, Block())\n"
+    code = BLOCK_TENSORFLOW + (
+        "import json\n"
         "from typer.testing import CliRunner\n"
         "from rnnedge.cli import app\n"
         f"r = CliRunner().invoke(app, ['quantize', r'{folder}', '--variants', 'int8'])\n"

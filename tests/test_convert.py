@@ -13,8 +13,8 @@ import pytest
 from keras import layers as L
 
 from rnnedge.check import read_golden
-from rnnedge.convert import UnsupportedLayerError
-from rnnedge.convert.core import CONVERTERS
+from rnnedge.exporter.convert import UnsupportedLayerError
+from rnnedge.exporter.convert.core import CONVERTERS
 from rnnedge.exporter import export
 from tests.kmodels import CELLS, ONNX_OP, functional, seq_input, sequential, tokens_input
 
@@ -249,7 +249,7 @@ def test_unconvertible_layer_names_layer_and_reason(layer, shape, reason, tmp_pa
 def test_a_wrong_conversion_fails_parity(tmp_path, monkeypatch):
     """The parity check can fail: corrupt one weight mapping and the export must be marked failed."""
     from rnnedge import ParityError
-    from rnnedge.convert import recurrent
+    from rnnedge.exporter.convert import recurrent
 
     original = recurrent._cell_weights
 

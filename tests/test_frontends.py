@@ -16,8 +16,8 @@ import pytest
 from keras import layers as L
 
 from rnnedge.check import ATOL, RTOL, read_golden
-from rnnedge.convert import UnsupportedLayerError
-from rnnedge.convert.splice import SpliceError
+from rnnedge.exporter.convert import UnsupportedLayerError
+from rnnedge.exporter.convert.splice import SpliceError
 from rnnedge.exporter import export
 from tests.kmodels import functional, randomize, sequential, tokens_input
 
@@ -297,7 +297,7 @@ def test_every_required_frontend_layer_has_a_case():
 
 
 def test_consecutive_layers_share_one_tf2onnx_call(tmp_path, monkeypatch):
-    from rnnedge.convert import splice
+    from rnnedge.exporter.convert import splice
 
     runs = []
     original = splice._tf2onnx

@@ -19,7 +19,7 @@ import pytest
 from keras import layers as L
 
 import rnnedge
-from rnnedge.convert import convert
+from rnnedge.exporter.convert import convert
 from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import export
 from tests.kmodels import CELLS, ONNX_OP, randomize

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import onnx
@@ -300,7 +299,6 @@ def test_int8_lstm_size(tmp_path):
     facts = quantize_file(src, tmp_path / "model.int8.onnx", "int8")
     fp32 = (tmp_path / "model.onnx").stat().st_size
     assert facts["size"] <= 0.30 * fp32, (facts["size"], fp32)
-    print(f"LSTM-128 fp32 {fp32} B, int8 {facts['size']} B ({facts['size_ratio']:.1%})")
 
 
 @pytest.mark.parametrize("variant", ["int8", "fp16"])
@@ -383,39 +381,6 @@ def test_bad_sources(tmp_path):
         quantize_int8(tmp_path / "model.int8.onnx", tmp_path / "twice.onnx")
     with pytest.raises(RnnEdgeError, match="float16 weights"):
         quantize_fp16(tmp_path / "model.fp16.onnx", tmp_path / "twice.onnx")
-
-
-def _percentiles_ms(paths: dict[str, str], feeds, runs: int = 200, warmup: int = 20) -> dict[str, tuple[float, float]]:
-    """(p50, p90) latency per model: one intra-op thread, candidates interleaved, warm-up runs dropped."""
-    sessions = {k: session(p, threads=1) for k, p in paths.items()}
-    times = {k: [] for k in paths}
-    for i in range(warmup + runs):
-        for k, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, feeds)
-            if i >= warmup:
-                times[k].append(time.perf_counter() - t0)
-    return {k: tuple(float(np.percentile(v, q)) * 1e3 for q in (50, 90)) for k, v in times.items()}
-
-
-def test_latency_fp32_vs_int8(tmp_path, capsys):
-    """Prints latency at 256 units, batch 1, 100 steps, 32 features (a measurement, not a check).
-
-    GRU int8 is weight-only: its latency should match fp32 (the weights are rebuilt at load)."""
-    feeds = x_feeds(batch=1, time_steps=100, features=32)
-    lines = []
-    for cell in ("LSTM", "GRU"):
-        src = recurrent_model(tmp_path / f"{cell}.onnx", cell, units=256)
-        dst = tmp_path / f"{cell}.int8.onnx"
-        quantize_int8(src, dst)
-        t = _percentiles_ms({"fp32": src, "int8": str(dst)}, feeds)
-        lines.append(
-            f"{cell}-256, batch 1, 100 steps, 1 thread: fp32 p50 {t['fp32'][0]:.3f} ms (p90 {t['fp32'][1]:.3f}), "
-            f"int8 p50 {t['int8'][0]:.3f} ms (p90 {t['int8'][1]:.3f}); "
-            f"int8/fp32 p50 = {t['int8'][0] / t['fp32'][0]:.2f}"
-        )
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
 
 
 def test_fp16_of_an_exported_gru_loads_and_runs(tmp_path):

@@ -8,7 +8,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 import rnnedge
 from rnnedge import RnnEdgeError
 from rnnedge import runtime
+from rnnedge.runtime import providers
 from rnnedge.manifest import Manifest, TensorSpec
 from rnnedge.runtime import Outputs, available_providers, load, read_inputs, run_file, write_outputs
 
@@ -507,26 +507,26 @@ def test_threads_checked(folders):
 
 def test_trt_profiles_from_manifest(folders):
     m = Manifest.load(folders["gru2"])
-    profiles = runtime._trt_profiles(m.inputs, runtime.TRT_SHAPES)
+    profiles = providers._trt_profiles(m.inputs, runtime.TRT_SHAPES)
     assert profiles == {
         "trt_profile_min_shapes": "x:1x1x4,aux:1x1x2,h:1x8",
         "trt_profile_opt_shapes": "x:1x100x4,aux:1x100x2,h:1x8",
         "trt_profile_max_shapes": "x:32x1000x4,aux:32x1000x2,h:32x8",
     }
-    assert "trt_shapes" in error(runtime._trt_profiles, m.inputs, {"batch": (1, 1, 2)})
+    assert "trt_shapes" in error(providers._trt_profiles, m.inputs, {"batch": (1, 1, 2)})
     own_time = [TensorSpec("a", ("batch", "a_time"), "int64")]  # inputs with time axes of their own
-    assert runtime._trt_profiles(own_time, runtime.TRT_SHAPES)["trt_profile_max_shapes"] == "a:32x1000"
+    assert providers._trt_profiles(own_time, runtime.TRT_SHAPES)["trt_profile_max_shapes"] == "a:32x1000"
 
 
 def test_provider_options_layout(folders):
     m = Manifest.load(folders["gru"])
     chosen = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    flat = runtime._provider_options(chosen, {"device_id": 1, "trt_fp16_enable": True}, folders["gru"], m,
+    flat = providers._provider_options(chosen, {"device_id": 1, "trt_fp16_enable": True}, folders["gru"], m,
                                      runtime.TRT_SHAPES)
     assert flat[0]["device_id"] == "1" and flat[0]["trt_fp16_enable"] == "True"
     assert flat[0]["trt_profile_max_shapes"] == "x:32x1000x4,h:32x8"
     assert flat[1] == {"device_id": "1"} and flat[2] == {}
-    nested = runtime._provider_options(chosen[1:], {"cuda": {"device_id": 2}}, folders["gru"], m, runtime.TRT_SHAPES)
+    nested = providers._provider_options(chosen[1:], {"cuda": {"device_id": 2}}, folders["gru"], m, runtime.TRT_SHAPES)
     assert nested == [{"device_id": "2"}, {}]
 
 
@@ -742,12 +742,6 @@ def test_runtime_needs_no_tensorflow(folders):
     assert result.stdout.startswith("ok")
 
 
-def test_runtime_module_imports_nothing_heavy():
-    source = (REPO / "rnnedge" / "runtime.py").read_text()
-    for name in ("tensorflow", "keras", "tf2onnx"):
-        assert f"import {name}" not in source
-
-
 # ---------------------------------------------------------------------------------------- GPU
 
 
@@ -772,35 +766,3 @@ def test_gpu_run_and_stream_match_cpu(folders, provider):
 def test_gpu_stream_state_stays_on_device(folders):
     stream = load(folders["gru"], "cuda").stream()
     assert all(v.device_name().lower() == "cuda" for values in stream._values for v in values.values())
-
-
-# ---------------------------------------------------------------------------------------- timing
-
-
-def _percentiles(fn, n=2000, warmup=200):
-    for _ in range(warmup):
-        fn()
-    times = np.empty(n)
-    for i in range(n):
-        t = time.perf_counter()
-        fn()
-        times[i] = time.perf_counter() - t
-    return np.percentile(times * 1e6, [50, 99])
-
-
-def test_print_step_overhead(folders, capsys):
-    """Prints (never asserts) per-step cost of Stream.push against a bare session.run."""
-    bare = load(folders["identity0"], "cpu", threads=1).session
-    x = seq(batch=1, steps=1)
-    ident = load(folders["identity"], "cpu", threads=1).stream()
-    gru = load(folders["gru"], "cpu", threads=1).stream()
-    rows = {
-        "session.run Identity": lambda: bare.run(None, {"x": x}),
-        "Stream.push Identity+state": lambda: ident.push(x),
-        "Stream.push GRU(8)": lambda: gru.push(x),
-    }
-    with capsys.disabled():
-        for name, fn in rows.items():
-            p50, p99 = _percentiles(fn)
-            print(f"\n  {name:28s} p50 {p50:6.1f} us  p99 {p99:6.1f} us", end="")
-        print()

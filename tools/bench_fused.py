@@ -7,7 +7,7 @@
 For each cell (LSTM, GRU, SimpleRNN): one Keras model, batch 1, 100 steps, 32 features, one
 recurrent layer returning its last output (with --frontend conv2d, the input is [batch, 100, 32, 1]
 and a 3x3 Conv2D with 8 filters runs first, reshaped into 100 steps of 256 features: rnnedge
-routes the Conv2D through tf2onnx and fuses the recurrent layer). It is exported twice, by `rnnedge.convert` (one fused
+routes the Conv2D through tf2onnx and fuses the recurrent layer). It is exported twice, by `rnnedge.exporter.convert` (one fused
 LSTM/GRU/RNN node) and by `rnnedge.exporter.tf2onnx_export` (tf2onnx: a `Loop` for GRU and
 SimpleRNN, a fused LSTM), and both run in onnxruntime with one thread; Keras runs under
 `tf.function` with one TensorFlow thread; LiteRT runs the Keras model as TensorFlow Lite's
@@ -15,7 +15,7 @@ converter writes it for these fixed shapes (`rnnedge.exporter.litert_export`), i
 with one thread and XNNPACK. With --int8 the fused model's int8 variant
 (`rnnedge.quantize.quantize_file`) is timed too, beside LiteRT's dynamic-range int8
 ("litert-int8"). Every candidate of every cell is interleaved in one process
-(`rnnedge.bench.measure`): each round calls all of them once in a shuffled order.
+(`rnnedge.timing.measure`): each round calls all of them once in a shuffled order.
 
 Prints p50/p90 per candidate, the ratios, the op counts of both graphs, the max |diff| against
 Keras, and a markdown table for the README. Timings are printed, never asserted.
@@ -96,8 +96,11 @@ def main(argv=None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from rnnedge.bench import litert_call, litert_interpreter, measure, percentiles, quiet_native_stderr, session_options
-    from rnnedge.convert import convert
+    from rnnedge.exporter.baselines import litert_call, litert_interpreter
+    from rnnedge.logs import quiet_native_stderr
+    from rnnedge.runtime import session_options
+    from rnnedge.timing import measure, percentiles
+    from rnnedge.exporter.convert import convert
     from rnnedge.exporter import litert_export, tf2onnx_export
     from rnnedge.quantize import quantize_file
 

@@ -4,7 +4,7 @@
     .venv/bin/python tools/bench_mask.py --cells GRU --pad 0
 
 For each cell (LSTM, GRU, SimpleRNN): one recurrent layer (batch 1, 32 features, last output),
-exported by `rnnedge.convert` three ways with the same weights:
+exported by `rnnedge.exporter.convert` three ways with the same weights:
 
 - unmasked: the layer alone, fed all steps;
 - masking: behind `Masking(0.0)`, fed a row whose first --pad steps are padding (the front
@@ -14,7 +14,7 @@ exported by `rnnedge.convert` three ways with the same weights:
 A masked export compacts each row's valid steps to the front (TopK + GatherND), runs the fused node
 with sequence_lens, and gathers Keras' per-step outputs back; "--pad 0" times that overhead with
 every step valid (the fused node then does the same work as unmasked). All candidates run on one
-onnxruntime thread, interleaved in one process (`rnnedge.bench.measure`). Prints p50/p90, the
+onnxruntime thread, interleaved in one process (`rnnedge.timing.measure`). Prints p50/p90, the
 ratio to unmasked (the target: masked front-padded within 1.15x of unmasked), the node counts and
 the max |diff| against Keras. Timings are printed, never asserted.
 """
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from rnnedge.bench import measure, percentiles, session_options
-    from rnnedge.convert import convert
+    from rnnedge.exporter.convert import convert
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     unknown = [c for c in cells if c not in CELLS]

@@ -9,15 +9,22 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
+from rnnedge import metrics
+from rnnedge.check import read_golden
 from rnnedge.errors import RnnEdgeError
+from rnnedge.manifest import MODEL, Manifest
 from rnnedge.quantize import gate
 from rnnedge.quantize.fp16 import quantize_fp16
 from rnnedge.quantize.int8 import candidate_settings, quantize_int8, setting_named
+from rnnedge.runtime import Model, load, session_options
+from rnnedge.samples import random_inputs
+from rnnedge.tables import CPU, GPU_PROVIDERS, VARIANTS
+from rnnedge.timing import measure
 
-VARIANTS = ("fp32", "int8", "fp16")
 # Providers that compute fp16 kernels natively (CPU computes the recurrent ops in fp32 behind Casts).
-FP16_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+FP16_PROVIDERS = GPU_PROVIDERS
 
 
 def parse_variants(text: str | list[str]) -> list[str]:
@@ -62,11 +69,6 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
     otherwise `data` (.npz with the inputs and targets `y`) and `metric` (or the manifest's) are used.
     Without either, variants are judged on the golden outputs alone (no TensorFlow needed).
     """
-    from rnnedge import bench, metrics
-    from rnnedge.check import read_golden
-    from rnnedge.manifest import MODEL, Manifest
-    from rnnedge.runtime import load
-
     folder = Path(folder)
     manifest = Manifest.load(folder)
     names = [v for v in parse_variants(variants) if v != "fp32"]
@@ -80,7 +82,7 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
     kinds = gate.output_kinds(fp32_model)
     golden = read_golden(folder)
     steps = 100 if any(isinstance(d, str) and d != "batch" for s in manifest.data_inputs for d in s.shape[1:2]) else None
-    feeds = bench.random_inputs(manifest, 1, steps)
+    feeds = random_inputs(manifest, 1, steps)
     fp32_size = (folder / MODEL).stat().st_size
 
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=folder) as tmp:
@@ -99,7 +101,7 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
         measured = {k: _accuracy(m, golden, kinds) for k, m in models.items()}
         scores = {k: float(evaluate(m)) if evaluate else None for k, m in models.items()}
         calls = {k: (lambda m=m: m.run(**feeds)) for k, m in models.items()}
-        times = bench.measure(calls, runs=_runs(calls, latency_runs), warmup=max(5, latency_runs // 10))
+        times = measure(calls, runs=_runs(calls, latency_runs), warmup=max(5, latency_runs // 10))
         reference = scores["fp32"]
         if manifest.task.get("keras") is not None and metric == manifest.task.get("metric"):
             reference = manifest.task["keras"]
@@ -164,7 +166,7 @@ def recommend(variants: dict) -> dict[str, str]:
             if float(np.median(ratios)) > best:
                 cpu, best = v, float(np.median(ratios))
     fp16_ok = variants.get("fp16", {}).get("gate", {}).get("passed", False)
-    return {"CPUExecutionProvider": cpu, **{p: "fp16" if fp16_ok else "fp32" for p in FP16_PROVIDERS}}
+    return {CPU: cpu, **{p: "fp16" if fp16_ok else "fp32" for p in FP16_PROVIDERS}}
 
 
 def _runs(calls: dict, at_least: int, seconds: float = 1.5) -> int:
@@ -183,10 +185,6 @@ def _runs(calls: dict, at_least: int, seconds: float = 1.5) -> int:
 
 def _cpu_model(folder: Path, manifest, path: Path, variant: str):
     """A runtime Model of `path` on CPU with one thread, whatever the manifest lists."""
-    import onnxruntime as ort
-
-    from rnnedge.runtime import Model, session_options
-
     session = ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
     return Model(folder, manifest, session, variant=variant, path=path)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from rnnedge.quantize import gate
+from rnnedge.tables import label
 
 
 def _ratio(facts: dict) -> str:
@@ -33,7 +34,7 @@ def variant_lines(manifest) -> list[str]:
         lines.append(f"{name:<8}{v['size']:>10,} ({v['size'] / fp32_size:>3.0%}) {err:>9.2e} "
                      f"{'-' if name == 'fp32' else _worst_share(v):>8} {metric:>7} "
                      f"{'-' if p50 is None else f'{p50:.3f}':>7} {'1.00x' if name == 'fp32' else _ratio(v):>6}  {verdict}")
-    lines.append("recommended: " + ", ".join(f"{_provider(p)}={v}" for p, v in manifest.recommended.items()))
+    lines.append("recommended: " + ", ".join(f"{label(p)}={v}" for p, v in manifest.recommended.items()))
     lines.append(f"  (on CPU a variant that passes its gate, only if >= {gate.SPEEDUP:.2f}x fp32's speed in the "
                  f"median of {gate.ROUNDS} rounds and faster in each)")
     return lines
@@ -73,7 +74,3 @@ def explain_lines(manifest) -> list[str]:
             lines.append("  task metric: none (pass --data with targets 'y' and --metric to judge on one)")
     return lines
 
-
-def _provider(name: str) -> str:
-    return {"CPUExecutionProvider": "CPU", "CUDAExecutionProvider": "CUDA",
-            "TensorrtExecutionProvider": "TensorRT"}.get(name, name.removesuffix("ExecutionProvider"))

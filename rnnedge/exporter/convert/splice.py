@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import onnx
 
-from rnnedge.convert.context import Context, UnsupportedLayerError
-from rnnedge.convert.graph import OPSET, Sym
+from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
+from rnnedge.exporter.convert.graph import OPSET, Sym
 
 RECURRENT_TYPES = (keras.layers.RNN, keras.layers.Bidirectional)
 DOMAINS = ("", "ai.onnx", "ai.onnx.ml")  # what onnxruntime and other runtimes all implement

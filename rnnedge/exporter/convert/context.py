@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rnnedge.convert.graph import GraphBuilder, Sym
+from rnnedge.exporter.convert.graph import GraphBuilder, Sym
 from rnnedge.errors import RnnEdgeError
 
 
@@ -40,6 +41,8 @@ class Context:
     state_outputs: dict[str, str] = field(default_factory=dict)  # state output name -> value
     routes: dict[str, str] = field(default_factory=dict)  # layer (or op) -> "fused" | "native" | "tf2onnx"
     scope: str = ""  # "outer/" while the layers of a nested model are converted
+    # core.convert_layer, for converters that convert an inner layer (TimeDistributed): set by core
+    convert_layer: Callable | None = None
 
     def route(self, layer, how: str):
         self.routes[self.scope + layer.name] = how

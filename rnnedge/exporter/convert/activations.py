@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnedge.convert.graph import GraphBuilder
+from rnnedge.exporter.convert.graph import GraphBuilder
 
 # Keras name -> (ONNX RNN activation, alpha, beta). alpha/beta are None where the op takes none.
 # Keras 3 hard_sigmoid is relu6(x + 3) / 6 = clip(x / 6 + 0.5, 0, 1): alpha 1/6, beta 0.5.

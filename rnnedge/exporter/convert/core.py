@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import keras
 import onnx
 
-from rnnedge.convert import layers, recurrent, splice
-from rnnedge.convert.context import Context, UnsupportedLayerError
-from rnnedge.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
+from rnnedge.exporter.convert import layers, recurrent, splice
+from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
+from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import TensorSpec
 
@@ -254,7 +254,7 @@ def interface(graph, *, streaming: bool = False) -> Interface:
 
 def convert(model, *, streaming: bool = False, name: str | None = None) -> Converted:
     """Convert a Keras model to ONNX with one fused node per recurrent cell (and direction)."""
-    from rnnedge import __version__
+    from rnnedge.tables import VERSION as __version__
 
     graph = functional_graph(model)
     if not recurrent_layers(graph):
@@ -262,7 +262,7 @@ def convert(model, *, streaming: bool = False, name: str | None = None) -> Conve
             f"model '{model.name}' has no recurrent layer (LSTM, GRU, SimpleRNN, RNN, Bidirectional): "
             "rnnedge exports recurrent models; use tf2onnx or keras' own ONNX export for others"
         )
-    ctx = Context(GraphBuilder(name or model.name), streaming=streaming)
+    ctx = Context(GraphBuilder(name or model.name), streaming=streaming, convert_layer=convert_layer)
     io = interface(graph, streaming=streaming)
     syms = []
     for i, (t, n, shape) in enumerate(zip(graph.inputs, io.input_names, io.input_shapes)):

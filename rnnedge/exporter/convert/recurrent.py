@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 from keras import layers as L
 
-from rnnedge.convert.activations import keras_name, rnn_activation
-from rnnedge.convert.context import Context, StateIO
-from rnnedge.convert.graph import Sym
-from rnnedge.convert.layers import _np
+from rnnedge.exporter.convert.activations import keras_name, rnn_activation
+from rnnedge.exporter.convert.context import Context, StateIO
+from rnnedge.exporter.convert.graph import Sym
+from rnnedge.exporter.convert.layers import _np
 
 CELL_OPS = {L.LSTMCell: "LSTM", L.GRUCell: "GRU", L.SimpleRNNCell: "RNN"}
 STATE_NAMES = {"LSTM": ("h", "c"), "GRU": ("h",), "RNN": ("h",)}
@@ -278,7 +278,7 @@ def _initial(layer, args, kwargs):
 
 
 def rnn(ctx: Context, layer, args, kwargs, outs):
-    g, x, mask = ctx.g, args[0], kwargs.get("mask")
+    x, mask = args[0], kwargs.get("mask")
     _check_layer(ctx, layer, x)
     cells = _cells(ctx, layer)
     initial = [s.name for s in _initial(layer, args, kwargs)]

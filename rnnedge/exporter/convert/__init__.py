@@ -1,6 +1,6 @@
 """Keras 3 -> ONNX with every recurrent layer as one fused LSTM/GRU/RNN node (needs the export extra)."""
 
-from rnnedge.convert.context import UnsupportedLayerError
-from rnnedge.convert.core import Converted, convert, functional_graph, recurrent_layers
+from rnnedge.exporter.convert.context import UnsupportedLayerError
+from rnnedge.exporter.convert.core import Converted, convert, functional_graph, recurrent_layers
 
 __all__ = ["Converted", "UnsupportedLayerError", "convert", "functional_graph", "recurrent_layers"]

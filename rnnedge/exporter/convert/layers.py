@@ -13,9 +13,9 @@ from keras import layers as L
 from keras import ops as K
 from keras.src.ops import numpy as knp
 
-from rnnedge.convert import activations
-from rnnedge.convert.context import Context
-from rnnedge.convert.graph import Sym
+from rnnedge.exporter.convert import activations
+from rnnedge.exporter.convert.context import Context
+from rnnedge.exporter.convert.graph import Sym
 
 
 def _np(variable) -> np.ndarray:
@@ -212,8 +212,7 @@ PER_STEP = (L.Dense, L.Activation, L.Dropout, L.LayerNormalization, L.BatchNorma
 
 
 def time_distributed(ctx: Context, layer, args, kwargs, outs):
-    from rnnedge.convert.core import convert_layer
-
+    convert_layer = ctx.convert_layer
     g, x = ctx.g, args[0]
     inner = layer.layer
     if kwargs.get("mask") is not None and getattr(inner, "_call_has_mask_arg", False) and not isinstance(inner, PER_STEP):

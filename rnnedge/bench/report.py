@@ -1,0 +1,135 @@
+"""Benchmark rows as a markdown table, a rich table for the terminal, and a latency plot."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from rnnedge.bench.candidates import FLOOR, STREAM_PREFIX
+from rnnedge.bench.results import BenchRow, _parent, _ratio_keys
+from rnnedge.errors import RnnEdgeError
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3f}" if v < 1 else f"{v:.2f}" if v < 100 else f"{v:.0f}"
+
+
+def _rate(v: float) -> str:
+    return f"{v:,.0f}" if v >= 10 else f"{v:.2f}"
+
+
+_COLUMNS = ("candidate", "provider", "batch", "time", "threads", "p50 ms", "p90 ms", "p99 ms", "seq/s", "steps/s",
+            "max|diff|")
+
+
+def _cells(r: BenchRow, keys: list[str]) -> list[str]:
+    provider = r.provider.removesuffix("ExecutionProvider")
+    return [r.candidate, provider, str(r.batch), "-" if r.time is None else str(r.time), str(r.threads),
+            _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms), _rate(r.seq_per_s), _rate(r.steps_per_s),
+            "-" if r.error is None else f"{r.error:.1e}",
+            *(f"{r.ratios[k]:.2f}x" if k in r.ratios else "" for k in keys)]
+
+
+def markdown(rows: Sequence[BenchRow]) -> str:
+    """A GitHub markdown table; "vs X" columns are X's p50 / this p50 (above 1: faster than X)."""
+    keys = _ratio_keys(rows)
+    head = [*_COLUMNS, *(f"vs {k}" for k in keys)]
+    align = ["---" if i < 2 else "---:" for i in range(len(head))]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(_cells(r, keys)) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def rich_table(rows: Sequence[BenchRow], title: str | None = None):
+    """A `rich.table.Table` of the rows: the columns of `markdown`, less provider and threads
+    where every row has the same (the title says them)."""
+    from rich.table import Table
+
+    keys = _ratio_keys(rows)
+    columns = [*_COLUMNS, *(f"vs {k}" for k in keys)]
+    same = {"provider": len({r.provider for r in rows}) == 1, "threads": len({r.threads for r in rows}) == 1}
+    keep = [i for i, c in enumerate(columns) if not same.get(c)]
+    table = Table(title=title or _title(rows))
+    for i in keep:
+        table.add_column(columns[i], justify="left" if i < 2 else "right")
+    for r in rows:
+        cells = _cells(r, keys)
+        table.add_row(*(cells[i] for i in keep))
+    return table
+
+
+def _title(rows: Sequence[BenchRow]) -> str:
+    def listed(values):
+        values = list(dict.fromkeys(values))
+        return ", ".join(str(v) for v in values)
+
+    providers = listed(r.provider.removesuffix("ExecutionProvider") for r in rows)
+    return (f"rnnedge bench: {providers}, batch {listed(r.batch for r in rows)}, "
+            f"{listed(r.threads for r in rows)} thread(s)")
+
+
+def _label_ticks(axis, values):
+    """Ticks at the measured values only, in plain numbers (log axes otherwise crowd 2x10^1...)."""
+    from matplotlib.ticker import NullFormatter
+
+    axis.set_ticks(values, [str(v) for v in values])
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plot(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
+    """p50 latency (ms) per candidate against sequence length (against batch when one length was
+    timed; bars when one case was); log y when the values span more than 20x. PNG, SVG or PDF by suffix."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise RnnEdgeError("plotting needs matplotlib: pip install 'rnnedge[plot]'") from None
+    if not rows:
+        raise RnnEdgeError("no benchmark rows to plot")
+    path = Path(path)
+    _parent(path)
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    times = list(dict.fromkeys(r.time for r in rows))
+    batches = list(dict.fromkeys(r.batch for r in rows))
+    names = list(dict.fromkeys(r.candidate for r in rows))
+    stream = any(r.candidate == FLOOR or r.candidate.startswith(STREAM_PREFIX) for r in rows)
+    steps = "steps per push" if stream else "sequence length (steps)"
+    if len(times) > 1 and None not in times:
+        groups = batches if len(batches) > 1 else [None]
+        styles = ("-", "--", ":", "-.")
+        for k, name in enumerate(names):
+            for j, b in enumerate(groups):  # one colour per candidate, one line style per batch
+                pts = sorted((r.time, r.p50_ms) for r in rows if r.candidate == name and b in (None, r.batch))
+                label = name if b is None else f"{name}, batch {b}"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=f"C{k % 10}",
+                        linestyle=styles[j % len(styles)], label=label)
+        ax.set_xlabel(steps)
+        ax.set_xscale("log" if max(times) / min(times) > 20 else "linear")
+        _label_ticks(ax.xaxis, sorted(times))
+    elif len(batches) > 1:
+        for name in names:
+            pts = sorted((r.batch, r.p50_ms) for r in rows if r.candidate == name)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_xlabel("batch (sequences per call)")
+        ax.set_xscale("log" if max(batches) / min(batches) > 20 else "linear")
+        _label_ticks(ax.xaxis, sorted(batches))
+    else:
+        ax.bar(names, [next(r.p50_ms for r in rows if r.candidate == n) for n in names])
+        if times[0] is not None:
+            each = f"{times[0]} step{'s' if times[0] != 1 else ''}{' per push' if stream else ''}"
+            ax.set_xlabel(f"candidate ({each})")
+        else:
+            ax.set_xlabel("candidate")
+    values = [r.p50_ms for r in rows]
+    if min(values) > 0 and max(values) / min(values) > 20:
+        ax.set_yscale("log")
+    ax.set_ylabel("p50 latency (ms)")
+    ax.set_title(_title(rows))
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    return path

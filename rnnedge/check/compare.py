@@ -1,0 +1,121 @@
+"""Compare Keras' outputs with another runner's, output by output (states included): names, then
+shapes, then values, every failure collected; results are truthy when they pass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rnnedge.errors import RnnEdgeError
+from rnnedge.tables import ATOL, RTOL
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float = ATOL
+    rtol: float = RTOL
+
+    def __post_init__(self):
+        if self.atol < 0 or self.rtol < 0:
+            raise RnnEdgeError(f"tolerances must be >= 0, got atol={self.atol}, rtol={self.rtol}")
+
+
+@dataclass(frozen=True)
+class OutputParity:
+    """How one output compares; truthy when it passes (|a - e| <= atol + rtol * |e| everywhere)."""
+
+    name: str
+    max_abs: float
+    mean_abs: float
+    max_rel: float
+    atol: float
+    rtol: float
+    passed: bool
+    problem: str = ""
+
+    def __bool__(self):
+        return self.passed
+
+
+@dataclass(frozen=True)
+class CaseParity:
+    case: str
+    outputs: tuple[OutputParity, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(self.outputs)
+
+    def __bool__(self):
+        return self.passed
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    provider: str
+    cases: tuple[CaseParity, ...]
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.cases) and all(self.cases)
+
+    def __bool__(self):
+        return self.passed
+
+    @property
+    def worst_abs(self) -> float:
+        return max((o.max_abs for c in self.cases for o in c.outputs), default=float("nan"))
+
+    def failures(self) -> list[str]:
+        return [
+            f"{c.case}: {o.name} " + (o.problem or f"max |diff| {o.max_abs:.2e} > atol {o.atol:g} + rtol {o.rtol:g}")
+            for c in self.cases
+            for o in c.outputs
+            if not o
+        ]
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["passed"], d["worst_abs"] = self.passed, self.worst_abs
+        for case in d["cases"]:
+            case["passed"] = all(o["passed"] for o in case["outputs"])
+        return d
+
+
+def tolerance_for(name: str, default: Tolerance, overrides: dict | None) -> Tolerance:
+    over = (overrides or {}).get(name)
+    if over is None:
+        return default
+    return over if isinstance(over, Tolerance) else Tolerance(*over)
+
+
+def compare(case: str, expected: dict, actual: dict, default: Tolerance = Tolerance(), overrides: dict | None = None) -> CaseParity:
+    """Compare every expected output: names first, then shapes, then values; collect every failure."""
+    results = []
+    for name, want in expected.items():
+        tol = tolerance_for(name, default, overrides)
+        got = actual.get(name)
+        if got is None:
+            results.append(OutputParity(name, np.inf, np.inf, np.inf, tol.atol, tol.rtol, False, "is missing from the ONNX outputs"))
+            continue
+        want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
+        if want.shape != got.shape:
+            results.append(OutputParity(name, np.inf, np.inf, np.inf, tol.atol, tol.rtol, False,
+                                        f"has shape {got.shape}, Keras gives {want.shape}"))
+            continue
+        diff = np.abs(got - want)
+        if diff.size == 0:
+            results.append(OutputParity(name, 0.0, 0.0, 0.0, tol.atol, tol.rtol, True))
+            continue
+        finite = np.isfinite(diff)
+        same_nonfinite = bool(np.all((~finite) <= (np.isnan(got) & np.isnan(want)) | (got == want)))
+        d = np.where(finite, diff, 0.0)
+        rel = d / np.maximum(np.abs(want), 1e-12)
+        ok = same_nonfinite and bool(np.all(d <= tol.atol + tol.rtol * np.abs(np.where(finite, want, 0.0))))
+        results.append(OutputParity(name, float(d.max()), float(d.mean()), float(rel.max()), tol.atol, tol.rtol, ok,
+                                    "" if same_nonfinite else "has NaN or infinity where Keras has none"))
+    return CaseParity(case, tuple(results))

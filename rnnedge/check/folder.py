@@ -1,0 +1,82 @@
+"""Replay an export folder's golden data on onnxruntime, whole and streamed in chunks, or on any
+runner (a name and `run(feeds) -> outputs`), and compare with Keras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rnnedge.check.compare import ParityReport, Tolerance, compare
+from rnnedge.check.golden import read_golden
+from rnnedge.manifest import is_time_axis
+from rnnedge.runtime import load, run_chunked
+from rnnedge.tables import tolerance_of
+
+STREAM_CHUNKS = (1, 3)  # streaming exports are also checked fed 1 and 3 steps at a time
+
+
+def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32", tolerance: Tolerance | None = None,
+              overrides: dict | None = None, fallback: bool = False, atol: float | None = None,
+              rtol: float | None = None) -> ParityReport:
+    """Replay golden.npz on onnxruntime (no TensorFlow needed) and compare with Keras' outputs.
+
+    Tolerances: `tolerance` if given; else a quantized variant's own (its gate's limit per output,
+    recorded by `rnnedge quantize`); else the provider's (`tables.PROVIDERS`). `atol` / `rtol`
+    replace one part of that default and keep the other (`rnnedge check --atol X`)."""
+    model = load(folder, provider=provider, variant=variant, fallback=fallback)
+    manifest = model.manifest
+    own = manifest.variants.get(variant, {}).get("tolerance") if variant != "fp32" else None
+    if tolerance is None and own and atol is None and rtol is None:
+        # a quantized variant is judged by its own gate's limits (atol per output), not fp32's 1e-5
+        tolerance, overrides = Tolerance(max(own.values()), 0.0), {k: (float(v), 0.0) for k, v in own.items()}
+    if tolerance is None:
+        default_atol, default_rtol = tolerance_of(model.provider)
+        tolerance = Tolerance(default_atol if atol is None else atol, default_rtol if rtol is None else rtol)
+    if overrides is None:
+        overrides = {k: tuple(v) for k, v in manifest.parity.get("overrides", {}).items()}
+    cases = []
+    for name, inputs, expected in read_golden(folder):
+        actual = model.run(**inputs)
+        cases.append(compare(name, expected, dict(actual), tolerance, overrides))
+        if manifest.streaming:
+            for chunk in manifest.parity.get("stream_chunks", STREAM_CHUNKS):
+                streamed = stream_in_chunks(model, inputs, chunk)
+                if streamed is not None:
+                    cases.append(compare(f"{name}, streamed in chunks of {chunk}", expected, streamed, tolerance, overrides))
+    return ParityReport(model.provider, tuple(cases), tolerance, dict(overrides))
+
+
+def check_runner(runner, folder: str | Path, tolerance: Tolerance | None = None) -> ParityReport:
+    """Replay golden.npz on any runner (`runner.name`, `runner.run(feeds) -> {output: array}`: the
+    tf2onnx graph, Keras, LiteRT, a server) and compare its data outputs with Keras'. A runner
+    takes the data inputs only: cases that start from a non-zero state are left out."""
+    from rnnedge.manifest import Manifest
+
+    manifest = Manifest.load(folder)
+    tolerance = tolerance or Tolerance(*tolerance_of(getattr(runner, "provider", "CPUExecutionProvider")))
+    data = [s.name for s in manifest.data_inputs]
+    states = [s.name for s in manifest.state_inputs]
+    outputs = [s.name for s in manifest.data_outputs]
+    cases = []
+    for name, inputs, expected in read_golden(folder):
+        if any(inputs[s].any() for s in states if s in inputs):
+            continue
+        actual = runner.run({n: inputs[n] for n in data})
+        cases.append(compare(name, {k: expected[k] for k in outputs}, actual, tolerance))
+    return ParityReport(runner.name, tuple(cases), tolerance, {})
+
+
+def stream_in_chunks(model, inputs: dict, chunk: int) -> dict | None:
+    """Outputs of a streaming model fed `chunk` steps at a time with its state carried: sequence
+    outputs concatenated in time, other outputs from the last chunk, states at the end.
+    None where the case cannot be streamed (inputs without a time axis or with time axes of
+    their own, or too few steps)."""
+    manifest = model.manifest
+    data = manifest.data_inputs
+    if not data or any(len(s.shape) < 2 or not is_time_axis(s.shape[1]) for s in data):
+        return None
+    if len({s.shape[1] for s in data}) > 1:  # inputs with time axes of their own: no common chunking
+        return None
+    if inputs[data[0].name].shape[1] <= chunk:
+        return None
+    outputs, state = run_chunked(model, inputs, chunk)
+    return {**outputs, **{o.name: state[o.feeds] for o in manifest.state_outputs}}

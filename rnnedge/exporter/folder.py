@@ -1,0 +1,164 @@
+"""`export`: the Keras model converted, checked against Keras, quantized if asked, written to a
+temporary sibling folder and moved into place only when complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import onnx
+
+from rnnedge.check import ParityReport, Tolerance, check_dir, write_golden
+from rnnedge.errors import ParityError, RnnEdgeError
+from rnnedge.exporter.baselines import _loop_layers, tf2onnx_export
+from rnnedge.exporter.convert import UnsupportedLayerError, convert, functional_graph
+from rnnedge.exporter.convert.core import Converted, interface
+from rnnedge.exporter.convert.splice import SpliceError
+from rnnedge.exporter.source import load_keras, versions
+from rnnedge.exporter.truth import _keras_truth, _stateful_layers, keras_outputs, zoo_case
+from rnnedge.manifest import MODEL, Manifest, TensorSpec
+from rnnedge.quantize import parse_variants, quantize_dir
+from rnnedge.runtime import load
+from rnnedge.tables import PROVIDER_TOLERANCE
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    folder: Path
+    manifest: Manifest
+    parity: ParityReport
+
+    @property
+    def passed(self) -> bool:
+        return self.parity.passed
+
+
+def export(
+    source,
+    out: str | Path,
+    *,
+    force: bool = False,
+    streaming: bool = False,
+    allow_loop: bool = False,
+    unsafe: bool = False,
+    tolerance: Tolerance = Tolerance(),
+    overrides: dict | None = None,
+    seed: int = 0,
+    quantize=(),
+    data: str | Path | None = None,
+    metric: str | None = None,
+) -> ExportResult:
+    """Export a Keras model (object, .keras path or `zoo:NAME`) to `out` and verify it against Keras.
+
+    Raises RnnEdgeError for bad input (nothing written) and ParityError when ONNX and Keras
+    disagree (the folder is written, its manifest marked failed).
+    """
+    variants = parse_variants(quantize) if quantize else []
+    out = Path(out)
+    if out.exists() and not force:
+        raise RnnEdgeError(f"{out} already exists; pass --force to overwrite it")
+    if out.exists() and not out.is_dir():
+        raise RnnEdgeError(f"{out} exists and is not a folder; choose another --out")
+    model, source_name, sha256, entry = load_keras(source, unsafe=unsafe)
+    started = time.perf_counter()
+    loop_layers: list[str] = []
+    try:
+        converted = convert(model, streaming=streaming)
+        proto = converted.onnx_model
+    except UnsupportedLayerError as e:
+        if not allow_loop or isinstance(e, SpliceError):  # tf2onnx refused that layer already
+            raise
+        if streaming or _stateful_layers(model):
+            raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
+        proto, converted = _fallback(model)
+        loop_layers = _loop_layers(proto, model)
+        warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
+                      f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        cases, converted, proto = _keras_truth(model, converted, proto, seed)
+        onnx.save(proto, tmp / MODEL)
+        if entry is not None:
+            name, feeds = zoo_case(entry, converted)
+            cases.append((name, feeds, keras_outputs(model, converted, feeds)))
+        write_golden(tmp, cases)
+        manifest = Manifest(
+            inputs=converted.inputs,
+            outputs=converted.outputs,
+            opset=converted.opset,
+            ir_version=proto.ir_version,
+            source={"name": source_name, "sha256": sha256, "keras_name": model.name},
+            versions=versions(),
+            fused_nodes=converted.fused_nodes,
+            loop_layers=loop_layers,
+            layers=converted.layers,
+            streaming=any(s.role == "state" for s in converted.inputs),
+            variants={"fp32": {"file": MODEL, "size": (tmp / MODEL).stat().st_size}},
+        )
+        # A stateful layer's masked step before the call's first valid one outputs zeros in Keras
+        # (each call starts its "previous output" afresh), so such a model fed in chunks is Keras
+        # called chunk by chunk, not Keras on the whole sequence: no chunked comparison for it.
+        chunks = {} if not (_stateful_layers(model) and any(s.pad_value is not None for s in converted.inputs)) \
+            else {"stream_chunks": []}
+        manifest.parity = {"passed": False, "overrides": {k: list(v) for k, v in (overrides or {}).items()}, **chunks}
+        manifest.save(tmp)
+        report = check_dir(tmp, "cpu", tolerance=tolerance, overrides=overrides or {})
+        manifest.parity = {**report.to_dict(), "overrides": {k: list(v) for k, v in (overrides or {}).items()}, **chunks,
+                           "provider_tolerances": {p: {"atol": a, "rtol": r} for p, (a, r) in PROVIDER_TOLERANCE.items()}}
+        if entry is not None:
+            manifest.task = task_metrics(entry, tmp)
+        manifest.export_seconds = round(time.perf_counter() - started, 3)
+        manifest.save(tmp)
+        if variants and report.passed:
+            evaluate = (lambda m: entry.score(m.run(*entry.x_test).data)) if entry is not None else None
+            quantize_dir(tmp, variants, evaluate=evaluate, data=data, metric=metric)
+            manifest = Manifest.load(tmp)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not report.passed:
+        raise ParityError(f"{out}: ONNX does not match Keras ({'; '.join(report.failures()[:3])}); "
+                          f"files kept for inspection, manifest marked failed")
+    return ExportResult(out, manifest, report)
+
+
+def task_metrics(entry, folder: Path) -> dict:
+    """The zoo model's task metric computed from Keras' and from onnxruntime's outputs."""
+    model = load(folder, provider="cpu")
+    outputs = model.run(*entry.x_test)
+    return {"metric": entry.metric, "keras": float(entry.keras_score), "onnx": float(entry.score(outputs.data)),
+            "baseline": float(entry.baseline), "higher_is_better": entry.higher_is_better, "cell": entry.cell,
+            "task": entry.task}
+
+
+def _fallback(model):
+    """tf2onnx's graph, described with the same input/output specs as a fused export would have."""
+    proto = tf2onnx_export(model)
+    graph = functional_graph(model)
+    io = interface(graph)
+    inputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
+    outputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
+    routes = {layer.name: "tf2onnx" for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)}
+    return proto, Converted(proto, inputs, outputs, {}, layers=routes)
+
+
+def _move_into_place(tmp: Path, out: Path):
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); the export gets a folder's usual mode
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -1,0 +1,166 @@
+"""Keras' truth for an export: random cases at several batch sizes and lengths (masked rows of
+every kind), Keras' outputs for them (states of stateful layers included), the zoo's real rows."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from rnnedge.exporter.convert import functional_graph, recurrent_layers
+from rnnedge.manifest import TIME, TensorSpec, is_time_axis
+from rnnedge.samples import sample, sized
+
+BATCHES = (1, 3, 2)  # batch sizes tried where the batch axis is dynamic
+LENGTHS = (7, 16, 1)  # sequence lengths tried where a time axis is dynamic
+ZOO_GOLDEN_ROWS = 16  # rows of the zoo's real test data stored in golden.npz
+ROW_KINDS = ("gaps", "full", "empty", "front", "back")
+
+
+def _keep_row(kind: str, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """Which steps of one row are real (not padding)."""
+    keep = np.ones(steps, bool)
+    if kind == "empty":
+        keep[:] = False
+    elif kind in ("front", "back") and steps > 1:  # keras.utils.pad_sequences pads at the front by default
+        real = int(rng.integers(1, steps))
+        if kind == "front":
+            keep[: steps - real] = False
+        else:
+            keep[real:] = False
+    elif kind == "gaps":
+        keep = rng.random(steps) < 0.6
+        if steps >= 2:
+            keep[:2] = False, True  # padding first, then a real step (a gap after it below)
+        if steps >= 4:
+            keep[2:4] = False, True
+    return keep
+
+
+def random_cases(inputs: list[TensorSpec], seed: int = 0, random_states: bool = True) -> list[tuple[str, dict]]:
+    """Random inputs at several batch sizes and sequence lengths. Inputs that carry a mask (or
+    are one) get rows of each kind in ROW_KINDS in turn: padding at the front, at the back, in
+    gaps, a full row and a fully padded one. State inputs are zero in the first case (a fresh
+    stream), random in the others if `random_states`."""
+    rng = np.random.default_rng(seed)
+    time_axes = sorted({d for s in inputs for d in s.shape[1:] if isinstance(d, str)})
+    fixed_batch = next((s.shape[0] for s in inputs if isinstance(s.shape[0], int)), None)  # stateful models
+    padded = next((s for s in inputs if s.pad_value is not None and len(s.shape) >= 2), None)
+    cases, row = [], 0
+    for i, (batch, length) in enumerate(zip(BATCHES, LENGTHS)):
+        batch = fixed_batch or batch
+        dims = {"batch": batch, **{t: length + 2 * k for k, t in enumerate(time_axes)}}
+        keep = None
+        if padded is not None:
+            steps = dims.get(padded.shape[1], padded.shape[1])
+            keep = np.stack([_keep_row(ROW_KINDS[(row + r) % len(ROW_KINDS)], steps, rng) for r in range(batch)])
+            row += batch
+        feeds = {}
+        for s in inputs:
+            x = sample(s, sized(s, dims), rng, keep)
+            if s.role == "state" and (i == 0 or not random_states):
+                x = np.zeros_like(x)  # a fresh stream
+            feeds[s.name] = x
+        desc = f"random batch {batch}" + (f", time {length}" if time_axes else "") + (", padded" if padded else "")
+        cases.append((desc, feeds))
+    return cases
+
+
+def _stateful_layers(model) -> list:
+    return [layer for layer in recurrent_layers(functional_graph(model)) if getattr(layer, "stateful", False)]
+
+
+def _layer_states(layer) -> list:
+    """A stateful layer's state variables, flat (StackedRNNCells nests one list per cell)."""
+    return keras.tree.flatten(layer.states)
+
+
+def keras_outputs(model, converted, feeds: dict) -> dict[str, np.ndarray]:
+    """Keras' outputs for one case, named as the ONNX outputs are (states of stateful layers too).
+
+    State inputs and outputs are matched to Keras' state variables by the layer they belong to:
+    the converter meets layers in graph order, which need not be the order of `model.layers`."""
+    data_in = [feeds[s.name] for s in converted.inputs if s.role == "data"]
+    stateful = {layer.name: layer for layer in _stateful_layers(model)}
+    state_specs = [s for s in converted.inputs if s.role == "state"]
+    if stateful:
+        for name, layer in stateful.items():
+            specs = [s for s in state_specs if s.layer == name]
+            variables = _layer_states(layer)
+            if len(specs) != len(variables):
+                raise AssertionError(f"{name}: {len(specs)} state inputs for {len(variables)} Keras states")
+            for spec, var in zip(specs, variables):
+                var.assign(feeds[spec.name])
+    elif state_specs:  # --streaming of a stateless model: Keras truth exists for a fresh state only
+        if any(np.any(feeds[s.name]) for s in state_specs):
+            raise AssertionError("Keras truth for a streaming model needs zero initial states")
+    result = model(data_in if len(data_in) > 1 else data_in[0], training=False)
+    flat = [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(result)]
+    names = [s.name for s in converted.outputs if s.role == "data"]
+    out = dict(zip(names, flat))
+    if stateful:
+        for name, layer in stateful.items():
+            specs = [s for s in converted.outputs if s.role == "state" and s.layer == name]
+            out.update((s.name, np.asarray(keras.ops.convert_to_numpy(v))) for s, v in zip(specs, _layer_states(layer)))
+    return out
+
+
+def _keras_truth(model, converted, proto, seed: int):
+    """Keras' outputs on the random cases. Inputs with time axes of their own get different
+    lengths; where Keras refuses that (the model joins them step by step), the export declares
+    one shared "time" axis instead, so the runtime checks that their lengths agree."""
+    random_states = bool(_stateful_layers(model))
+    samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=random_states)
+    try:
+        cases = [(n, f, keras_outputs(model, converted, f)) for n, f in samples]
+        return cases, *_observed_widths(converted, proto, cases)
+    except Exception:
+        own = {d for s in converted.inputs for d in s.shape if is_time_axis(d) and d != TIME}
+        if not own:
+            raise
+    shared = lambda specs: [dataclasses.replace(s, shape=tuple(TIME if d in own else d for d in s.shape)) for s in specs]  # noqa: E731
+    converted = dataclasses.replace(converted, inputs=shared(converted.inputs), outputs=shared(converted.outputs),
+                                    keras_inputs=shared(converted.keras_inputs or converted.inputs))
+    for value in [*proto.graph.input, *proto.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in own:
+                dim.dim_param = TIME
+    samples = random_cases(converted.keras_inputs, seed, random_states=random_states)
+    cases = [(n, f, keras_outputs(model, converted, f)) for n, f in samples]
+    return cases, *_observed_widths(converted, proto, cases)
+
+
+def _observed_widths(converted, proto, cases):
+    """Declare the fixed output sizes Keras computes rather than those it reports: for a
+    Bidirectional layer whose backward layer has other units, Keras reports twice the forward
+    width. Named (dynamic) axes are left alone."""
+    fixed = {}
+    for spec in converted.outputs:
+        seen = [out[spec.name].shape for _, _, out in cases if spec.name in out]
+        if not seen or any(len(s) != len(spec.shape) for s in seen):
+            continue
+        shape = tuple(d if not isinstance(d, int) or len({s[i] for s in seen}) != 1 else seen[0][i]
+                      for i, d in enumerate(spec.shape))
+        if shape != tuple(spec.shape):
+            fixed[spec.name] = shape
+    if not fixed:
+        return converted, proto
+    for value in proto.graph.output:
+        if value.name in fixed:
+            for dim, size in zip(value.type.tensor_type.shape.dim, fixed[value.name]):
+                if isinstance(size, int):
+                    dim.dim_value = size
+    outputs = [dataclasses.replace(s, shape=fixed.get(s.name, s.shape)) for s in converted.outputs]
+    return dataclasses.replace(converted, outputs=outputs), proto
+
+
+def zoo_case(entry, converted) -> tuple[str, dict]:
+    """The first rows of the zoo's real test data, with a fresh (zero) state where the export streams."""
+    specs = [s for s in converted.inputs if s.role == "data"]
+    feeds = {s.name: np.asarray(x[:ZOO_GOLDEN_ROWS]) for s, x in zip(specs, entry.x_test)}
+    rows = len(next(iter(feeds.values())))
+    for s in converted.inputs:
+        if s.role == "state":
+            feeds[s.name] = np.zeros((rows, *s.shape[1:]), np.float32)
+    return f"{entry.task} test split ({rows} rows)", feeds

@@ -1,0 +1,246 @@
+"""Inputs and outputs as files: .npy, .npz and .csv in, the same out (`rnnedge run`)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from rnnedge.errors import RnnEdgeError
+from rnnedge.manifest import Manifest, TensorSpec
+from rnnedge.runtime.inputs import Outputs, _fmt_shape
+from rnnedge.runtime.model import Model, load
+from rnnedge.runtime.stream import run_chunked
+
+
+def _manifest_of(model_or_manifest) -> Manifest:
+    if isinstance(model_or_manifest, Model):
+        return model_or_manifest.manifest
+    if isinstance(model_or_manifest, Manifest):
+        return model_or_manifest
+    return Manifest.load(model_or_manifest)  # an export folder
+
+
+_FORMATS = ".npy, .npz or .csv"
+
+
+def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndarray]:
+    """Read model inputs from a file: name -> array (pass them on with `model.run(**inputs)`).
+
+    .npy: one array, for a model with one data input.
+    .npz: keys are input names (state inputs allowed), or arr_0, arr_1, ... for the data inputs
+        in order (what `np.savez(path, a, b)` writes).
+    .csv: numbers only (a header row is skipped), for a model with one data input. For an input
+        of rank 3 [batch, time, features] the table is [time, features] of one sequence (batch 1);
+        for rank 2 each row is one batch entry ([batch, time] ids or [batch, features]); for rank 1
+        the single column. Integer inputs need whole numbers.
+    """
+    path = Path(path)
+    manifest = _manifest_of(model_or_manifest)
+    data = manifest.data_inputs
+    names = [t.name for t in data]
+    if not path.is_file():
+        raise RnnEdgeError(f"input file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        if len(data) != 1:
+            raise RnnEdgeError(f"{path} holds one array but the model takes {len(data)} inputs ({', '.join(names)}): "
+                               "write an .npz with those names as keys")
+        return {names[0]: _load_npy(path)}
+    if suffix == ".npz":
+        return _read_npz(path, manifest)
+    if suffix == ".csv":
+        if len(data) != 1:
+            raise RnnEdgeError(f"{path} holds one table but the model takes {len(data)} inputs ({', '.join(names)}): "
+                               "write an .npz with those names as keys")
+        return {names[0]: _csv_to_input(_read_csv(path), data[0], path)}
+    raise RnnEdgeError(f"cannot read inputs from {path}: expected {_FORMATS}")
+
+
+def _np_load(path: Path, kind: str):
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise RnnEdgeError(f"{path} is not a readable {kind} file ({str(e).splitlines()[0]})") from None
+    if isinstance(loaded, np.ndarray) != (kind == ".npy"):
+        if not isinstance(loaded, np.ndarray):
+            loaded.close()
+        other = ".npz archive" if kind == ".npy" else ".npy array"
+        raise RnnEdgeError(f"{path} holds an {other}, not what its {kind} name says: rename it")
+    return loaded
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    return _np_load(path, ".npy")
+
+
+def _read_npz(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    with _np_load(path, ".npz") as z:
+        try:
+            found = {k: z[k] for k in z.files}
+        except (ValueError, OSError, EOFError) as e:
+            raise RnnEdgeError(f"{path} is not a readable .npz file ({str(e).splitlines()[0]})") from None
+    data = [t.name for t in manifest.data_inputs]
+    allowed = {t.name for t in manifest.inputs}
+    positional = [k for k in found if k.startswith("arr_") and k not in allowed]
+    if positional and len(positional) == len(found):
+        order = sorted(positional, key=lambda k: int(k[4:]) if k[4:].isdigit() else -1)
+        if [f"arr_{i}" for i in range(len(order))] != order or len(order) > len(data):
+            raise RnnEdgeError(f"{path} holds {', '.join(order)} but the model takes {len(data)} data input(s) "
+                               f"({', '.join(data)}): save them by name")
+        found = {data[i]: found[k] for i, k in enumerate(order)}
+    unknown = [k for k in found if k not in allowed]
+    if unknown:
+        raise RnnEdgeError(f"{path} holds {', '.join(unknown)}, which the model does not take (inputs: "
+                           f"{', '.join(t.name for t in manifest.inputs)})")
+    missing = [n for n in data if n not in found]
+    if missing:
+        raise RnnEdgeError(f"{path} has no array for input(s) {', '.join(missing)} (it holds "
+                           f"{', '.join(found) or 'nothing'}): save every data input under its name")
+    return found
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    try:
+        with open(path, newline="") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise RnnEdgeError(f"{path} is not a readable CSV file ({e})") from None
+    if not rows:
+        raise RnnEdgeError(f"{path} is empty: expected rows of numbers")
+
+    def numbers(row):
+        return [float(c) for c in row]
+
+    table = []
+    header = None
+    for i, row in enumerate(rows):
+        try:
+            table.append(numbers(row))
+        except ValueError:
+            if i == 0:
+                header = row
+                continue
+            bad = next(c for c in row if not _is_number(c))
+            raise RnnEdgeError(f"{path} row {i + 1} holds {bad!r}, not a number: keep only the numeric feature "
+                               "columns (one header row is allowed)") from None
+    if not table:
+        raise RnnEdgeError(f"{path} has a header but no rows of numbers")
+    widths = {len(r) for r in table}
+    if len(widths) > 1:
+        raise RnnEdgeError(f"{path} has rows of different lengths ({sorted(widths)}): every row needs the same "
+                           "number of columns")
+    if header is not None and len(header) != len(table[0]):
+        raise RnnEdgeError(f"{path} has {len(header)} header names but {len(table[0])} columns of numbers")
+    return np.asarray(table, dtype=np.float64)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _csv_to_input(table: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarray:
+    rank = len(spec.shape)
+    if rank == 3:
+        features = spec.shape[2]
+        if isinstance(features, int) and table.shape[1] != features:
+            raise RnnEdgeError(f"{path} has {table.shape[1]} columns but input '{spec.name}' "
+                               f"{_fmt_shape(spec.shape)} takes {features} features per step (one row per step)")
+        array = table[None]
+    elif rank == 2:
+        array = table
+    elif rank == 1 and table.shape[1] == 1:
+        array = table[:, 0]
+    else:
+        raise RnnEdgeError(f"cannot map the CSV table {path} ({table.shape[0]}x{table.shape[1]}) onto input "
+                           f"'{spec.name}' {_fmt_shape(spec.shape)}: use .npy or .npz")
+    if spec.dtype.startswith("int"):
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise RnnEdgeError(f"{path} holds non-integer values but input '{spec.name}' takes integer ids")
+        array = array.astype(np.int64)
+    return array
+
+
+def write_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray] | np.ndarray) -> Path:
+    """Write outputs: .npz (every output, names as keys), .npy or .csv (a single output).
+
+    For .npy/.csv, `Outputs` with state outputs count their data outputs only. A .csv takes a
+    1-D, 2-D, or 3-D array with batch 1 (written as [time, features]) and gets a header row.
+    """
+    path = Path(path)
+    if isinstance(outputs, np.ndarray):
+        outputs = {"output": outputs}
+    arrays = {k: np.asarray(v) for k, v in outputs.items()}
+    suffix = path.suffix.lower()
+    if suffix not in (".npz", ".npy", ".csv"):
+        raise RnnEdgeError(f"cannot write outputs to {path}: expected {_FORMATS}")
+    if suffix != ".npz" and len(arrays) > 1 and isinstance(outputs, Outputs):
+        arrays = {k: arrays[k] for k in outputs.data_names}
+    if suffix != ".npz" and len(arrays) != 1:
+        raise RnnEdgeError(f"{path.name} holds one array but there are {len(arrays)} outputs "
+                           f"({', '.join(arrays)}): write an .npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".npz":
+            with open(path, "wb") as f:
+                np.savez(f, **arrays)
+        elif suffix == ".npy":
+            np.save(path, next(iter(arrays.values())), allow_pickle=False)
+        else:
+            name, array = next(iter(arrays.items()))
+            _write_csv(path, name, array)
+    except OSError as e:
+        raise RnnEdgeError(f"cannot write {path} ({e.strerror or e})") from None
+    return path
+
+
+def _write_csv(path: Path, name: str, array: np.ndarray) -> None:
+    if array.ndim == 3 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim == 1:
+        array = array[:, None]
+        header = [name]
+    elif array.ndim == 2:
+        header = [f"{name}_{j}" for j in range(array.shape[1])]
+    else:
+        raise RnnEdgeError(f"output '{name}' has shape {_fmt_shape(array.shape)}: a CSV takes 1-D, 2-D, or 3-D "
+                           "with batch 1; write an .npz")
+    fmt = "%d" if array.dtype.kind in "iub" else "%.9g"
+    np.savetxt(path, array, fmt=fmt, delimiter=",", header=",".join(header), comments="")
+
+
+def run_file(
+    folder: str | os.PathLike,
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike | None = None,
+    *,
+    chunk: int | None = None,
+    provider: str | Sequence[str] = "auto",
+    threads: int | None = None,
+    fallback: bool = False,
+    variant: str = "fp32",
+) -> Outputs:
+    """`rnnedge run DIR --input x.npy [--output y.npz] [--chunk N] [--provider P]` as a function.
+
+    Without `chunk` the whole input runs at once. With `chunk`, the input is streamed N steps at
+    a time through `Model.stream` (the export must have state inputs): outputs with a time axis
+    are concatenated along it, the others are those of the last chunk. State inputs in an .npz
+    start the stream. Returns the data outputs; writes them to `output_path` when given.
+    """
+    model = load(folder, provider, variant=variant, threads=threads, fallback=fallback)
+    inputs = read_inputs(input_path, model)
+    if chunk is None:
+        out = model.run(**inputs)
+        result = Outputs(((n, out[n]) for n in out.data_names), out.provider, out.data_names)
+    else:
+        result, _ = run_chunked(model, inputs, chunk)
+    if output_path is not None:
+        write_outputs(output_path, result)
+    return result

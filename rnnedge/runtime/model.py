@@ -1,0 +1,256 @@
+"""Open an export folder (`load`) and run whole sequences through it (`Model.run`)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from rnnedge.errors import RnnEdgeError
+from rnnedge.manifest import MODEL, Manifest, TensorSpec
+from rnnedge.runtime.inputs import (
+    Outputs,
+    _as_array,
+    _check_kind,
+    _check_shape,
+    _check_values,
+    _fmt_shape,
+    _nth,
+    _raise,
+    _Slot,
+)
+from rnnedge.runtime.providers import TRT_SHAPES, _make_session, _provider_options, _resolve_providers, session_options
+from rnnedge.runtime.stream import Stream
+
+
+def _model_file(folder: Path, manifest: Manifest, variant: str) -> Path:
+    if variant in manifest.variants:
+        entry = manifest.variants[variant]
+        name = entry.get("file") if isinstance(entry, Mapping) else None
+        if not name:
+            raise RnnEdgeError(f"manifest.json variant {variant!r} names no file; re-export the model")
+    elif variant == "fp32":
+        name = MODEL
+    else:
+        have = ", ".join(sorted({"fp32", *manifest.variants}))
+        raise RnnEdgeError(f"{folder} has no {variant!r} variant (it has: {have}); "
+                           f"make it with `rnnedge quantize {folder}` or pick one of those")
+    path = folder / name
+    if not path.is_file():
+        raise RnnEdgeError(f"{path} is missing: the export folder is incomplete; re-export the model")
+    return path
+
+
+def load(
+    folder: str | os.PathLike,
+    provider: str | Sequence[str] = "auto",
+    *,
+    variant: str = "fp32",
+    threads: int | None = None,
+    provider_options: Mapping[str, Any] | None = None,
+    fallback: bool = False,
+    trt_shapes: Mapping[str, tuple[int, int, int]] | None = None,
+) -> Model:
+    """Open an export folder for inference (numpy + onnxruntime only).
+
+    provider: "auto" (TensorRT, then CUDA, then CPU, among those installed), a name ("cpu",
+        "cuda", "tensorrt", case-insensitive, or onnxruntime's full name), or a list of them in
+        order of preference. A provider that is not installed, or does not start, raises
+        RnnEdgeError unless `fallback=True`, which warns and runs on CPU.
+    variant: "fp32" (model.onnx) or a key of the manifest's `variants` ("int8", "fp16").
+    threads: intra-op threads on CPU (None: onnxruntime's default, all cores; 1 is fastest
+        for batch-1 recurrent models).
+    provider_options: a flat dict for the first provider (e.g. {"device_id": 1}), or a dict of
+        provider name -> options.
+    trt_shapes: TensorRT shape ranges per named dynamic axis, (min, opt, max); merged over
+        `TRT_SHAPES` = {"batch": (1, 1, 32), "time": (1, 100, 1000)}.
+    """
+    folder = Path(folder)
+    manifest = Manifest.load(folder)
+    path = _model_file(folder, manifest, variant)
+    so = session_options(threads)
+    chosen = _resolve_providers(provider, fallback)
+    shapes = {**TRT_SHAPES, **dict(trt_shapes or {})}
+    options = _provider_options(chosen, provider_options, folder, manifest, shapes)
+    auto = isinstance(provider, str) and provider.strip().lower() == "auto"
+    session = _make_session(path, so, chosen, options, fallback, auto)
+    return Model(folder, manifest, session, variant=variant, path=path)
+
+
+class Model:
+    """A loaded export folder: `run` whole sequences, `stream` them chunk by chunk.
+
+    inputs / outputs: the manifest's TensorSpecs (data first, then state) in graph order.
+    provider: the execution provider that actually runs (first of the session's providers).
+    session: the onnxruntime InferenceSession, for anything this class does not cover.
+    """
+
+    def __init__(self, folder: Path, manifest: Manifest, session: ort.InferenceSession, *, variant: str = "fp32",
+                 path: Path | None = None):
+        self.folder = Path(folder)
+        self.path = Path(path) if path is not None else self.folder / MODEL
+        self.manifest = manifest
+        self.session = session
+        self.variant = variant
+        self.inputs: list[TensorSpec] = list(manifest.inputs)
+        self.outputs: list[TensorSpec] = list(manifest.outputs)
+        self.provider: str = session.get_providers()[0]
+        graph_in = session.get_inputs()
+        graph_out = session.get_outputs()
+        names_in = [t.name for t in self.inputs]
+        names_out = [t.name for t in self.outputs]
+        if [i.name for i in graph_in] != names_in or [o.name for o in graph_out] != names_out:
+            raise RnnEdgeError(
+                f"{self.folder}: manifest.json lists inputs {names_in} and outputs {names_out} but the model "
+                f"file has {[i.name for i in graph_in]} and {[o.name for o in graph_out]}; re-export the model")
+        ort_types = {i.name: i.type for i in graph_in}
+        legacy = manifest.format < 2
+        self._slots = {t.name: _Slot(t, ort_types.get(t.name), legacy) for t in self.inputs}
+        self._data_slots = [self._slots[t.name] for t in manifest.data_inputs]
+        self._state_slots = [self._slots[t.name] for t in manifest.state_inputs]
+        self._output_names = names_out
+        self._data_output_names = [t.name for t in manifest.data_outputs]
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.source.get("name") or self.folder.name)
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"{t.name}{_fmt_shape(t.shape)}" for t in self.inputs)
+        return f"<rnnedge.Model {self.name!r} ({self.variant}) on {self.provider}: {ins}>"
+
+    # -- argument handling -------------------------------------------------------------------
+
+    def _gather(self, arrays: tuple, named: dict, *, allow_state: bool) -> dict[str, Any]:
+        """Positional arrays -> data inputs in order, plus named ones; name errors raised together."""
+        if len(arrays) == 1 and not named and isinstance(arrays[0], Mapping):
+            arrays, named = (), dict(arrays[0])
+        errors: list[str] = []
+        given: dict[str, Any] = {}
+        data = self._data_slots
+        if len(arrays) > len(data):
+            errors.append(f"got {len(arrays)} positional arrays but the model takes {len(data)} data input(s) "
+                          f"({', '.join(s.name for s in data)})")
+        for slot, value in zip(data, arrays):
+            given[slot.name] = value
+        for name, value in named.items():
+            slot = self._slots.get(name)
+            if slot is None:
+                close = difflib.get_close_matches(name, list(self._slots), n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                errors.append(f"unknown input '{name}': {hint}this model takes {self._describe_inputs()}")
+            elif slot.spec.role == "state" and not allow_state:
+                errors.append(f"input '{name}' is recurrent state kept by the stream: do not pass it to push(); "
+                              "use stream.reset() or stream.load_state()")
+            elif name in given:
+                errors.append(f"input '{name}' given both positionally and by name")
+            else:
+                given[name] = value
+        for i, slot in enumerate(data, 1):
+            if slot.name not in given:
+                errors.append(f"missing input '{slot.name}' {slot.describe()}: pass it as the {_nth(i)} array "
+                              f"or by name ({slot.name}=...)")
+        if errors:
+            _raise(errors)
+        return given
+
+    def _describe_inputs(self) -> str:
+        data = ", ".join(s.name for s in self._data_slots)
+        state = ", ".join(s.name for s in self._state_slots)
+        return f"{data} (data)" + (f" and {state} (state, optional)" if state else "")
+
+    def _prepare(self, given: dict[str, Any], allow_nonfinite: bool, axes: dict[str, tuple[int, str]]
+                 ) -> dict[str, np.ndarray]:
+        """Shapes then values; returns arrays ready for onnxruntime. `axes` may hold pre-bound axes."""
+        errors: list[str] = []
+        arrays: dict[str, np.ndarray] = {}
+        for name, value in given.items():
+            slot = self._slots[name]
+            a = value if type(value) is np.ndarray else _as_array(name, value, errors)
+            if a is None or (a.dtype != slot.dtype and not _check_kind(slot, a, errors)):
+                continue
+            _check_shape(slot, a, axes, errors)
+            arrays[name] = a
+        if errors:
+            _raise(errors)
+        feeds: dict[str, np.ndarray] = {}
+        for name, a in arrays.items():
+            checked = _check_values(self._slots[name], a, allow_nonfinite, errors)
+            if checked is not None:
+                feeds[name] = checked
+        if errors:
+            _raise(errors)
+        return feeds
+
+    def _state_shape(self, slot: _Slot, axes: Mapping[str, tuple[int, str]]) -> tuple[int, ...]:
+        shape = []
+        for d in slot.spec.shape:
+            if isinstance(d, str):
+                if d not in axes:
+                    raise RnnEdgeError(f"state input '{slot.name}' {_fmt_shape(slot.spec.shape)} has axis '{d}' "
+                                       f"that no data input sets: pass {slot.name}=... explicitly")
+                d = axes[d][0]
+            shape.append(d)
+        return tuple(shape)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self, *arrays, allow_nonfinite: bool = False, **named) -> Outputs:
+        """Run whole sequences: positional arrays are the data inputs in order, or pass them by name.
+
+        State inputs (streaming exports) may be passed by name; those left out start at zero.
+        A single dict positional argument is taken as name -> array. Returns every output,
+        state outputs included, as `Outputs` in graph order.
+        """
+        given = self._gather(arrays, named, allow_state=True)
+        axes: dict[str, tuple[int, str]] = {}
+        feeds = self._prepare(given, allow_nonfinite, axes)
+        for slot in self._state_slots:
+            if slot.name not in feeds:
+                feeds[slot.name] = np.zeros(self._state_shape(slot, axes), slot.dtype)
+        for name, a in feeds.items():
+            if not a.flags.c_contiguous:
+                feeds[name] = np.ascontiguousarray(a)
+        values = self.session.run(self._output_names, feeds)
+        return Outputs(zip(self._output_names, values), self.provider, self._data_output_names)
+
+    __call__ = run
+
+    def stream(self, batch: int = 1, *, allow_nonfinite: bool = False) -> Stream:
+        """A stream of `batch` independent sequences whose state is carried between `push` calls."""
+        return Stream(self, batch, allow_nonfinite=allow_nonfinite)
+
+    def _not_streamable(self) -> str:
+        """Why this model has no state to carry, as one line."""
+        reason = self._recurrent_directions()
+        if reason:
+            return (f"model '{self.name}' cannot stream: {reason}, which needs the whole sequence at once; "
+                    "only forward-direction recurrent layers can stream, use model.run on whole sequences")
+        return (f"model '{self.name}' has no state inputs: re-export it with `rnnedge export --streaming` "
+                "to stream it, or use model.run on whole sequences")
+
+    def _recurrent_directions(self) -> str | None:
+        """A bidirectional or reversed recurrent layer, from the manifest or else the graph."""
+        layers = [k for k in self.manifest.fused_nodes if "bidirectional" in k.lower()]
+        if layers:
+            return f"its layer {layers[0]!r} is bidirectional"
+        try:
+            import onnx  # only on this error path: onnx is slow to import
+        except ImportError:
+            return None
+        try:
+            graph = onnx.load(str(self.path), load_external_data=False).graph
+        except Exception:  # noqa: BLE001 - the explanation is a nicety
+            return None
+        for node in graph.node:
+            if node.op_type in ("LSTM", "GRU", "RNN"):
+                for attr in node.attribute:
+                    if attr.name == "direction" and attr.s in (b"bidirectional", b"reverse"):
+                        label = f" {node.name!r}" if node.name else ""
+                        return f"its {node.op_type} node{label} runs {attr.s.decode()}"
+        return None

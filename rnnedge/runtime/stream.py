@@ -1,0 +1,255 @@
+"""Streams: sequences fed chunk by chunk with their recurrent state carried (`Model.stream`),
+and `run_chunked`, which replays a whole input that way.
+
+The state stays on the session's device in two sets of `OrtValue`s bound with IOBinding: a call
+reads set A and writes set B, the next reads B and writes A, so nothing is allocated or copied
+for the state between steps and a failed call leaves the current state untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnxruntime as ort
+
+from rnnedge.errors import RnnEdgeError
+from rnnedge.manifest import BATCH, is_time_axis
+from rnnedge.runtime.inputs import STREAM, Outputs, _as_array, _check_kind, _check_values, _fmt_shape, _raise
+from rnnedge.tables import GPU_PROVIDERS
+
+if TYPE_CHECKING:
+    from rnnedge.runtime.model import Model
+
+
+class Stream:
+    """`batch` sequences fed chunk by chunk; the recurrent state stays on the device between calls.
+
+    push(chunk): a chunk is [batch, steps, ...] with any steps >= 1. A chunk without the time
+    axis ([batch, features], or [batch] for token ids) is one step, and then the outputs that
+    have a time axis come back without it too. Returns the data outputs only.
+
+    Design: two sets of state OrtValues (A, B) on the session's device and two IOBindings, one
+    reading A and writing B, the other the reverse; each push binds the data inputs, runs, and
+    flips. The state is never copied or reallocated between steps, and a call that fails leaves
+    the current state as it was. The data inputs are copied into buffers bound once per chunk
+    shape. One stream serves one thread at a time.
+    """
+
+    def __init__(self, model: Model, batch: int = 1, *, allow_nonfinite: bool = False):
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise RnnEdgeError(f"batch must be a whole number >= 1, got {batch!r}")
+        if not model._state_slots:
+            raise RnnEdgeError(model._not_streamable())
+        self.model = model
+        self.batch = int(batch)
+        self.allow_nonfinite = allow_nonfinite
+        session = model.session
+        self._session = session
+        m = model.manifest
+        # state input -> the state output that feeds it
+        feeds_from: dict[str, str] = {}
+        for out in m.state_outputs:
+            if out.feeds not in model._slots or model._slots[out.feeds].spec.role != "state":
+                raise RnnEdgeError(f"manifest.json: state output '{out.name}' feeds {out.feeds!r}, which is not a "
+                                   "state input; re-export the model")
+            feeds_from[out.feeds] = out.name
+        unfed = [s.name for s in model._state_slots if s.name not in feeds_from]
+        if unfed:
+            raise RnnEdgeError(f"manifest.json: no state output feeds state input(s) {', '.join(unfed)}; "
+                               "re-export the model with `rnnedge export --streaming`")
+        self._feeds_from = feeds_from
+        self._axes0 = {BATCH: (self.batch, STREAM)}
+        self._shapes = {s.name: model._state_shape(s, self._axes0) for s in model._state_slots}
+
+        provider = model.provider
+        self._on_cpu = provider not in GPU_PROVIDERS
+        if self._on_cpu:
+            self._device = ("cpu", 0)
+        else:
+            opts = session.get_provider_options().get(provider, {})
+            self._device = ("cuda", int(opts.get("device_id", 0) or 0))
+        # Two sets of state buffers. On CPU the OrtValues wrap numpy arrays we keep (zero-copy).
+        self._host: list[dict[str, np.ndarray]] = []
+        self._values: list[dict[str, ort.OrtValue]] = []
+        for _ in range(2):
+            host = {s.name: np.zeros(self._shapes[s.name], s.dtype) for s in model._state_slots}
+            self._host.append(host)
+            self._values.append({n: ort.OrtValue.ortvalue_from_numpy(a, *self._device) for n, a in host.items()})
+        self._data_in = [s.name for s in model._data_slots]
+        self._data_out = model._data_output_names
+        self._all_out = model._output_names
+        if self._all_out[: len(self._data_out)] != self._data_out:
+            raise RnnEdgeError(f"manifest.json lists state outputs before data outputs ({self._all_out}); "
+                               "re-export the model")
+        self._n_data = len(self._data_in)
+        self._n_data_out = len(self._data_out)
+        self._bindings = []
+        for k in range(2):
+            io = session.io_binding()
+            for s in model._state_slots:
+                io.bind_ortvalue_input(s.name, self._values[k][s.name])
+            state_out = {feeds_from[s.name]: s.name for s in model._state_slots}
+            for name in self._all_out:  # bound in graph order: results come back in that order
+                if name in state_out:
+                    io.bind_ortvalue_output(name, self._values[1 - k][state_out[name]])
+                else:
+                    io.bind_output(name, "cpu")
+            self._bindings.append(io)
+        # Per binding, the CPU buffers its data inputs are bound to (reused while the shape holds).
+        self._inputs: list[dict[str, np.ndarray]] = [{}, {}]
+        self._current = 0
+        # Inputs with a time axis: a chunk that lacks it is one step, and then the outputs with a
+        # time axis lose it too.
+        self._step_ranks = [(s.name, s.rank) for s in model._data_slots if s.time_axis == 1]
+        self._time_outputs = {t.name for t in m.data_outputs if len(t.shape) > 1 and is_time_axis(t.shape[1])}
+        self._squeeze = [name in self._time_outputs for name in self._data_out]
+
+    def __repr__(self) -> str:
+        return f"<rnnedge.Stream batch={self.batch} on {self.model.provider}>"
+
+    # -- hot path ------------------------------------------------------------------------------
+
+    def push(self, *arrays, allow_nonfinite: bool | None = None, **named) -> Outputs:
+        """Feed the next chunk of every row; returns the data outputs for this chunk."""
+        model = self.model
+        if not named and len(arrays) == self._n_data and type(arrays[0]) is np.ndarray:
+            given = dict(zip(self._data_in, arrays))
+        else:
+            given = model._gather(arrays, named, allow_state=False)
+        single = False
+        if self._step_ranks:
+            expanded = 0
+            for name, rank in self._step_ranks:
+                a = given[name]
+                if type(a) is not np.ndarray:
+                    try:
+                        a = np.asarray(a)
+                    except (ValueError, TypeError):
+                        continue  # reported by the checks below
+                if a.ndim == rank - 1 and a.dtype != object:
+                    given[name] = a[:, None]
+                    expanded += 1
+            single = expanded == len(self._step_ranks)
+        allow = self.allow_nonfinite if allow_nonfinite is None else allow_nonfinite
+        feeds = model._prepare(given, allow, self._axes0.copy())
+
+        k = self._current
+        io = self._bindings[k]
+        buffers = self._inputs[k]
+        resized = False
+        for name, a in feeds.items():
+            buf = buffers.get(name)
+            if buf is not None and buf.shape == a.shape:
+                buf[...] = a  # same shape as last time on this binding: copy into the bound buffer
+            else:
+                buf = buffers[name] = np.array(a, order="C")
+                io.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(buf))
+                resized = True
+        if resized:
+            # outputs bound by device keep the buffers of the last run: new input shapes need new ones
+            for name in self._data_out:
+                io.bind_output(name, "cpu")
+        self._session.run_with_iobinding(io)
+        if self._on_cpu:
+            data = io.copy_outputs_to_cpu()[: self._n_data_out]  # copies; the state outputs are tiny
+        else:  # leave the state on the device: read back the data outputs only (bound to CPU)
+            got = io.get_outputs()
+            data = [np.array(got[i].numpy()) for i in range(self._n_data_out)]
+        self._current = 1 - k
+        if single:
+            data = [d[:, 0] if squeeze and d.ndim > 1 else d for d, squeeze in zip(data, self._squeeze)]
+        return Outputs._of(self._data_out, data, model.provider)
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """Copies of the current state, keyed by state input name (so `model.run(x, **stream.state)` works)."""
+        k = self._current
+        if self._on_cpu:
+            return {n: a.copy() for n, a in self._host[k].items()}
+        return {n: np.array(v.numpy()) for n, v in self._values[k].items()}
+
+    def _write_state(self, name: str, array: np.ndarray) -> None:
+        k = self._current
+        if self._on_cpu:
+            self._host[k][name][...] = array
+        else:
+            self._values[k][name].update_inplace(np.ascontiguousarray(array, dtype=self._host[k][name].dtype))
+
+    def reset(self, index: int | None = None) -> None:
+        """Zero the state of every row (a fresh stream), or of row `index` only."""
+        if index is None:
+            for name, a in self._host[self._current].items():
+                self._write_state(name, np.zeros_like(a))
+            return
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -self.batch <= index < self.batch:
+            raise RnnEdgeError(f"reset index must be a row number in [0, {self.batch}) for this stream of "
+                               f"batch={self.batch}, got {index!r}")
+        for name, a in self.state.items():
+            a[index] = 0
+            self._write_state(name, a)
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Set the state (e.g. saved from `stream.state`): state input name -> [batch, ...] array."""
+        errors = []
+        arrays = {}
+        for name, value in state.items():
+            slot = self.model._slots.get(name)
+            if slot is None or slot.spec.role != "state":
+                errors.append(f"'{name}' is not a state input (state inputs: "
+                              f"{', '.join(s.name for s in self.model._state_slots)})")
+                continue
+            a = _as_array(name, value, errors)
+            if a is None or not _check_kind(slot, a, errors):
+                continue
+            if a.shape != self._shapes[name]:
+                errors.append(f"state '{name}': expected shape {_fmt_shape(self._shapes[name])} for this stream, "
+                              f"got {_fmt_shape(a.shape)}")
+                continue
+            arrays[name] = a
+        if errors:
+            _raise(errors)
+        for name, a in arrays.items():
+            checked = _check_values(self.model._slots[name], a, self.allow_nonfinite, errors)
+            if checked is not None:
+                arrays[name] = checked
+        if errors:
+            _raise(errors)
+        for name, a in arrays.items():
+            self._write_state(name, a)
+
+
+def run_chunked(model: Model, inputs: Mapping[str, Any], chunk: int) -> tuple[Outputs, dict[str, np.ndarray]]:
+    """Stream `inputs` through `model` `chunk` steps at a time, the state carried (state inputs
+    in `inputs` start the stream). Returns the data outputs (those with a time axis concatenated
+    along it, the others from the last chunk) and the final state, by state input name."""
+    inputs = dict(inputs)
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise RnnEdgeError(f"chunk must be a whole number of steps >= 1, got {chunk!r}")
+    timed = [s for s in model._data_slots if s.time_axis == 1]
+    if not timed:
+        raise RnnEdgeError(f"model '{model.name}' has no input with a time axis: run it without chunk")
+    state = {s.name: inputs.pop(s.name) for s in model._state_slots if s.name in inputs}
+    arrays = {n: np.asarray(v) for n, v in inputs.items()}
+    first = arrays[timed[0].name]
+    if first.ndim < 2:
+        raise RnnEdgeError(f"input '{timed[0].name}' has shape {_fmt_shape(first.shape)}: streaming in chunks "
+                           f"needs {_fmt_shape(timed[0].spec.shape)} with the time axis second")
+    batch, steps = int(first.shape[0]), int(first.shape[1])
+    stream = model.stream(batch)
+    if state:
+        stream.load_state(state)
+    timed_names = {s.name for s in timed}
+    pieces: dict[str, list[np.ndarray]] = {}
+    last: Outputs | None = None
+    for start in range(0, max(steps, 1), int(chunk)):
+        part = {n: (a[:, start:start + chunk] if n in timed_names and a.ndim >= 2 else a) for n, a in arrays.items()}
+        last = stream.push(**part)
+        for name, value in last.items():
+            pieces.setdefault(name, []).append(value)
+    time_outputs = stream._time_outputs
+    merged = {n: (np.concatenate(v, axis=1) if n in time_outputs else v[-1]) for n, v in pieces.items()}
+    return Outputs(merged, model.provider, list(merged)), stream.state

@@ -1,0 +1,100 @@
+"""One table per fact that several stages read: dtypes, execution providers and their
+tolerances, task metrics and their gates, baselines, variants. The CLI takes its defaults here.
+
+numpy only (no onnxruntime, no TensorFlow), so every stage can import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+VERSION = "0.1.0"  # rnnedge's own, as pyproject.toml says
+
+# dtype name (as the manifest and Keras write it) -> (numpy type, ONNX TensorProto code, onnxruntime type)
+DTYPES = {
+    "float32": (np.float32, 1, "tensor(float)"),
+    "float16": (np.float16, 10, "tensor(float16)"),
+    "float64": (np.float64, 11, "tensor(double)"),
+    "int32": (np.int32, 6, "tensor(int32)"),
+    "int64": (np.int64, 7, "tensor(int64)"),
+    "bool": (np.bool_, 9, "tensor(bool)"),
+}
+NUMPY_DTYPES = {name: np_type for name, (np_type, _, _) in DTYPES.items()}
+ONNX_TYPES = {name: code for name, (_, code, _) in DTYPES.items()}
+ORT_DTYPES = {ort_type: np_type for np_type, _, ort_type in DTYPES.values()}
+INT_RANGES = {np.dtype(np.int32): (-(2**31), 2**31 - 1), np.dtype(np.int64): (-(2**63), 2**63 - 1)}
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+
+@dataclass(frozen=True)
+class Provider:
+    """What rnnedge knows of one onnxruntime execution provider."""
+
+    name: str  # onnxruntime's full name
+    label: str  # as tables and messages print it
+    atol: float  # the parity tolerance `rnnedge check` uses on it by default
+    rtol: float
+    gpu: bool = False  # computes on a GPU (fp16 natively, IOBinding on device)
+    install: str = "install an onnxruntime build that includes it"
+
+
+PROVIDERS = {p.name: p for p in (
+    Provider(CPU, "CPU", 1e-5, 1e-4),
+    Provider(CUDA, "CUDA", 1e-4, 1e-3, gpu=True,
+             install="pip install rnnedge[gpu] (onnxruntime-gpu in place of onnxruntime) on a machine with CUDA 12 "
+                     "and cuDNN 9"),
+    Provider(TENSORRT, "TensorRT", 1e-3, 1e-2, gpu=True,
+             install="pip install rnnedge[gpu] (onnxruntime-gpu in place of onnxruntime) plus TensorRT 10 on the "
+                     "library path"),
+    Provider("OpenVINOExecutionProvider", "OpenVINO", 1e-4, 1e-3,
+             install="pip install onnxruntime-openvino in place of onnxruntime"),
+    Provider("DmlExecutionProvider", "DirectML", 1e-4, 1e-3,
+             install="pip install onnxruntime-directml in place of onnxruntime (Windows)"),
+    Provider("QNNExecutionProvider", "QNN", 1e-3, 1e-2, install="pip install onnxruntime-qnn in place of onnxruntime"),
+    Provider("CoreMLExecutionProvider", "CoreML", 1e-3, 1e-2),
+    Provider("XnnpackExecutionProvider", "XNNPACK", 1e-5, 1e-4),
+)}
+# Short names accepted for a provider (case-insensitive); full names are accepted as well.
+PROVIDER_NAMES = {
+    "cpu": CPU, "cuda": CUDA, "gpu": CUDA, "tensorrt": TENSORRT, "trt": TENSORRT,
+    "openvino": "OpenVINOExecutionProvider", "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider", "dml": "DmlExecutionProvider", "qnn": "QNNExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+}
+AUTO_ORDER = (TENSORRT, CUDA, CPU)  # provider="auto": the first of these that is installed
+GPU_PROVIDERS = tuple(p.name for p in PROVIDERS.values() if p.gpu)
+PROVIDER_TOLERANCE = {p.name: (p.atol, p.rtol) for p in PROVIDERS.values() if p.name in (CPU, CUDA, TENSORRT)}
+ATOL, RTOL = PROVIDERS[CPU].atol, PROVIDERS[CPU].rtol
+
+
+def tolerance_of(provider: str) -> tuple[float, float]:
+    """(atol, rtol) for a provider's full name; CPU's for one rnnedge has no figure for."""
+    p = PROVIDERS.get(provider)
+    return (p.atol, p.rtol) if p else (ATOL, RTOL)
+
+
+def label(provider: str) -> str:
+    """'CPU', 'CUDA', 'TensorRT', ... for a provider's full name."""
+    p = PROVIDERS.get(provider)
+    return p.label if p else provider.removesuffix("ExecutionProvider")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A task metric, which way is better, and how far a quantized variant may fall behind fp32."""
+
+    name: str
+    higher_is_better: bool
+    gate: float  # points lower (higher is better) or relatively higher (lower is better)
+
+
+METRICS = {m.name: m for m in (Metric("accuracy", True, 0.01), Metric("f1", True, 0.01), Metric("rmse", False, 0.05))}
+
+# Baselines rnnedge times an export against, and where each runs (its rows' "provider").
+BASELINES = {"keras": "TensorFlow", "tf2onnx": None, "litert": "LiteRT (CPU)", "litert-int8": "LiteRT (CPU)"}
+VARIANTS = ("fp32", "int8", "fp16")

@@ -1,0 +1,122 @@
+"""The package reads as the pipeline: every module belongs to a stage, and no module imports a
+stage above its own (read from the modules' syntax trees, imports inside functions included)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "rnnedge"
+
+# Stages from the bottom up: a module may import its own stage and the ones below it.
+STAGES = [
+    {"errors", "tables", "manifest", "metrics", "samples", "timing", "logs"},  # facts every stage reads
+    {"runtime"},  # numpy + onnxruntime: load, run, stream
+    {"check"},  # parity against golden data, on any runner
+    {"quantize", "zoo"},  # variants of an export; the reference models
+    {"exporter"},  # Keras -> ONNX, Keras' truth, the baselines' exporters
+    {"bench", "serve"},  # timing every candidate; serving through Triton
+    {"cli", "demo", "__init__"},  # the command line and the package's front door
+]
+RANK = {name: i for i, names in enumerate(STAGES) for name in names}
+
+
+def _stage(module: str) -> str:
+    """'rnnedge.runtime.model' -> 'runtime'; 'rnnedge' (or a name in it: __version__) -> '__init__'."""
+    parts = module.split(".")
+    if len(parts) > 1 and ((PACKAGE / parts[1]).is_dir() or (PACKAGE / f"{parts[1]}.py").is_file()):
+        return parts[1]
+    return "__init__"
+
+
+def _modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__" and len(parts) > 1:
+            parts = parts[:-1]
+        yield ".".join(parts), path
+
+
+def _imports(module: str, path: Path) -> list[tuple[str, int]]:
+    """(imported rnnedge module, line) for every import, outside `if TYPE_CHECKING:` blocks."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+            and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+            for n in ast.walk(node)}
+    found = []
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names if a.name.split(".")[0] == "rnnedge"]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if base.split(".")[0] == "rnnedge":
+                found += [(f"{base}.{a.name}", node.lineno) for a in node.names]  # a module, or a name in one
+    return found
+
+
+def test_every_module_belongs_to_a_stage():
+    unknown = sorted({_stage(m) for m, _ in _modules()} - set(RANK) - {"data"})
+    assert not unknown, f"modules outside every stage: {unknown}; add them to STAGES"
+
+
+def test_no_module_imports_a_stage_above_its_own():
+    wrong = []
+    for module, path in _modules():
+        own = RANK[_stage(module)]
+        for target, line in _imports(module, path):
+            stage = _stage(target)
+            if stage in RANK and RANK[stage] > own:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {module} ({_stage(module)}) imports "
+                             f"{target} ({stage})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycles_between_modules():
+    graph = {m: {t for t, _ in _imports(m, p)} for m, p in _modules()}
+    modules = set(graph)
+
+    def resolve(target: str) -> str | None:  # 'rnnedge.runtime.load' -> 'rnnedge.runtime'
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        return target or None
+
+    # a package's __init__ re-exporting its modules is not a cycle with them: edges to a parent are left out
+    edges = {m: {r for t in ts if (r := resolve(t)) and r != m and not m.startswith(r + ".")} for m, ts in graph.items()}
+    cycles, state = [], {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for n in edges[m]:
+            if state.get(n) == "open":
+                cycles.append(" -> ".join(stack[stack.index(n):] + [n]))
+            elif n not in state:
+                visit(n, stack + [n])
+        state[m] = "done"
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "\n".join(cycles)
+
+
+@pytest.mark.parametrize("module", ["rnnedge.runtime", "rnnedge.check", "rnnedge.quantize", "rnnedge.bench",
+                                    "rnnedge.cli"])
+def test_the_runtime_side_imports_no_tensorflow(module):
+    """In a fresh interpreter, these import neither TensorFlow, Keras nor tf2onnx."""
+    code = (f"import sys, {module}\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'tf2onnx', 'tf_keras'})\n"
+            "print(heavy)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert done.stdout.strip() == "[]", f"{module} imports {done.stdout.strip()}"
