@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[export,quantize,plot,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[export,quantize,plot,dev,serve]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -238,6 +238,7 @@ def write_repository(folder: str | os.PathLike, out: str | os.PathLike, *, name:
     try:
         out.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{options.name}.tmp-", dir=out))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
     except OSError as e:
         raise RnnEdgeError(f"cannot write the repository {out} ({e.strerror or e})") from None
     try:
