@@ -101,7 +101,12 @@ class TritonRunner:
         module, self._error = _client_module(self.protocol)
         self._module = module
         if self.protocol == "grpc":
-            self.client = module.InferenceServerClient(self.address)
+            # a channel of its own (local subchannel pool): a runner made after a server restart does
+            # not inherit the connection backoff of one that failed against the old server
+            size = 2**31 - 1
+            self.client = module.InferenceServerClient(self.address, channel_args=[
+                ("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size),
+                ("grpc.use_local_subchannel_pool", 1)])
         else:
             self.client = module.InferenceServerClient(self.address, connection_timeout=min(self.timeout, 10.0),
                                                        network_timeout=self.timeout)
@@ -186,7 +191,7 @@ class TritonStream:
         self.started = True
         if end:
             self.ended = True
-        return self.runner.infer(feeds, sequence_id=self.sequence_id, start=start, end=end)
+        return self.runner.infer(feeds, sequence_id=self.sequence_id, start=bool(start), end=bool(end))
 
     def end(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.push(feeds, end=True)

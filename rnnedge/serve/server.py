@@ -119,7 +119,10 @@ def free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens on HOST:port (connections of a server just stopped, in TIME_WAIT, do not count:
+    tritonserver binds with SO_REUSEADDR as this check does)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

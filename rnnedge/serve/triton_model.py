@@ -12,6 +12,7 @@ a request), and the requests of different sequences in one call that have the sa
 run as one batch with their states stacked.
 """
 
+import ctypes
 import json
 import os
 import site
@@ -52,12 +53,25 @@ CONTROLS = ("START", "END", "READY", "CORRID")
 # Tensors cross the stub through DLPack: the stub's `as_numpy()` and `Tensor(name, array)` read
 # numpy's array descriptor at its numpy-1 layout, and with numpy 2 give wrong values (every
 # element the first one) and empty outputs; DLPack is right with numpy 1.22+ and 2.
+# The stub marks a capsule it consumed "used_dlpack", not the protocol's "used_dltensor", so
+# numpy's capsule destructor logs a ValueError for every output: give it the standard name.
+_GET_NAME = ctypes.pythonapi.PyCapsule_GetName
+_GET_NAME.argtypes, _GET_NAME.restype = [ctypes.py_object], ctypes.c_char_p
+_SET_NAME = ctypes.pythonapi.PyCapsule_SetName
+_SET_NAME.argtypes, _SET_NAME.restype = [ctypes.py_object, ctypes.c_void_p], ctypes.c_int
+_USED = ctypes.create_string_buffer(b"used_dltensor")  # lives as long as the module: capsules keep the pointer
+
+
 def _array(tensor):
     return np.from_dlpack(tensor)
 
 
 def _tensor(name, array):
-    return pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(array).__dlpack__())
+    capsule = np.ascontiguousarray(array).__dlpack__()
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    if _GET_NAME(capsule) == b"used_dlpack":
+        _SET_NAME(capsule, ctypes.addressof(_USED))
+    return tensor
 IDLE_MARGIN_S = 1.0  # expire a little after Triton does, so no state is dropped that Triton still serves
 
 
