@@ -154,6 +154,24 @@ def test_non_loopback_urls_are_refused_in_one_line(url):
     assert r.exit_code == 1 and "only talks to loopback servers" in r.output
 
 
+def test_the_load_tests_comparison_catches_mixed_up_states():
+    """The load test's reference check can fail: outputs compared with another sequence's run."""
+    from rnnedge.serve import client
+
+    manifest = Manifest.load(PER_STEP)
+    local = rnnedge.load(PER_STEP, "cpu")
+    feeds = client.sequence_inputs(manifest, 6, 12)
+    whole = local.run(**feeds)
+    expected = [{"events": whole["events"][i:i + 1]} for i in range(6)]
+    ok = client._drive("runtime", 3, 6, client._runtime_streams(local), manifest, feeds, expected, 4, 3, 10.0,
+                       1e-5, lambda n: None)
+    assert ok.ok and ok.sequences == 6 and 1 <= ok.max_open <= 3 and ok.max_abs <= 1e-5
+    swapped = expected[1:] + expected[:1]
+    bad = client._drive("runtime", 3, 6, client._runtime_streams(local), manifest, feeds, swapped, 4, 3, 10.0,
+                        1e-5, lambda n: None)
+    assert not bad.ok and bad.mismatched == 6 and bad.max_abs > 1e-3
+
+
 # --------------------------------------------------------------------------------------------
 # ORT format
 

@@ -240,6 +240,7 @@ class LoadReport:
     mismatched: int = 0  # sequences whose outputs differ from the whole-sequence run by more than atol
     max_abs: float = 0.0
     seconds: float = 0.0
+    max_open: int = 0  # most sequences open (started, not ended) at the same time
     first_error: str = ""
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
@@ -250,7 +251,8 @@ class LoadReport:
     def line(self) -> str:
         status = "ok" if self.ok else "FAIL"
         text = (f"{status}: {self.candidate} at concurrency {self.concurrency}: {self.sequences} sequences, "
-                f"{self.requests} requests, {self.failed} failed, {self.mismatched} mismatched, "
+                f"at most {self.max_open} open at once, {self.requests} requests, {self.failed} failed, "
+                f"{self.mismatched} mismatched, "
                 f"max |diff| {self.max_abs:.1e} against whole-sequence runs, {self.seconds:.1f} s")
         return text + (f"; first error: {self.first_error}" if self.first_error else "")
 
@@ -272,8 +274,23 @@ def _drive(candidate: str, concurrency: int, total: int, open_stream, manifest: 
     """`concurrency` threads run sequences 0..total-1 (until the time budget is spent); see the module doc."""
     report = LoadReport(candidate, concurrency)
     lock = threading.Lock()
+    open_now = [0]
+
+    def go():  # the time budget and the clock start when every client is connected
+        deadline[0] = time.monotonic() + seconds
+        started[0] = time.perf_counter()
+
+    ready = threading.Barrier(concurrency, action=go)  # no sequence starts before every client is connected
+
+    def wait_for_all():
+        try:
+            ready.wait(timeout=REQUEST_TIMEOUT_S)
+        except threading.BrokenBarrierError:
+            pass  # a thread that could not connect, or a slow start: run with those that are there
+
     queue = iter(range(total))
-    deadline = time.monotonic() + seconds
+    deadline = [time.monotonic() + REQUEST_TIMEOUT_S + seconds]  # until every client is connected
+    started = [None]
 
     def worker():
         try:
@@ -282,15 +299,20 @@ def _drive(candidate: str, concurrency: int, total: int, open_stream, manifest: 
             with lock:
                 report.failed += 1
                 report.first_error = report.first_error or str(e)
+            ready.abort()
             return
+        wait_for_all()
         clock = time.perf_counter
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline[0]:
             with lock:
                 row = next(queue, None)
             if row is None:
                 return
-            push, close = handle()
+            push = handle()
             pieces, times, failed = [], [], None
+            with lock:
+                open_now[0] += 1
+                report.max_open = max(report.max_open, open_now[0])
             for k in range(chunks):
                 part = _chunk(feeds, row, k * steps, (k + 1) * steps, manifest)
                 t0 = clock()
@@ -302,6 +324,7 @@ def _drive(candidate: str, concurrency: int, total: int, open_stream, manifest: 
                 times.append((clock() - t0) * 1e3)
             diff = max_diff(merge_chunks(manifest, pieces), expected[row]) if failed is None else None
             with lock:
+                open_now[0] -= 1
                 report.requests += len(times) + (failed is not None)
                 report.latencies_ms += times
                 if failed is not None:
@@ -312,7 +335,6 @@ def _drive(candidate: str, concurrency: int, total: int, open_stream, manifest: 
                     report.max_abs = max(report.max_abs, diff)
                     report.mismatched += diff > atol
             if failed is not None:
-                close()
                 return  # a failed server is not hammered further by this thread
             advance(1)
 
@@ -321,8 +343,8 @@ def _drive(candidate: str, concurrency: int, total: int, open_stream, manifest: 
     for t in threads:
         t.start()
     for t in threads:  # each thread stops taking sequences at the deadline; the wait is bounded too
-        t.join(timeout=max(deadline - time.monotonic(), 0) + chunks * REQUEST_TIMEOUT_S + 5)
-    report.seconds = time.perf_counter() - t0
+        t.join(timeout=max(deadline[0] - time.monotonic(), 0) + chunks * REQUEST_TIMEOUT_S + 5)
+    report.seconds = time.perf_counter() - (started[0] or t0)
     if any(t.is_alive() for t in threads):
         report.failed += 1
         report.first_error = report.first_error or "a client thread did not finish within its time limit"
@@ -337,7 +359,7 @@ def _triton_streams(url: str, folder: Path, model: str | None):
 
         def handle():
             stream = runner.stream()
-            return (lambda part, end: stream.push(part, end=end)), (lambda: None)
+            return lambda part, end: stream.push(part, end=end)
 
         return handle
 
@@ -348,7 +370,7 @@ def _runtime_streams(model):
     def open_stream():
         def handle():
             stream = model.stream(1)
-            return (lambda part, end: dict(stream.push(**part))), (lambda: None)
+            return lambda part, end: dict(stream.push(**part))
 
         return handle
 
