@@ -139,6 +139,17 @@ def test_cli_triton_writes_and_refuses_in_one_line(tmp_path):
     assert r.exit_code == 1 and "is not an export folder" in r.output
 
 
+def test_the_serve_package_imports_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; import rnnedge.serve.triton, rnnedge.serve.server, rnnedge.serve.client, rnnedge.serve.ort; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
 @pytest.mark.parametrize("url,expected", [("127.0.0.1:8001", ("grpc", "127.0.0.1:8001")),
                                           ("http://localhost:8000", ("http", "localhost:8000")),
                                           ("grpc://[::1]:9", ("grpc", "[::1]:9"))])
