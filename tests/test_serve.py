@@ -201,7 +201,7 @@ def test_ort_format_is_written_recorded_loaded_and_checked(tmp_path):
     assert ort_model.path.suffix == ".ort"
     np.testing.assert_allclose(ort_model.run(x)[0], fp32.run(x)[0], atol=1e-5)
     r = runner.invoke(app, ["check", str(folder)])
-    assert r.exit_code == 0 and "fp32: PASS" in r.output and "ort: PASS" in r.output, r.output
+    assert r.exit_code == 0 and "\nPASS" in r.output and "ort (model.ort): PASS" in r.output, r.output
     r = runner.invoke(app, ["ort", str(folder)])
     assert r.exit_code == 1 and "pass --force" in r.output
     (folder / "model.ort").write_bytes(b"not a model")  # a broken .ort file fails the check

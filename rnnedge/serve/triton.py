@@ -201,13 +201,14 @@ def parse_config(text: str):
 def _checked(text: str, manifest: Manifest, options: RepositoryOptions):
     """Parse with Triton's schema and check that it says what the manifest says; a failure is our bug."""
     config = parse_config(text)  # ParseError propagates: a config we wrote that Triton cannot read is a bug
-    want_in = [s.name for s in manifest.data_inputs]
-    want_out = [s.name for s in manifest.data_outputs]
-    got_in, got_out = [i.name for i in config.input], [o.name for o in config.output]
-    assert (got_in, got_out) == (want_in, want_out), (got_in, got_out, want_in, want_out)
+    want = ([s.name for s in manifest.data_inputs], [s.name for s in manifest.data_outputs])
+    got = ([i.name for i in config.input], [o.name for o in config.output])
+    if got != want:
+        raise RuntimeError(f"bug: config.pbtxt lists inputs/outputs {got}, the manifest {want}")
     if manifest.streaming and options.backend == "onnxruntime":
         pairs = [(s.input_name, s.output_name) for s in config.sequence_batching.state]
-        assert pairs == [(a.name, b.name) for a, b in _state_pairs(manifest)], pairs
+        if pairs != [(a.name, b.name) for a, b in _state_pairs(manifest)]:
+            raise RuntimeError(f"bug: config.pbtxt pairs the states as {pairs}, not as the manifest does")
     return config
 
 
