@@ -11,7 +11,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[export,quantize,plot,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[export,quantize,plot,dev,serve]"
+	$(BIN)/python -m pip install --quiet --no-deps "nvidia-pytriton==0.7.0"  # tritonserver binary only (see pyproject)
 	touch $(STAMP)
 
 install: $(STAMP)

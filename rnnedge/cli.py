@@ -156,6 +156,7 @@ def check(
     """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed)."""
     with user_errors():
         from rnnedge.check import check_dir
+        from rnnedge.manifest import Manifest
 
         report = check_dir(folder, provider, variant=variant, atol=atol, rtol=rtol)
         for case in report.cases:
@@ -164,7 +165,14 @@ def check(
                 typer.echo(f"{mark} {case.case:<40} {o.name:<28} max|diff| {o.max_abs:.2e}  mean {o.mean_abs:.2e}  "
                            f"rel {o.max_rel:.2e}  (atol {o.atol:g}, rtol {o.rtol:g})")
         typer.echo(_report_line(report))
-        if not report.passed:
+        passed = report.passed
+        if variant == "fp32" and "ort" in Manifest.load(folder).variants:  # `rnnedge ort` wrote model.ort: replay it too
+            ort_report = check_dir(folder, provider, variant="ort", atol=atol, rtol=rtol)
+            for failure in ort_report.failures():
+                typer.echo(f"FAIL model.ort: {failure}")
+            typer.echo("ort (model.ort): " + _report_line(ort_report))
+            passed = passed and ort_report.passed
+        if not passed:
             raise typer.Exit(1)
 
 
@@ -204,6 +212,12 @@ def bench(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON.")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV.")] = None,
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG: latency against sequence length.")] = None,
+    triton: Annotated[Optional[str], typer.Option(help="Load-test a local Triton server (grpc://127.0.0.1:PORT or http://...) beside the in-process runtime.")] = None,
+    triton_model: Annotated[Optional[str], typer.Option(help="The model's name on the server (default: the folder's name).")] = None,
+    concurrency: Annotated[str, typer.Option(help="With --triton: concurrent sequences, e.g. 1,8,32.")] = "1,8,32",
+    sequences: Annotated[int, typer.Option(help="With --triton: sequences per concurrency level.")] = 64,
+    chunks: Annotated[int, typer.Option(help="With --triton: requests (chunks) per sequence.")] = 8,
+    seconds: Annotated[float, typer.Option(help="With --triton: time budget per concurrency level and candidate.")] = 20.0,
 ):
     """Latency percentiles and throughput, interleaved with baselines in one process."""
     with user_errors():
@@ -212,6 +226,25 @@ def bench(
 
         from rnnedge import bench as b
 
+        if triton is not None:
+            from rnnedge.serve.client import load_test
+
+            steps = b.int_list(time_, "--time") or (1,)
+            with Progress(transient=True) as progress:
+                rows, reports = load_test(folder, triton, model=triton_model, concurrency=b.int_list(concurrency, "--concurrency"),
+                                          sequences=sequences, chunks=chunks, steps=steps[0], seconds=seconds,
+                                          threads=threads, progress=progress)
+            Console().print(b.rich_table(rows, title=f"rnnedge bench --triton {triton}: per chunk of {steps[0]} step(s), "
+                                                      f"{chunks} chunks per sequence"))
+            for r in reports:
+                typer.echo(r.line())
+            for path, write in ((json_out, b.write_json), (csv_out, b.write_csv)):
+                if path:
+                    write(rows, path)
+                    typer.echo(f"wrote {path}")
+            if not all(r.ok for r in reports):
+                raise typer.Exit(1)
+            return
         with Progress(auto_refresh=False, transient=True) as progress:  # no refresh thread while timing
             rows = b.bench_dir(folder, provider=provider, batches=b.int_list(batch, "--batch"),
                                times=b.int_list(time_, "--time"), threads=threads, variants=b.name_list(variants),
@@ -222,6 +255,84 @@ def bench(
             if path:
                 write(rows, path)
                 typer.echo(f"wrote {path}")
+
+
+class Backend(str, Enum):
+    onnxruntime = "onnxruntime"
+    python = "python"
+
+
+@app.command()
+def triton(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The Triton model repository to write REPO/<name> into.")],
+    name: Annotated[Optional[str], typer.Option(help="The model's name (default: the folder's name).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Triton's max_batch_size.")] = 32,
+    instances: Annotated[int, typer.Option(help="Model instances.")] = 1,
+    backend: Annotated[Backend, typer.Option(help="onnxruntime (model.onnx) or python (rnnedge's runtime in model.py).")] = Backend.onnxruntime,
+    gpu: Annotated[bool, typer.Option(help="GPU instances (KIND_GPU).")] = False,
+    tensorrt: Annotated[bool, typer.Option(help="With --gpu: onnxruntime's TensorRT accelerator.")] = False,
+    idle_seconds: Annotated[float, typer.Option(help="Release a sequence after this long without a request.")] = 60.0,
+    max_sequences: Annotated[int, typer.Option(help="Python backend: sequences open at once per instance.")] = 1024,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads per instance.")] = 1,
+    force: Annotated[bool, typer.Option(help="Replace REPO/<name> if it exists.")] = False,
+):
+    """Write a Triton model repository entry (config.pbtxt checked against Triton's schema)."""
+    with user_errors():
+        from rnnedge.serve.triton import write_repository
+
+        target = write_repository(folder, out, name=name, backend=backend.value, max_batch=max_batch,
+                                  instances=instances, gpu=gpu, tensorrt=tensorrt, idle_seconds=idle_seconds,
+                                  max_sequences=max_sequences, threads=threads, force=force)
+        typer.echo(f"wrote {target} ({backend.value} backend); serve it with `rnnedge serve {out}`")
+
+
+@app.command()
+def serve(
+    repo: Annotated[Path, typer.Argument(help="A model repository written by `rnnedge triton`.")],
+    http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1.")] = 8001,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the models to be ready.")] = 60.0,
+):
+    """Run the nvidia-pytriton wheel's tritonserver on REPO in the foreground (127.0.0.1 only; Ctrl-C stops it)."""
+    with user_errors():
+        import signal
+        import time
+
+        from rnnedge.serve.server import local_server
+
+        def stop(*_):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)  # `kill PID` stops the server too, not only Ctrl-C
+        with local_server(repo, http_port=http_port, grpc_port=grpc_port, timeout=timeout) as server:
+            typer.echo(f"serving {repo}: http://{server.http_url}  grpc://{server.grpc_url}  (Ctrl-C stops)")
+            try:
+                while server.alive():
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                typer.echo("stopping")
+                return
+            raise RnnEdgeError(f"tritonserver exited: {server.log_tail(1)}")
+
+
+@app.command()
+def ort(
+    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
+    force: Annotated[bool, typer.Option(help="Convert again if model.ort exists.")] = False,
+):
+    """Write model.ort (onnxruntime's ORT format) and required_operators.config for minimal/mobile builds."""
+    with user_errors():
+        from rnnedge.serve.ort import write_ort
+
+        entry = write_ort(folder, force=force)
+        worst = max(entry["max_abs_error"].values(), default=0.0)
+        status = "PASS" if entry["gate"]["passed"] else "FAIL"
+        typer.echo(f"wrote {folder / entry['file']} ({entry['size']:,} bytes) and {folder / entry['required_operators']}")
+        typer.echo(f"{status}: golden.npz on the .ort file, worst |diff| {worst:.2e}; run it with "
+                   f"rnnedge.load(DIR, variant=\"ort\")")
+        if not entry["gate"]["passed"]:
+            raise typer.Exit(1)
 
 
 @app.command()

@@ -1,0 +1,6 @@
+"""Serve an export folder: a Triton model repository (`triton.write_repository`), a local
+`tritonserver` (`server.local_server`), Triton clients and load tests (`client`), ORT format (`ort`).
+
+Takes an export folder (manifest.json, model.onnx); gives repositories, servers and BenchRows.
+Needs the `serve` extra (tritonclient, nvidia-pytriton) except `ort`; never TensorFlow.
+"""

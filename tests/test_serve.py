@@ -1,0 +1,432 @@
+"""rnnedge.serve: Triton repositories (checked with Triton's schema), a real local tritonserver
+(nvidia-pytriton's, python backend) driven through tritonclient over HTTP and gRPC, the load
+test, and the ORT format. No TensorFlow: the committed exports are served.
+
+The onnxruntime-backend repositories are checked against the schema only: the wheel's server
+has no onnxruntime backend.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import queue
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import rnnedge
+from rnnedge.cli import app
+from rnnedge.errors import RnnEdgeError
+from rnnedge.manifest import Manifest
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installed: pip install 'rnnedge[serve]'")
+pytest.importorskip("tritonclient.http", reason="the serve extra is not installed: pip install 'rnnedge[serve]'")
+
+from rnnedge.serve import triton as tr  # noqa: E402
+from rnnedge.serve.client import TritonRunner, load_test, parse_url  # noqa: E402
+
+EXPORTED = Path(__file__).resolve().parent.parent / "exported"
+STREAMING = EXPORTED / "airline-gru"  # [batch, time, 1] -> [batch, 1], one GRU state
+PER_STEP = EXPORTED / "events-gru"  # [batch, time, 40] -> [batch, time, 4], two GRU states
+STATELESS = EXPORTED / "sentiment-bilstm"  # int32 tokens [batch, 20] -> [batch, 1]
+IDLE_S = 2.0
+runner = CliRunner()
+
+need_server = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,
+                                 reason="the serve extra is not installed (nvidia-pytriton ships tritonserver): "
+                                        "pip install 'rnnedge[serve]'")
+
+
+# --------------------------------------------------------------------------------------------
+# Repositories: schema, contents, atomic writes
+
+
+@pytest.mark.parametrize("folder", [STREAMING, PER_STEP, STATELESS, EXPORTED / "seq2seq-lstm"], ids=lambda p: p.name)
+@pytest.mark.parametrize("backend,gpu,tensorrt", [("onnxruntime", False, False), ("onnxruntime", True, True),
+                                                  ("python", False, False), ("python", True, False)])
+def test_config_parses_with_tritons_schema_and_says_what_the_manifest_says(folder, backend, gpu, tensorrt, tmp_path):
+    target = tr.write_repository(folder, tmp_path / "repo", backend=backend, gpu=gpu, tensorrt=tensorrt,
+                                 max_batch=16, instances=2)
+    config = tr.parse_config((target / "config.pbtxt").read_text())
+    manifest = Manifest.load(folder)
+    assert config.name == folder.name and config.backend == backend and config.max_batch_size == 16
+    assert [(i.name, list(i.dims)) for i in config.input] == [
+        (s.name, [d if isinstance(d, int) else -1 for d in s.shape[1:]]) for s in manifest.data_inputs]
+    assert [o.name for o in config.output] == [s.name for s in manifest.data_outputs]
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    for t, spec in zip([*config.input, *config.output], [*manifest.data_inputs, *manifest.data_outputs]):
+        assert pb.DataType.Name(t.data_type) == tr.TRITON_DTYPES[spec.dtype]
+    group = config.instance_group[0]
+    assert group.count == 2
+    assert pb.ModelInstanceGroup.Kind.Name(group.kind) == ("KIND_GPU" if gpu else "KIND_CPU")
+    if manifest.streaming:
+        seq = config.sequence_batching
+        assert config.HasField("sequence_batching") and not config.HasField("dynamic_batching")
+        if backend == "onnxruntime":
+            assert not seq.control_input  # the ONNX graph takes no control input: Triton feeds the state
+            pairs = {o.feeds: o.name for o in manifest.state_outputs}
+            assert [(s.input_name, s.output_name) for s in seq.state] == [(s.name, pairs[s.name])
+                                                                         for s in manifest.state_inputs]
+            for s, spec in zip(seq.state, manifest.state_inputs):
+                assert list(s.dims) == list(spec.shape[1:]) and s.initial_state[0].zero_data
+                assert list(s.initial_state[0].dims) == list(spec.shape[1:])
+            assert (target / "1" / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
+        else:
+            assert [c.name for c in seq.control_input] == ["START", "END", "READY", "CORRID"]
+            assert not seq.state and seq.max_sequence_idle_microseconds == 60_000_000
+        assert config.sequence_batching.max_sequence_idle_microseconds == 60_000_000
+    else:
+        assert config.HasField("dynamic_batching") and not config.HasField("sequence_batching")
+    if backend == "python":
+        assert (target / "1" / "model.py").read_text() == tr.MODEL_PY.read_text()
+        assert Manifest.load(target / "1" / "export").inputs == manifest.inputs
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert [a.name for a in accelerators] == (["tensorrt"] if tensorrt else [])
+
+
+def test_existing_entry_needs_force_and_a_failed_write_leaves_it_as_it_was(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    first = tr.write_repository(STREAMING, repo, backend="python")
+    with pytest.raises(RnnEdgeError, match="already exists: pass --force"):
+        tr.write_repository(STREAMING, repo, backend="onnxruntime")
+    assert (first / "1" / "model.py").is_file()
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tr.shutil, "copy2", broken)
+    with pytest.raises(RnnEdgeError, match="No space left"):
+        tr.write_repository(STREAMING, repo, backend="onnxruntime", force=True)
+    monkeypatch.undo()
+    assert (first / "1" / "model.py").is_file() and not (first / "1" / "model.onnx").exists()
+    assert sorted(p.name for p in repo.iterdir()) == ["airline-gru"]  # no temporary folder left
+    tr.write_repository(STREAMING, repo, backend="onnxruntime", force=True)
+    assert (first / "1" / "model.onnx").is_file() and not (first / "1" / "model.py").exists()
+    assert sorted(p.name for p in repo.iterdir()) == ["airline-gru"]
+
+
+def test_a_config_triton_cannot_parse_is_our_bug_and_nothing_is_written(tmp_path, monkeypatch):
+    from google.protobuf.text_format import ParseError
+
+    monkeypatch.setattr(tr, "model_config", lambda manifest, options: 'name: "m"\nsequence_batching { bogus: 1 }\n')
+    with pytest.raises(ParseError):
+        tr.write_repository(STREAMING, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()
+
+
+def test_cli_triton_writes_and_refuses_in_one_line(tmp_path):
+    out = tmp_path / "repo"
+    r = runner.invoke(app, ["triton", str(STREAMING), "--out", str(out), "--backend", "python", "--name", "ag",
+                            "--max-batch", "8", "--instances", "2", "--idle-seconds", "5"])
+    assert r.exit_code == 0, r.output
+    config = tr.parse_config((out / "ag" / "config.pbtxt").read_text())
+    assert config.max_batch_size == 8 and config.sequence_batching.max_sequence_idle_microseconds == 5_000_000
+    for args, message in [([], "already exists: pass --force"),
+                          (["--force", "--name", "a/b"], "model name 'a/b'"),
+                          (["--force", "--tensorrt"], "pass --gpu --backend onnxruntime with --tensorrt"),
+                          (["--force", "--instances", "0"], "instances must be a whole number >= 1")]:
+        r = runner.invoke(app, ["triton", str(STREAMING), "--out", str(out), "--backend", "python", "--name", "ag",
+                                *args])
+        assert r.exit_code == 1 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    r = runner.invoke(app, ["triton", str(tmp_path / "nope"), "--out", str(out)])
+    assert r.exit_code == 1 and "is not an export folder" in r.output
+
+
+def test_the_serve_package_imports_no_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; import rnnedge.serve.triton, rnnedge.serve.server, rnnedge.serve.client, rnnedge.serve.ort; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.parametrize("url,expected", [("127.0.0.1:8001", ("grpc", "127.0.0.1:8001")),
+                                          ("http://localhost:8000", ("http", "localhost:8000")),
+                                          ("grpc://[::1]:9", ("grpc", "[::1]:9"))])
+def test_loopback_urls(url, expected):
+    assert parse_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["grpc://10.1.2.3:8001", "http://example.com:8000", "triton.internal:8001"])
+def test_non_loopback_urls_are_refused_in_one_line(url):
+    with pytest.raises(RnnEdgeError, match="not on this machine"):
+        parse_url(url)
+    r = runner.invoke(app, ["bench", str(STREAMING), "--triton", url])
+    assert r.exit_code == 1 and "only talks to loopback servers" in r.output
+
+
+def test_the_load_tests_comparison_catches_mixed_up_states():
+    """The load test's reference check can fail: outputs compared with another sequence's run."""
+    from rnnedge.serve import client
+
+    manifest = Manifest.load(PER_STEP)
+    local = rnnedge.load(PER_STEP, "cpu")
+    feeds = client.sequence_inputs(manifest, 6, 12)
+    whole = local.run(**feeds)
+    expected = [{"events": whole["events"][i:i + 1]} for i in range(6)]
+    ok = client._drive("runtime", 3, 6, client._runtime_streams(local), manifest, feeds, expected, 4, 3, 10.0,
+                       1e-5, lambda n: None)
+    assert ok.ok and ok.sequences == 6 and 1 <= ok.max_open <= 3 and ok.max_abs <= 1e-5
+    swapped = expected[1:] + expected[:1]
+    bad = client._drive("runtime", 3, 6, client._runtime_streams(local), manifest, feeds, swapped, 4, 3, 10.0,
+                        1e-5, lambda n: None)
+    assert not bad.ok and bad.mismatched == 6 and bad.max_abs > 1e-3
+
+
+# --------------------------------------------------------------------------------------------
+# ORT format
+
+
+def test_ort_format_is_written_recorded_loaded_and_checked(tmp_path):
+    folder = tmp_path / "airline-gru"
+    shutil.copytree(STREAMING, folder)
+    r = runner.invoke(app, ["ort", str(folder)])
+    assert r.exit_code == 0 and "PASS" in r.output, r.output
+    entry = Manifest.load(folder).variants["ort"]
+    assert entry["file"] == "model.ort" and (folder / "model.ort").read_bytes()[4:8] == b"ORTM"
+    ops = (folder / "required_operators.config").read_text()
+    assert "GRU" in ops and "rnnedge-ort" not in ops  # names the file, not the converter's temp folder
+    x = np.random.default_rng(0).normal(size=(3, 7, 1)).astype(np.float32)
+    fp32, ort_model = rnnedge.load(folder, "cpu"), rnnedge.load(folder, "cpu", variant="ort")
+    assert ort_model.path.suffix == ".ort"
+    np.testing.assert_allclose(ort_model.run(x)[0], fp32.run(x)[0], atol=1e-5)
+    r = runner.invoke(app, ["check", str(folder)])
+    assert r.exit_code == 0 and "\nPASS" in r.output and "ort (model.ort): PASS" in r.output, r.output
+    r = runner.invoke(app, ["ort", str(folder)])
+    assert r.exit_code == 1 and "pass --force" in r.output
+    (folder / "model.ort").write_bytes(b"not a model")  # a broken .ort file fails the check
+    r = runner.invoke(app, ["check", str(folder)])
+    assert r.exit_code == 1 and "could not load" in r.output
+
+
+# --------------------------------------------------------------------------------------------
+# A real server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from rnnedge.serve.server import local_server
+
+    repo = tmp_path_factory.mktemp("repo")
+    tr.write_repository(STREAMING, repo, backend="python", idle_seconds=IDLE_S)
+    tr.write_repository(PER_STEP, repo, backend="python", max_batch=16)
+    tr.write_repository(STATELESS, repo, backend="python")
+    with local_server(repo) as s:
+        yield s
+    assert not s.alive()
+
+
+def _client(protocol, server):
+    import tritonclient.grpc as g
+    import tritonclient.http as h
+
+    return (g, g.InferenceServerClient(server.grpc_url)) if protocol == "grpc" else \
+        (h, h.InferenceServerClient(server.http_url))
+
+
+def _input(module, name, array):
+    from tritonclient.utils import np_to_triton_dtype
+
+    i = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+    i.set_data_from_numpy(np.ascontiguousarray(array))
+    return i
+
+
+@need_server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_stateless_requests_equal_the_runtime_at_several_batch_sizes(server, protocol):
+    url = f"{protocol}://" + (server.http_url if protocol == "http" else server.grpc_url)
+    triton = TritonRunner(url, STATELESS)
+    local = rnnedge.load(STATELESS, "cpu")
+    rng = np.random.default_rng(1)
+    for batch in (1, 3, 8, 32):
+        tokens = rng.integers(1, 30, size=(batch, 20)).astype(np.int32)
+        tokens[:, 15:] = 0  # right padding (this committed export is manifest format 1)
+        got = triton.infer({"tokens": tokens})["positive"]
+        want = local.run(tokens)["positive"]
+        assert got.shape == (batch, 1)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    # different sizes in flight at once (dynamic batching merges them in one execute)
+    module, client = _client(protocol, server)
+    if protocol == "grpc":
+        done = queue.Queue()
+        batches = [rng.integers(1, 30, size=(b, 20)).astype(np.int32) for b in (2, 5, 1, 4)]
+        for k, tokens in enumerate(batches):
+            client.async_infer("sentiment-bilstm", [_input(module, "tokens", tokens)],
+                               lambda result, error, k=k: done.put((k, result, error)))
+        for _ in batches:
+            k, result, error = done.get(timeout=30)
+            assert error is None
+            np.testing.assert_allclose(result.as_numpy("positive"), local.run(batches[k])[0], atol=1e-5)
+
+
+@need_server
+def test_sixteen_interleaved_sequences_each_equal_their_whole_sequence_run(server):
+    """Chunks of different lengths, sequences starting and ending at different times, some over
+    HTTP and most over gRPC sent together (so one execute() holds several sequences)."""
+    import tritonclient.grpc as g
+    import tritonclient.http as h
+
+    local = rnnedge.load(PER_STEP, "cpu")
+    rng = np.random.default_rng(7)
+    n = 18
+    lengths = rng.integers(6, 30, size=n)
+    inputs = [rng.normal(size=(1, int(t), 40)).astype(np.float32) for t in lengths]
+    wanted = [local.run(x)["events"] for x in inputs]
+    assert np.abs(wanted[0][:, 6:] - local.run(inputs[0][:, 6:])["events"]).max() > 1e-3  # a lost state would show
+    starts = rng.integers(0, 6, size=n)  # the round each sequence starts in
+    grpc_client, http_client = g.InferenceServerClient(server.grpc_url), h.InferenceServerClient(server.http_url)
+    stats0 = grpc_client.get_inference_statistics("events-gru").model_stats[0]
+    ids = [int(rng.integers(1, 2**40)) for _ in range(n)]
+    position = [0] * n
+    pieces: list[list[np.ndarray]] = [[] for _ in range(n)]
+    done = queue.Queue()
+    for round_ in range(200):
+        active = [i for i in range(n) if starts[i] <= round_ and position[i] < lengths[i]]
+        if not active and all(position[i] >= lengths[i] for i in range(n)):
+            break
+        sent = 0
+        for i in active:
+            # Triton batches requests of equal shapes: mostly 3 steps, now and then 1-5 (and the last chunk)
+            step = 3 if round_ % 4 else int(rng.integers(1, 6))
+            a, b = position[i], min(position[i] + step, int(lengths[i]))
+            flags = {"sequence_id": ids[i], "sequence_start": a == 0, "sequence_end": bool(b == lengths[i])}
+            position[i] = b
+            if i % 4 == 3:  # over HTTP, one at a time
+                result = http_client.infer("events-gru", [_input(h, "frames", inputs[i][:, a:b])], **flags)
+                pieces[i].append(result.as_numpy("events"))
+            else:
+                grpc_client.async_infer("events-gru", [_input(g, "frames", inputs[i][:, a:b])],
+                                        lambda result, error, i=i: done.put((i, result, error)), **flags)
+                sent += 1
+        for _ in range(sent):  # every sequence has one request in flight per round: order is kept
+            i, result, error = done.get(timeout=30)
+            assert error is None, error
+            pieces[i].append(result.as_numpy("events"))
+    for i in range(n):
+        got = np.concatenate(pieces[i], axis=1)
+        assert got.shape == wanted[i].shape
+        np.testing.assert_allclose(got, wanted[i], atol=1e-5, err_msg=f"sequence {i}")
+    stats = grpc_client.get_inference_statistics("events-gru").model_stats[0]
+    executions, inferences = stats.execution_count - stats0.execution_count, stats.inference_count - stats0.inference_count
+    assert inferences == sum(len(p) for p in pieces)
+    assert executions < inferences  # several sequences' requests were handled in one execute()
+    assert "PyCapsule" not in server.log.read_text(errors="replace")  # outputs leave no destructor noise
+
+
+@need_server
+def test_bad_requests_get_tritons_clear_errors_and_the_server_keeps_serving(server):
+    import tritonclient.grpc as g
+    from tritonclient.utils import InferenceServerException
+
+    client = g.InferenceServerClient(server.grpc_url)
+    x = np.ones((1, 4, 1), np.float32)
+    cases = [
+        ({"sequence_id": 424242}, x, "must specify the START flag"),  # unknown sequence
+        ({"sequence_id": 5, "sequence_start": True}, np.ones((1, 4, 2), np.float32), "unexpected shape for input 'window'"),
+        ({"sequence_id": 5, "sequence_start": True}, x.astype(np.float64), "data-type is 'FP64', but model"),
+        ({}, x, "non-zero or non-empty correlation ID"),  # a streaming model without a sequence id
+    ]
+    for flags, array, message in cases:
+        with pytest.raises(InferenceServerException, match=message):
+            client.infer("airline-gru", [_input(g, "window", array)], **flags)
+    # a failing chunk inside a sequence (rnnedge's own input check) leaves its state untouched
+    local = rnnedge.load(STREAMING, "cpu")
+    seq = np.random.default_rng(3).normal(size=(1, 9, 1)).astype(np.float32)
+    stream = TritonRunner("grpc://" + server.grpc_url, STREAMING).stream()
+    stream.push({"window": seq[:, :4]})
+    bad = seq[:, 4:6].copy()
+    bad[0, 1, 0] = np.nan
+    with pytest.raises(RnnEdgeError, match="non-finite"):
+        stream.push({"window": bad})
+    got = stream.end({"window": seq[:, 4:]})["next_month"]
+    np.testing.assert_allclose(got, local.run(seq)[0], atol=1e-5)
+
+
+@need_server
+def test_a_sequence_never_ended_is_released_after_the_idle_timeout(server):
+    triton = TritonRunner("http://" + server.http_url, STREAMING)
+    x = np.ones((1, 3, 1), np.float32)
+    stream = triton.stream()
+    stream.push({"window": x})
+    stream.push({"window": x})
+    deadline = time.monotonic() + IDLE_S + 10
+    released = f"sequence {stream.sequence_id} released after more than {IDLE_S:g} s idle"
+    while released not in server.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the idle sequence was not released"
+        time.sleep(0.25)
+    with pytest.raises(RnnEdgeError, match="must specify the START flag"):
+        stream.push({"window": x})
+    fresh = triton.stream()  # a new sequence, and the server still serves
+    got = fresh.end({"window": x})["next_month"]
+    np.testing.assert_allclose(got, rnnedge.load(STREAMING, "cpu").run(x)[0], atol=1e-5)
+
+
+@need_server
+def test_load_test_and_bench_triton_rows(server, tmp_path):
+    rows, reports = load_test(PER_STEP, "grpc://" + server.grpc_url, concurrency=(1, 8), sequences=16, chunks=4,
+                              steps=3, seconds=20)
+    assert [r.candidate for r in rows] == ["triton c=1", "runtime c=1", "triton c=8", "runtime c=8"]
+    assert all(r.ok and r.sequences == 16 and r.requests == 64 for r in reports), [r.line() for r in reports]
+    assert all(r.runs == 64 and r.time == 3 and r.seq_per_s > 0 and r.error <= 1e-5 for r in rows)
+    assert "runtime" in rows[0].ratios
+    out = tmp_path / "rows.json"
+    r = runner.invoke(app, ["bench", str(STREAMING), "--triton", "http://" + server.http_url, "--concurrency", "1,4",
+                            "--sequences", "8", "--chunks", "3", "--time", "2", "--json", str(out),
+                            "--csv", str(tmp_path / "rows.csv")])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("ok: ") == 4 and "0 failed, 0 mismatched" in r.output
+    assert [d["candidate"] for d in json.loads(out.read_text())] == ["triton c=1", "runtime c=1", "triton c=4",
+                                                                    "runtime c=4"]
+    assert (tmp_path / "rows.csv").read_text().startswith("candidate,provider,batch,time")
+    r = runner.invoke(app, ["bench", str(STREAMING), "--triton", "grpc://" + server.grpc_url, "--triton-model", "nope"])
+    assert r.exit_code == 1 and "has no model 'nope'" in r.output
+
+
+@need_server
+def test_server_killed_mid_sequence_then_restarted(tmp_path):
+    from rnnedge.serve.server import local_server
+
+    repo = tmp_path / "repo"
+    tr.write_repository(STREAMING, repo, backend="python")
+    local = rnnedge.load(STREAMING, "cpu")
+    x = np.random.default_rng(5).normal(size=(1, 8, 1)).astype(np.float32)
+    with local_server(repo) as first:
+        stream = TritonRunner("grpc://" + first.grpc_url, STREAMING, timeout=10).stream()
+        stream.push({"window": x[:, :4]})
+        first.kill()
+        with pytest.raises(RnnEdgeError, match="failed"):
+            stream.push({"window": x[:, 4:]})
+    assert not first.alive()
+    with pytest.raises(ProcessLookupError):
+        os.kill(first.pid, 0)
+    with local_server(repo, grpc_port=int(first.grpc_url.rsplit(":", 1)[1])) as second:
+        again = TritonRunner("grpc://" + second.grpc_url, STREAMING)
+        with pytest.raises(RnnEdgeError, match="must specify the START flag"):
+            again.infer({"window": x[:, 4:]}, sequence_id=stream.sequence_id)  # the old sequence is gone
+        fresh = again.stream()
+        fresh.push({"window": x[:, :4]})
+        np.testing.assert_allclose(fresh.end({"window": x[:, 4:]})["next_month"], local.run(x)[0], atol=1e-5)
+
+
+@need_server
+def test_a_model_that_cannot_load_is_one_line_and_no_server_is_left(tmp_path):
+    from rnnedge.serve.server import local_server
+
+    repo = tmp_path / "repo"
+    target = tr.write_repository(STREAMING, repo, backend="python")
+    (target / "1" / "export" / "manifest.json").write_text("{}")
+    with pytest.raises(RnnEdgeError, match="tritonserver exited during start-up.*airline-gru") as caught:
+        with local_server(repo, timeout=60):
+            pass
+    assert "\n" not in str(caught.value)

@@ -1,0 +1,76 @@
+"""Serve a zoo streaming model with a local Triton server (python backend) and load-test it.
+
+    python tools/bench_triton.py                      # exported/airline-gru
+    python tools/bench_triton.py --model events-gru --steps 4 --chunks 8
+
+1. `rnnedge triton exported/MODEL --out TMP/repo --backend python` writes the repository.
+2. `rnnedge.serve.server.local_server` starts the nvidia-pytriton wheel's tritonserver on it
+   (127.0.0.1, free ports; always stopped).
+3. At concurrency 1, 8 and 32: sequences/s and p50/p99 per chunk through Triton (gRPC, one
+   client per thread), and the in-process runtime at the same concurrency (threads sharing one
+   `rnnedge.load` model, one `model.stream(1)` per sequence), on the same sequences.
+4. 64 concurrent streams through the one server: every stream's outputs compared with the
+   whole sequence run at once (a lost or mixed-up state is a mismatch), and every request must succeed.
+
+Every loop is bounded in count and time. Exits 1 if any request failed or any stream mismatched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rnnedge.bench import markdown  # noqa: E402
+from rnnedge.cli import app  # noqa: E402
+from rnnedge.serve.client import load_test  # noqa: E402
+from rnnedge.serve.server import local_server  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="airline-gru", help="a streaming export under exported/")
+    parser.add_argument("--sequences", type=int, default=256, help="sequences per concurrency level")
+    parser.add_argument("--chunks", type=int, default=16, help="requests per sequence")
+    parser.add_argument("--steps", type=int, default=4, help="steps per chunk")
+    parser.add_argument("--seconds", type=float, default=30.0, help="time budget per level and candidate")
+    parser.add_argument("--streams", type=int, default=64, help="concurrent streams in the correctness run")
+    parser.add_argument("--instances", type=int, default=1, help="model instances (python backend processes)")
+    args = parser.parse_args()
+    folder = ROOT / "exported" / args.model
+
+    with tempfile.TemporaryDirectory(prefix="rnnedge-bench-triton-") as tmp:
+        repo = Path(tmp) / "repo"
+        app(["triton", str(folder), "--out", str(repo), "--backend", "python", "--max-batch", "64",
+             "--instances", str(args.instances)], standalone_mode=False)
+        t0 = time.perf_counter()
+        with local_server(repo) as server:
+            print(f"tritonserver ready in {time.perf_counter() - t0:.1f} s at grpc://{server.grpc_url}")
+            url = "grpc://" + server.grpc_url
+            rows, reports = load_test(folder, url, concurrency=(1, 8, 32), sequences=args.sequences,
+                                      chunks=args.chunks, steps=args.steps, seconds=args.seconds)
+            print(f"\n{args.model}: {args.chunks} chunks of {args.steps} step(s) per sequence, "
+                  f"{args.sequences} sequences per level; p50/p99 per chunk, sequences/s over the wall time\n")
+            print(markdown(rows))
+            for r in reports:
+                print(r.line())
+            _, streams = load_test(folder, url, concurrency=(args.streams,), sequences=args.streams,
+                                   chunks=args.chunks, steps=args.steps, seconds=args.seconds * 2,
+                                   runtime=False, seed=1)
+            s = streams[0]
+            print(f"\n{args.streams} concurrent streams through one server: {s.sequences} of {args.streams} "
+                  f"streams equal to their whole-sequence run (max |diff| {s.max_abs:.1e}), {s.max_open} open at "
+                  f"once, {s.mismatched} "
+                  f"mismatched, {s.requests} requests, {s.failed} failed, {s.seconds:.1f} s")
+            ok = all(r.ok for r in reports) and s.ok and s.sequences == args.streams
+            print("PASS" if ok else "FAIL")
+            return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
