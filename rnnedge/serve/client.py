@@ -405,7 +405,7 @@ def load_test(folder: str | os.PathLike, url: str, *, model: str | None = None,
     the time budget of each level and candidate; progress: a rich Progress (one task per level)
     or None.
     """
-    import rnnedge
+    from rnnedge.runtime import load as runtime_load
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
@@ -421,7 +421,7 @@ def load_test(folder: str | os.PathLike, url: str, *, model: str | None = None,
     if not seconds > 0:
         raise RnnEdgeError(f"the time budget must be > 0 seconds, got {seconds!r}")
     TritonRunner(url, folder, model).close()  # fails fast, in one line, if the server or model is wrong
-    local = rnnedge.load(folder, "cpu", threads=threads)
+    local = runtime_load(folder, "cpu", threads=threads)
     feeds = sequence_inputs(manifest, sequences, chunks * steps, seed)
     whole = local.run(**feeds)
     expected = [{n: whole[n][i:i + 1] for n in whole.data_names} for i in range(sequences)]

@@ -47,7 +47,7 @@ def _golden(folder: Path) -> list[tuple[dict, dict]]:
 
 def write_ort(folder: str | os.PathLike, *, force: bool = False) -> dict:
     """Convert DIR/model.onnx to DIR/model.ort plus DIR/required_operators.config; returns the manifest entry."""
-    import rnnedge
+    from rnnedge.runtime import load as runtime_load
 
     folder = Path(folder)
     manifest = Manifest.load(folder)
@@ -92,7 +92,7 @@ def write_ort(folder: str | os.PathLike, *, force: bool = False) -> dict:
              "size": (folder / ORT_FILE).stat().st_size}
     manifest.variants[VARIANT] = entry
     manifest.save(folder)  # recorded before replaying, so load(variant="ort") finds it
-    model = rnnedge.load(folder, "cpu", variant=VARIANT)
+    model = runtime_load(folder, "cpu", variant=VARIANT)
     worst: dict[str, float] = {}
     for inputs, expected in _golden(folder):
         got = model.run(**inputs)

@@ -141,10 +141,7 @@ def server_environment(install: Installation) -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p])
     import numpy
     import onnxruntime
-
-    import rnnedge
-
-    paths = [str(Path(rnnedge.__file__).resolve().parent.parent)]
+    paths = [str(Path(__file__).resolve().parents[2])]
     for module in (numpy, onnxruntime):
         paths.append(str(Path(module.__file__).resolve().parent.parent))
     paths += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]

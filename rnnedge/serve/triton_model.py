@@ -38,7 +38,7 @@ _apply_pythonpath()
 try:
     import numpy as np
 
-    import rnnedge
+    from rnnedge.runtime import load as runtime_load
     from rnnedge.errors import RnnEdgeError
 except ImportError as e:
     raise ImportError(f"rnnedge's Triton model needs numpy, onnxruntime and rnnedge, but {e.name} cannot be imported "
@@ -82,10 +82,10 @@ class TritonPythonModel:
         threads = int(params.get("intra_op_thread_count") or 1)
         folder = Path(__file__).resolve().parent / params.get("rnnedge_export", "export")
         if args["model_instance_kind"] == "GPU":
-            self.model = rnnedge.load(folder, "cuda", threads=threads,
+            self.model = runtime_load(folder, "cuda", threads=threads,
                                       provider_options={"device_id": int(args["model_instance_device_id"])})
         else:
-            self.model = rnnedge.load(folder, "cpu", threads=threads)
+            self.model = runtime_load(folder, "cpu", threads=threads)
         manifest = self.model.manifest
         self.data_in = [s.name for s in manifest.data_inputs]
         self.data_out = [s.name for s in manifest.data_outputs]
