@@ -21,22 +21,23 @@ def _worst_share(facts: dict) -> str:
 def variant_lines(manifest) -> list[str]:
     """One line per variant (size, error against Keras, metric, latency, gate) and the recommendation."""
     fp32_size = manifest.variants["fp32"]["size"]
-    lines = [f"{'variant':<8}{'size':>17} {'max|diff|':>9} {'of range':>8} {'metric':>7} "
-             f"{'p50 ms':>7} {'speed':>6}  gate"]
+    lines = [f"{'variant':<8}{'size':>10}{'':>6} {'max|diff|':>9} {'%range':>7} {'metric':>7} {'p50 ms':>6} "
+             f"{'speed':>6}  gate"]
     for name, v in manifest.variants.items():
         err = max(v.get("max_abs_error", {}).values(), default=0.0)
         metric = "-" if v.get("metric") is None else f"{v['metric']:.4f}"
         g = v.get("gate", {})
         verdict = "reference" if name == "fp32" else ("pass" if g.get("passed") else "FAIL")
         if name != "fp32" and g.get("by"):
-            verdict += f" ({g['by']})"
+            verdict += " (task)" if g["by"] == "task metric" else " (golden)"
         p50 = v.get("latency_ms_p50")
-        lines.append(f"{name:<8}{v['size']:>10,} ({v['size'] / fp32_size:>3.0%}) {err:>9.2e} "
-                     f"{'-' if name == 'fp32' else _worst_share(v):>8} {metric:>7} "
-                     f"{'-' if p50 is None else f'{p50:.3f}':>7} {'1.00x' if name == 'fp32' else _ratio(v):>6}  {verdict}")
+        lines.append(f"{name:<8}{v['size']:>9,} ({v['size'] / fp32_size:>4.0%}) {err:>9.2e} "
+                     f"{'-' if name == 'fp32' else _worst_share(v):>7} {metric:>7} "
+                     f"{'-' if p50 is None else f'{p50:.3f}':>6} {'1.00x' if name == 'fp32' else _ratio(v):>6}  {verdict}")
+    lines.append("gate (task): the task metric decides; (golden): Keras' golden outputs")
     lines.append("recommended: " + ", ".join(f"{label(p)}={v}" for p, v in manifest.recommended.items()))
-    lines.append(f"  (on CPU a variant that passes its gate, only if >= {gate.SPEEDUP:.2f}x fp32's speed in the "
-                 f"median of {gate.ROUNDS} rounds and faster in each)")
+    lines.append(f"  (on CPU: a variant that passes its gate and is >= {gate.SPEEDUP:.2f}x fp32's speed")
+    lines.append(f"  in the median of {gate.ROUNDS} interleaved rounds, and faster in each; else fp32)")
     return lines
 
 
