@@ -227,7 +227,7 @@ def bench(
         from rnnedge import bench as b
 
         if triton is not None:
-            from rnnedge.serve.client import load_test
+            from rnnedge.serve.loadtest import load_test
 
             steps = b.int_list(time_, "--time") or (1,)
             with Progress(transient=True) as progress:

@@ -128,6 +128,25 @@ def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> lis
     return results
 
 
+# tools/bench_triton.py --write appends its figures between these markers; the demo keeps them.
+TRITON_SECTION = ("<!-- triton: written by tools/bench_triton.py -->", "<!-- /triton -->")
+
+
+def keep_section(text: str, markers: tuple[str, str]) -> str:
+    """The part of `text` between `markers` (markers included, with a blank line before), or ""."""
+    start, end = text.find(markers[0]), text.find(markers[1])
+    return "\n" + text[start:end + len(markers[1])] + "\n" if 0 <= start < end else ""
+
+
+def replace_section(text: str, markers: tuple[str, str], body: str) -> str:
+    """`text` with the marked section set to `body` (appended where there is none)."""
+    section = f"{markers[0]}\n{body.rstrip()}\n{markers[1]}"
+    start, end = text.find(markers[0]), text.find(markers[1])
+    if 0 <= start < end:
+        return text[:start] + section + text[end + len(markers[1]):]
+    return text.rstrip() + "\n\n" + section + "\n"
+
+
 def benchmarks_markdown(results) -> str:
     lines = ["# Benchmarks of the reference zoo, as measured by `make demo`", "",
              "onnxruntime CPU, one intra-op thread, batch 1, p50/p99 over interleaved runs (candidates of one model ",
@@ -182,7 +201,9 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
     if results:
         from rnnedge import bench
 
-        (Path(out) / "BENCHMARKS.md").write_text(benchmarks_markdown(results))
+        path = Path(out) / "BENCHMARKS.md"
+        kept = keep_section(path.read_text() if path.is_file() else "", TRITON_SECTION)
+        path.write_text(benchmarks_markdown(results) + kept)
         for name, bench_rows in results:
             console.print(bench.rich_table(bench_rows, title=f"{name}: CPU, 1 thread, batch 1"))
     for line in failed:

@@ -288,3 +288,15 @@ def test_litert_refuses_stateful_models_in_one_line(tmp_path):
     export(model, tmp_path / "m")
     with pytest.raises(RnnEdgeError, match=r"^LiteRT could not convert model '.*': stateful layer\(s\) memory keep"):
         bench_dir(tmp_path / "m", baselines=("litert",), source=model, times=(4,), **FAST)
+
+
+def test_the_triton_section_survives_a_new_benchmarks_file():
+    from rnnedge.demo import TRITON_SECTION, keep_section, replace_section
+
+    text = replace_section("# Benchmarks\n\n| table |\n", TRITON_SECTION, "## Triton\nfigures 1")
+    assert text.startswith("# Benchmarks") and "figures 1" in text
+    again = replace_section(text, TRITON_SECTION, "## Triton\nfigures 2")
+    assert "figures 2" in again and "figures 1" not in again and again.count(TRITON_SECTION[0]) == 1
+    regenerated = "# Benchmarks\n\n| new table |\n" + keep_section(again, TRITON_SECTION)
+    assert "| new table |" in regenerated and "figures 2" in regenerated
+    assert keep_section("# no section", TRITON_SECTION) == ""

@@ -29,7 +29,8 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installe
 pytest.importorskip("tritonclient.http", reason="the serve extra is not installed: pip install 'rnnedge[serve]'")
 
 from rnnedge.serve import triton as tr  # noqa: E402
-from rnnedge.serve.client import TritonRunner, load_test, parse_url  # noqa: E402
+from rnnedge.serve.client import TritonRunner, parse_url  # noqa: E402
+from rnnedge.serve.loadtest import load_test  # noqa: E402
 
 EXPORTED = Path(__file__).resolve().parent.parent / "exported"
 STREAMING = EXPORTED / "airline-gru"  # [batch, time, 1] -> [batch, 1], one GRU state
@@ -167,7 +168,7 @@ def test_non_loopback_urls_are_refused_in_one_line(url):
 
 def test_the_load_tests_comparison_catches_mixed_up_states():
     """The load test's reference check can fail: outputs compared with another sequence's run."""
-    from rnnedge.serve import client
+    from rnnedge.serve import loadtest as client
 
     manifest = Manifest.load(PER_STEP)
     local = rnnedge.load(PER_STEP, "cpu")

@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from rnnedge.bench import markdown  # noqa: E402
 from rnnedge.cli import app  # noqa: E402
-from rnnedge.serve.client import load_test  # noqa: E402
+from rnnedge.demo import TRITON_SECTION, replace_section  # noqa: E402
+from rnnedge.serve.loadtest import load_test  # noqa: E402
 from rnnedge.serve.server import local_server  # noqa: E402
 
 
@@ -41,6 +42,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="time budget per level and candidate")
     parser.add_argument("--streams", type=int, default=64, help="concurrent streams in the correctness run")
     parser.add_argument("--instances", type=int, default=1, help="model instances (python backend processes)")
+    parser.add_argument("--write", type=Path, help="also write the figures into this markdown file's Triton "
+                                                   "section (exported/BENCHMARKS.md; `make demo` keeps it)")
     args = parser.parse_args()
     folder = ROOT / "exported" / args.model
 
@@ -69,6 +72,21 @@ def main() -> int:
                   f"mismatched, {s.requests} requests, {s.failed} failed, {s.seconds:.1f} s")
             ok = all(r.ok for r in reports) and s.ok and s.sequences == args.streams
             print("PASS" if ok else "FAIL")
+            if args.write:
+                body = "\n".join([
+                    f"## Triton ({args.model}, python backend, one instance, localhost)", "",
+                    f"`tools/bench_triton.py`: {args.chunks} chunks of {args.steps} step(s) per sequence, "
+                    f"{args.sequences} sequences per concurrency level; `triton` rows go through one tritonserver "
+                    "(gRPC, one client per thread), `runtime` rows are the in-process runtime (threads sharing one "
+                    "model) on the same sequences. Latencies are per chunk; seq/s over the wall time.", "",
+                    markdown(rows).rstrip(), "",
+                    *[f"- {r.line()}" for r in reports],
+                    f"- {args.streams} concurrent streams through one server: {s.sequences} of {args.streams} equal "
+                    f"to their whole-sequence run (max |diff| {s.max_abs:.1e}), {s.mismatched} mismatched, "
+                    f"{s.requests} requests, {s.failed} failed"])
+                text = args.write.read_text() if args.write.is_file() else ""
+                args.write.write_text(replace_section(text, TRITON_SECTION, body))
+                print(f"wrote the Triton section of {args.write}")
             return 0 if ok else 1
 
 
