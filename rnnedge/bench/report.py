@@ -20,7 +20,7 @@ def _rate(v: float) -> str:
 
 
 _COLUMNS = ("candidate", "provider", "batch", "time", "threads", "p50 ms", "p90 ms", "p99 ms", "seq/s", "steps/s",
-            "max|diff|")
+            "max diff")
 
 
 def _cells(r: BenchRow, keys: list[str]) -> list[str]:
