@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from rnnedge import preflight
 from rnnedge.errors import RnnEdgeError
 from rnnedge.tables import ATOL, METRICS, RTOL
 
@@ -78,6 +79,10 @@ def export(
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
+        _source_ready(model, "`rnnedge export`")
+        _data_ready(data)
+        if "fp16" in (quantize or ""):
+            preflight.require("quantize", "--quantize fp16")
         from rnnedge.check import Tolerance
         from rnnedge.exporter import export as run_export
 
@@ -91,6 +96,20 @@ def export(
         typer.echo(_report_line(result.parity))
         if quantize:
             _print_variants(result.manifest)
+
+
+def _source_ready(model: str, what: str) -> None:
+    """A Keras source that can work (the export extra installed, the file or zoo name there), before TensorFlow loads."""
+    if model.startswith("zoo:"):
+        preflight.zoo_name(model[4:])
+    else:
+        preflight.keras_file(model)
+    preflight.require("export", what)
+
+
+def _data_ready(data: Optional[Path]) -> None:
+    if data is not None and not data.is_file():
+        raise RnnEdgeError(f"--data {data}: no such file; expected an .npz of inputs (by name) and targets 'y'")
 
 
 def _names(names: list[str], shown: int = 6) -> str:
@@ -117,6 +136,9 @@ def quantize(
 ):
     """Add int8/fp16 variants to an export, with their size, error, metric, latency and gate."""
     with user_errors():
+        _data_ready(data)
+        if "fp16" in variants:
+            preflight.require("quantize", "the fp16 variant")
         from rnnedge.manifest import Manifest
         from rnnedge.quantize import quantize_dir
         from rnnedge.quantize.int8 import setting_named
@@ -221,6 +243,14 @@ def bench(
 ):
     """Latency percentiles and throughput, interleaved with baselines in one process."""
     with user_errors():
+        if plot_out is not None:
+            preflight.require("plot", "--plot")
+        if baseline:
+            if source is not None and not source.startswith("zoo:"):
+                preflight.keras_file(source)
+            preflight.require("export", f"--baseline {baseline}")
+        if triton is not None:
+            preflight.require("serve", "--triton")
         from rich.console import Console
         from rich.progress import Progress
 
@@ -339,9 +369,9 @@ def ort(
 def zoo():
     """List the reference zoo's models."""
     with user_errors():
-        from rnnedge.zoo import NAMES
+        from rnnedge.tables import ZOO  # the names only: no Keras, no training
 
-        for name in NAMES:
+        for name in ZOO:
             typer.echo(name)
 
 
@@ -354,6 +384,12 @@ def demo(
 ):
     """Train the reference zoo, export, check parity, quantize and benchmark; print the tables."""
     with user_errors():
+        for name in models or ():
+            preflight.zoo_name(name)
+        preflight.require("export", "`rnnedge demo`")
+        preflight.require("quantize", "`rnnedge demo` (its fp16 variants)")
+        if benchmark:
+            preflight.require("plot", "`rnnedge demo` (its latency plot; or pass --no-benchmark)")
         from rnnedge.demo import run_demo
 
         ok = run_demo(out, force=force, names=models or None, benchmark=benchmark)

@@ -85,7 +85,15 @@ def test_missing_file(tmp_path):
 def test_not_a_keras_model(tmp_path):
     bad = tmp_path / "bad.keras"
     bad.write_text("this is not a zip archive")
-    assert_user_error(invoke("export", bad, "--out", tmp_path / "o"), "not a loadable Keras model")
+    assert_user_error(invoke("export", bad, "--out", tmp_path / "o"), "not a Keras model file", "zip archive")
+    empty = tmp_path / "empty.keras"
+    empty.write_bytes(b"")
+    assert_user_error(invoke("export", empty, "--out", tmp_path / "o"), "is empty")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "zip.keras", "w") as z:  # a zip, but not Keras' layout
+        z.writestr("notes.txt", "hello")
+    assert_user_error(invoke("export", tmp_path / "zip.keras", "--out", tmp_path / "o"), "not a loadable Keras model")
     other = tmp_path / "model.txt"
     other.write_text("x")
     assert_user_error(invoke("export", other, "--out", tmp_path / "o"), "not a Keras model file")
@@ -174,6 +182,34 @@ def test_check_and_run_work_where_tensorflow_cannot_be_imported(gru_file, tmp_pa
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-800:]
+
+
+def test_commands_that_need_an_extra_refuse_in_one_line_where_it_is_missing(tmp_path):
+    """A runtime-only install: every command that needs TensorFlow (or matplotlib) says which extra
+    to install, in one line, before any work; `rnnedge zoo` lists the names without TensorFlow."""
+    import subprocess
+    import sys
+
+    folder = Path(__file__).parent.parent / "exported" / "events-gru"
+    code = BLOCK_TENSORFLOW.replace("'tf_keras'}", "'tf_keras', 'matplotlib'}") + (
+        "from typer.testing import CliRunner\n"
+        "from rnnedge.cli import app\n"
+        "r = CliRunner().invoke(app, ['zoo'])\n"
+        "assert r.exit_code == 0 and 'events-gru' in r.output, r.output\n"
+        f"for args, extra in ((['export', 'zoo:events-gru', '--out', r'{tmp_path / 'o'}'], 'export'),\n"
+        "                    (['demo', '--model', 'events-gru'], 'export'),\n"
+        f"                    (['bench', r'{folder}', '--baseline', 'keras'], 'export'),\n"
+        f"                    (['bench', r'{folder}', '--plot', r'{tmp_path / 'p.png'}'], 'plot')):\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    lines = r.output.strip().splitlines()\n"
+        "    assert r.exit_code == 1 and len(lines) == 1, r.output\n"
+        "    assert f\"pip install 'rnnedge[{extra}]'\" in lines[0], lines\n"
+        "assert not [k for k in sys.modules if k.split('.')[0] in BLOCKED]\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, (done.stdout + done.stderr)[-1500:]
+    assert not (tmp_path / "o").exists() and not (tmp_path / "p.png").exists()
 
 
 def test_quantize_judges_on_golden_outputs_where_tensorflow_cannot_be_imported(tmp_path):
