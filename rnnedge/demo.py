@@ -8,7 +8,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from rnnedge.tables import BASELINES
 from rnnedge.tables import VARIANTS as ALL_VARIANTS
@@ -82,11 +81,14 @@ def _variant_cells(r: DemoRow) -> list[str]:
     return cells
 
 
-def table(rows: list[DemoRow]) -> Table:
-    t = Table(title="rnnedge reference zoo: Keras vs fused ONNX (onnxruntime CPU)")
-    for col in ("model", "cell", "metric", "Keras", "ONNX", "baseline", "max |diff|", "recurrent ops", "stream", "size",
-                "int8 size", "int8 metric", "fp16 size", "fp16 metric", "train s", "export s", "parity"):
-        t.add_column(col, justify="left" if col in ("model", "cell", "metric", "recurrent ops") else "right")
+def table(rows: list[DemoRow]):
+    """The zoo's table for the terminal: whole at any width (split into parts keyed by model where narrow)."""
+    from rnnedge.bench.report import WholeTable
+
+    t = WholeTable("rnnedge reference zoo: Keras vs fused ONNX (onnxruntime CPU)",
+                   ("model", "cell", "metric", "Keras", "ONNX", "baseline", "max |diff|", "recurrent ops", "stream",
+                    "size", "int8 size", "int8 metric", "fp16 size", "fp16 metric", "train s", "export s", "parity"),
+                   left=3)
     for r in rows:
         t.add_row(r.model, r.cell, r.metric, f"{r.keras:.4f}", f"{r.onnx:.4f}", f"{r.baseline:.4f}", f"{r.worst_abs:.1e}",
                   r.ops, "yes" if r.streaming else "no", f"{r.size / 1024:.1f} KB", *_variant_cells(r), f"{r.train_s:.1f}", f"{r.export_s:.1f}",
@@ -160,9 +162,7 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
     from rnnedge.errors import ParityError
 
     if console is None:
-        console = Console()
-        if not console.is_terminal:  # a log or CI: wide enough for the whole table
-            console = Console(width=170)
+        console = Console()  # 80 columns when piped: the tables split into parts rather than cut numbers
     names = list(names or zoo.NAMES)
     rows, failed = [], []
     columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -288,3 +288,25 @@ def test_litert_refuses_stateful_models_in_one_line(tmp_path):
     export(model, tmp_path / "m")
     with pytest.raises(RnnEdgeError, match=r"^LiteRT could not convert model '.*': stateful layer\(s\) memory keep"):
         bench_dir(tmp_path / "m", baselines=("litert",), source=model, times=(4,), **FAST)
+
+
+def test_tables_stay_whole_at_80_columns_and_when_piped():
+    """No cell is cut: where the columns do not fit they split into tables keyed by candidate and time."""
+    import io
+
+    from rich.console import Console
+
+    from rnnedge.bench import BenchRow
+
+    rows = [BenchRow(candidate=c, provider=p, batch=1, time=t, threads=1, p50_ms=1094.25 * k, p90_ms=5000.0, p99_ms=6000.0,
+                     seq_per_s=123456.0, steps_per_s=98765432.0, error=1e-7 if c == "fp32" else None,
+                     ratios={"keras": 12.5, "tf2onnx": 3.25, "litert": 1.5, "litert-int8": 0.75})
+            for k, (c, p) in enumerate((("fp32", "CPUExecutionProvider"), ("litert-int8", "LiteRT (CPU)")), 1)
+            for t in (16, 400)]
+    for width in (60, 80, 100):
+        buf = io.StringIO()
+        Console(file=buf, width=width).print(rich_table(rows))  # a file: what piped output gets
+        text = buf.getvalue()
+        assert "…" not in text and max(len(line) for line in text.splitlines()) <= width, text
+        for cell in ("1094", "2189", "123,456", "98,765,432", "litert-int8", "LiteRT", "12.50x", "0.75x"):
+            assert cell in text, (cell, text)

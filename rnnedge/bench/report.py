@@ -9,6 +9,7 @@ from pathlib import Path
 from rnnedge.bench.candidates import FLOOR, STREAM_PREFIX
 from rnnedge.bench.results import BenchRow, _parent, _ratio_keys
 from rnnedge.errors import RnnEdgeError
+from rnnedge.tables import label
 
 
 def _ms(v: float) -> str:
@@ -24,7 +25,7 @@ _COLUMNS = ("candidate", "provider", "batch", "time", "threads", "p50 ms", "p90 
 
 
 def _cells(r: BenchRow, keys: list[str]) -> list[str]:
-    provider = r.provider.removesuffix("ExecutionProvider")
+    provider = label(r.provider)
     return [r.candidate, provider, str(r.batch), "-" if r.time is None else str(r.time), str(r.threads),
             _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms), _rate(r.seq_per_s), _rate(r.steps_per_s),
             "-" if r.error is None else f"{r.error:.1e}",
@@ -41,18 +42,73 @@ def markdown(rows: Sequence[BenchRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rich_table(rows: Sequence[BenchRow], title: str | None = None):
-    """A `rich.table.Table` of the rows: the columns of `markdown`, less provider and threads
-    where every row has the same (the title says them)."""
-    from rich.table import Table
+class WholeTable:
+    """A rich renderable table whose cells are never cut: each column is as wide as its widest cell
+    (headers wrap between words), and where the columns do not fit the console's width (80 when
+    piped) they are split into several tables, each repeating the `keys` columns (indices)."""
 
+    def __init__(self, title: str | None, headers: Sequence[str], left: int = 1, keys: Sequence[int] = (0,)):
+        self.title, self.headers, self.left, self.keys = title, list(headers), left, keys
+        self.rows: list[list[str]] = []
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append([str(c) for c in cells])
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows)
+
+    def widths(self) -> list[int]:
+        from rich.text import Text
+
+        out = []
+        for i, head in enumerate(self.headers):
+            cells = [Text.from_markup(r[i]).cell_len for r in self.rows]
+            out.append(max([*cells, *(len(w) for w in head.split())], default=1))
+        return out
+
+    def groups(self, width: int) -> list[list[int]]:
+        """Column indices per table: the key columns, then as many others as fit in `width`."""
+        widths = self.widths()
+        keys = [i for i in self.keys if i < len(widths)]
+        used = 1 + sum(widths[i] + 3 for i in keys)  # a border and two padding cells per column
+        groups, current, size = [], [], used
+        for i in (i for i in range(len(widths)) if i not in keys):
+            if current and size + widths[i] + 3 > width:
+                groups.append(sorted(keys + current))
+                current, size = [], used
+            current.append(i)
+            size += widths[i] + 3
+        return groups + [sorted(keys + current)] if current or not groups else groups
+
+    def tables(self, width: int):
+        from rich.table import Table
+
+        widths = self.widths()
+        for n, group in enumerate(self.groups(width)):
+            table = Table(title=self.title if n == 0 else None, expand=False)
+            for i in group:
+                table.add_column(self.headers[i], justify="left" if i < self.left else "right", width=widths[i],
+                                 overflow="fold")
+            for row in self.rows:
+                table.add_row(*(row[i] for i in group))
+            yield table
+
+    def __rich_console__(self, console, options):
+        yield from self.tables(options.max_width)
+
+
+def rich_table(rows: Sequence[BenchRow], title: str | None = None) -> WholeTable:
+    """A table of the rows for the terminal (`WholeTable`: numbers never cut): the columns of
+    `markdown`, less provider, threads and batch where every row has the same (the title says them)."""
     keys = _ratio_keys(rows)
     columns = [*_COLUMNS, *(f"vs {k}" for k in keys)]
-    same = {"provider": len({r.provider for r in rows}) == 1, "threads": len({r.threads for r in rows}) == 1}
+    same = {"provider": len({r.provider for r in rows}) == 1, "threads": len({r.threads for r in rows}) == 1,
+            "batch": len({r.batch for r in rows}) == 1}
     keep = [i for i, c in enumerate(columns) if not same.get(c)]
-    table = Table(title=title or _title(rows))
-    for i in keep:
-        table.add_column(columns[i], justify="left" if i < 2 else "right")
+    heads = [columns[i] for i in keep]
+    table = WholeTable(title or _title(rows), heads, left=2 if 1 in keep else 1,
+                       keys=[heads.index(c) for c in ("candidate", "batch", "time") if c in heads])
     for r in rows:
         cells = _cells(r, keys)
         table.add_row(*(cells[i] for i in keep))
@@ -64,7 +120,7 @@ def _title(rows: Sequence[BenchRow]) -> str:
         values = list(dict.fromkeys(values))
         return ", ".join(str(v) for v in values)
 
-    providers = listed(r.provider.removesuffix("ExecutionProvider") for r in rows)
+    providers = listed(label(r.provider) for r in rows)
     return (f"rnnedge bench: {providers}, batch {listed(r.batch for r in rows)}, "
             f"{listed(r.threads for r in rows)} thread(s)")
 
