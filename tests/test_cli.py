@@ -297,3 +297,25 @@ def test_quantize_explain_lists_every_setting_and_gate(tmp_path):
     for text in ("int8 settings tried (kept:", "weight-only", "dynamic-8bit", "NO", "why:",
                  "golden outputs (", "task metric", "recommended: CPU="):
         assert text in result.output, text
+
+
+def test_messages_name_flags_not_python_arguments(tmp_path):
+    """A provider that is not there: `check` and `run` point at --fallback, `bench` (no such flag) at
+    --provider cpu; no message names a Python argument."""
+    folder = Path(__file__).parent.parent / "exported" / "airline-gru"
+    for args, hint in ((("check", folder, "--provider", "openvino"), "--fallback"),
+                       (("bench", folder, "--provider", "openvino", "--runs", 2, "--warmup", 1), "--provider cpu")):
+        result = invoke(*args)
+        assert_user_error(result, hint)
+        assert "=True" not in result.output and "fallback=" not in result.output
+
+
+def test_help_reads_well():
+    """No <bool>/<str> type column, choices not broken mid-word, one --flag per boolean option."""
+    from rnnedge.cli import app as cli_app
+
+    for command in ("export", "quantize", "check", "run", "bench", "triton", "serve", "ort", "demo"):
+        result = CliRunner().invoke(cli_app, [command, "--help"], terminal_width=80)
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output and "<str>" not in result.output, result.output
+        assert "--no-force" not in result.output and "rms e" not in result.output, result.output
