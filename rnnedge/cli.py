@@ -268,7 +268,7 @@ def bench(
     warmup: Annotated[int, typer.Option(metavar="N", help="Warm-up runs dropped.")] = 20,
     json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help="Write the rows as JSON.")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Write the rows as CSV.")] = None,
-    plot_out: Annotated[Optional[Path], typer.Option("--plot", metavar="PNG", help="Write a PNG: latency against sequence length.")] = None,
+    plot_out: Annotated[Optional[Path], typer.Option("--plot", metavar="PNG", help="Write a PNG: latency of every candidate against sequence length (16, 100 and 400 steps unless --time says).")] = None,
     triton: Annotated[Optional[str], typer.Option(metavar="URL", help="Load-test a local Triton server (grpc://127.0.0.1:PORT or http://...) beside the in-process runtime.")] = None,
     triton_model: Annotated[Optional[str], typer.Option(metavar="NAME", help="The model's name on the server (default: the folder's name).")] = None,
     concurrency: Annotated[str, typer.Option(metavar="LIST", help="With --triton: concurrent sequences, e.g. 1,8,32.")] = "1,8,32",
@@ -310,13 +310,19 @@ def bench(
             if not all(r.ok for r in reports):
                 raise typer.Exit(1)
             return
+        times = b.int_list(time_, "--time")
+        if times is None and plot_out is not None:  # a plot draws latency against length: sweep where the model lets it
+            from rnnedge.manifest import Manifest
+
+            times = b.sweep_times(Manifest.load(folder), stream)
         with Progress(auto_refresh=False, transient=True) as progress:  # no refresh thread while timing
             rows = b.bench_dir(folder, provider=provider, batches=b.int_list(batch, "--batch"),
-                               times=b.int_list(time_, "--time"), threads=threads, variants=b.name_list(variants),
+                               times=times, threads=threads, variants=b.name_list(variants),
                                baselines=b.name_list(baseline), stream=stream, runs=runs, warmup=warmup,
                                source=source, progress=progress)
-        Console().print(b.rich_table(rows))
-        for path, write in ((json_out, b.write_json), (csv_out, b.write_csv), (plot_out, b.plot)):
+        Console().print(b.rich_table(rows, model=folder.name))
+        for path, write in ((json_out, b.write_json), (csv_out, b.write_csv),
+                            (plot_out, lambda rows, path: b.plot(rows, path, model=folder.name))):
             if path:
                 write(rows, path)
                 typer.echo(f"wrote {path}")

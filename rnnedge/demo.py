@@ -125,7 +125,7 @@ def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> lis
         progress.update(task, description=f"benchmark {PLOT_MODEL} over lengths")
         rows = bench.bench_dir(out / PLOT_MODEL, variants=("fp32", *VARIANTS), baselines=tuple(BASELINES),
                                source=zoo.load(PLOT_MODEL), times=PLOT_TIMES, runs=runs, warmup=max(5, runs // 10))
-        bench.plot(rows, out / f"bench-{PLOT_MODEL}.png")
+        bench.plot(rows, out / f"bench-{PLOT_MODEL}.png", model=PLOT_MODEL)
         results.append((f"{PLOT_MODEL} (over lengths)", rows))
     return results
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -310,3 +311,19 @@ def test_tables_stay_whole_at_80_columns_and_when_piped():
         assert "…" not in text and max(len(line) for line in text.splitlines()) <= width, text
         for cell in ("1094", "2188", "123,456", "98,765,432", "litert-int8", "LiteRT", "12.50x", "0.75x"):
             assert cell in text, (cell, text)
+
+
+def test_cli_plot_draws_latency_against_length_by_default(tmp_path):
+    """`rnnedge bench DIR --plot` with no --time sweeps 16, 100 and 400 steps (the model's time axis
+    is dynamic), so the plot is lines over lengths, not one bar."""
+    from typer.testing import CliRunner
+
+    from rnnedge.cli import app
+
+    folder = Path(__file__).parent.parent / "exported" / "events-gru"
+    png, rows = tmp_path / "lat.png", tmp_path / "rows.json"
+    result = CliRunner().invoke(app, ["bench", str(folder), "--plot", str(png), "--json", str(rows),
+                                      "--runs", "3", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    assert [r.time for r in read_json(rows)] == [16, 100, 400]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
