@@ -418,7 +418,7 @@ def zoo():
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for the exported zoo.")] = Path("exported"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for the exported zoo (`make exported` writes the committed exported/).")] = Path("demo-out"),
     force: Annotated[bool, typer.Option("--force", help="Replace existing exports.")] = False,
     models: Annotated[Optional[list[str]], typer.Option("--model", metavar="NAME", help="Only these zoo models; repeatable.")] = None,
     benchmark: Annotated[bool, typer.Option("--benchmark/--no-benchmark", help="Benchmark the exports against Keras, tf2onnx and LiteRT.")] = True,

@@ -1,4 +1,5 @@
-"""`make demo`: train the reference zoo, export every model, check parity, print one table."""
+"""`make demo`: train the reference zoo, export every model, check parity, benchmark; say where
+everything went and end with the zoo's table."""
 
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def table(rows: list[DemoRow]):
     t = WholeTable("rnnedge reference zoo: Keras vs fused ONNX (onnxruntime CPU)",
                    ("model", "cell", "metric", "Keras", "ONNX", "baseline", "max |diff|", "recurrent ops", "stream",
                     "size", "int8 size", "int8 metric", "fp16 size", "fp16 metric", "train s", "export s", "parity"),
-                   left=3)
+                   left=(0, 1, 2, 7))
     for r in rows:
         t.add_row(r.model, r.cell, r.metric, f"{r.keras:.4f}", f"{r.onnx:.4f}", f"{r.baseline:.4f}", f"{r.worst_abs:.1e}",
                   r.ops, "yes" if r.streaming else "no", f"{r.size / 1024:.1f} KB", *_variant_cells(r), f"{r.train_s:.1f}", f"{r.export_s:.1f}",
@@ -176,15 +177,25 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
                 failed.append(str(e))
             progress.advance(task)
         results = benchmark_zoo(Path(out), [r.model for r in rows], progress) if benchmark and rows else []
-    console.print(table(rows))
+    out = Path(out)
+    written = []
     if rows:
-        (Path(out) / "ZOO.md").write_text("# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
+        (out / "ZOO.md").write_text("# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
+        written.append(f"{out}/<model>/ ({len(rows)} export folders)")
     if results:
         from rnnedge import bench
 
-        (Path(out) / "BENCHMARKS.md").write_text(benchmarks_markdown(results))
+        (out / "BENCHMARKS.md").write_text(benchmarks_markdown(results))
         for name, bench_rows in results:
             console.print(bench.rich_table(bench_rows, title=f"{name}: CPU, 1 thread, batch 1"))
+        written.append(f"{out / 'BENCHMARKS.md'} (the benchmark tables above)")
+        if (out / f"bench-{PLOT_MODEL}.png").exists():
+            written.append(f"{out / f'bench-{PLOT_MODEL}.png'} (latency of {PLOT_MODEL} against sequence length)")
+    if rows:
+        written.append(f"{out / 'ZOO.md'} (the table below)")
     for line in failed:
         console.print(f"[red]parity failed[/]: {line}")
+    for line in written:
+        console.print(f"wrote {line}", highlight=False)
+    console.print(table(rows))  # last: the table to read first
     return not failed and all(r.passed for r in rows)

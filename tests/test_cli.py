@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import typer
 from keras import layers as L
 from typer.testing import CliRunner
 
@@ -319,3 +320,26 @@ def test_help_reads_well():
         assert result.exit_code == 0, result.output
         assert "<bool>" not in result.output and "<str>" not in result.output, result.output
         assert "--no-force" not in result.output and "rms e" not in result.output, result.output
+
+
+def test_demo_says_where_everything_went_and_ends_with_the_zoo_table(tmp_path, monkeypatch):
+    """`make demo`'s output: the default folder is demo-out/ (not the committed exported/), every file
+    written is named, and the zoo's table comes last, whole at 80 columns."""
+    import io
+
+    from rich.console import Console
+
+    from rnnedge import demo
+    from rnnedge.cli import app as cli_app
+
+    row = demo.DemoRow("airline-gru", "GRU", "rmse", 0.0609, 0.0609, 0.1291, 4.2e-7, "1 GRU", True, 14643, 0.2, 0.6,
+                       True, {"int8": {"size": 6963, "metric": 0.0613, "gate": True, "setting": "weight-only"}})
+    monkeypatch.setattr(demo, "export_zoo_model", lambda name, out, force: row)
+    buf = io.StringIO()
+    assert demo.run_demo(tmp_path, names=["airline-gru"], benchmark=False, console=Console(file=buf, width=80))
+    text = buf.getvalue()
+    assert f"wrote {tmp_path / 'ZOO.md'}" in text and (tmp_path / "ZOO.md").is_file()
+    assert text.rstrip().endswith("┘") and text.index("wrote") < text.index("reference zoo")
+    assert "…" not in text and "0.0609" in text and "14.3 KB" in text
+    default = next(p for p in typer.main.get_command(cli_app).commands["demo"].params if p.name == "out").default
+    assert str(default) == "demo-out"

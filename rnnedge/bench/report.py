@@ -47,8 +47,11 @@ class WholeTable:
     (headers wrap between words), and where the columns do not fit the console's width (80 when
     piped) they are split into several tables, each repeating the `keys` columns (indices)."""
 
-    def __init__(self, title: str | None, headers: Sequence[str], left: int = 1, keys: Sequence[int] = (0,)):
-        self.title, self.headers, self.left, self.keys = title, list(headers), left, keys
+    def __init__(self, title: str | None, headers: Sequence[str], left: int | Sequence[int] = 1,
+                 keys: Sequence[int] = (0,)):
+        """`left`: the first N columns, or these indices, are left-aligned (text); the rest right (numbers)."""
+        self.title, self.headers, self.keys = title, list(headers), keys
+        self.left = set(range(left)) if isinstance(left, int) else set(left)
         self.rows: list[list[str]] = []
 
     def add_row(self, *cells: str) -> None:
@@ -88,7 +91,7 @@ class WholeTable:
         for n, group in enumerate(self.groups(width)):
             table = Table(title=self.title if n == 0 else None, expand=False)
             for i in group:
-                table.add_column(self.headers[i], justify="left" if i < self.left else "right", width=widths[i],
+                table.add_column(self.headers[i], justify="left" if i in self.left else "right", width=widths[i],
                                  overflow="fold")
             for row in self.rows:
                 table.add_row(*(row[i] for i in group))
