@@ -181,7 +181,7 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
     written = []
     if rows:
         (out / "ZOO.md").write_text("# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
-        written.append(f"{out}/<model>/ ({len(rows)} export folders)")
+        written.append(f"{out}/<model>/ ({len(rows)} export folder{'s' if len(rows) != 1 else ''})")
     if results:
         from rnnedge import bench
 

@@ -37,8 +37,9 @@ def require(extra: str, what: str) -> None:
     """Raise one line naming the extra to install when `what` (e.g. "`rnnedge export`") cannot run."""
     gone = missing(extra)
     if gone:
-        raise RnnEdgeError(f"{what} needs the {extra!r} extra ({EXTRAS[extra][1]}; {', '.join(gone)} not installed): "
-                           f"pip install 'rnnedge[{extra}]'")
+        modules, names = EXTRAS[extra]
+        which = "" if len(gone) == len(modules) else f"; {', '.join(gone)} not installed"
+        raise RnnEdgeError(f"{what} needs the {extra!r} extra ({names}{which}): pip install 'rnnedge[{extra}]'")
 
 
 def keras_file(path: str | Path) -> Path:
