@@ -205,6 +205,13 @@ def test_commands_that_need_an_extra_refuse_in_one_line_where_it_is_missing(tmp_
         "    lines = r.output.strip().splitlines()\n"
         "    assert r.exit_code == 1 and len(lines) == 1, r.output\n"
         "    assert f\"pip install 'rnnedge[{extra}]'\" in lines[0], lines\n"
+        "import rnnedge\n"
+        "try:\n"
+        f"    rnnedge.export('zoo:events-gru', r'{tmp_path / 'o'}')\n"
+        "except rnnedge.RnnEdgeError as e:\n"
+        "    assert \"pip install 'rnnedge[export]'\" in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('rnnedge.export ran without TensorFlow')\n"
         "assert not [k for k in sys.modules if k.split('.')[0] in BLOCKED]\n"
         "print('ok')\n"
     )
