@@ -1,10 +1,10 @@
-# Two commands do everything: `make demo` and `make test`.
+# Two commands do everything: `make demo` and `make test` (`make exported` refreshes the committed exports).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean-venv
+.PHONY: demo exported test install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 # Train the reference zoo, export each model to fused ONNX, check parity, quantize, benchmark.
+# Writes demo-out/ (ignored by git), so a first run leaves the work tree clean.
 demo: $(STAMP)
+	$(BIN)/rnnedge demo --out demo-out --force
+
+# Regenerate the committed exported/ on purpose (the runtime-only examples and tests read it).
+exported: $(STAMP)
 	$(BIN)/rnnedge demo --out exported --force
 
 test: $(STAMP)

@@ -11,7 +11,11 @@ __all__ = ["RnnEdgeError", "ParityError", "export", "load", "__version__"]
 
 
 def export(model, out, **kwargs):
-    """Export a Keras model (object, `.keras` path or `zoo:NAME`) to DIR; see `rnnedge.exporter.export`."""
+    """Export a Keras model (object, `.keras` path or `zoo:NAME`) to DIR; see `rnnedge.exporter.export`.
+    Without the export extra: RnnEdgeError naming it, before anything is imported."""
+    from rnnedge.preflight import require
+
+    require("export", "rnnedge.export")
     from rnnedge.exporter import export as _export
 
     return _export(model, out, **kwargs)

@@ -15,8 +15,25 @@ from typing import Annotated, Optional
 
 import typer
 
+from rnnedge import preflight
 from rnnedge.errors import RnnEdgeError
 from rnnedge.tables import ATOL, METRICS, RTOL
+
+def _help_types():
+    """--help's type column: a flag takes no value and an argument is named by its metavar, so neither
+    shows one (typer would print <bool> and <str>); options show their metavar (DIR, LIST, N...)."""
+    from typer.core import TyperArgument, TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+    TyperArgument.display_type_rich = lambda self, ctx: None
+
+
+_help_types()
 
 app = typer.Typer(
     name="rnnedge",
@@ -27,17 +44,35 @@ app = typer.Typer(
 )
 
 
+# The library's messages name Python arguments; on the command line they name flags.
+_FLAGS = (
+    ("pass fallback=True to run on CPU", "pass --fallback to run on CPU", "use --provider cpu"),
+    ("pass fallback=True to accept that", "pass --fallback to accept that", "use --provider cpu"),
+    ("clean the data or pass allow_nonfinite=True", "clean the data", "clean the data"),
+)
+
+
+def cli_words(message: str, fallback: bool = False) -> str:
+    """`message` with Python arguments replaced by this command's flags (`fallback`: it has --fallback)."""
+    for python, flag, otherwise in _FLAGS:
+        message = message.replace(python, flag if fallback else otherwise)
+    return message
+
+
 @contextlib.contextmanager
-def user_errors():
+def user_errors(fallback: bool = False):
     """A user's mistake prints one line and exits 1; anything else is a bug and keeps its traceback."""
+    shown = warnings.formatwarning
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # third-party noise, not the user's concern
-            warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+            warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {cli_words(str(msg), fallback)}\n"
             yield
     except RnnEdgeError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {cli_words(str(e), fallback)}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        warnings.formatwarning = shown  # a Python caller (and pytest) keeps its own format
 
 
 def _tolerances(items: list[str]) -> dict:
@@ -63,21 +98,25 @@ Metric = Enum("Metric", {name: name for name in METRICS}, type=str)  # choices f
 
 @app.command()
 def export(
-    model: Annotated[str, typer.Argument(help="A .keras file, or zoo:NAME for a reference model.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write model.onnx, manifest.json, golden.npz.")],
-    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
-    streaming: Annotated[bool, typer.Option(help="Recurrent states become graph inputs/outputs for chunked streaming.")] = False,
-    allow_loop: Annotated[bool, typer.Option(help="Fall back to the plain tf2onnx graph (with Loops) for recurrent layers rnnedge cannot fuse.")] = False,
-    unsafe: Annotated[bool, typer.Option(help="Load .keras files with safe_mode off (Lambda layers run code).")] = False,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance for parity.")] = ATOL,
-    rtol: Annotated[float, typer.Option(help="Relative tolerance for parity.")] = RTOL,
-    tolerance: Annotated[Optional[list[str]], typer.Option(help="Per-output override OUTPUT=ATOL[,RTOL]; repeatable.")] = None,
-    quantize: Annotated[Optional[str], typer.Option(help="Also write quantized variants, e.g. int8,fp16.")] = None,
-    data: Annotated[Optional[Path], typer.Option(help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
-    metric: Annotated[Optional[Metric], typer.Option(help="Task metric for --data targets.")] = None,
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A .keras file, or zoo:NAME for a reference model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write model.onnx, manifest.json, golden.npz.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    streaming: Annotated[bool, typer.Option("--streaming", help="Recurrent states become graph inputs/outputs for chunked streaming.")] = False,
+    allow_loop: Annotated[bool, typer.Option("--allow-loop", help="Fall back to the plain tf2onnx graph (with Loops) for recurrent layers rnnedge cannot fuse.")] = False,
+    unsafe: Annotated[bool, typer.Option("--unsafe", help="Load .keras files with safe_mode off (Lambda layers run code).")] = False,
+    atol: Annotated[float, typer.Option(metavar="TOL", help="Absolute tolerance for parity.")] = ATOL,
+    rtol: Annotated[float, typer.Option(metavar="TOL", help="Relative tolerance for parity.")] = RTOL,
+    tolerance: Annotated[Optional[list[str]], typer.Option(metavar="OUTPUT=ATOL[,RTOL]", help="A tolerance for one output; repeatable.")] = None,
+    quantize: Annotated[Optional[str], typer.Option(metavar="LIST", help="Also write quantized variants, e.g. int8,fp16.")] = None,
+    data: Annotated[Optional[Path], typer.Option(metavar="FILE", help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
+    metric: Annotated[Optional[Metric], typer.Option(metavar="METRIC", help="Task metric for --data targets: accuracy, f1 or rmse.")] = None,
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
+        _source_ready(model, "`rnnedge export`")
+        _data_ready(data)
+        if "fp16" in (quantize or ""):
+            preflight.require("quantize", "--quantize fp16")
         from rnnedge.check import Tolerance
         from rnnedge.exporter import export as run_export
 
@@ -93,6 +132,20 @@ def export(
             _print_variants(result.manifest)
 
 
+def _source_ready(model: str, what: str) -> None:
+    """A Keras source that can work (the export extra installed, the file or zoo name there), before TensorFlow loads."""
+    if model.startswith("zoo:"):
+        preflight.zoo_name(model[4:])
+    else:
+        preflight.keras_file(model)
+    preflight.require("export", what)
+
+
+def _data_ready(data: Optional[Path]) -> None:
+    if data is not None and not data.is_file():
+        raise RnnEdgeError(f"--data {data}: no such file; expected an .npz of inputs (by name) and targets 'y'")
+
+
 def _names(names: list[str], shown: int = 6) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
@@ -106,17 +159,20 @@ def _print_variants(manifest, explain: bool = False):
 
 @app.command()
 def quantize(
-    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
-    variants: Annotated[str, typer.Option(help="Comma-separated variants: int8, fp16.")] = "int8,fp16",
-    data: Annotated[Optional[Path], typer.Option(help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
-    metric: Annotated[Optional[Metric], typer.Option(help="Task metric for --data targets.")] = None,
-    int8: Annotated[Optional[str], typer.Option("--int8", help="Use this int8 setting instead of measuring them all: "
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
+    variants: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated variants: int8, fp16.")] = "int8,fp16",
+    data: Annotated[Optional[Path], typer.Option(metavar="FILE", help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
+    metric: Annotated[Optional[Metric], typer.Option(metavar="METRIC", help="Task metric for --data targets: accuracy, f1 or rmse.")] = None,
+    int8: Annotated[Optional[str], typer.Option("--int8", metavar="SETTING", help="Use this int8 setting instead of measuring them all: "
                                                 "dynamic-7bit, dynamic-7bit-tensor, lstm-7bit, weight-only, "
                                                 "static-7bit (needs --data).")] = None,
-    explain: Annotated[bool, typer.Option(help="Also print every int8 setting tried and each variant's gates.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Also print every int8 setting tried and each variant's gates.")] = False,
 ):
     """Add int8/fp16 variants to an export, with their size, error, metric, latency and gate."""
     with user_errors():
+        _data_ready(data)
+        if "fp16" in variants:
+            preflight.require("quantize", "the fp16 variant")
         from rnnedge.manifest import Manifest
         from rnnedge.quantize import quantize_dir
         from rnnedge.quantize.int8 import setting_named
@@ -147,18 +203,19 @@ def _zoo_evaluator(name: str):
 
 @app.command()
 def check(
-    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
-    provider: Annotated[str, typer.Option(help="Execution provider: cpu, cuda, tensorrt or auto.")] = "cpu",
-    variant: Annotated[str, typer.Option(help="Model variant: fp32, int8, fp16.")] = "fp32",
-    atol: Annotated[Optional[float], typer.Option(help="Absolute tolerance (default: the provider's).")] = None,
-    rtol: Annotated[Optional[float], typer.Option(help="Relative tolerance (default: the provider's).")] = None,
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
+    provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: cpu, cuda, tensorrt or auto.")] = "cpu",
+    variant: Annotated[str, typer.Option(metavar="NAME", help="Model variant: fp32, int8, fp16.")] = "fp32",
+    atol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Absolute tolerance (default: the provider's).")] = None,
+    rtol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Relative tolerance (default: the provider's).")] = None,
+    fallback: Annotated[bool, typer.Option("--fallback", help="Run on CPU if the provider is not available.")] = False,
 ):
     """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed)."""
-    with user_errors():
+    with user_errors(fallback=True):
         from rnnedge.check import check_dir
         from rnnedge.manifest import Manifest
 
-        report = check_dir(folder, provider, variant=variant, atol=atol, rtol=rtol)
+        report = check_dir(folder, provider, variant=variant, atol=atol, rtol=rtol, fallback=fallback)
         for case in report.cases:
             for o in case.outputs:
                 mark = "ok  " if o else "FAIL"
@@ -167,7 +224,7 @@ def check(
         typer.echo(_report_line(report))
         passed = report.passed
         if variant == "fp32" and "ort" in Manifest.load(folder).variants:  # `rnnedge ort` wrote model.ort: replay it too
-            ort_report = check_dir(folder, provider, variant="ort", atol=atol, rtol=rtol)
+            ort_report = check_dir(folder, provider, variant="ort", atol=atol, rtol=rtol, fallback=fallback)
             for failure in ort_report.failures():
                 typer.echo(f"FAIL model.ort: {failure}")
             typer.echo("ort (model.ort): " + _report_line(ort_report))
@@ -178,16 +235,16 @@ def check(
 
 @app.command()
 def run(
-    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="Inputs: .npy (one input), .npz (by name) or .csv.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write outputs to .npz, .npy or .csv.")] = None,
-    chunk: Annotated[Optional[int], typer.Option(help="Stream the input in chunks of N steps, state carried.")] = None,
-    provider: Annotated[str, typer.Option(help="Execution provider: auto, cpu, cuda, tensorrt.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="Intra-op threads (CPU).")] = None,
-    fallback: Annotated[bool, typer.Option(help="Fall back to CPU if the provider is not available.")] = False,
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
+    input: Annotated[Path, typer.Option("--input", "-i", metavar="FILE", help="Inputs: .npy (one input), .npz (by name) or .csv.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write outputs to .npz, .npy or .csv.")] = None,
+    chunk: Annotated[Optional[int], typer.Option(metavar="N", help="Stream the input in chunks of N steps, state carried.")] = None,
+    provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: auto, cpu, cuda, tensorrt.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(metavar="N", help="Intra-op threads (CPU).")] = None,
+    fallback: Annotated[bool, typer.Option("--fallback", help="Fall back to CPU if the provider is not available.")] = False,
 ):
     """Run an exported model on inputs from a file (numpy + onnxruntime only)."""
-    with user_errors():
+    with user_errors(fallback=True):
         from rnnedge.runtime import run_file
 
         outputs = run_file(folder, input, output, chunk=chunk, provider=provider, threads=threads, fallback=fallback)
@@ -198,29 +255,37 @@ def run(
 
 @app.command()
 def bench(
-    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
-    provider: Annotated[str, typer.Option(help="Execution provider: cpu, cuda, tensorrt.")] = "cpu",
-    batch: Annotated[Optional[str], typer.Option(help="Batch sizes, e.g. 1,8,32.")] = None,
-    time_: Annotated[Optional[str], typer.Option("--time", help="Sequence lengths, e.g. 16,100,400 (steps per push with --stream).")] = None,
-    threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 1,
-    variants: Annotated[str, typer.Option(help="Variants to time, e.g. fp32,int8,fp16.")] = "fp32",
-    stream: Annotated[bool, typer.Option(help="Per-step latency of a streaming export, against a trivial-model floor.")] = False,
-    baseline: Annotated[Optional[str], typer.Option(help="Baselines: keras, tf2onnx, litert, litert-int8 (need the export extra).")] = None,
-    source: Annotated[Optional[str], typer.Option(help="The Keras model for baselines (.keras or zoo:NAME); default: the manifest's source.")] = None,
-    runs: Annotated[int, typer.Option(help="Timed runs per case.")] = 200,
-    warmup: Annotated[int, typer.Option(help="Warm-up runs dropped.")] = 20,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON.")] = None,
-    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the rows as CSV.")] = None,
-    plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG: latency against sequence length.")] = None,
-    triton: Annotated[Optional[str], typer.Option(help="Load-test a local Triton server (grpc://127.0.0.1:PORT or http://...) beside the in-process runtime.")] = None,
-    triton_model: Annotated[Optional[str], typer.Option(help="The model's name on the server (default: the folder's name).")] = None,
-    concurrency: Annotated[str, typer.Option(help="With --triton: concurrent sequences, e.g. 1,8,32.")] = "1,8,32",
-    sequences: Annotated[int, typer.Option(help="With --triton: sequences per concurrency level.")] = 64,
-    chunks: Annotated[int, typer.Option(help="With --triton: requests (chunks) per sequence.")] = 8,
-    seconds: Annotated[float, typer.Option(help="With --triton: time budget per concurrency level and candidate.")] = 20.0,
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
+    provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: cpu, cuda, tensorrt.")] = "cpu",
+    batch: Annotated[Optional[str], typer.Option(metavar="LIST", help="Batch sizes, e.g. 1,8,32.")] = None,
+    time_: Annotated[Optional[str], typer.Option("--time", metavar="LIST", help="Sequence lengths, e.g. 16,100,400 (steps per push with --stream).")] = None,
+    threads: Annotated[int, typer.Option(metavar="N", help="Intra-op threads.")] = 1,
+    variants: Annotated[str, typer.Option(metavar="LIST", help="Variants to time, e.g. fp32,int8,fp16.")] = "fp32",
+    stream: Annotated[bool, typer.Option("--stream", help="Per-step latency of a streaming export, against a trivial-model floor.")] = False,
+    baseline: Annotated[Optional[str], typer.Option(metavar="LIST", help="Baselines: keras, tf2onnx, litert, litert-int8 (need the export extra).")] = None,
+    source: Annotated[Optional[str], typer.Option(metavar="MODEL", help="The Keras model for baselines (.keras or zoo:NAME); default: the manifest's source.")] = None,
+    runs: Annotated[int, typer.Option(metavar="N", help="Timed runs per case.")] = 200,
+    warmup: Annotated[int, typer.Option(metavar="N", help="Warm-up runs dropped.")] = 20,
+    json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help="Write the rows as JSON.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Write the rows as CSV.")] = None,
+    plot_out: Annotated[Optional[Path], typer.Option("--plot", metavar="PNG", help="Write a PNG: latency of every candidate against sequence length (16, 100 and 400 steps unless --time says).")] = None,
+    triton: Annotated[Optional[str], typer.Option(metavar="URL", help="Load-test a local Triton server (grpc://127.0.0.1:PORT or http://...) beside the in-process runtime.")] = None,
+    triton_model: Annotated[Optional[str], typer.Option(metavar="NAME", help="The model's name on the server (default: the folder's name).")] = None,
+    concurrency: Annotated[str, typer.Option(metavar="LIST", help="With --triton: concurrent sequences, e.g. 1,8,32.")] = "1,8,32",
+    sequences: Annotated[int, typer.Option(metavar="N", help="With --triton: sequences per concurrency level.")] = 64,
+    chunks: Annotated[int, typer.Option(metavar="N", help="With --triton: requests (chunks) per sequence.")] = 8,
+    seconds: Annotated[float, typer.Option(metavar="SECONDS", help="With --triton: time budget per concurrency level and candidate.")] = 20.0,
 ):
     """Latency percentiles and throughput, interleaved with baselines in one process."""
     with user_errors():
+        if plot_out is not None:
+            preflight.require("plot", "--plot")
+        if baseline:
+            if source is not None and not source.startswith("zoo:"):
+                preflight.keras_file(source)
+            preflight.require("export", f"--baseline {baseline}")
+        if triton is not None:
+            preflight.require("serve", "--triton")
         from rich.console import Console
         from rich.progress import Progress
 
@@ -245,13 +310,19 @@ def bench(
             if not all(r.ok for r in reports):
                 raise typer.Exit(1)
             return
+        times = b.int_list(time_, "--time")
+        if times is None and plot_out is not None:  # a plot draws latency against length: sweep where the model lets it
+            from rnnedge.manifest import Manifest
+
+            times = b.sweep_times(Manifest.load(folder), stream)
         with Progress(auto_refresh=False, transient=True) as progress:  # no refresh thread while timing
             rows = b.bench_dir(folder, provider=provider, batches=b.int_list(batch, "--batch"),
-                               times=b.int_list(time_, "--time"), threads=threads, variants=b.name_list(variants),
+                               times=times, threads=threads, variants=b.name_list(variants),
                                baselines=b.name_list(baseline), stream=stream, runs=runs, warmup=warmup,
                                source=source, progress=progress)
-        Console().print(b.rich_table(rows))
-        for path, write in ((json_out, b.write_json), (csv_out, b.write_csv), (plot_out, b.plot)):
+        Console().print(b.rich_table(rows, model=folder.name))
+        for path, write in ((json_out, b.write_json), (csv_out, b.write_csv),
+                            (plot_out, lambda rows, path: b.plot(rows, path, model=folder.name))):
             if path:
                 write(rows, path)
                 typer.echo(f"wrote {path}")
@@ -264,18 +335,18 @@ class Backend(str, Enum):
 
 @app.command()
 def triton(
-    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The Triton model repository to write REPO/<name> into.")],
-    name: Annotated[Optional[str], typer.Option(help="The model's name (default: the folder's name).")] = None,
-    max_batch: Annotated[int, typer.Option(help="Triton's max_batch_size.")] = 32,
-    instances: Annotated[int, typer.Option(help="Model instances.")] = 1,
-    backend: Annotated[Backend, typer.Option(help="onnxruntime (model.onnx) or python (rnnedge's runtime in model.py).")] = Backend.onnxruntime,
-    gpu: Annotated[bool, typer.Option(help="GPU instances (KIND_GPU).")] = False,
-    tensorrt: Annotated[bool, typer.Option(help="With --gpu: onnxruntime's TensorRT accelerator.")] = False,
-    idle_seconds: Annotated[float, typer.Option(help="Release a sequence after this long without a request.")] = 60.0,
-    max_sequences: Annotated[int, typer.Option(help="Python backend: sequences open at once per instance.")] = 1024,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads per instance.")] = 1,
-    force: Annotated[bool, typer.Option(help="Replace REPO/<name> if it exists.")] = False,
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="REPO", help="The Triton model repository to write REPO/<name> into.")],
+    name: Annotated[Optional[str], typer.Option(metavar="NAME", help="The model's name (default: the folder's name).")] = None,
+    max_batch: Annotated[int, typer.Option(metavar="N", help="Triton's max_batch_size.")] = 32,
+    instances: Annotated[int, typer.Option(metavar="N", help="Model instances.")] = 1,
+    backend: Annotated[Backend, typer.Option(metavar="BACKEND", help="onnxruntime (model.onnx) or python (rnnedge's runtime in model.py).")] = Backend.onnxruntime,
+    gpu: Annotated[bool, typer.Option("--gpu", help="GPU instances (KIND_GPU).")] = False,
+    tensorrt: Annotated[bool, typer.Option("--tensorrt", help="With --gpu: onnxruntime's TensorRT accelerator.")] = False,
+    idle_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="Release a sequence after this long without a request.")] = 60.0,
+    max_sequences: Annotated[int, typer.Option(metavar="N", help="Python backend: sequences open at once per instance.")] = 1024,
+    threads: Annotated[int, typer.Option(metavar="N", help="onnxruntime intra-op threads per instance.")] = 1,
+    force: Annotated[bool, typer.Option("--force", help="Replace REPO/<name> if it exists.")] = False,
 ):
     """Write a Triton model repository entry (config.pbtxt checked against Triton's schema)."""
     with user_errors():
@@ -289,10 +360,10 @@ def triton(
 
 @app.command()
 def serve(
-    repo: Annotated[Path, typer.Argument(help="A model repository written by `rnnedge triton`.")],
-    http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1.")] = 8001,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the models to be ready.")] = 60.0,
+    repo: Annotated[Path, typer.Argument(metavar="REPO", help="A model repository written by `rnnedge triton`.")],
+    http_port: Annotated[int, typer.Option(metavar="N", help="HTTP port on 127.0.0.1.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(metavar="N", help="gRPC port on 127.0.0.1.")] = 8001,
+    timeout: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds to wait for the models to be ready.")] = 60.0,
 ):
     """Run the nvidia-pytriton wheel's tritonserver on REPO in the foreground (127.0.0.1 only; Ctrl-C stops it)."""
     with user_errors():
@@ -318,8 +389,8 @@ def serve(
 
 @app.command()
 def ort(
-    folder: Annotated[Path, typer.Argument(help="A folder written by `rnnedge export`.")],
-    force: Annotated[bool, typer.Option(help="Convert again if model.ort exists.")] = False,
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
+    force: Annotated[bool, typer.Option("--force", help="Convert again if model.ort exists.")] = False,
 ):
     """Write model.ort (onnxruntime's ORT format) and required_operators.config for minimal/mobile builds."""
     with user_errors():
@@ -339,21 +410,27 @@ def ort(
 def zoo():
     """List the reference zoo's models."""
     with user_errors():
-        from rnnedge.zoo import NAMES
+        from rnnedge.tables import ZOO  # the names only: no Keras, no training
 
-        for name in NAMES:
+        for name in ZOO:
             typer.echo(name)
 
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for the exported zoo.")] = Path("exported"),
-    force: Annotated[bool, typer.Option(help="Replace existing exports.")] = False,
-    models: Annotated[Optional[list[str]], typer.Option("--model", help="Only these zoo models; repeatable.")] = None,
-    benchmark: Annotated[bool, typer.Option(help="Benchmark the exports against Keras, tf2onnx and LiteRT.")] = True,
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for the exported zoo (`make exported` writes the committed exported/).")] = Path("demo-out"),
+    force: Annotated[bool, typer.Option("--force", help="Replace existing exports.")] = False,
+    models: Annotated[Optional[list[str]], typer.Option("--model", metavar="NAME", help="Only these zoo models; repeatable.")] = None,
+    benchmark: Annotated[bool, typer.Option("--benchmark/--no-benchmark", help="Benchmark the exports against Keras, tf2onnx and LiteRT.")] = True,
 ):
     """Train the reference zoo, export, check parity, quantize and benchmark; print the tables."""
     with user_errors():
+        for name in models or ():
+            preflight.zoo_name(name)
+        preflight.require("export", "`rnnedge demo`")
+        preflight.require("quantize", "`rnnedge demo` (its fp16 variants)")
+        if benchmark:
+            preflight.require("plot", "`rnnedge demo` (its latency plot; or pass --no-benchmark)")
         from rnnedge.demo import run_demo
 
         ok = run_demo(out, force=force, names=models or None, benchmark=benchmark)

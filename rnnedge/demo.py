@@ -1,4 +1,5 @@
-"""`make demo`: train the reference zoo, export every model, check parity, print one table."""
+"""`make demo`: train the reference zoo, export every model, check parity, benchmark; say where
+everything went and end with the zoo's table."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from rnnedge.tables import BASELINES
 from rnnedge.tables import VARIANTS as ALL_VARIANTS
@@ -82,11 +82,14 @@ def _variant_cells(r: DemoRow) -> list[str]:
     return cells
 
 
-def table(rows: list[DemoRow]) -> Table:
-    t = Table(title="rnnedge reference zoo: Keras vs fused ONNX (onnxruntime CPU)")
-    for col in ("model", "cell", "metric", "Keras", "ONNX", "baseline", "max |diff|", "recurrent ops", "stream", "size",
-                "int8 size", "int8 metric", "fp16 size", "fp16 metric", "train s", "export s", "parity"):
-        t.add_column(col, justify="left" if col in ("model", "cell", "metric", "recurrent ops") else "right")
+def table(rows: list[DemoRow]):
+    """The zoo's table for the terminal: whole at any width (split into parts keyed by model where narrow)."""
+    from rnnedge.bench.report import WholeTable
+
+    t = WholeTable("rnnedge reference zoo: Keras vs fused ONNX (onnxruntime CPU)",
+                   ("model", "cell", "metric", "Keras", "ONNX", "baseline", "max |diff|", "recurrent ops", "stream",
+                    "size", "int8 size", "int8 metric", "fp16 size", "fp16 metric", "train s", "export s", "parity"),
+                   left=(0, 1, 2, 7))
     for r in rows:
         t.add_row(r.model, r.cell, r.metric, f"{r.keras:.4f}", f"{r.onnx:.4f}", f"{r.baseline:.4f}", f"{r.worst_abs:.1e}",
                   r.ops, "yes" if r.streaming else "no", f"{r.size / 1024:.1f} KB", *_variant_cells(r), f"{r.train_s:.1f}", f"{r.export_s:.1f}",
@@ -123,7 +126,7 @@ def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> lis
         progress.update(task, description=f"benchmark {PLOT_MODEL} over lengths")
         rows = bench.bench_dir(out / PLOT_MODEL, variants=("fp32", *VARIANTS), baselines=tuple(BASELINES),
                                source=zoo.load(PLOT_MODEL), times=PLOT_TIMES, runs=runs, warmup=max(5, runs // 10))
-        bench.plot(rows, out / f"bench-{PLOT_MODEL}.png")
+        bench.plot(rows, out / f"bench-{PLOT_MODEL}.png", model=PLOT_MODEL)
         results.append((f"{PLOT_MODEL} (over lengths)", rows))
     return results
 
@@ -179,9 +182,7 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
     from rnnedge.errors import ParityError
 
     if console is None:
-        console = Console()
-        if not console.is_terminal:  # a log or CI: wide enough for the whole table
-            console = Console(width=170)
+        console = Console()  # 80 columns when piped: the tables split into parts rather than cut numbers
     names = list(names or zoo.NAMES)
     rows, failed = [], []
     columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -195,17 +196,27 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
                 failed.append(str(e))
             progress.advance(task)
         results = benchmark_zoo(Path(out), [r.model for r in rows], progress) if benchmark and rows else []
-    console.print(table(rows))
+    out = Path(out)
+    written = []
     if rows:
-        (Path(out) / "ZOO.md").write_text("# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
+        (out / "ZOO.md").write_text("# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
+        written.append(f"{out}/<model>/ ({len(rows)} export folder{'s' if len(rows) != 1 else ''})")
     if results:
         from rnnedge import bench
 
-        path = Path(out) / "BENCHMARKS.md"
+        path = out / "BENCHMARKS.md"
         kept = keep_section(path.read_text() if path.is_file() else "", TRITON_SECTION)
         path.write_text(benchmarks_markdown(results) + kept)
         for name, bench_rows in results:
             console.print(bench.rich_table(bench_rows, title=f"{name}: CPU, 1 thread, batch 1"))
+        written.append(f"{out / 'BENCHMARKS.md'} (the benchmark tables above)")
+        if (out / f"bench-{PLOT_MODEL}.png").exists():
+            written.append(f"{out / f'bench-{PLOT_MODEL}.png'} (latency of {PLOT_MODEL} against sequence length)")
+    if rows:
+        written.append(f"{out / 'ZOO.md'} (the table below)")
     for line in failed:
         console.print(f"[red]parity failed[/]: {line}")
+    for line in written:
+        console.print(f"wrote {line}", highlight=False)
+    console.print(table(rows))  # last: the table to read first
     return not failed and all(r.passed for r in rows)

@@ -98,3 +98,33 @@ METRICS = {m.name: m for m in (Metric("accuracy", True, 0.01), Metric("f1", True
 # Baselines rnnedge times an export against, and where each runs (its rows' "provider").
 BASELINES = {"keras": "TensorFlow", "tf2onnx": None, "litert": "LiteRT (CPU)", "litert-int8": "LiteRT (CPU)"}
 VARIANTS = ("fp32", "int8", "fp16")
+
+# The reference zoo's models, readable without Keras (`rnnedge zoo`, name checks before training):
+# name -> (task, cell), and each task's metric. `rnnedge.zoo` builds and trains them.
+ZOO: dict[str, tuple[str, str]] = {
+    "digits-simplernn": ("digits", "SimpleRNN"),
+    "digits-lstm": ("digits", "LSTM"),
+    "digits-gru": ("digits", "GRU"),
+    "airline-simplernn": ("airline", "SimpleRNN"),
+    "airline-lstm": ("airline", "LSTM"),
+    "airline-gru": ("airline", "GRU"),
+    "events-simplernn": ("events", "SimpleRNN"),
+    "events-gru": ("events", "GRU"),
+    "events-lstm": ("events", "LSTM"),
+    "sentiment-bilstm": ("sentiment", "Bidirectional(LSTM)"),
+    "seq2seq-lstm": ("seq2seq", "LSTM"),
+    "seq2seq-gru": ("seq2seq", "GRU"),
+    "cells-lstm": ("cells", "StackedRNNCells(LSTMCell)"),
+    "digits-conv-gru": ("digits-conv", "GRU"),
+    "reviews-lstm": ("reviews", "LSTM"),
+}
+ZOO_TASK_METRICS: dict[str, str] = {
+    "digits": "accuracy",
+    "airline": "rmse",
+    "events": "f1",
+    "sentiment": "accuracy",
+    "seq2seq": "accuracy",
+    "cells": "rmse",
+    "digits-conv": "accuracy",
+    "reviews": "accuracy",
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -300,3 +301,41 @@ def test_the_triton_section_survives_a_new_benchmarks_file():
     regenerated = "# Benchmarks\n\n| new table |\n" + keep_section(again, TRITON_SECTION)
     assert "| new table |" in regenerated and "figures 2" in regenerated
     assert keep_section("# no section", TRITON_SECTION) == ""
+
+
+def test_tables_stay_whole_at_80_columns_and_when_piped():
+    """No cell is cut: where the columns do not fit they split into tables keyed by candidate and time."""
+    import io
+
+    from rich.console import Console
+
+    from rnnedge.bench import BenchRow
+
+    rows = [BenchRow(candidate=c, provider=p, batch=1, time=t, threads=1, p50_ms=1094.25 * k, p90_ms=5000.0, p99_ms=6000.0,
+                     seq_per_s=123456.0, steps_per_s=98765432.0, error=1e-7 if c == "fp32" else None,
+                     ratios={"keras": 12.5, "tf2onnx": 3.25, "litert": 1.5, "litert-int8": 0.75})
+            for k, (c, p) in enumerate((("fp32", "CPUExecutionProvider"), ("litert-int8", "LiteRT (CPU)")), 1)
+            for t in (16, 400)]
+    for width in (60, 80, 100):
+        buf = io.StringIO()
+        Console(file=buf, width=width).print(rich_table(rows))  # a file: what piped output gets
+        text = buf.getvalue()
+        assert "…" not in text and max(len(line) for line in text.splitlines()) <= width, text
+        for cell in ("1094", "2188", "123,456", "98,765,432", "litert-int8", "LiteRT", "12.50x", "0.75x"):
+            assert cell in text, (cell, text)
+
+
+def test_cli_plot_draws_latency_against_length_by_default(tmp_path):
+    """`rnnedge bench DIR --plot` with no --time sweeps 16, 100 and 400 steps (the model's time axis
+    is dynamic), so the plot is lines over lengths, not one bar."""
+    from typer.testing import CliRunner
+
+    from rnnedge.cli import app
+
+    folder = Path(__file__).parent.parent / "exported" / "events-gru"
+    png, rows = tmp_path / "lat.png", tmp_path / "rows.json"
+    result = CliRunner().invoke(app, ["bench", str(folder), "--plot", str(png), "--json", str(rows),
+                                      "--runs", "3", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    assert [r.time for r in read_json(rows)] == [16, 100, 400]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import typer
 from keras import layers as L
 from typer.testing import CliRunner
 
@@ -85,7 +86,15 @@ def test_missing_file(tmp_path):
 def test_not_a_keras_model(tmp_path):
     bad = tmp_path / "bad.keras"
     bad.write_text("this is not a zip archive")
-    assert_user_error(invoke("export", bad, "--out", tmp_path / "o"), "not a loadable Keras model")
+    assert_user_error(invoke("export", bad, "--out", tmp_path / "o"), "not a Keras model file", "zip archive")
+    empty = tmp_path / "empty.keras"
+    empty.write_bytes(b"")
+    assert_user_error(invoke("export", empty, "--out", tmp_path / "o"), "is empty")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "zip.keras", "w") as z:  # a zip, but not Keras' layout
+        z.writestr("notes.txt", "hello")
+    assert_user_error(invoke("export", tmp_path / "zip.keras", "--out", tmp_path / "o"), "not a loadable Keras model")
     other = tmp_path / "model.txt"
     other.write_text("x")
     assert_user_error(invoke("export", other, "--out", tmp_path / "o"), "not a Keras model file")
@@ -176,6 +185,41 @@ def test_check_and_run_work_where_tensorflow_cannot_be_imported(gru_file, tmp_pa
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-800:]
 
 
+def test_commands_that_need_an_extra_refuse_in_one_line_where_it_is_missing(tmp_path):
+    """A runtime-only install: every command that needs TensorFlow (or matplotlib) says which extra
+    to install, in one line, before any work; `rnnedge zoo` lists the names without TensorFlow."""
+    import subprocess
+    import sys
+
+    folder = Path(__file__).parent.parent / "exported" / "events-gru"
+    code = BLOCK_TENSORFLOW.replace("'tf_keras'}", "'tf_keras', 'matplotlib'}") + (
+        "from typer.testing import CliRunner\n"
+        "from rnnedge.cli import app\n"
+        "r = CliRunner().invoke(app, ['zoo'])\n"
+        "assert r.exit_code == 0 and 'events-gru' in r.output, r.output\n"
+        f"for args, extra in ((['export', 'zoo:events-gru', '--out', r'{tmp_path / 'o'}'], 'export'),\n"
+        "                    (['demo', '--model', 'events-gru'], 'export'),\n"
+        f"                    (['bench', r'{folder}', '--baseline', 'keras'], 'export'),\n"
+        f"                    (['bench', r'{folder}', '--plot', r'{tmp_path / 'p.png'}'], 'plot')):\n"
+        "    r = CliRunner().invoke(app, args)\n"
+        "    lines = r.output.strip().splitlines()\n"
+        "    assert r.exit_code == 1 and len(lines) == 1, r.output\n"
+        "    assert f\"pip install 'rnnedge[{extra}]'\" in lines[0], lines\n"
+        "import rnnedge\n"
+        "try:\n"
+        f"    rnnedge.export('zoo:events-gru', r'{tmp_path / 'o'}')\n"
+        "except rnnedge.RnnEdgeError as e:\n"
+        "    assert \"pip install 'rnnedge[export]'\" in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('rnnedge.export ran without TensorFlow')\n"
+        "assert not [k for k in sys.modules if k.split('.')[0] in BLOCKED]\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, (done.stdout + done.stderr)[-1500:]
+    assert not (tmp_path / "o").exists() and not (tmp_path / "p.png").exists()
+
+
 def test_quantize_judges_on_golden_outputs_where_tensorflow_cannot_be_imported(tmp_path):
     """A runtime-only install quantizes a zoo export: its test split needs TensorFlow, so the
     variants are judged on the golden outputs (one note, once), never marked FAIL for lack of it."""
@@ -261,3 +305,48 @@ def test_quantize_explain_lists_every_setting_and_gate(tmp_path):
     for text in ("int8 settings tried (kept:", "weight-only", "dynamic-8bit", "NO", "why:",
                  "golden outputs (", "task metric", "recommended: CPU="):
         assert text in result.output, text
+
+
+def test_messages_name_flags_not_python_arguments(tmp_path):
+    """A provider that is not there: `check` and `run` point at --fallback, `bench` (no such flag) at
+    --provider cpu; no message names a Python argument."""
+    folder = Path(__file__).parent.parent / "exported" / "airline-gru"
+    for args, hint in ((("check", folder, "--provider", "openvino"), "--fallback"),
+                       (("bench", folder, "--provider", "openvino", "--runs", 2, "--warmup", 1), "--provider cpu")):
+        result = invoke(*args)
+        assert_user_error(result, hint)
+        assert "=True" not in result.output and "fallback=" not in result.output
+
+
+def test_help_reads_well():
+    """No <bool>/<str> type column, choices not broken mid-word, one --flag per boolean option."""
+    from rnnedge.cli import app as cli_app
+
+    for command in ("export", "quantize", "check", "run", "bench", "triton", "serve", "ort", "demo"):
+        result = CliRunner().invoke(cli_app, [command, "--help"], terminal_width=80)
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output and "<str>" not in result.output, result.output
+        assert "--no-force" not in result.output and "rms e" not in result.output, result.output
+
+
+def test_demo_says_where_everything_went_and_ends_with_the_zoo_table(tmp_path, monkeypatch):
+    """`make demo`'s output: the default folder is demo-out/ (not the committed exported/), every file
+    written is named, and the zoo's table comes last, whole at 80 columns."""
+    import io
+
+    from rich.console import Console
+
+    from rnnedge import demo
+    from rnnedge.cli import app as cli_app
+
+    row = demo.DemoRow("airline-gru", "GRU", "rmse", 0.0609, 0.0609, 0.1291, 4.2e-7, "1 GRU", True, 14643, 0.2, 0.6,
+                       True, {"int8": {"size": 6963, "metric": 0.0613, "gate": True, "setting": "weight-only"}})
+    monkeypatch.setattr(demo, "export_zoo_model", lambda name, out, force: row)
+    buf = io.StringIO()
+    assert demo.run_demo(tmp_path, names=["airline-gru"], benchmark=False, console=Console(file=buf, width=80))
+    text = buf.getvalue()
+    assert f"wrote {tmp_path / 'ZOO.md'}" in text and (tmp_path / "ZOO.md").is_file()
+    assert text.rstrip().endswith("┘") and text.index("wrote") < text.index("reference zoo")
+    assert "…" not in text and "0.0609" in text and "14.3 KB" in text
+    default = next(p for p in typer.main.get_command(cli_app).commands["demo"].params if p.name == "out").default
+    assert str(default) == "demo-out"

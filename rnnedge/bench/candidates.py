@@ -47,6 +47,9 @@ def _keras_source(source, manifest: Manifest, baselines: Sequence[str], threads:
         if not name.startswith("zoo:") and not Path(name).is_file():
             raise RnnEdgeError(f"{need}: the manifest's source {name!r} is not a file here or zoo:NAME")
         source = name
+    from rnnedge.logs import quiet_tensorflow
+
+    quiet_tensorflow()
     try:
         import keras  # noqa: F401
         import tensorflow  # noqa: F401

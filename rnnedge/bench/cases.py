@@ -12,6 +12,8 @@ from rnnedge.manifest import Manifest, TensorSpec, is_time_axis
 from rnnedge.timing import whole
 
 DEFAULT_TIME = 100  # steps per sequence when the model's time axis is dynamic and none is asked
+SWEEP_TIMES = (16, 100, 400)  # lengths a plot draws latency over when none is asked (steps per push: 1, 4, 16)
+SWEEP_PUSHES = (1, 4, 16)
 
 
 def int_list(text: str | None, option: str = "--batch") -> tuple[int, ...] | None:
@@ -45,6 +47,15 @@ def _time_axes(spec: TensorSpec) -> list[int]:
     if rank >= 2 and isinstance(spec.shape[1], int) and (rank >= 3 or spec.dtype.startswith("int")):
         return [1]
     return []
+
+
+def sweep_times(manifest: Manifest, stream: bool = False) -> tuple[int, ...] | None:
+    """The lengths to draw latency against when none was asked: SWEEP_TIMES (SWEEP_PUSHES for
+    streams) where every data input's time axis is dynamic, else None (the model fixes one)."""
+    axes = [(s, i) for s in manifest.data_inputs for i in _time_axes(s)]
+    if not axes or any(isinstance(s.shape[i], int) for s, i in axes):
+        return None
+    return SWEEP_PUSHES if stream else SWEEP_TIMES
 
 
 def cases_for(manifest: Manifest, batches: Sequence[int] | None = None, times: Sequence[int] | None = None,

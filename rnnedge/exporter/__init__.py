@@ -6,9 +6,9 @@ converter of ours), `truth` (Keras' outputs on sample cases), `folder` (`export`
 move into place), `baselines` (Keras, tf2onnx and LiteRT exports and runners, for comparisons).
 """
 
-import os
+from rnnedge.logs import quiet_tensorflow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow()  # before Keras imports TensorFlow
 
 from rnnedge.exporter.baselines import keras_function, litert_export, tf2onnx_export  # noqa: E402
 from rnnedge.exporter.folder import ExportResult, export, task_metrics  # noqa: E402

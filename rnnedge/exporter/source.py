@@ -12,6 +12,7 @@ import numpy as np
 
 from rnnedge.tables import VERSION as __version__
 from rnnedge.errors import RnnEdgeError
+from rnnedge.preflight import keras_file
 
 
 def load_keras(source, *, unsafe: bool = False):
@@ -27,11 +28,7 @@ def load_keras(source, *, unsafe: bool = False):
 
         entry = zoo.load(text[4:])
         return entry.model, text, _weights_sha256(entry.model), entry
-    path = Path(text)
-    if not path.exists():
-        raise RnnEdgeError(f"{path}: no such file; expected a .keras model file or zoo:NAME (see `rnnedge zoo`)")
-    if path.is_dir() or path.suffix not in (".keras", ".h5"):
-        raise RnnEdgeError(f"{path} is not a Keras model file: expected a .keras (or legacy .h5) file")
+    path = keras_file(text)  # missing, empty, or not a .keras/.h5 file: one line, before Keras reads it
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as e:  # Keras raises many types for a bad file; all mean "not loadable"

@@ -32,9 +32,9 @@ Tasks (the metric of each, and what its baseline is):
              front), through Embedding(mask_zero=True) and an LSTM; accuracy; baseline as sentiment.
 """
 
-import os
+from rnnedge.logs import quiet_tensorflow
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_tensorflow()  # before Keras imports TensorFlow
 
 from rnnedge.zoo.cache import load  # noqa: E402
 from rnnedge.zoo.entries import NAMES, ZOO_VERSION, ZooModel  # noqa: E402

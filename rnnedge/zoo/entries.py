@@ -10,58 +10,14 @@ import numpy as np
 
 from rnnedge import metrics
 from rnnedge.errors import RnnEdgeError
-from rnnedge.tables import METRICS
+from rnnedge.tables import METRICS, ZOO, ZOO_TASK_METRICS
 
 # Bump when training code, data or hyper-parameters change: old cache files are then ignored.
 ZOO_VERSION = 2
 
-NAMES: tuple[str, ...] = (
-    "digits-simplernn",
-    "digits-lstm",
-    "digits-gru",
-    "airline-simplernn",
-    "airline-lstm",
-    "airline-gru",
-    "events-simplernn",
-    "events-gru",
-    "events-lstm",
-    "sentiment-bilstm",
-    "seq2seq-lstm",
-    "seq2seq-gru",
-    "cells-lstm",
-    "digits-conv-gru",
-    "reviews-lstm",
-)
-
-# name -> (task, cell)
-_SPECS: dict[str, tuple[str, str]] = {
-    "digits-simplernn": ("digits", "SimpleRNN"),
-    "digits-lstm": ("digits", "LSTM"),
-    "digits-gru": ("digits", "GRU"),
-    "airline-simplernn": ("airline", "SimpleRNN"),
-    "airline-lstm": ("airline", "LSTM"),
-    "airline-gru": ("airline", "GRU"),
-    "events-simplernn": ("events", "SimpleRNN"),
-    "events-gru": ("events", "GRU"),
-    "events-lstm": ("events", "LSTM"),
-    "sentiment-bilstm": ("sentiment", "Bidirectional(LSTM)"),
-    "seq2seq-lstm": ("seq2seq", "LSTM"),
-    "seq2seq-gru": ("seq2seq", "GRU"),
-    "cells-lstm": ("cells", "StackedRNNCells(LSTMCell)"),
-    "digits-conv-gru": ("digits-conv", "GRU"),
-    "reviews-lstm": ("reviews", "LSTM"),
-}
-
-_METRICS: dict[str, str] = {
-    "digits": "accuracy",
-    "airline": "rmse",
-    "events": "f1",
-    "sentiment": "accuracy",
-    "seq2seq": "accuracy",
-    "cells": "rmse",
-    "digits-conv": "accuracy",
-    "reviews": "accuracy",
-}
+NAMES: tuple[str, ...] = tuple(ZOO)
+_SPECS = ZOO  # name -> (task, cell)
+_METRICS = ZOO_TASK_METRICS
 
 # tasks whose first output holds class probabilities on its last axis
 _CLASS_PROBABILITY_TASKS = {"digits", "digits-conv", "seq2seq"}
