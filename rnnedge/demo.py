@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rnnedge.files import write_text
 from rnnedge.tables import BASELINES
 from rnnedge.tables import VARIANTS as ALL_VARIANTS
 
@@ -178,11 +179,11 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
         results = benchmark_zoo(Path(out), [r.model for r in rows], progress) if benchmark and rows else []
     console.print(table(rows))
     if rows:
-        (Path(out) / "ZOO.md").write_text("# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
+        write_text(Path(out) / "ZOO.md", "# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
     if results:
         from rnnedge import bench
 
-        (Path(out) / "BENCHMARKS.md").write_text(benchmarks_markdown(results))
+        write_text(Path(out) / "BENCHMARKS.md", benchmarks_markdown(results))
         for name, bench_rows in results:
             console.print(bench.rich_table(bench_rows, title=f"{name}: CPU, 1 thread, batch 1"))
     for line in failed:

@@ -4,6 +4,7 @@ asked) or zoo:NAME, its fingerprint, and the versions of the libraries involved.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -32,6 +33,11 @@ def load_keras(source, *, unsafe: bool = False):
         raise RnnEdgeError(f"{path}: no such file; expected a .keras model file or zoo:NAME (see `rnnedge zoo`)")
     if path.is_dir() or path.suffix not in (".keras", ".h5"):
         raise RnnEdgeError(f"{path} is not a Keras model file: expected a .keras (or legacy .h5) file")
+    if path.stat().st_size == 0:
+        raise RnnEdgeError(f"{path} is not a loadable Keras model: the file is empty (0 bytes); save it again with model.save()")
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise RnnEdgeError(f"{path} is not a loadable Keras model: a .keras file is a zip archive and this one is "
+                           "not (corrupt or truncated); save it again with model.save()")
     try:
         model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
     except Exception as e:  # Keras raises many types for a bad file; all mean "not loadable"
