@@ -167,7 +167,15 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
             manifest.variants[v].pop("speedup_rounds", None)
 
     manifest.recommended = recommend(manifest.variants)
-    manifest.save(folder)
+    try:
+        manifest.save(folder)
+    except BaseException:  # a full disk, Ctrl-C: no file left that the manifest on disk does not name
+        named = Manifest.load(folder).file_names()
+        for n in names:
+            entry = manifest.variants.get(n, {})
+            if entry.get("file") and entry["file"] not in named:
+                (folder / entry["file"]).unlink(missing_ok=True)
+        raise
     return manifest.variants
 
 
