@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,13 @@ x = L.Input((None, 3), name="x")
 keras.Model(x, L.Dense(2, name="y")(L.GRU(4, name="rnn")(x)), name="tiny").save(sys.argv[1])
 """
 runner = CliRunner()
+
+
+@dataclass
+class Ended:
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 def invoke(*args):
@@ -267,9 +275,9 @@ def battery(tmp_path_factory):
     runs.append(["out-dot", spawn(["export", tiny, "--out", ".", "--force"], cwd=root), root, None, 0])
     # disks: a full tmpfs (room for the export, not for a variant) and a read-only one
     x = root / "x.npz"
-    np.savez(x, window=np.zeros((2000, 5, 1), np.float32))  # its outputs do not fit the full disk
+    np.savez(x, window=np.zeros((20000, 5, 1), np.float32))  # its outputs do not fit the full disk
     ro_source = copy_export(root / "ro-source")
-    cli = " ".join(f"'{a}'" for a in CLI)
+    cli = shlex.join(CLI)
     full = in_namespace(f"""d={root}/full; mkdir $d; mount -t tmpfs -o size=40k tmpfs $d
         mkdir $d/m; cp {AIRLINE}/model.onnx {AIRLINE}/golden.npz $d/m/
         {sys.executable} -c "import json; d=json.load(open('{AIRLINE}/manifest.json')); d['variants']={{'fp32': d['variants']['fp32']}}; d['source']={{}}; json.dump(d, open('$d/m/manifest.json', 'w'))"
@@ -297,7 +305,8 @@ def battery(tmp_path_factory):
         time.sleep(0.05)
     for r in runs:
         if r[1] is not None:
-            r[1].communicate(timeout=300)
+            out, err = r[1].communicate(timeout=300)
+            r[1] = Ended(r[1].returncode, out, err)
     return runs
 
 
