@@ -387,38 +387,70 @@ def test_fuzz_runtime():
     from hypothesis.extra import numpy as hnp
 
     model = load(AIRLINE, "cpu", threads=1)
-    dtypes = st.sampled_from(["float32", "float64", "float16", "int64", "int8", "uint16", "bool", "complex64", "U2"])
-    shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)
-    arrays = st.one_of(
-        hnp.arrays(dtypes, shapes, elements=None),
-        hnp.arrays(np.float32, st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(0, 2)),
-                   elements=st.floats(-1e3, 1e3, width=32) | st.sampled_from([np.nan, np.inf, 0.0])),
+    wild_dtypes = st.sampled_from(["float32", "float64", "float16", "int64", "int8", "uint16", "bool", "complex64", "U2"])
+    real = st.sampled_from(["float32", "float32", "float64", "float16", "int64", "int8", "uint16"])
+    wild = st.one_of(
+        hnp.arrays(wild_dtypes, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)),
         st.lists(st.lists(st.lists(st.floats(allow_nan=True) | st.integers() | st.none(), max_size=3), max_size=3),
                  max_size=3),
         st.none(), st.text(max_size=3), st.integers(), st.floats(),
     )
+    # mostly nearly right: [batch, time, 1] (or a step [batch, 1] for push) of any real dtype, any values
+    def near(draw, rank3: bool, stream: bool, odd):
+        batch = draw(st.integers(0, 3)) if odd() else 1 if stream else draw(st.integers(1, 3))
+        shape = (batch, draw(st.integers(0, 6)) if odd() else draw(st.integers(1, 6)), draw(st.integers(0, 2)) if odd() else 1)
+        return draw(hnp.arrays(draw(real), shape if rank3 else (shape[0], shape[2])))
+
+    @st.composite
+    def cases(draw):
+        # one part in 8 goes wrong (5, not 0: hypothesis favours the smallest value)
+        stream, odd = draw(st.booleans()), lambda: draw(st.integers(0, 7)) == 5
+        window = draw(wild) if odd() else near(draw, not (stream and draw(st.booleans())) or odd(), stream, odd)
+        how = draw(st.sampled_from(["named", "both", "none"])) if odd() else "positional"
+        state = None
+        if (not stream and draw(st.booleans())) or odd():
+            rows = window.shape[0] if isinstance(window, np.ndarray) and window.ndim and not odd() \
+                else draw(st.integers(0, 3))
+            state = draw(wild) if odd() else draw(hnp.arrays(draw(real), (rows, 31 if odd() else 32)))
+        extra = draw(st.dictionaries(names, wild, max_size=2)) if odd() else {}
+        return window, how, state, extra, stream, draw(st.booleans())
+
     names = st.sampled_from(["window", "rnn/state_in/h", "windw", "next_month", ""])
 
     @settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(positional=st.lists(arrays, max_size=2), named=st.dictionaries(names, arrays, max_size=2),
-           stream=st.booleans(), allow_nonfinite=st.booleans())
-    def fuzz(positional, named, stream, allow_nonfinite):
+    @given(case=cases())
+    def fuzz(case):
+        window, how, state, extra, stream, allow_nonfinite = case
+        positional = [window] if how in ("positional", "both") else []
+        named = {"window": window} if how in ("named", "both") else {}
+        if state is not None:
+            named["rnn/state_in/h"] = state
+        named.update(extra)
         try:
             if stream:
-                s = model.stream(1, allow_nonfinite=allow_nonfinite)
-                got = s.push(*positional, **named)
+                got = model.stream(1, allow_nonfinite=allow_nonfinite).push(*positional, **named)
             else:
                 got = model.run(*positional, allow_nonfinite=allow_nonfinite, **named)
         except RnnEdgeError as e:
             assert "\n" not in str(e)
+            outcomes["refused"] += 1
             return
+        outcomes["ran"] += 1
+        with np.errstate(over="ignore"):  # the reference casts as the runtime does
+            check_output(got, named, positional, stream)
+
+    def check_output(got, named, positional, stream):
         x = np.asarray(named.get("window", positional[0] if positional else None), np.float32)
         assert got["next_month"].shape[0] == x.shape[0] and got["next_month"].dtype == np.float32
-        if not stream:
-            state = named.get("rnn/state_in/h")
-            feeds = {"window": x, "rnn/state_in/h": np.zeros((x.shape[0], 32), np.float32) if state is None
-                     else np.asarray(state, np.float32)}
-            want = model.session.run(None, feeds)[0]
-            np.testing.assert_allclose(got["next_month"], want, rtol=1e-5, atol=1e-6, equal_nan=True)
+        if stream and x.ndim == 2:
+            x = x[:, None]  # one step
+        state = named.get("rnn/state_in/h")  # a stream's first push starts from zeros
+        feeds = {"window": x, "rnn/state_in/h": np.zeros((x.shape[0], 32), np.float32) if state is None
+                 else np.asarray(state, np.float32)}
+        want = model.session.run(None, feeds)[0]
+        np.testing.assert_allclose(got["next_month"], want, rtol=1e-5, atol=1e-6, equal_nan=True)
 
+    outcomes = {"ran": 0, "refused": 0}
     fuzz()
+    print(f"fuzz: {outcomes}")
+    assert outcomes["ran"] >= 500 and outcomes["refused"] >= 200, outcomes  # it reaches onnxruntime too
