@@ -88,6 +88,9 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
 
     for stale in folder.glob(".quantize-*"):  # scratch of a run that was killed
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in folder.glob(".*.tmp"):  # a killed run's half-written file (rnnedge.files.atomic_path)
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
     try:
         scratch = tempfile.TemporaryDirectory(prefix=".quantize-", dir=folder)
     except OSError as e:
