@@ -46,7 +46,7 @@ def user_errors():
         typer.echo(f"error: {disk_error(e.filename or 'a file', e)}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted: files being written were discarded; existing exports are unchanged", err=True)
+        typer.echo("interrupted: what was being written was discarded; export folders hold whole exports", err=True)
         raise typer.Exit(130) from None
 
 

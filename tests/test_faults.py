@@ -151,6 +151,10 @@ def test_tampered_and_swapped_files_are_refused(tmp_path):
     out = invoke("check", folder, "--variant", "int8")
     assert out.exit_code == 1
     one_line_error(out.output, "model.int8.onnx", "--no-verify")
+    out = invoke("bench", folder, "--variants", "int8", "--runs", "3", "--warmup", "1")
+    assert out.exit_code == 1
+    one_line_error(out.output, "model.int8.onnx")
+    assert invoke("bench", folder, "--variants", "int8", "--runs", "3", "--warmup", "1", "--no-verify").exit_code == 0
     golden = folder / "golden.npz"
     golden.write_bytes(golden.read_bytes()[:-1] + b"x")
     with pytest.raises(RnnEdgeError, match=r"golden\.npz does not match"):
@@ -268,7 +272,8 @@ def battery(tmp_path_factory):
                      rng.uniform(1.0 if sig == signal.SIGKILL else 2.0, 45.0)])
     for i in range(QUANTIZE_KILLS + QUANTIZE_INTERRUPTS + 1):
         folder = copy_export(root / f"q{i}")
-        (folder / ".quantize-stale").mkdir()
+        (folder / ".quantize-stale").mkdir()  # a killed run's scratch and half-written manifest
+        (folder / ".manifest.json.x1.tmp").write_text("{")
         sig = None if i == 0 else signal.SIGKILL if i <= QUANTIZE_KILLS else signal.SIGINT
         runs.append(["quantize", spawn(["quantize", folder, "--variants", "int8,fp16", "--int8", "dynamic-7bit"]),
                      folder, sig, rng.uniform(0.5 if sig == signal.SIGKILL else 2.0, 12.0)])
@@ -330,7 +335,7 @@ def test_battery_export_is_old_or_new_never_partial(battery):
             assert hidden(out.parent) == [], hidden(out.parent)  # stale .tmp/.old of killed runs removed
         elif result == "interrupted":
             one_line = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith("warning:")]
-            assert one_line == ["interrupted: files being written were discarded; existing exports are unchanged"], \
+            assert one_line == ["interrupted: what was being written was discarded; export folders hold whole exports"], \
                 proc.stderr
         else:
             assert result == "killed", (result, proc.stderr[-2000:])
