@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,10 @@ class TensorSpec:
     def __post_init__(self):
         if self.role not in ("data", "state"):
             raise ValueError(f"role must be 'data' or 'state', got {self.role!r}")
-        if not isinstance(self.name, str) or not isinstance(self.dtype, str) or not isinstance(self.shape, (list, tuple)):
+        if not (isinstance(self.name, str) and isinstance(self.dtype, str) and isinstance(self.shape, (list, tuple))):
             raise ValueError(f"tensor {self.name!r}: name and dtype must be strings and shape a list")
-        if self.vocab is not None and (not isinstance(self.vocab, int) or isinstance(self.vocab, bool) or self.vocab < 1):
+        vocab = self.vocab
+        if vocab is not None and (not isinstance(vocab, numbers.Integral) or isinstance(vocab, bool) or vocab < 1):
             raise ValueError(f"input {self.name!r}: vocab must be a positive integer, got {self.vocab!r}")
         object.__setattr__(self, "shape", tuple(self.shape))
 

@@ -218,7 +218,7 @@ def _raise(errors: list[str]) -> None:
     raise RnnEdgeError(f"{len(errors)} input problems: " + "; ".join(errors))
 
 
-def _ort_run(model, call, feeds: Mapping[str, np.ndarray]):
+def _ort_run(model, call, feeds: dict[str, np.ndarray]):
     """onnxruntime's own errors (an input that passed rnnedge's checks but not the graph's) as one line."""
     import onnxruntime as ort
 
