@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import sys
 import warnings
 from enum import Enum
@@ -46,6 +47,7 @@ def user_errors():
         typer.echo(f"error: {disk_error(e.filename or 'a file', e)}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
+        logging.getLogger("tensorflow").setLevel(logging.CRITICAL)  # no "never used" noise from TF at exit
         typer.echo("interrupted: what was being written was discarded; export folders hold whole exports", err=True)
         raise typer.Exit(130) from None
 
