@@ -7,6 +7,8 @@ TensorFlow is imported only by the commands that need it (export, demo, zoo), so
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import sys
 import warnings
 from enum import Enum
@@ -17,6 +19,7 @@ import typer
 
 from rnnedge import preflight
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import disk_error
 from rnnedge.tables import ATOL, METRICS, RTOL
 
 def _help_types():
@@ -71,6 +74,15 @@ def user_errors(fallback: bool = False):
     except RnnEdgeError as e:
         typer.echo(f"error: {cli_words(str(e), fallback)}", err=True)
         raise typer.Exit(1) from None
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        typer.echo(f"error: {disk_error(e.filename or 'a file', e)}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        logging.getLogger("tensorflow").setLevel(logging.CRITICAL)  # no "never used" noise from TF at exit
+        typer.echo("interrupted: what was being written was discarded; export folders hold whole exports", err=True)
+        raise typer.Exit(130) from None
     finally:
         warnings.formatwarning = shown  # a Python caller (and pytest) keeps its own format
 
@@ -209,13 +221,14 @@ def check(
     atol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Absolute tolerance (default: the provider's).")] = None,
     rtol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Relative tolerance (default: the provider's).")] = None,
     fallback: Annotated[bool, typer.Option("--fallback", help="Run on CPU if the provider is not available.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")] = False,
 ):
     """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed)."""
     with user_errors(fallback=True):
         from rnnedge.check import check_dir
         from rnnedge.manifest import Manifest
 
-        report = check_dir(folder, provider, variant=variant, atol=atol, rtol=rtol, fallback=fallback)
+        report = check_dir(folder, provider, variant=variant, atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify)
         for case in report.cases:
             for o in case.outputs:
                 mark = "ok  " if o else "FAIL"
@@ -224,7 +237,7 @@ def check(
         typer.echo(_report_line(report))
         passed = report.passed
         if variant == "fp32" and "ort" in Manifest.load(folder).variants:  # `rnnedge ort` wrote model.ort: replay it too
-            ort_report = check_dir(folder, provider, variant="ort", atol=atol, rtol=rtol, fallback=fallback)
+            ort_report = check_dir(folder, provider, variant="ort", atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify)
             for failure in ort_report.failures():
                 typer.echo(f"FAIL model.ort: {failure}")
             typer.echo("ort (model.ort): " + _report_line(ort_report))
@@ -242,12 +255,14 @@ def run(
     provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: auto, cpu, cuda, tensorrt.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(metavar="N", help="Intra-op threads (CPU).")] = None,
     fallback: Annotated[bool, typer.Option("--fallback", help="Fall back to CPU if the provider is not available.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")] = False,
 ):
     """Run an exported model on inputs from a file (numpy + onnxruntime only)."""
     with user_errors(fallback=True):
         from rnnedge.runtime import run_file
 
-        outputs = run_file(folder, input, output, chunk=chunk, provider=provider, threads=threads, fallback=fallback)
+        outputs = run_file(folder, input, output, chunk=chunk, provider=provider, threads=threads, fallback=fallback,
+                           verify=not no_verify)
         for name, value in outputs.items():
             typer.echo(f"{name}: shape {tuple(value.shape)} {value.dtype}")
         typer.echo(f"provider: {outputs.provider}" + (f"; wrote {output}" if output else ""))
@@ -275,6 +290,7 @@ def bench(
     sequences: Annotated[int, typer.Option(metavar="N", help="With --triton: sequences per concurrency level.")] = 64,
     chunks: Annotated[int, typer.Option(metavar="N", help="With --triton: requests (chunks) per sequence.")] = 8,
     seconds: Annotated[float, typer.Option(metavar="SECONDS", help="With --triton: time budget per concurrency level and candidate.")] = 20.0,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")] = False,
 ):
     """Latency percentiles and throughput, interleaved with baselines in one process."""
     with user_errors():
@@ -319,7 +335,7 @@ def bench(
             rows = b.bench_dir(folder, provider=provider, batches=b.int_list(batch, "--batch"),
                                times=times, threads=threads, variants=b.name_list(variants),
                                baselines=b.name_list(baseline), stream=stream, runs=runs, warmup=warmup,
-                               source=source, progress=progress)
+                               source=source, progress=progress, verify=not no_verify)
         Console().print(b.rich_table(rows, model=folder.name))
         for path, write in ((json_out, b.write_json), (csv_out, b.write_csv),
                             (plot_out, lambda rows, path: b.plot(rows, path, model=folder.name))):

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from rnnedge.files import write_text
 from rnnedge.tables import BASELINES
 from rnnedge.tables import VARIANTS as ALL_VARIANTS
 
@@ -199,14 +200,14 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
     out = Path(out)
     written = []
     if rows:
-        (out / "ZOO.md").write_text("# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
+        write_text(out / "ZOO.md", "# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
         written.append(f"{out}/<model>/ ({len(rows)} export folder{'s' if len(rows) != 1 else ''})")
     if results:
         from rnnedge import bench
 
         path = out / "BENCHMARKS.md"
         kept = keep_section(path.read_text() if path.is_file() else "", TRITON_SECTION)
-        path.write_text(benchmarks_markdown(results) + kept)
+        write_text(path, benchmarks_markdown(results) + kept)
         for name, bench_rows in results:
             console.print(bench.rich_table(bench_rows, title=f"{name}: CPU, 1 thread, batch 1"))
         written.append(f"{out / 'BENCHMARKS.md'} (the benchmark tables above)")

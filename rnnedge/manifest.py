@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import digest, plain_name, write_text
 
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
@@ -60,6 +62,11 @@ class TensorSpec:
     def __post_init__(self):
         if self.role not in ("data", "state"):
             raise ValueError(f"role must be 'data' or 'state', got {self.role!r}")
+        if not (isinstance(self.name, str) and isinstance(self.dtype, str) and isinstance(self.shape, (list, tuple))):
+            raise ValueError(f"tensor {self.name!r}: name and dtype must be strings and shape a list")
+        vocab = self.vocab
+        if vocab is not None and (not isinstance(vocab, numbers.Integral) or isinstance(vocab, bool) or vocab < 1):
+            raise ValueError(f"input {self.name!r}: vocab must be a positive integer, got {self.vocab!r}")
         object.__setattr__(self, "shape", tuple(self.shape))
 
     @property
@@ -83,6 +90,7 @@ class Manifest:
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fp32" -> {"file", ...}
     recommended: dict[str, str] = field(default_factory=dict)  # provider -> variant
     streaming: bool = False
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> {"sha256", "size"}; {} on old exports
     export_seconds: float | None = None
     format: int = FORMAT_VERSION
 
@@ -110,14 +118,61 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def file_names(self) -> list[str]:
+        """The files the folder holds besides the manifest: the model, golden data, each variant's."""
+        names = [MODEL, GOLDEN]
+        for entry in self.variants.values():
+            for key in ("file", "required_operators"):
+                if isinstance(entry.get(key), str) and entry[key] not in names:
+                    names.append(entry[key])
+        return names
+
     def save(self, folder: Path) -> Path:
-        path = Path(folder) / MANIFEST
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
-        return path
+        """Write manifest.json atomically, last: it records the sha256 and size of every file it names
+        that is present (so it must be saved after they are written)."""
+        folder = Path(folder)
+        self.files = {n: digest(folder / n) for n in self.file_names() if (folder / n).is_file()}
+        return write_text(folder / MANIFEST, json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
+
+    def verify(self, folder: str | Path, names) -> None:
+        """Refuse, in one line, a file whose size or sha256 differs from what the manifest recorded.
+        A manifest without `files` (written before rnnedge recorded them) is not verified."""
+        folder = Path(folder)
+        for name in names:
+            want = self.files.get(name)
+            if want is None:
+                if self.files:
+                    raise RnnEdgeError(f"{folder / name}: manifest.json records no checksum for it; the folder was "
+                                       "changed after export: re-export the model (or pass --no-verify)")
+                continue
+            path = folder / name
+            if not path.is_file():
+                raise RnnEdgeError(f"{path} is missing: the export folder is incomplete; re-export the model")
+            got = digest(path)
+            if got != {"sha256": want.get("sha256"), "size": want.get("size")}:
+                what = "size" if got["size"] != want.get("size") else "sha256"
+                raise RnnEdgeError(f"{path} does not match manifest.json ({what} differs: the file was changed or "
+                                   "swapped after export); re-export the model, or pass --no-verify to run it anyway")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         d = dict(d)
+        for key in ("variants", "files", "parity", "recommended", "source", "task"):
+            if not isinstance(d.get(key, {}), dict):
+                raise ValueError(f"'{key}' must be an object, got {type(d[key]).__name__}")
+        for key, entry in d.get("variants", {}).items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"variant {key!r} must be an object, got {type(entry).__name__}")
+            if "file" in entry:
+                plain_name(entry["file"], f"variant {key!r}")
+        for key, entry in d.get("files", {}).items():
+            plain_name(key, "files")
+            if not isinstance(entry, dict):
+                raise ValueError(f"files[{key!r}] must be an object, got {type(entry).__name__}")
+        if not isinstance(d.get("inputs"), list) or not isinstance(d.get("outputs"), list):
+            raise ValueError("'inputs' and 'outputs' must be lists")
         d["inputs"] = [TensorSpec(**t) for t in d["inputs"]]
         d["outputs"] = [TensorSpec(**t) for t in d["outputs"]]
         known = {f.name for f in dataclasses.fields(cls)}
@@ -137,7 +192,9 @@ class Manifest:
             )
         try:
             return cls.from_dict(json.loads(path.read_text()))
-        except (ValueError, TypeError, KeyError) as e:
+        except RnnEdgeError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise RnnEdgeError(f"{path} is not a valid rnnedge manifest ({e}); re-export the model") from None
 
 

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rnnedge"
 
 # Stages from the bottom up: a module may import its own stage and the ones below it.
 STAGES = [
-    {"errors", "tables", "manifest", "metrics", "samples", "timing", "logs", "preflight"},  # facts every stage reads
+    {"errors", "files", "tables", "manifest", "metrics", "samples", "timing", "logs", "preflight"},  # facts every stage reads
     {"runtime"},  # numpy + onnxruntime: load, run, stream
     {"check"},  # parity against golden data, on any runner
     {"quantize", "zoo"},  # variants of an export; the reference models

@@ -207,6 +207,8 @@ def test_ort_format_is_written_recorded_loaded_and_checked(tmp_path):
     assert r.exit_code == 1 and "pass --force" in r.output
     (folder / "model.ort").write_bytes(b"not a model")  # a broken .ort file fails the check
     r = runner.invoke(app, ["check", str(folder)])
+    assert r.exit_code == 1 and "model.ort does not match manifest.json" in r.output  # its sha256
+    r = runner.invoke(app, ["check", str(folder), "--no-verify"])
     assert r.exit_code == 1 and "could not load" in r.output
 
 

@@ -30,10 +30,10 @@ def _variant_files(folder: Path, manifest: Manifest, variants: Sequence[str]) ->
             raise RnnEdgeError(f"{folder}: the {v!r} variant's file {name!r} is missing; re-export or re-quantize it")
 
 
-def _load(folder: Path, provider: str, variant: str, threads: int):
+def _load(folder: Path, provider: str, variant: str, threads: int, verify: bool = True):
     from rnnedge.runtime import load
 
-    return load(folder, provider, variant=variant, threads=threads)
+    return load(folder, provider, variant=variant, threads=threads, verify=verify)
 
 
 def _keras_source(source, manifest: Manifest, baselines: Sequence[str], threads: int):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import atomic_path, write_text
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def write_json(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
     """A JSON list of the rows (`dataclasses.asdict`); `read_json` reads it back."""
     path = Path(path)
     _parent(path)
-    path.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n")
+    write_text(path, json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n")
     return path
 
 
@@ -73,7 +74,7 @@ def write_csv(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
     _parent(path)
     fields = [f.name for f in dataclasses.fields(BenchRow) if f.name != "ratios"]
     keys = _ratio_keys(rows)
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(fields + [f"vs_{k}" for k in keys])
         for r in rows:

@@ -44,6 +44,7 @@ def bench_dir(
     source=None,
     progress=None,
     seed: int = 0,
+    verify: bool = True,
 ) -> list[BenchRow]:
     """Time an export folder's `variants` (and `baselines`) for every batch x time; one row per case x candidate.
 
@@ -84,7 +85,7 @@ def bench_dir(
     keras_model = _keras_source(source, manifest, baselines, threads) if baselines else None
     if keras_model is not None:
         _baseline_fits(keras_model, manifest, cases)
-    models = {v: _load(folder, provider, v, threads) for v in variants}
+    models = {v: _load(folder, provider, v, threads, verify) for v in variants}
     first = models[variants[0]]
     provider_name = first.provider
     runners = {v: OrtRunner(m.session, v) for v, m in models.items()}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rnnedge.check.compare import ParityReport, Tolerance, compare
 from rnnedge.check.golden import read_golden
-from rnnedge.manifest import is_time_axis
+from rnnedge.manifest import GOLDEN, is_time_axis
 from rnnedge.runtime import load, run_chunked
 from rnnedge.tables import tolerance_of
 
@@ -16,14 +16,17 @@ STREAM_CHUNKS = (1, 3)  # streaming exports are also checked fed 1 and 3 steps a
 
 def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32", tolerance: Tolerance | None = None,
               overrides: dict | None = None, fallback: bool = False, atol: float | None = None,
-              rtol: float | None = None) -> ParityReport:
+              rtol: float | None = None, verify: bool = True) -> ParityReport:
     """Replay golden.npz on onnxruntime (no TensorFlow needed) and compare with Keras' outputs.
 
     Tolerances: `tolerance` if given; else a quantized variant's own (its gate's limit per output,
     recorded by `rnnedge quantize`); else the provider's (`tables.PROVIDERS`). `atol` / `rtol`
-    replace one part of that default and keep the other (`rnnedge check --atol X`)."""
-    model = load(folder, provider=provider, variant=variant, fallback=fallback)
+    replace one part of that default and keep the other (`rnnedge check --atol X`).
+    `verify`: refuse a model or golden file whose sha256 differs from the manifest's."""
+    model = load(folder, provider=provider, variant=variant, fallback=fallback, verify=verify)
     manifest = model.manifest
+    if verify:
+        manifest.verify(folder, [GOLDEN])
     own = manifest.variants.get(variant, {}).get("tolerance") if variant != "fp32" else None
     if tolerance is None and own and atol is None and rtol is None:
         # a quantized variant is judged by its own gate's limits (atol per output), not fp32's 1e-5

@@ -3,7 +3,6 @@ temporary sibling folder and moved into place only when complete."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -22,6 +21,7 @@ from rnnedge.exporter.convert.core import Converted, interface
 from rnnedge.exporter.convert.splice import SpliceError
 from rnnedge.exporter.source import load_keras, versions
 from rnnedge.exporter.truth import _keras_truth, _stateful_layers, keras_outputs, zoo_case
+from rnnedge.files import atomic_path, disk_error, recover_dir, replace_dir
 from rnnedge.manifest import MODEL, Manifest, TensorSpec
 from rnnedge.quantize import parse_variants, quantize_dir
 from rnnedge.runtime import load
@@ -61,6 +61,8 @@ def export(
     """
     variants = parse_variants(quantize) if quantize else []
     out = Path(out)
+    _refuse_out(out)
+    recover_dir(out)
     if out.exists() and not force:
         raise RnnEdgeError(f"{out} already exists; pass --force to overwrite it")
     if out.exists() and not out.is_dir():
@@ -81,11 +83,15 @@ def export(
         warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                       f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise disk_error(out, e) from None
     try:
         cases, converted, proto = _keras_truth(model, converted, proto, seed)
-        onnx.save(proto, tmp / MODEL)
+        with atomic_path(tmp / MODEL) as path:
+            onnx.save(proto, str(path))
         if entry is not None:
             name, feeds = zoo_case(entry, converted)
             cases.append((name, feeds, keras_outputs(model, converted, feeds)))
@@ -151,14 +157,13 @@ def _fallback(model):
     return proto, Converted(proto, inputs, outputs, {}, layers=routes)
 
 
+def _refuse_out(out: Path) -> None:
+    """--out must name a folder of its own: not '.', '..', '/', nor a folder holding the current one."""
+    resolved = out.resolve()
+    if out.name in ("", ".", "..") or resolved == Path(resolved.anchor) or Path.cwd().is_relative_to(resolved):
+        raise RnnEdgeError(f"--out {out}: expected a new folder for the export (e.g. --out exported/model), "
+                           "not the current folder or one above it")
+
+
 def _move_into_place(tmp: Path, out: Path):
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); the export gets a folder's usual mode
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_dir(tmp, out)

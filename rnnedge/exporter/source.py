@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 from importlib import metadata
-from pathlib import Path
 
 import keras
 import numpy as np

@@ -3,7 +3,7 @@ task metric, gate them, keep the best int8 setting, and recommend a variant per 
 
 from __future__ import annotations
 
-import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import onnxruntime as ort
 from rnnedge import metrics
 from rnnedge.check import read_golden
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import disk_error, place
 from rnnedge.manifest import MODEL, Manifest
 from rnnedge.quantize import gate
 from rnnedge.quantize.fp16 import quantize_fp16
@@ -85,7 +86,16 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
     feeds = random_inputs(manifest, 1, steps)
     fp32_size = (folder / MODEL).stat().st_size
 
-    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=folder) as tmp:
+    for stale in folder.glob(".quantize-*"):  # scratch of a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    for stale in folder.glob(".*.tmp"):  # a killed run's half-written file (rnnedge.files.atomic_path)
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+    try:
+        scratch = tempfile.TemporaryDirectory(prefix=".quantize-", dir=folder)
+    except OSError as e:
+        raise disk_error(folder, e) from None
+    with scratch as tmp:
         written: dict[str, tuple[dict, Path]] = {}  # candidate -> (facts, file)
         if "int8" in names:
             settings = [setting_named(setting)] if setting else candidate_settings(fp32_model, calibrated=calibration is not None)
@@ -121,6 +131,14 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
                              "golden": golden_gate, **({"task": task} if task else {})}
             return facts
 
+        if any(n in manifest.variants for n in names):
+            # variants made again: first a manifest without them, so that a run killed while placing
+            # the new files leaves a folder whose manifest names only files it matches
+            interim = Manifest.load(folder)
+            for n in names:
+                interim.variants.pop(n, None)
+            interim.recommended = recommend(interim.variants)
+            interim.save(folder)
         if "int8" in names:
             candidates = []
             for key, (facts, _) in written.items():
@@ -152,7 +170,15 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
             manifest.variants[v].pop("speedup_rounds", None)
 
     manifest.recommended = recommend(manifest.variants)
-    manifest.save(folder)
+    try:
+        manifest.save(folder)
+    except BaseException:  # a full disk, Ctrl-C: no file left that the manifest on disk does not name
+        named = Manifest.load(folder).file_names()
+        for n in names:
+            entry = manifest.variants.get(n, {})
+            if entry.get("file") and entry["file"] not in named:
+                (folder / entry["file"]).unlink(missing_ok=True)
+        raise
     return manifest.variants
 
 
@@ -195,6 +221,4 @@ def _accuracy(model, golden, kinds) -> dict:
 
 
 def _place(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
+    place(tmp, final)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import os
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import atomic_path, disk_error
 from rnnedge.manifest import Manifest, TensorSpec
 from rnnedge.runtime.inputs import Outputs, _fmt_shape
 from rnnedge.runtime.model import Model, load
@@ -63,14 +66,18 @@ def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndar
 def _np_load(path: Path, kind: str):
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise RnnEdgeError(f"{path} is not a readable {kind} file ({str(e).splitlines()[0]})") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise RnnEdgeError(f"{path} is not a readable {kind} file ({_reason(e)})") from None
     if isinstance(loaded, np.ndarray) != (kind == ".npy"):
         if not isinstance(loaded, np.ndarray):
             loaded.close()
         other = ".npz archive" if kind == ".npy" else ".npy array"
         raise RnnEdgeError(f"{path} holds an {other}, not what its {kind} name says: rename it")
     return loaded
+
+
+def _reason(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:160]
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -81,8 +88,8 @@ def _read_npz(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     with _np_load(path, ".npz") as z:
         try:
             found = {k: z[k] for k in z.files}
-        except (ValueError, OSError, EOFError) as e:
-            raise RnnEdgeError(f"{path} is not a readable .npz file ({str(e).splitlines()[0]})") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise RnnEdgeError(f"{path} is not a readable .npz file ({_reason(e)})") from None
     data = [t.name for t in manifest.data_inputs]
     allowed = {t.name for t in manifest.inputs}
     positional = [k for k in found if k.startswith("arr_") and k not in allowed]
@@ -188,16 +195,18 @@ def write_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray] | n
                            f"({', '.join(arrays)}): write an .npz")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise disk_error(path, e) from None
+    with atomic_path(path) as tmp:  # a file object: numpy adds no suffix to the temporary name
         if suffix == ".npz":
-            with open(path, "wb") as f:
+            with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
         elif suffix == ".npy":
-            np.save(path, next(iter(arrays.values())), allow_pickle=False)
+            with open(tmp, "wb") as f:
+                np.save(f, next(iter(arrays.values())), allow_pickle=False)
         else:
             name, array = next(iter(arrays.items()))
-            _write_csv(path, name, array)
-    except OSError as e:
-        raise RnnEdgeError(f"cannot write {path} ({e.strerror or e})") from None
+            _write_csv(tmp, name, array)
     return path
 
 
@@ -226,6 +235,7 @@ def run_file(
     threads: int | None = None,
     fallback: bool = False,
     variant: str = "fp32",
+    verify: bool = True,
 ) -> Outputs:
     """`rnnedge run DIR --input x.npy [--output y.npz] [--chunk N] [--provider P]` as a function.
 
@@ -234,7 +244,7 @@ def run_file(
     are concatenated along it, the others are those of the last chunk. State inputs in an .npz
     start the stream. Returns the data outputs; writes them to `output_path` when given.
     """
-    model = load(folder, provider, variant=variant, threads=threads, fallback=fallback)
+    model = load(folder, provider, variant=variant, threads=threads, fallback=fallback, verify=verify)
     inputs = read_inputs(input_path, model)
     if chunk is None:
         out = model.run(**inputs)

@@ -216,3 +216,17 @@ def _raise(errors: list[str]) -> None:
     if len(errors) == 1:
         raise RnnEdgeError(errors[0])
     raise RnnEdgeError(f"{len(errors)} input problems: " + "; ".join(errors))
+
+
+def _ort_run(model, call, feeds: dict[str, np.ndarray]):
+    """onnxruntime's own errors (an input that passed rnnedge's checks but not the graph's) as one line."""
+    import onnxruntime as ort
+
+    try:
+        return call()
+    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+            ort.capi.onnxruntime_pybind11_state.RuntimeException) as e:
+        given = ", ".join(f"{n} {_fmt_shape(a.shape)} {a.dtype}" for n, a in feeds.items())
+        reason = " ".join(str(e).split())[:300]
+        raise RnnEdgeError(f"{model.path.name} refused inputs {given} (outputs {', '.join(model._output_names)}): "
+                           f"{reason}") from None

@@ -21,6 +21,7 @@ from rnnedge.runtime.inputs import (
     _check_values,
     _fmt_shape,
     _nth,
+    _ort_run,
     _raise,
     _Slot,
 )
@@ -55,6 +56,7 @@ def load(
     provider_options: Mapping[str, Any] | None = None,
     fallback: bool = False,
     trt_shapes: Mapping[str, tuple[int, int, int]] | None = None,
+    verify: bool = True,
 ) -> Model:
     """Open an export folder for inference (numpy + onnxruntime only).
 
@@ -69,10 +71,14 @@ def load(
         provider name -> options.
     trt_shapes: TensorRT shape ranges per named dynamic axis, (min, opt, max); merged over
         `TRT_SHAPES` = {"batch": (1, 1, 32), "time": (1, 100, 1000)}.
+    verify: check the model file's size and sha256 against the manifest first, refusing a changed
+        or swapped file in one line (exports made before rnnedge recorded them are not checked).
     """
     folder = Path(folder)
     manifest = Manifest.load(folder)
     path = _model_file(folder, manifest, variant)
+    if verify:
+        manifest.verify(folder, [path.name])
     so = session_options(threads)
     chosen = _resolve_providers(provider, fallback)
     shapes = {**TRT_SHAPES, **dict(trt_shapes or {})}
@@ -216,7 +222,7 @@ class Model:
         for name, a in feeds.items():
             if not a.flags.c_contiguous:
                 feeds[name] = np.ascontiguousarray(a)
-        values = self.session.run(self._output_names, feeds)
+        values = _ort_run(self, lambda: self.session.run(self._output_names, feeds), feeds)
         return Outputs(zip(self._output_names, values), self.provider, self._data_output_names)
 
     __call__ = run

@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import BATCH, is_time_axis
-from rnnedge.runtime.inputs import STREAM, Outputs, _as_array, _check_kind, _check_values, _fmt_shape, _raise
+from rnnedge.runtime.inputs import STREAM, Outputs, _as_array, _check_kind, _check_values, _fmt_shape, _ort_run, _raise
 from rnnedge.tables import GPU_PROVIDERS
 
 if TYPE_CHECKING:
@@ -151,7 +151,7 @@ class Stream:
             # outputs bound by device keep the buffers of the last run: new input shapes need new ones
             for name in self._data_out:
                 io.bind_output(name, "cpu")
-        self._session.run_with_iobinding(io)
+        _ort_run(model, lambda: self._session.run_with_iobinding(io), feeds)
         if self._on_cpu:
             data = io.copy_outputs_to_cpu()[: self._n_data_out]  # copies; the state outputs are tiny
         else:  # leave the state on the device: read back the data outputs only (bound to CPU)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import place
 from rnnedge.manifest import GOLDEN, MODEL, Manifest
 
 ORT_FILE = "model.ort"
@@ -86,8 +87,10 @@ def write_ort(folder: str | os.PathLike, *, force: bool = False) -> dict:
         shutil.copy2(made, folder / (ORT_FILE + ".tmp"))
         text = config.read_text().replace(str(made), ORT_FILE)  # its header names the converted file
         (folder / (OPERATORS + ".tmp")).write_text(text if text.endswith("\n") else text + "\n")
-    os.replace(folder / (ORT_FILE + ".tmp"), folder / ORT_FILE)
-    os.replace(folder / (OPERATORS + ".tmp"), folder / OPERATORS)
+    if manifest.variants.pop(VARIANT, None) is not None:  # no manifest naming a file being replaced
+        manifest.save(folder)
+    place(folder / (ORT_FILE + ".tmp"), folder / ORT_FILE)
+    place(folder / (OPERATORS + ".tmp"), folder / OPERATORS)
     entry = {"file": ORT_FILE, "format": "ort", "from": MODEL, "required_operators": OPERATORS,
              "size": (folder / ORT_FILE).stat().st_size}
     manifest.variants[VARIANT] = entry
