@@ -366,6 +366,7 @@ def triton(
 ):
     """Write a Triton model repository entry (config.pbtxt checked against Triton's schema)."""
     with user_errors():
+        preflight.require("serve", "`rnnedge triton` (its configs are checked against Triton's schema)")
         from rnnedge.serve.triton import write_repository
 
         target = write_repository(folder, out, name=name, backend=backend.value, max_batch=max_batch,
