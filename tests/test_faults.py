@@ -131,9 +131,15 @@ def test_exchange_and_two_step_recovery(tmp_path, monkeypatch):
     assert (out / "manifest.json").read_text() == "new" and hidden(tmp_path) == []
 
 
-def test_legacy_manifest_without_checksums_loads():
-    assert Manifest.load(AIRLINE).files == {}  # committed before checksums: loaded unverified
-    assert load(AIRLINE, "cpu").run(np.zeros((1, 4, 1), np.float32))["next_month"].shape == (1, 1)
+def test_committed_exports_are_verified_and_legacy_manifests_load_unverified(tmp_path):
+    assert set(Manifest.load(AIRLINE).files) >= {"model.onnx", "golden.npz"}  # make exported records them
+    legacy = tmp_path / "legacy"
+    shutil.copytree(AIRLINE, legacy)
+    d = json.loads((legacy / "manifest.json").read_text())
+    d.pop("files")  # as exports made before checksums were recorded
+    (legacy / "manifest.json").write_text(json.dumps(d))
+    assert Manifest.load(legacy).files == {}
+    assert load(legacy, "cpu").run(np.zeros((1, 4, 1), np.float32))["next_month"].shape == (1, 1)
 
 
 def test_tampered_and_swapped_files_are_refused(tmp_path):
