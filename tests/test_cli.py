@@ -15,6 +15,7 @@ from keras import layers as L
 from typer.testing import CliRunner
 
 from rnnedge.cli import app
+from tests.blocking import BLOCK_TENSORFLOW
 from tests.kmodels import functional, seq_input, sequential
 
 runner = CliRunner()
@@ -149,18 +150,6 @@ def test_help_is_fast_and_lists_commands():
     assert result.exit_code == 0
     for command in ("export", "check", "run", "demo"):
         assert command in result.output
-
-
-# Python source that makes TensorFlow, Keras and tf2onnx unimportable, as on a runtime-only install.
-BLOCK_TENSORFLOW = (
-    "import importlib.abc, sys\n"
-    "BLOCKED = {'tensorflow', 'keras', 'tf2onnx', 'tf_keras'}\n"
-    "class Block(importlib.abc.MetaPathFinder):\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name.split('.')[0] in BLOCKED:\n"
-    "            raise ImportError(name + ' is blocked in this test')\n"
-    "sys.meta_path.insert(0, Block())\n"
-)
 
 
 def test_check_and_run_work_where_tensorflow_cannot_be_imported(gru_file, tmp_path):

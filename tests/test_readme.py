@@ -21,6 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rnnedge.cli import app
+from tests.blocking import BLOCK_TENSORFLOW
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -28,15 +29,6 @@ README = ROOT / "README.md"
 # the subprocesses run in the user's folder: import this checkout's rnnedge, as the tests do
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
-BLOCK_TENSORFLOW = (
-    "import importlib.abc, sys\n"
-    "BLOCKED = {'tensorflow', 'keras', 'tf2onnx', 'tf_keras'}\n"
-    "class Block(importlib.abc.MetaPathFinder):\n"
-    "    def find_spec(self, name, path=None, target=None):\n"
-    "        if name.split('.')[0] in BLOCKED:\n"
-    "            raise ImportError(name + ' is blocked in this test')\n"
-    "sys.meta_path.insert(0, Block())\n"
-)
 
 # (pattern a command line matches, why it is not run here)
 SKIP = [
