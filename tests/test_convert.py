@@ -5,6 +5,7 @@ sequence lengths) and the exact count of fused recurrent nodes, with no Loop or 
 from __future__ import annotations
 
 import collections
+import warnings
 
 import keras
 import numpy as np
@@ -267,8 +268,12 @@ def test_a_wrong_conversion_fails_parity(tmp_path, monkeypatch):
 def test_allow_loop_falls_back_to_tf2onnx_with_a_warning(tmp_path):
     x = seq_input()
     model = functional(x, L.GRU(4, activation="swish")(x), "m")
-    with pytest.warns(UserWarning, match="stayed as Loop"):
-        result = export(model, tmp_path / "o", allow_loop=True)
+    with warnings.catch_warnings():
+        # pytest.warns re-raises the warnings it does not match from this module, where the project's
+        # filter for numpy 2's third-party DeprecationWarning (keras, tensorflow) no longer applies
+        warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy keyword", DeprecationWarning)
+        with pytest.warns(UserWarning, match="stayed as Loop"):
+            result = export(model, tmp_path / "o", allow_loop=True)
     assert result.passed
     assert result.manifest.loop_layers
 
