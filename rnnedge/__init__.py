@@ -5,7 +5,6 @@ needs the `export` extra (TensorFlow, Keras, tf2onnx) and imports it lazily.
 """
 
 from rnnedge.errors import ParityError, RnnEdgeError
-from rnnedge.tables import VERSION as __version__
 
 __all__ = ["RnnEdgeError", "ParityError", "export", "load", "__version__"]
 
@@ -26,3 +25,13 @@ def load(folder, provider="auto", **kwargs):
     from rnnedge.runtime import load as _load
 
     return _load(folder, provider, **kwargs)
+
+
+def __getattr__(name):
+    """`rnnedge.__version__` on first use: the front door imports nothing heavy (numpy included), so
+    the `rnnedge` command answers Ctrl-C from its first milliseconds (see `rnnedge.entry`)."""
+    if name == "__version__":
+        from rnnedge.tables import VERSION
+
+        return VERSION
+    raise AttributeError(f"module 'rnnedge' has no attribute {name!r}")

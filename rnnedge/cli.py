@@ -18,6 +18,7 @@ from typing import Annotated, Optional
 import typer
 
 from rnnedge import preflight
+from rnnedge.interrupts import interrupted, interrupted_line, said_interrupted
 from rnnedge.errors import RnnEdgeError
 from rnnedge.files import disk_error
 from rnnedge.tables import ATOL, METRICS, RTOL
@@ -71,18 +72,19 @@ def user_errors(fallback: bool = False):
             warnings.simplefilter("ignore", DeprecationWarning)  # third-party noise, not the user's concern
             warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {cli_words(str(msg), fallback)}\n"
             yield
-    except RnnEdgeError as e:
-        typer.echo(f"error: {cli_words(str(e), fallback)}", err=True)
-        raise typer.Exit(1) from None
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+    except BaseException as e:
+        if interrupted() or isinstance(e, KeyboardInterrupt):  # whatever Ctrl-C turned into (an ImportError...)
+            logging.getLogger("tensorflow").setLevel(logging.CRITICAL)  # no "never used" noise from TF at exit
+            typer.echo(interrupted_line(), err=True)
+            said_interrupted()
+            raise typer.Exit(130) from None
+        if isinstance(e, RnnEdgeError):
+            typer.echo(f"error: {cli_words(str(e), fallback)}", err=True)
+            raise typer.Exit(1) from None
+        if not isinstance(e, OSError) or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
         typer.echo(f"error: {disk_error(e.filename or 'a file', e)}", err=True)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        logging.getLogger("tensorflow").setLevel(logging.CRITICAL)  # no "never used" noise from TF at exit
-        typer.echo("interrupted: what was being written was discarded; export folders hold whole exports", err=True)
-        raise typer.Exit(130) from None
     finally:
         warnings.formatwarning = shown  # a Python caller (and pytest) keeps its own format
 
@@ -363,6 +365,7 @@ def triton(
     max_sequences: Annotated[int, typer.Option(metavar="N", help="Python backend: sequences open at once per instance.")] = 1024,
     threads: Annotated[int, typer.Option(metavar="N", help="onnxruntime intra-op threads per instance.")] = 1,
     force: Annotated[bool, typer.Option("--force", help="Replace REPO/<name> if it exists.")] = False,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the copied files' sha256 against manifest.json.")] = False,
 ):
     """Write a Triton model repository entry (config.pbtxt checked against Triton's schema)."""
     with user_errors():
@@ -371,7 +374,8 @@ def triton(
 
         target = write_repository(folder, out, name=name, backend=backend.value, max_batch=max_batch,
                                   instances=instances, gpu=gpu, tensorrt=tensorrt, idle_seconds=idle_seconds,
-                                  max_sequences=max_sequences, threads=threads, force=force)
+                                  max_sequences=max_sequences, threads=threads, force=force,
+                                  verify=not no_verify)
         typer.echo(f"wrote {target} ({backend.value} backend); serve it with `rnnedge serve {out}`")
 
 

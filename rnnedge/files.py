@@ -4,11 +4,13 @@ fsynced). A full or read-only disk is the user's problem, said in one line."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno
-import hashlib
+import fcntl
 import glob
+import hashlib
 import os
 import shutil
 import tempfile
@@ -16,8 +18,20 @@ from pathlib import Path
 
 from rnnedge.errors import RnnEdgeError
 
-RENAME_EXCHANGE = 2  # linux/fs.h
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # linux/fs.h
 _AT_FDCWD = -100
+_COMMITTED: collections.deque[Path] = collections.deque(maxlen=16)  # results put in place, latest last
+
+
+def committed(path: str | os.PathLike) -> None:
+    """Note that a command's result (an export, a variant's manifest, an output file) is complete
+    under its final name, so an interruption after this point says so instead of "discarded"."""
+    _COMMITTED.append(Path(path))
+
+
+def last_committed() -> Path | None:
+    """The latest result still in place (a temporary folder committed to and later removed is not)."""
+    return next((p for p in reversed(_COMMITTED) if p.exists()), None)
 
 
 def disk_error(path, e: OSError) -> RnnEdgeError:
@@ -105,21 +119,81 @@ def plain_name(name, what: str) -> str:
     return name
 
 
-def exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+def _renameat2(a: Path, b: Path, flags: int) -> bool:
+    """Linux renameat2(a, b, flags); False where the call or the flag is unsupported (other OSes,
+    some file systems). OSError for every other failure (EEXIST for RENAME_NOREPLACE)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
     renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0:
         fsync_dir(Path(b).parent)
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
         return False
-    raise disk_error(b, OSError(err, os.strerror(err)))
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        return _renameat2(a, b, RENAME_EXCHANGE)
+    except OSError as e:
+        raise disk_error(b, e) from None
+
+
+# -- temporary folders beside an output, and putting one in its place ----------------------------
+# A run's temporary folder `.NAME.XXXX.tmp` is locked (flock) while the run lives: the lock goes with
+# the process, so a folder nobody holds is a killed run's leftover, and one that is held belongs to a
+# run still writing, which the next run leaves alone and refuses to race.
+
+_LOCKS: dict[Path, int] = {}
+
+
+def temp_dir(out: Path, suffix: str = ".tmp") -> Path:
+    """A new, locked temporary folder beside `out`, on the same file system (so it can take `out`'s
+    name in one rename). Release it with `replace_dir` or `discard_dir`."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent))
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise disk_error(out, e) from None
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and ours: cannot be held by anyone else
+    _LOCKS[tmp] = fd
+    return tmp
+
+
+def _release(tmp: Path) -> None:
+    fd = _LOCKS.pop(tmp, None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the lock
+
+
+def discard_dir(tmp: Path) -> None:
+    """Remove a temporary folder of this run (after a failure) and drop its lock."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    _release(tmp)
+
+
+def _held(folder: Path) -> bool:
+    """A live run holds this temporary folder's lock."""
+    if folder in _LOCKS:
+        return True
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _siblings(out: Path, suffix: str) -> list[Path]:
@@ -128,8 +202,13 @@ def _siblings(out: Path, suffix: str) -> list[Path]:
 
 
 def recover_dir(out: Path, marker: str = "manifest.json") -> None:
-    """Tidy after a run that was killed: put back an export left aside by an interrupted two-step
-    replacement (no RENAME_EXCHANGE), and remove the temporary and left-aside folders of `out`."""
+    """Tidy after a run that was killed, before writing `out`: put back an export left aside by an
+    interrupted two-step replacement (no RENAME_EXCHANGE), and remove the temporary and left-aside
+    folders of `out` that no live run holds. A live run writing `out` now: RnnEdgeError."""
+    busy = [p for p in _siblings(out, ".tmp") + _siblings(out, ".old") if _held(p)]
+    if busy:
+        raise RnnEdgeError(f"another rnnedge run is writing {out} now (its folder {busy[0].name} is in use); "
+                           "wait for it to finish, or choose another --out")
     for old in _siblings(out, ".old"):
         kept = old / out.name
         if not out.exists() and (kept / marker).is_file():
@@ -139,26 +218,44 @@ def recover_dir(out: Path, marker: str = "manifest.json") -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def replace_dir(tmp: Path, out: Path) -> None:
-    """The new folder takes `out`'s name in one step: rename when `out` is new, an atomic exchange
-    (renameat2 RENAME_EXCHANGE) when it replaces an export, so a reader (or a kill) sees the old
-    export or the new one. Without RENAME_EXCHANGE: two renames, undone by `recover_dir` next run."""
+def replace_dir(tmp: Path, out: Path, force: bool = True) -> None:
+    """The new folder takes `out`'s name in one step: a rename that refuses to replace anything
+    (RENAME_NOREPLACE) when `out` is new, an atomic exchange (RENAME_EXCHANGE) when it replaces an
+    export (`force`), so a reader (or a kill) sees the old export or the new one. Without renameat2:
+    two renames, undone by `recover_dir` next run. Without `force`, an `out` that appeared while
+    this run worked (another run's) is kept: RnnEdgeError, `tmp` left for the caller to discard."""
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); the export gets a folder's usual mode
     fsync_dir(tmp)
+    appeared = RnnEdgeError(f"{out} was written by another run while this one worked; nothing was replaced: "
+                            "pass --force to replace it, or choose another --out")
     try:
         if out.exists():
+            if not force:
+                raise appeared
             if exchange(tmp, out):  # tmp now holds the old export
+                committed(out)
                 shutil.rmtree(tmp, ignore_errors=True)
+                _release(tmp)
                 return
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            old = temp_dir(out, suffix=".old")
             os.replace(out, old / out.name)
             os.replace(tmp, out)
+            committed(out)
             fsync_dir(out.parent)
-            shutil.rmtree(old, ignore_errors=True)
+            discard_dir(old)
         else:
-            os.replace(tmp, out)
+            try:
+                placed = _renameat2(tmp, out, RENAME_NOREPLACE)
+            except FileExistsError:
+                if not force:
+                    raise appeared from None
+                return replace_dir(tmp, out, force)
+            if not placed:
+                os.replace(tmp, out)
+            committed(out)
             fsync_dir(out.parent)
     except OSError as e:
         raise disk_error(out, e) from None
+    _release(tmp)

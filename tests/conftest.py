@@ -1,6 +1,39 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Another process that has begun writing OUT: it holds its temporary folder's lock until it ends.
+_HOLD = ("import sys, time; from pathlib import Path; from rnnedge.files import temp_dir; "
+         "print(temp_dir(Path(sys.argv[1])), flush=True); time.sleep(120)")
+
 
 @pytest.fixture(scope="session")
 def zoo_cache(tmp_path_factory):
     """One trained zoo per test session, shared by every test that needs a zoo model."""
     return tmp_path_factory.mktemp("zoo")
+
+
+@pytest.fixture
+def writer_of():
+    """writer_of(out) -> the temporary folder of a live run (a real process) writing `out`;
+    `writer_of.kill()` ends it, as a SIGKILL would, leaving the folder behind."""
+    procs = []
+
+    def start(out: Path) -> Path:
+        proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True,
+                                cwd=REPO)
+        procs.append(proc)
+        return Path(proc.stdout.readline().strip())
+
+    def kill():
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+    start.kill = kill
+    yield start
+    kill()

@@ -19,7 +19,7 @@ from rnnedge.check import ATOL, RTOL, read_golden
 from rnnedge.exporter.convert import UnsupportedLayerError
 from rnnedge.exporter.convert.splice import SpliceError
 from rnnedge.exporter import export
-from tests.kmodels import functional, randomize, sequential, tokens_input
+from tests.kmodels import functional, randomize, tokens_input
 
 # case -> (builder, fused node counts, layer types that must go through tf2onnx)
 CASES: dict[str, tuple] = {}

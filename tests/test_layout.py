@@ -14,13 +14,13 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rnnedge"
 
 # Stages from the bottom up: a module may import its own stage and the ones below it.
 STAGES = [
-    {"errors", "files", "tables", "manifest", "metrics", "samples", "timing", "logs", "preflight"},  # facts every stage reads
+    {"errors", "files", "tables", "manifest", "metrics", "samples", "timing", "logs", "preflight", "interrupts"},  # facts every stage reads
     {"runtime"},  # numpy + onnxruntime: load, run, stream
     {"check"},  # parity against golden data, on any runner
     {"quantize", "zoo"},  # variants of an export; the reference models
     {"exporter"},  # Keras -> ONNX, Keras' truth, the baselines' exporters
     {"bench", "serve"},  # timing every candidate; serving through Triton
-    {"cli", "demo", "__init__"},  # the command line and the package's front door
+    {"cli", "demo", "entry", "__main__", "__init__"},  # the command line and the package's front door
 ]
 RANK = {name: i for i, names in enumerate(STAGES) for name in names}
 

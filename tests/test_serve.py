@@ -103,7 +103,7 @@ def test_existing_entry_needs_force_and_a_failed_write_leaves_it_as_it_was(tmp_p
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tr.shutil, "copy2", broken)
-    with pytest.raises(RnnEdgeError, match="No space left"):
+    with pytest.raises(RnnEdgeError, match="the disk is full"):
         tr.write_repository(STREAMING, repo, backend="onnxruntime", force=True)
     monkeypatch.undo()
     assert (first / "1" / "model.py").is_file() and not (first / "1" / "model.onnx").exists()
@@ -111,6 +111,32 @@ def test_existing_entry_needs_force_and_a_failed_write_leaves_it_as_it_was(tmp_p
     tr.write_repository(STREAMING, repo, backend="onnxruntime", force=True)
     assert (first / "1" / "model.onnx").is_file() and not (first / "1" / "model.py").exists()
     assert sorted(p.name for p in repo.iterdir()) == ["airline-gru"]
+
+
+def test_copied_files_are_verified_and_killed_runs_leftovers_tidied(tmp_path, writer_of):
+    folder = tmp_path / "m"
+    shutil.copytree(STREAMING, folder)
+    golden = folder / "golden.npz"
+    golden.write_bytes(golden.read_bytes()[:-1] + b"x")  # the python backend copies every file
+    repo = tmp_path / "repo"
+    with pytest.raises(RnnEdgeError, match=r"golden\.npz does not match manifest\.json"):
+        tr.write_repository(folder, repo, backend="python")
+    assert tr.write_repository(folder, repo, backend="onnxruntime").is_dir()  # it copies model.onnx only
+    model = folder / "model.onnx"
+    model.write_bytes(model.read_bytes() + b"\0")
+    r = runner.invoke(app, ["triton", str(folder), "--out", str(repo), "--force"])
+    assert r.exit_code == 1 and "model.onnx does not match manifest.json (size differs" in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(app, ["triton", str(folder), "--out", str(repo), "--force", "--no-verify"])
+    assert r.exit_code == 0, r.output
+    # a killed `rnnedge triton` leaves .m.XXXX.tmp, which tritonserver refuses to start with
+    (repo / ".m.dead0001.tmp" / "1").mkdir(parents=True)
+    tr.tidy_repository(repo)
+    assert sorted(p.name for p in repo.iterdir()) == ["m"]
+    live = writer_of(repo / "m")  # one still being written is left alone, and serving waits for it
+    with pytest.raises(RnnEdgeError, match="another rnnedge run is writing"):
+        tr.tidy_repository(repo)
+    assert live.is_dir()
 
 
 def test_a_config_triton_cannot_parse_is_our_bug_and_nothing_is_written(tmp_path, monkeypatch):

@@ -48,13 +48,16 @@ def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32
     return ParityReport(model.provider, tuple(cases), tolerance, dict(overrides))
 
 
-def check_runner(runner, folder: str | Path, tolerance: Tolerance | None = None) -> ParityReport:
+def check_runner(runner, folder: str | Path, tolerance: Tolerance | None = None, verify: bool = True) -> ParityReport:
     """Replay golden.npz on any runner (`runner.name`, `runner.run(feeds) -> {output: array}`: the
     tf2onnx graph, Keras, LiteRT, a server) and compare its data outputs with Keras'. A runner
-    takes the data inputs only: cases that start from a non-zero state are left out."""
+    takes the data inputs only: cases that start from a non-zero state are left out.
+    `verify`: refuse a golden file whose sha256 differs from the manifest's."""
     from rnnedge.manifest import Manifest
 
     manifest = Manifest.load(folder)
+    if verify:
+        manifest.verify(folder, [GOLDEN])
     tolerance = tolerance or Tolerance(*tolerance_of(getattr(runner, "provider", "CPUExecutionProvider")))
     data = [s.name for s in manifest.data_inputs]
     states = [s.name for s in manifest.state_inputs]

@@ -3,8 +3,6 @@ temporary sibling folder and moved into place only when complete."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from rnnedge.exporter.convert.core import Converted, interface
 from rnnedge.exporter.convert.splice import SpliceError
 from rnnedge.exporter.source import load_keras, versions
 from rnnedge.exporter.truth import _keras_truth, _stateful_layers, keras_outputs, zoo_case
-from rnnedge.files import atomic_path, disk_error, recover_dir, replace_dir
+from rnnedge.files import atomic_path, discard_dir, recover_dir, replace_dir, temp_dir
 from rnnedge.manifest import MODEL, Manifest, TensorSpec
 from rnnedge.quantize import parse_variants, quantize_dir
 from rnnedge.runtime import load
@@ -83,11 +81,7 @@ def export(
         warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                       f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
 
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as e:
-        raise disk_error(out, e) from None
+    tmp = temp_dir(out)
     try:
         cases, converted, proto = _keras_truth(model, converted, proto, seed)
         with atomic_path(tmp / MODEL) as path:
@@ -127,9 +121,9 @@ def export(
             evaluate = (lambda m: entry.score(m.run(*entry.x_test).data)) if entry is not None else None
             quantize_dir(tmp, variants, evaluate=evaluate, data=data, metric=metric)
             manifest = Manifest.load(tmp)
-        _move_into_place(tmp, out)
+        replace_dir(tmp, out, force=force)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_dir(tmp)
         raise
     if not report.passed:
         raise ParityError(f"{out}: ONNX does not match Keras ({'; '.join(report.failures()[:3])}); "
@@ -164,6 +158,3 @@ def _refuse_out(out: Path) -> None:
         raise RnnEdgeError(f"--out {out}: expected a new folder for the export (e.g. --out exported/model), "
                            "not the current folder or one above it")
 
-
-def _move_into_place(tmp: Path, out: Path):
-    replace_dir(tmp, out)

@@ -14,8 +14,8 @@ import onnxruntime as ort
 from rnnedge import metrics
 from rnnedge.check import read_golden
 from rnnedge.errors import RnnEdgeError
-from rnnedge.files import disk_error, place
-from rnnedge.manifest import MODEL, Manifest
+from rnnedge.files import committed, disk_error, place
+from rnnedge.manifest import MANIFEST, MODEL, Manifest
 from rnnedge.quantize import gate
 from rnnedge.quantize.fp16 import quantize_fp16
 from rnnedge.quantize.int8 import candidate_settings, quantize_int8, setting_named
@@ -179,6 +179,7 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
             if entry.get("file") and entry["file"] not in named:
                 (folder / entry["file"]).unlink(missing_ok=True)
         raise
+    committed(folder / MANIFEST)
     return manifest.variants
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.files import atomic_path, disk_error
+from rnnedge.files import atomic_path, committed, disk_error
 from rnnedge.manifest import Manifest, TensorSpec
 from rnnedge.runtime.inputs import Outputs, _fmt_shape
 from rnnedge.runtime.model import Model, load
@@ -207,6 +207,7 @@ def write_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray] | n
         else:
             name, array = next(iter(arrays.items()))
             _write_csv(tmp, name, array)
+    committed(path)
     return path
 
 

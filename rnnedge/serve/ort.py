@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.files import place
+from rnnedge.files import committed, place
 from rnnedge.manifest import GOLDEN, MODEL, Manifest
 
 ORT_FILE = "model.ort"
@@ -109,4 +109,5 @@ def write_ort(folder: str | os.PathLike, *, force: bool = False) -> dict:
                      "rule": f"the fp32 graph in ORT format: golden.npz within {ATOL:g} of Keras, as model.onnx"}
     manifest.variants[VARIANT] = entry
     manifest.save(folder)
+    committed(folder / ORT_FILE)
     return entry

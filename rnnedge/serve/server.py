@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.serve.triton import tidy_repository
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
@@ -196,6 +197,7 @@ def local_server(repo: str | os.PathLike, *, http_port: int | None = None, grpc_
     repo = Path(repo).resolve()
     if not repo.is_dir():
         raise RnnEdgeError(f"model repository {repo} does not exist: write one with `rnnedge triton DIR --out {repo}`")
+    tidy_repository(repo)
     if not any(p.is_dir() and (p / "config.pbtxt").is_file() for p in repo.iterdir()):
         raise RnnEdgeError(f"{repo} holds no model (no <name>/config.pbtxt): write one with `rnnedge triton DIR --out {repo}`")
     install = find_tritonserver()

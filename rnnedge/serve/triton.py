@@ -19,11 +19,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import atomic_path, discard_dir, disk_error, recover_dir, replace_dir, temp_dir
 from rnnedge.manifest import BATCH, MODEL, Manifest, TensorSpec
 
 BACKENDS = ("onnxruntime", "python")
@@ -212,13 +212,25 @@ def _checked(text: str, manifest: Manifest, options: RepositoryOptions):
     return config
 
 
+def tidy_repository(repo: Path) -> None:
+    """Before serving REPO: a killed `rnnedge triton` left `.NAME.XXXXXXXX.tmp` (or `.old`) folders,
+    which tritonserver refuses to start with ("directory name must equal model name"); put back or
+    remove them as the next `rnnedge triton` would. A run still writing one: RnnEdgeError."""
+    for leftover in sorted(repo.glob(".*.*.tmp")) + sorted(repo.glob(".*.*.old")):
+        name = leftover.stem[1:].rpartition(".")[0]
+        if leftover.is_dir() and name:
+            recover_dir(repo / name, marker=CONFIG)
+
+
 def write_repository(folder: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None,
                      backend: str = "onnxruntime", max_batch: int = 32, instances: int = 1, gpu: bool = False,
                      tensorrt: bool = False, idle_seconds: float = 60.0, max_sequences: int = 1024,
-                     threads: int = 1, force: bool = False) -> Path:
+                     threads: int = 1, force: bool = False, verify: bool = True) -> Path:
     """Write REPO/<name> (default name: the export folder's name) for Triton; returns that folder.
 
-    An existing REPO/<name> is replaced only with `force`. See `RepositoryOptions` for the rest.
+    An existing REPO/<name> is replaced only with `force`, atomically (as an export folder is).
+    `verify`: the files copied (model.onnx; every file of the export for the python backend) must
+    match the manifest's sha256 first. See `RepositoryOptions` for the rest.
     """
     folder = Path(folder)
     manifest = Manifest.load(folder)
@@ -228,40 +240,33 @@ def write_repository(folder: str | os.PathLike, out: str | os.PathLike, *, name:
     model_file = folder / MODEL
     if not model_file.is_file():
         raise RnnEdgeError(f"{model_file} is missing: the export folder is incomplete; re-export the model")
+    if verify:
+        manifest.verify(folder, [MODEL] if backend == "onnxruntime" else sorted(manifest.files))
     text = model_config(manifest, options)
     _checked(text, manifest, options)
     out = Path(out)
     target = out / options.name
     if out.exists() and not out.is_dir():
         raise RnnEdgeError(f"--out {out} is a file: expected a folder for the model repository")
+    recover_dir(target, marker=CONFIG)
     if target.exists() and not force:
         raise RnnEdgeError(f"{target} already exists: pass --force to replace it, or pick another --name")
+    tmp = temp_dir(target)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{options.name}.tmp-", dir=out))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700
-    except OSError as e:
-        raise RnnEdgeError(f"cannot write the repository {out} ({e.strerror or e})") from None
-    try:
-        (tmp / CONFIG).write_text(text)
+        with atomic_path(tmp / CONFIG) as path:
+            path.write_text(text)
         version = tmp / VERSION
         version.mkdir()
         if backend == "onnxruntime":
             shutil.copy2(model_file, version / "model.onnx")
         else:
-            shutil.copytree(folder, version / EXPORT, ignore=shutil.ignore_patterns("trt_cache", "__pycache__"))
+            shutil.copytree(folder, version / EXPORT, ignore=shutil.ignore_patterns("trt_cache", "__pycache__", ".*"))
             shutil.copy2(MODEL_PY, version / "model.py")
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{options.name}.old-", dir=out))
-            os.rename(target, old / options.name)
-            os.rename(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
+        replace_dir(tmp, target, force=force)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise RnnEdgeError(f"cannot write {target} ({e.strerror or e})") from None
+        discard_dir(tmp)
+        raise disk_error(target, e) from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_dir(tmp)
         raise
     return target

@@ -1,0 +1,52 @@
+"""The `rnnedge` command (and `python -m rnnedge`): the CLI, with Ctrl-C answered in one line and
+exit 130 wherever it lands.
+
+Python raises SIGINT as KeyboardInterrupt wherever the program is, and not every place lets it
+through as such: typer's parser exits 130 silently, and during onnxruntime's module initialisation
+pybind11 turns it into "ImportError: initialization failed". So this entry, imported before
+anything heavy (the package's front door imports only `rnnedge.errors`), notes the signal itself
+(`rnnedge.interrupts`): whatever exception it caused, the user reads one line. A command that
+handles Ctrl-C as its normal end (`rnnedge serve`) keeps its own exit. Once the command has ended,
+Ctrl-C is ignored, so it cannot turn a finished run into a traceback from interpreter shutdown.
+
+Ctrl-C in the first tens of milliseconds, while the Python interpreter itself starts (its `site`
+import, before any rnnedge code runs), is CPython's own "Fatal Python error"."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from rnnedge import interrupts
+
+
+def main() -> None:
+    signal.signal(signal.SIGINT, interrupts.on_sigint)
+    code = 0
+    try:
+        from rnnedge.cli import app
+
+        app()
+    except SystemExit as e:
+        code = e.code
+    except BaseException:
+        if not interrupts.interrupted():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise
+        code = 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if interrupts.interrupted() and code not in (0, None):
+        if not interrupts.said():
+            sys.stderr.write(interrupts.interrupted_line() + "\n")
+        # Out now, without the interpreter's shutdown: a KeyboardInterrupt that passed through code
+        # run by a C extension (pybind11's exec) leaves CPython's "unhandled Ctrl-C" flag set, and
+        # shutdown would then kill the process with SIGINT instead of exiting 130. What rnnedge
+        # writes is fsynced already; only the standard streams need flushing.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    sys.exit(code)
