@@ -196,6 +196,31 @@ def _held(folder: Path) -> bool:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def changing(folder: Path):
+    """Hold an export folder's lock while changing it in place (`quantize`, `ort`): a second run
+    changing the same folder is refused in one line instead of losing one run's manifest entries
+    or deleting its scratch. A folder this process is already writing (an export's temporary
+    folder, quantized before it is placed) is ours already."""
+    folder = Path(folder)
+    if folder in _LOCKS:
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield  # not a folder we can open: the command's own checks say so in its words
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise RnnEdgeError(f"another rnnedge run is changing {folder} now; wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def _siblings(out: Path, suffix: str) -> list[Path]:
     return sorted(p for p in out.parent.glob(f".{glob.escape(out.name)}.*{suffix}") if p.is_dir()) \
         if out.parent.is_dir() else []

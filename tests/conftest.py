@@ -6,9 +6,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-# Another process that has begun writing OUT: it holds its temporary folder's lock until it ends.
-_HOLD = ("import sys, time; from pathlib import Path; from rnnedge.files import temp_dir; "
-         "print(temp_dir(Path(sys.argv[1])), flush=True); time.sleep(120)")
+# Another process that has begun writing OUT (it holds its temporary folder's lock until it ends),
+# or changing an export folder in place (it holds the folder's lock).
+_HOLD = """
+import sys, time
+from pathlib import Path
+from rnnedge.files import changing, temp_dir
+if sys.argv[2] == "change":
+    with changing(Path(sys.argv[1])):
+        print(sys.argv[1], flush=True)
+        time.sleep(120)
+print(temp_dir(Path(sys.argv[1])), flush=True)
+time.sleep(120)
+"""
 
 
 @pytest.fixture(scope="session")
@@ -20,11 +30,12 @@ def zoo_cache(tmp_path_factory):
 @pytest.fixture
 def writer_of():
     """writer_of(out) -> the temporary folder of a live run (a real process) writing `out`;
-    `writer_of.kill()` ends it, as a SIGKILL would, leaving the folder behind."""
+    writer_of(folder, "change"): a live run changing an export folder in place.
+    `writer_of.kill()` ends them, as a SIGKILL would, leaving their folders behind."""
     procs = []
 
-    def start(out: Path) -> Path:
-        proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(out)], stdout=subprocess.PIPE, text=True,
+    def start(out: Path, how: str = "write") -> Path:
+        proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(out), how], stdout=subprocess.PIPE, text=True,
                                 cwd=REPO)
         procs.append(proc)
         return Path(proc.stdout.readline().strip())

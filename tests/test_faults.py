@@ -147,6 +147,20 @@ def test_a_run_still_writing_is_left_alone_and_a_second_one_refused(tmp_path, wr
     assert hidden(tmp_path) == []
 
 
+def test_one_run_at_a_time_changes_an_export_folder(tmp_path, writer_of):
+    folder = copy_export(tmp_path / "m")
+    before = (folder / "manifest.json").read_text()
+    writer_of(folder, "change")  # e.g. a `rnnedge quantize` still running there
+    for args in (["quantize", folder, "--variants", "fp16"], ["ort", folder]):
+        r = invoke(*args)
+        assert r.exit_code == 1
+        one_line_error(r.output, f"another rnnedge run is changing {folder} now")
+    assert (folder / "manifest.json").read_text() == before and hidden(folder) == []
+    writer_of.kill()
+    assert invoke("quantize", folder, "--variants", "fp16").exit_code == 0
+    assert "fp16" in complete(folder).variants
+
+
 def test_an_out_that_appeared_meanwhile_is_kept_without_force(tmp_path):
     out = tmp_path / "model"
     tmp = files.temp_dir(out)

@@ -14,7 +14,7 @@ import onnxruntime as ort
 from rnnedge import metrics
 from rnnedge.check import read_golden
 from rnnedge.errors import RnnEdgeError
-from rnnedge.files import committed, disk_error, place
+from rnnedge.files import changing, committed, disk_error, place
 from rnnedge.manifest import MANIFEST, MODEL, Manifest
 from rnnedge.quantize import gate
 from rnnedge.quantize.fp16 import quantize_fp16
@@ -69,8 +69,13 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
     `evaluate(model) -> float` scores a loaded runtime model on a test split (the zoo passes one);
     otherwise `data` (.npz with the inputs and targets `y`) and `metric` (or the manifest's) are used.
     Without either, variants are judged on the golden outputs alone (no TensorFlow needed).
+    One run at a time changes a folder (`rnnedge.files.changing`).
     """
-    folder = Path(folder)
+    with changing(Path(folder)):
+        return _quantize_dir(Path(folder), variants, evaluate, data, metric, latency_runs, setting)
+
+
+def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, setting) -> dict:
     manifest = Manifest.load(folder)
     names = [v for v in parse_variants(variants) if v != "fp32"]
     calibration, targets = read_data(data, manifest) if data is not None else (None, None)
@@ -88,9 +93,10 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
 
     for stale in folder.glob(".quantize-*"):  # scratch of a run that was killed
         shutil.rmtree(stale, ignore_errors=True)
-    for stale in folder.glob(".*.tmp"):  # a killed run's half-written file (rnnedge.files.atomic_path)
-        if stale.is_file():
-            stale.unlink(missing_ok=True)
+    for name in (MANIFEST, "model.int8.onnx", "model.fp16.onnx"):  # a killed run's half-written file
+        for stale in folder.glob(f".{name}.*.tmp"):  # (rnnedge.files.atomic_path's name for it)
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
     try:
         scratch = tempfile.TemporaryDirectory(prefix=".quantize-", dir=folder)
     except OSError as e:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.files import committed, place
+from rnnedge.files import changing, committed, place
 from rnnedge.manifest import GOLDEN, MODEL, Manifest
 
 ORT_FILE = "model.ort"
@@ -48,9 +48,13 @@ def _golden(folder: Path) -> list[tuple[dict, dict]]:
 
 def write_ort(folder: str | os.PathLike, *, force: bool = False) -> dict:
     """Convert DIR/model.onnx to DIR/model.ort plus DIR/required_operators.config; returns the manifest entry."""
+    with changing(Path(folder)):
+        return _write_ort(Path(folder), force)
+
+
+def _write_ort(folder: Path, force: bool) -> dict:
     from rnnedge.runtime import load as runtime_load
 
-    folder = Path(folder)
     manifest = Manifest.load(folder)
     source = folder / MODEL
     if not source.is_file():
