@@ -34,12 +34,22 @@ def last_committed() -> Path | None:
     return next((p for p in reversed(_COMMITTED) if p.exists()), None)
 
 
+_DISK_WHY = {  # errno -> (what happened, what to do)
+    errno.ENOSPC: ("the disk is full", "free space or choose another folder"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free space or choose another folder"),
+    errno.EROFS: ("the file system is read-only", "choose a writable folder"),
+    errno.EACCES: ("permission denied", "choose a writable folder"),
+    errno.EPERM: ("permission denied", "choose a writable folder"),
+    errno.EEXIST: ("a part of the path is a file, not a folder", "choose another path"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another path"),
+    errno.ENAMETOOLONG: ("the name is too long", "choose a shorter one"),
+}
+
+
 def disk_error(path, e: OSError) -> RnnEdgeError:
-    """One line for an OSError while writing `path`."""
-    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
-           errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-           errno.EPERM: "permission denied"}.get(e.errno, e.strerror or type(e).__name__)
-    return RnnEdgeError(f"cannot write {path}: {why}; free space or choose a writable folder (nothing was replaced)")
+    """One line for an OSError while writing `path`: what happened and what to do."""
+    why, fix = _DISK_WHY.get(e.errno, (e.strerror or type(e).__name__, "choose another folder"))
+    return RnnEdgeError(f"cannot write {path}: {why}; {fix} (nothing was replaced)")
 
 
 def _umask() -> int:
@@ -151,31 +161,44 @@ def exchange(a: Path, b: Path) -> bool:
 # run still writing, which the next run leaves alone and refuses to race.
 
 _LOCKS: dict[Path, int] = {}
+_MADE: dict[Path, list[Path]] = {}  # temporary folder -> the folders above it that temp_dir created
 
 
 def temp_dir(out: Path, suffix: str = ".tmp") -> Path:
     """A new, locked temporary folder beside `out`, on the same file system (so it can take `out`'s
     name in one rename). Release it with `replace_dir` or `discard_dir`."""
+    made = [p for p in [out.parent, *out.parent.parents] if not p.exists()]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent))
         fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
     except OSError as e:
+        _remove_empty(made)
         raise disk_error(out, e) from None
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and ours: cannot be held by anyone else
     _LOCKS[tmp] = fd
+    _MADE[tmp] = made
     return tmp
 
 
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
 def _release(tmp: Path) -> None:
+    _MADE.pop(tmp, None)
     fd = _LOCKS.pop(tmp, None)
     if fd is not None:
         os.close(fd)  # closing the descriptor drops the lock
 
 
 def discard_dir(tmp: Path) -> None:
-    """Remove a temporary folder of this run (after a failure) and drop its lock."""
+    """Remove a temporary folder of this run (after a failure), and the folders `temp_dir` made for
+    it where they stayed empty, and drop its lock: a failed run leaves nothing behind."""
     shutil.rmtree(tmp, ignore_errors=True)
+    _remove_empty(_MADE.get(tmp, []))
     _release(tmp)
 
 

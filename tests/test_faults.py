@@ -249,6 +249,25 @@ def test_bad_manifests_are_one_line(tmp_path, change, phrase):
     assert phrase in str(e.value) and "\n" not in str(e.value)
 
 
+def test_paths_that_cannot_be_written_are_one_line_saying_why(tmp_path):
+    (tmp_path / "afile").write_text("")
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 3, 1), np.float32))
+    for out, why in ((tmp_path / "afile" / "y.npy", "a part of the path is a file, not a folder; choose another path"),
+                     (tmp_path / ("y" * 300 + ".npy"), "the name is too long; choose a shorter one")):
+        r = invoke("run", AIRLINE, "-i", x, "-o", out)
+        assert r.exit_code == 1
+        one_line_error(r.output, why, "(nothing was replaced)")
+    r = invoke("export", "zoo:airline-gru", "--out", tmp_path / "afile" / "m")  # refused before training
+    assert r.exit_code == 1
+    one_line_error(r.output, "a part of the path is a file")
+    (tmp_path / "empty.keras").write_bytes(b"")
+    r = invoke("export", tmp_path / "empty.keras", "--out", tmp_path / "new" / "deep" / "m")
+    assert r.exit_code == 1
+    one_line_error(r.output, "empty.keras")
+    assert not (tmp_path / "new").exists()  # the folders made for the export went with it
+
+
 def test_corrupt_golden_and_inputs(tmp_path):
     folder = copy_export(tmp_path / "m")
     (folder / "golden.npz").write_bytes(b"PK\x03\x04 truncated")

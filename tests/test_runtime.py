@@ -655,6 +655,7 @@ def test_bad_csv(tmp_path, gru, text, expected):
 
 def test_bad_input_files(tmp_path, gru):
     assert "does not exist" in error(read_inputs, tmp_path / "nope.npy", gru)
+    assert "is not a regular file: expected a .npy, .npz or .csv" in error(read_inputs, tmp_path, gru)
     (tmp_path / "junk.npy").write_bytes(b"not numpy at all")
     assert "not a readable .npy" in error(read_inputs, tmp_path / "junk.npy", gru)
     (tmp_path / "junk.npz").write_bytes(b"PK not a zip")

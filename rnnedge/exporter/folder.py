@@ -65,24 +65,24 @@ def export(
         raise RnnEdgeError(f"{out} already exists; pass --force to overwrite it")
     if out.exists() and not out.is_dir():
         raise RnnEdgeError(f"{out} exists and is not a folder; choose another --out")
-    model, source_name, sha256, entry = load_keras(source, unsafe=unsafe)
-    started = time.perf_counter()
-    loop_layers: list[str] = []
+    tmp = temp_dir(out)  # first: a disk that cannot take it is refused before any work, and the lock is held
     try:
-        converted = convert(model, streaming=streaming)
-        proto = converted.onnx_model
-    except UnsupportedLayerError as e:
-        if not allow_loop or isinstance(e, SpliceError):  # tf2onnx refused that layer already
-            raise
-        if streaming or _stateful_layers(model):
-            raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
-        proto, converted = _fallback(model)
-        loop_layers = _loop_layers(proto, model)
-        warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
-                      f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
+        model, source_name, sha256, entry = load_keras(source, unsafe=unsafe)
+        started = time.perf_counter()
+        loop_layers: list[str] = []
+        try:
+            converted = convert(model, streaming=streaming)
+            proto = converted.onnx_model
+        except UnsupportedLayerError as e:
+            if not allow_loop or isinstance(e, SpliceError):  # tf2onnx refused that layer already
+                raise
+            if streaming or _stateful_layers(model):
+                raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
+            proto, converted = _fallback(model)
+            loop_layers = _loop_layers(proto, model)
+            warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
+                          f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
 
-    tmp = temp_dir(out)
-    try:
         cases, converted, proto = _keras_truth(model, converted, proto, seed)
         with atomic_path(tmp / MODEL) as path:
             onnx.save(proto, str(path))

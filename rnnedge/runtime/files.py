@@ -46,7 +46,8 @@ def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndar
     data = manifest.data_inputs
     names = [t.name for t in data]
     if not path.is_file():
-        raise RnnEdgeError(f"input file {path} does not exist")
+        raise RnnEdgeError(f"input file {path} " + ("is not a regular file" if path.exists() else "does not exist")
+                           + ": expected a .npy, .npz or .csv file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if len(data) != 1:
