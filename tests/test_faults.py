@@ -36,7 +36,7 @@ AIRLINE = REPO / "exported" / "airline-gru"
 CLI = [sys.executable, "-m", "rnnedge"]  # the entry the `rnnedge` script runs (rnnedge.entry.main)
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
 SEED = 13
-EXPORT_KILLS, EXPORT_INTERRUPTS, QUANTIZE_KILLS, QUANTIZE_INTERRUPTS = 3, 1, 6, 2
+EXPORT_KILLS, EXPORT_INTERRUPTS, QUANTIZE_KILLS, QUANTIZE_INTERRUPTS = 3, 3, 6, 3
 TINY = """
 import sys, keras
 from keras import layers as L
