@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
 import sys
 import warnings
 from enum import Enum
@@ -48,6 +49,22 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool):
+    if value:
+        from rnnedge.tables import VERSION
+
+        typer.echo(f"rnnedge {VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print rnnedge's version and exit.")] = False,
+):
+    """Keras recurrent models to fused, verified ONNX: export, check, run, quantize, bench."""
+
+
 # The library's messages name Python arguments; on the command line they name flags.
 _FLAGS = (
     ("pass fallback=True to run on CPU", "pass --fallback to run on CPU", "use --provider cpu"),
@@ -81,9 +98,15 @@ def user_errors(fallback: bool = False):
         if isinstance(e, RnnEdgeError):
             typer.echo(f"error: {cli_words(str(e), fallback)}", err=True)
             raise typer.Exit(1) from None
+        if isinstance(e, OSError) and e.errno == errno.EPIPE:  # `rnnedge ... | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when stdout is flushed at exit
+            raise typer.Exit(141) from None  # as a process ended by SIGPIPE
+        if isinstance(e, MemoryError):
+            typer.echo("error: out of memory: use smaller inputs (fewer rows, or --chunk for long sequences)", err=True)
+            raise typer.Exit(1) from None
         if not isinstance(e, OSError) or e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise
-        typer.echo(f"error: {disk_error(e.filename or 'a file', e)}", err=True)
+        typer.echo(f"error: {disk_error(e.filename, e)}", err=True)
         raise typer.Exit(1) from None
     finally:
         warnings.formatwarning = shown  # a Python caller (and pytest) keeps its own format
@@ -105,6 +128,23 @@ def _tolerances(items: list[str]) -> dict:
 def _report_line(report) -> str:
     status = "PASS" if report.passed else "FAIL"
     return f"{status}: {len(report.cases)} cases on {report.provider}, worst |diff| {report.worst_abs:.2e}"
+
+
+def _outputs(folder: Path, paths, force: bool, inputs=()) -> None:
+    """Check every output file a command was asked to write before it starts (`files.output_file`):
+    never over the export's own files or the command's inputs, nothing replaced without --force."""
+    from rnnedge.files import output_file
+    from rnnedge.manifest import MANIFEST, Manifest
+
+    keep = {p: "the input file" for p in inputs if p is not None}
+    try:
+        names = [MANIFEST, *Manifest.load(folder).file_names()]
+    except RnnEdgeError:
+        names = [MANIFEST]  # the command itself says what is wrong with the folder
+    keep.update({folder / n: f"a file of the export {folder}" for n in names})
+    for path in paths:
+        if path is not None:
+            output_file(path, force=force, keep=keep)
 
 
 Metric = Enum("Metric", {name: name for name in METRICS}, type=str)  # choices from the one metrics table
@@ -258,11 +298,13 @@ def run(
     threads: Annotated[Optional[int], typer.Option(metavar="N", help="Intra-op threads (CPU).")] = None,
     fallback: Annotated[bool, typer.Option("--fallback", help="Fall back to CPU if the provider is not available.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace --output if it exists.")] = False,
 ):
     """Run an exported model on inputs from a file (numpy + onnxruntime only)."""
     with user_errors(fallback=True):
         from rnnedge.runtime import run_file
 
+        _outputs(folder, [output], force, inputs=[input])
         outputs = run_file(folder, input, output, chunk=chunk, provider=provider, threads=threads, fallback=fallback,
                            verify=not no_verify)
         for name, value in outputs.items():
@@ -293,10 +335,14 @@ def bench(
     chunks: Annotated[int, typer.Option(metavar="N", help="With --triton: requests (chunks) per sequence.")] = 8,
     seconds: Annotated[float, typer.Option(metavar="SECONDS", help="With --triton: time budget per concurrency level and candidate.")] = 20.0,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace --json, --csv or --plot files that exist.")] = False,
 ):
     """Latency percentiles and throughput, interleaved with baselines in one process."""
     with user_errors():
+        _outputs(folder, [json_out, csv_out, plot_out], force)
         if plot_out is not None:
+            if plot_out.suffix.lower() not in (".png", ".svg", ".pdf"):
+                raise RnnEdgeError(f"--plot {plot_out}: expected a .png, .svg or .pdf file name")
             preflight.require("plot", "--plot")
         if baseline:
             if source is not None and not source.startswith("zoo:"):

@@ -21,20 +21,40 @@ import sys
 from rnnedge import interrupts
 
 
+def _usage(e) -> int:
+    """click's usage error (a missing argument, a value of the wrong type, an unknown command) in
+    one line, as every other error is; with no arguments at all, the help."""
+    if type(e).__name__ == "NoArgsIsHelpError":
+        text = e.format_message()  # typer's rich help prints itself and returns ""
+        if text.strip():
+            sys.stderr.write(text + "\n")
+        return e.exit_code
+    ctx = getattr(e, "ctx", None)
+    see = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    sys.stderr.write(f"error: {' '.join(e.format_message().split()).rstrip('.')}{see}\n")
+    return e.exit_code
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, interrupts.on_sigint)
     code = 0
     try:
         from rnnedge.cli import app
 
-        app()
+        code = app(standalone_mode=False)
     except SystemExit as e:
         code = e.code
-    except BaseException:
-        if not interrupts.interrupted():
+    except BaseException as e:
+        if interrupts.interrupted():
+            code = 130
+        elif hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):
+            code = _usage(e)
+        elif type(e).__name__ == "Abort":  # end of input at a prompt
+            sys.stderr.write("error: aborted\n")
+            code = 1
+        else:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             raise
-        code = 130
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if interrupts.interrupted() and code not in (0, None):
         if not interrupts.said():
@@ -49,4 +69,4 @@ def main() -> None:
             except (OSError, ValueError):
                 pass
         os._exit(130)
-    sys.exit(code)
+    sys.exit(code if isinstance(code, int) or code is None else 1)

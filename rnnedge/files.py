@@ -47,9 +47,33 @@ _DISK_WHY = {  # errno -> (what happened, what to do)
 
 
 def disk_error(path, e: OSError) -> RnnEdgeError:
-    """One line for an OSError while writing `path`: what happened and what to do."""
+    """One line for an OSError while writing `path` (None: the standard output): what happened and
+    what to do."""
     why, fix = _DISK_WHY.get(e.errno, (e.strerror or type(e).__name__, "choose another folder"))
+    if path is None:
+        return RnnEdgeError(f"cannot write the standard output: {why}; redirect it somewhere that can take it")
     return RnnEdgeError(f"cannot write {path}: {why}; {fix} (nothing was replaced)")
+
+
+def output_file(path: str | os.PathLike, *, force: bool, keep: dict | None = None) -> Path:
+    """A file the user asked a command to write, checked before any work: refused in one line when
+    it names a folder, a device or a pipe (a rename would replace the node itself), one of `keep`
+    ({path: what it is}: the command's input, an export's own files), or an existing file without
+    `force`."""
+    path = Path(path)
+    if not str(path) or path.name in ("", ".", ".."):
+        raise RnnEdgeError(f"output {str(path)!r}: expected a file name, e.g. out.npz")
+    if not (path.exists() or path.is_symlink()):
+        return path
+    if not path.is_file():
+        raise RnnEdgeError(f"{path} is not a regular file (a folder, a device or a pipe): choose a file path to write")
+    mine = path.resolve()
+    for kept, what in (keep or {}).items():
+        if Path(kept).exists() and mine == Path(kept).resolve():
+            raise RnnEdgeError(f"{path} is {what}: choose another file to write")
+    if not force:
+        raise RnnEdgeError(f"{path} already exists: pass --force to replace it")
+    return path
 
 
 def _umask() -> int:

@@ -45,7 +45,7 @@ def test_per_output_overrides_and_the_default():
 
 
 def test_negative_tolerances_are_refused():
-    with pytest.raises(RnnEdgeError, match="tolerances must be >= 0"):
+    with pytest.raises(RnnEdgeError, match="tolerances must be finite numbers >= 0"):
         Tolerance(-1e-5, 1e-4)
 
 

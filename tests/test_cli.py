@@ -73,9 +73,13 @@ def test_existing_out_needs_force(gru_file, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     assert_user_error(invoke("export", gru_file, "--out", out), "already exists", "--force")
+    assert_user_error(invoke("export", gru_file, "--out", out, "--force"), "is not an export folder")  # not ours
     assert (out / "keep.txt").read_text() == "mine"
-    assert invoke("export", gru_file, "--out", out, "--force").exit_code == 0
-    assert not (out / "keep.txt").exists() and (out / "model.onnx").exists()
+    (out / "keep.txt").unlink()
+    assert invoke("export", gru_file, "--out", out, "--force").exit_code == 0  # an empty folder is taken
+    (out / "note.txt").write_text("added to an export")
+    assert invoke("export", gru_file, "--out", out, "--force").exit_code == 0  # an export is replaced whole
+    assert not (out / "note.txt").exists() and (out / "model.onnx").exists()
     assert no_leftovers(tmp_path)
 
 

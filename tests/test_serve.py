@@ -158,7 +158,7 @@ def test_cli_triton_writes_and_refuses_in_one_line(tmp_path):
     for args, message in [([], "already exists: pass --force"),
                           (["--force", "--name", "a/b"], "model name 'a/b'"),
                           (["--force", "--tensorrt"], "pass --gpu --backend onnxruntime with --tensorrt"),
-                          (["--force", "--instances", "0"], "instances must be a whole number >= 1")]:
+                          (["--force", "--instances", "0"], "instances must be a whole number from 1 to 1,024")]:
         r = runner.invoke(app, ["triton", str(STREAMING), "--out", str(out), "--backend", "python", "--name", "ag",
                                 *args])
         assert r.exit_code == 1 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output

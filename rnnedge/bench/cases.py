@@ -21,7 +21,7 @@ def int_list(text: str | None, option: str = "--batch") -> tuple[int, ...] | Non
     if text is None or not str(text).strip():
         return None
     try:
-        values = tuple(int(v) for v in str(text).split(",") if v.strip())
+        values = tuple(int(v) for v in str(text).split(","))  # an empty item ("1,,2") is a mistake too
     except ValueError:
         raise RnnEdgeError(f"{option} {text!r}: expected whole numbers separated by commas, e.g. 1,8,32") from None
     for v in values:

@@ -18,8 +18,8 @@ class Tolerance:
     rtol: float = RTOL
 
     def __post_init__(self):
-        if self.atol < 0 or self.rtol < 0:
-            raise RnnEdgeError(f"tolerances must be >= 0, got atol={self.atol}, rtol={self.rtol}")
+        if not (0 <= self.atol < float("inf") and 0 <= self.rtol < float("inf")):  # NaN fails too
+            raise RnnEdgeError(f"tolerances must be finite numbers >= 0, got atol={self.atol}, rtol={self.rtol}")
 
 
 @dataclass(frozen=True)

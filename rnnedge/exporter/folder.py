@@ -20,7 +20,7 @@ from rnnedge.exporter.convert.splice import SpliceError
 from rnnedge.exporter.source import load_keras, versions
 from rnnedge.exporter.truth import _keras_truth, _stateful_layers, keras_outputs, zoo_case
 from rnnedge.files import atomic_path, discard_dir, recover_dir, replace_dir, temp_dir
-from rnnedge.manifest import MODEL, Manifest, TensorSpec
+from rnnedge.manifest import MANIFEST, MODEL, Manifest, TensorSpec
 from rnnedge.quantize import parse_variants, quantize_dir
 from rnnedge.runtime import load
 from rnnedge.tables import PROVIDER_TOLERANCE
@@ -61,10 +61,13 @@ def export(
     out = Path(out)
     _refuse_out(out)
     recover_dir(out)
-    if out.exists() and not force:
-        raise RnnEdgeError(f"{out} already exists; pass --force to overwrite it")
     if out.exists() and not out.is_dir():
         raise RnnEdgeError(f"{out} exists and is not a folder; choose another --out")
+    if out.exists() and not force:
+        raise RnnEdgeError(f"{out} already exists; pass --force to overwrite it")
+    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
+        raise RnnEdgeError(f"{out} is not an export folder (no manifest.json): --force replaces only exports; "
+                           "move it away yourself, or choose another --out")
     tmp = temp_dir(out)  # first: a disk that cannot take it is refused before any work, and the lock is held
     try:
         model, source_name, sha256, entry = load_keras(source, unsafe=unsafe)

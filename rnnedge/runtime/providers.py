@@ -137,8 +137,12 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3  # errors only: no "nodes placed on CPU" chatter
     if threads is not None:
+        cores = os.cpu_count() or 1
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise RnnEdgeError(f"threads must be a whole number >= 1, got {threads!r}")
+        if threads > 4 * cores:
+            raise RnnEdgeError(f"threads {threads}: this machine has {cores} cores; expected at most {4 * cores} "
+                               "(more threads than that only slow onnxruntime down)")
         so.intra_op_num_threads = threads
     return so
 

@@ -41,6 +41,9 @@ TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYP
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
+IDLE_MAX_S = 365 * 24 * 3600
+
+
 @dataclass(frozen=True)
 class RepositoryOptions:
     """How `write_repository` serves an export.
@@ -71,12 +74,14 @@ class RepositoryOptions:
                                "(it names the repository folder and the model's URL)")
         if self.backend not in BACKENDS:
             raise RnnEdgeError(f"backend {self.backend!r}: expected one of {', '.join(BACKENDS)}")
-        for what, value, low in (("max batch", self.max_batch, 0), ("instances", self.instances, 1),
-                                 ("max sequences", self.max_sequences, 1), ("threads", self.threads, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise RnnEdgeError(f"{what} must be a whole number >= {low}, got {value!r}")
-        if not self.idle_seconds > 0:
-            raise RnnEdgeError(f"idle timeout must be > 0 seconds, got {self.idle_seconds!r}")
+        for what, value, low, high in (("max batch", self.max_batch, 0, 65536), ("instances", self.instances, 1, 1024),
+                                       ("max sequences", self.max_sequences, 1, 1_000_000),
+                                       ("threads", self.threads, 1, 1024)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise RnnEdgeError(f"{what} must be a whole number from {low} to {high:,}, got {value!r}")
+        if not (isinstance(self.idle_seconds, (int, float)) and 0.001 <= self.idle_seconds <= IDLE_MAX_S):
+            raise RnnEdgeError(f"idle timeout must be from 0.001 to {IDLE_MAX_S:,} seconds (a year), "
+                               f"got {self.idle_seconds!r}")
         if self.tensorrt and not (self.gpu and self.backend == "onnxruntime"):
             raise RnnEdgeError("TensorRT is an accelerator of the onnxruntime backend on GPU instances: "
                                "pass --gpu --backend onnxruntime with --tensorrt")
@@ -234,7 +239,7 @@ def write_repository(folder: str | os.PathLike, out: str | os.PathLike, *, name:
     """
     folder = Path(folder)
     manifest = Manifest.load(folder)
-    options = RepositoryOptions(name=name or folder.resolve().name, backend=backend, max_batch=max_batch,
+    options = RepositoryOptions(name=folder.resolve().name if name is None else name, backend=backend, max_batch=max_batch,
                                 instances=instances, gpu=gpu, tensorrt=tensorrt, idle_seconds=idle_seconds,
                                 max_sequences=max_sequences, threads=threads)
     model_file = folder / MODEL
@@ -251,6 +256,9 @@ def write_repository(folder: str | os.PathLike, out: str | os.PathLike, *, name:
     recover_dir(target, marker=CONFIG)
     if target.exists() and not force:
         raise RnnEdgeError(f"{target} already exists: pass --force to replace it, or pick another --name")
+    if target.exists() and not (target / CONFIG).is_file() and any(target.iterdir()):
+        raise RnnEdgeError(f"{target} is not a model of a Triton repository (no {CONFIG}): --force replaces only "
+                           "those; move it away yourself, or pick another --name")
     tmp = temp_dir(target)
     try:
         with atomic_path(tmp / CONFIG) as path:
