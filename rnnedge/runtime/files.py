@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,7 @@ def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndar
     .npy: one array, for a model with one data input.
     .npz: keys are input names (state inputs allowed), or arr_0, arr_1, ... for the data inputs
         in order (what `np.savez(path, a, b)` writes).
-    .csv: numbers only (a header row is skipped), for a model with one data input. For an input
+    .csv: numbers only (one header row of names is skipped; a UTF-8 BOM is ignored), for a model with one data input. For an input
         of rank 3 [batch, time, features] the table is [time, features] of one sequence (batch 1);
         for rank 2 each row is one batch entry ([batch, time] ids or [batch, features]); for rank 1
         the single column. Integer inputs need whole numbers.
@@ -112,29 +113,18 @@ def _read_npz(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
 
 
 def _read_csv(path: Path) -> np.ndarray:
+    """A table of numbers; a first row counts as a header only when every cell looks like a name,
+    so a mistyped or BOM-prefixed first number is an error, never a silently dropped row."""
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's byte-order mark
             rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise RnnEdgeError(f"{path} is not a readable CSV file ({e})") from None
+        raise RnnEdgeError(f"{path} is not a readable CSV file ({_reason(e)})") from None
     if not rows:
         raise RnnEdgeError(f"{path} is empty: expected rows of numbers")
-
-    def numbers(row):
-        return [float(c) for c in row]
-
-    table = []
-    header = None
-    for i, row in enumerate(rows):
-        try:
-            table.append(numbers(row))
-        except ValueError:
-            if i == 0:
-                header = row
-                continue
-            bad = next(c for c in row if not _is_number(c))
-            raise RnnEdgeError(f"{path} row {i + 1} holds {bad!r}, not a number: keep only the numeric feature "
-                               "columns (one header row is allowed)") from None
+    header = rows[0] if _is_header(rows[0]) else None
+    first = 1 if header is not None else 0
+    table = [_numbers(row, i + 1, path) for i, row in enumerate(rows) if i >= first]
     if not table:
         raise RnnEdgeError(f"{path} has a header but no rows of numbers")
     widths = {len(r) for r in table}
@@ -144,6 +134,26 @@ def _read_csv(path: Path) -> np.ndarray:
     if header is not None and len(header) != len(table[0]):
         raise RnnEdgeError(f"{path} has {len(header)} header names but {len(table[0])} columns of numbers")
     return np.asarray(table, dtype=np.float64)
+
+
+_NAME = re.compile(r"[A-Za-z_][\w .()/-]*")  # window, x0, Passengers, y_0, "month (1-12)"
+
+
+def _is_header(row: list[str]) -> bool:
+    """Every cell is a name (not a number such as nan/inf, which float() also reads)."""
+    return all(_NAME.fullmatch(c.strip()) and not _is_number(c) for c in row)
+
+
+def _numbers(row: list[str], line: int, path: Path) -> list[float]:
+    """One data row as floats; a cell that does not parse is named by row and column."""
+    out = []
+    for j, cell in enumerate(row):
+        try:
+            out.append(float(cell))
+        except ValueError:
+            raise RnnEdgeError(f"{path} row {line} column {j + 1} holds {cell!r}, not a number: keep only the "
+                               "numeric feature columns (one header row of names is allowed)") from None
+    return out
 
 
 def _is_number(s: str) -> bool:
