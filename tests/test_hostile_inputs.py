@@ -110,3 +110,74 @@ def test_cli_bom_csv_matches_plain_csv(tmp_path):
     assert "row 1 column 1" in cli_error("run", AIRLINE, "--input", tmp_path / "typo.csv",
                                          "--output", tmp_path / "typo.out.csv")
     assert not (tmp_path / "typo.out.csv").exists()
+
+
+# 2. quantize --data/--metric: targets that cannot be scored are refused before any work
+
+from rnnedge import metrics  # noqa: E402
+from rnnedge.manifest import Manifest  # noqa: E402
+from rnnedge.quantize.folder import quantize_dir, read_data  # noqa: E402
+
+
+def data_file(tmp_path: Path, **arrays) -> Path:
+    path = tmp_path / "d.npz"
+    np.savez(path, window=np.zeros((8, 5, 1), np.float32), **arrays)
+    return path
+
+
+@pytest.mark.parametrize("y, phrase", [
+    (np.array([0.1, np.nan, 0.3, 0, 0, 0, 0, 0]), "1 NaN or infinite value(s)"),
+    (np.full(8, np.inf), "8 NaN or infinite value(s)"),
+    (np.zeros((3,)), "targets 'y' have 3 rows but the inputs have 'window' 8"),
+    (np.array(["a"] * 8), "targets 'y' are <U1, expected real numbers"),
+    (np.array(1.0), "shape []"),
+    (np.zeros(8, complex), "expected real numbers"),
+])
+def test_read_data_refuses_targets_that_cannot_be_scored(tmp_path, y, phrase):
+    manifest = Manifest.load(AIRLINE)
+    assert phrase in one_line(read_data, data_file(tmp_path, y=y), manifest)
+
+
+def test_read_data_keeps_good_targets(tmp_path):
+    y = np.arange(8, dtype=np.float32)[:, None]
+    inputs, targets = read_data(data_file(tmp_path, y=y), Manifest.load(AIRLINE))
+    np.testing.assert_array_equal(targets, y)
+    assert inputs["window"].shape == (8, 5, 1)
+    assert read_data(data_file(tmp_path), Manifest.load(AIRLINE))[1] is None
+
+
+def test_metric_without_targets_is_refused(tmp_path):
+    folder = copy_export(tmp_path / "m")
+    before = (folder / "manifest.json").read_text()
+    message = one_line(quantize_dir, folder, "int8", data=data_file(tmp_path), metric="rmse")
+    assert "--metric rmse needs targets" in message and "has none" in message
+    assert "--metric rmse needs targets" in one_line(quantize_dir, folder, "int8", metric="rmse")
+    assert (folder / "manifest.json").read_text() == before
+
+
+@pytest.mark.parametrize("y, metric, phrase", [
+    (None, "rmse", "needs targets"),
+    (np.full(8, np.nan), "rmse", "NaN"),
+    (np.zeros(3), "rmse", "3 rows"),
+    (np.array(["cat"] * 8), "accuracy", "real numbers"),
+])
+def test_cli_quantize_bad_targets_is_one_line(tmp_path, y, metric, phrase):
+    folder = copy_export(tmp_path / "m")
+    data = data_file(tmp_path) if y is None else data_file(tmp_path, y=y)
+    assert phrase in cli_error("quantize", folder, "--variants", "int8", "--data", data, "--metric", metric)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "rmse"])
+def test_metrics_refuse_mismatched_shapes(metric):
+    assert "the output is [8, 1], the targets 'y' are [3]" in one_line(metrics.score, metric, np.zeros((8, 1)),
+                                                                        np.zeros(3))
+    assert "needs numbers" in one_line(metrics.score, metric, np.zeros((2, 1)), np.array(["a", "b"]))
+
+
+def test_metrics_still_score_real_outputs():
+    assert metrics.rmse(np.array([[1.0], [3.0]]), np.array([1.0, 1.0])) == pytest.approx(np.sqrt(2.0))
+    assert metrics.accuracy(np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), np.array([0, 1, 1])) == pytest.approx(2 / 3)
+    assert metrics.accuracy(np.array([[0.7], [0.2]]), np.array([1, 1])) == 0.5
+    assert metrics.f1(np.array([0.9, 0.1]), np.array([1, 1])) == pytest.approx(2 / 3)
+    assert "the output is [3, 2], the targets 'y' are [2]" in one_line(
+        metrics.accuracy, np.zeros((3, 2)), np.zeros(2))
