@@ -181,3 +181,67 @@ def test_metrics_still_score_real_outputs():
     assert metrics.f1(np.array([0.9, 0.1]), np.array([1, 1])) == pytest.approx(2 / 3)
     assert "the output is [3, 2], the targets 'y' are [2]" in one_line(
         metrics.accuracy, np.zeros((3, 2)), np.zeros(2))
+
+
+# 3. .npy headers that claim more than the file holds
+
+def lying_npy(path: Path, shape=(1, 10**11, 1), version=(1, 0)) -> Path:
+    with open(path, "wb") as f:
+        header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+        if version == (1, 0):
+            np.lib.format.write_array_header_1_0(f, header)
+        else:
+            np.lib.format.write_array_header_2_0(f, header)
+        f.write(b"\0" * 64)
+    return path
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_npy_with_a_lying_header_is_one_line(tmp_path, airline, version):
+    path = lying_npy(tmp_path / "huge.npy", version=version)
+    message = one_line(read_inputs, path, airline)
+    assert "huge.npy declares an array of shape [1, 100000000000, 1] float32" in message
+    assert "holds 64 bytes of data" in message and "truncated" in message
+
+
+def test_truncated_npy_is_one_line(tmp_path, airline):
+    path = tmp_path / "cut.npy"
+    np.save(path, np.ones((1, 50, 1), np.float32))
+    path.write_bytes(path.read_bytes()[:-8])
+    assert "holds 192 bytes of data" in one_line(read_inputs, path, airline)
+
+
+def test_npz_member_with_a_lying_header_is_one_line(tmp_path, airline):
+    import zipfile
+    member = lying_npy(tmp_path / "window.npy")
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z:
+        z.write(member, "window.npy")
+    message = one_line(read_inputs, tmp_path / "huge.npz", airline)
+    assert "member 'window' declares an array of shape [1, 100000000000, 1]" in message
+
+
+def test_cli_lying_npy_is_one_line(tmp_path):
+    path = lying_npy(tmp_path / "huge.npy")
+    assert "declares an array of shape [1, 100000000000, 1]" in cli_error("run", AIRLINE, "--input", path)
+
+
+def test_memory_error_names_the_file_and_shape(tmp_path, airline, monkeypatch):
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((1, 7, 1), np.float32))
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(np, "load", no_memory)
+    message = one_line(read_inputs, path, airline)
+    assert "x.npy declares an array of shape [1, 7, 1], too large for this machine's memory" in message
+
+
+def test_honest_npy_and_npz_still_load(tmp_path, airline):
+    x = np.random.default_rng(0).random((2, 6, 1), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.savez_compressed(tmp_path / "x.npz", window=x)
+    np.testing.assert_array_equal(read_inputs(tmp_path / "x.npy", airline)["window"], x)
+    np.testing.assert_array_equal(read_inputs(tmp_path / "x.npz", airline)["window"], x)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 6, 1), np.float32))
+    assert read_inputs(tmp_path / "empty.npy", airline)["window"].shape == (0, 6, 1)

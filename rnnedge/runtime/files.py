@@ -67,6 +67,9 @@ def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndar
 
 def _np_load(path: Path, kind: str):
     try:
+        if _is_npy(path):
+            with open(path, "rb") as f:
+                _check_header(f, path.stat().st_size, str(path))
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise RnnEdgeError(f"{path} is not a readable {kind} file ({_reason(e)})") from None
@@ -78,20 +81,62 @@ def _np_load(path: Path, kind: str):
     return loaded
 
 
+def _is_npy(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX
+
+
+def _check_header(f, size: int, where: str) -> tuple[int, ...]:
+    """The declared shape of the .npy in `f` (`size` bytes in all), refused in one line when its
+    data would not fit in the file: a truncated or lying header would otherwise make numpy
+    allocate what it claims (a MemoryError) or fail deep inside."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = size - f.tell()
+    if declared > held:
+        raise RnnEdgeError(f"{where} declares an array of shape {_fmt_shape(shape)} {dtype} ({declared:,} bytes) but "
+                           f"holds {max(held, 0):,} bytes of data: the file is truncated or its header is wrong; "
+                           "write it again with numpy.save")
+    return shape
+
+
 def _reason(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0][:160]
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    return _np_load(path, ".npy")
+    try:
+        return _np_load(path, ".npy")
+    except MemoryError:
+        with open(path, "rb") as f:
+            shape = _check_header(f, path.stat().st_size, str(path))
+        raise RnnEdgeError(f"{path} declares an array of shape {_fmt_shape(shape)}, too large for this machine's "
+                           "memory: pass a smaller input (or stream it with --chunk)") from None
+
+
+def _check_members(archive: zipfile.ZipFile, path: Path) -> None:
+    """Each .npy member's header against the member's own size (see _check_header)."""
+    for info in archive.infolist():
+        if info.filename.endswith(".npy"):
+            with archive.open(info) as f:
+                if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                    continue  # numpy's own load says what is wrong
+            with archive.open(info) as f:
+                _check_header(f, info.file_size, f"{path} member {info.filename[:-4]!r}")
 
 
 def _read_npz(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     with _np_load(path, ".npz") as z:
         try:
+            _check_members(z.zip, path)
             found = {k: z[k] for k in z.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise RnnEdgeError(f"{path} is not a readable .npz file ({_reason(e)})") from None
+        except MemoryError:
+            raise RnnEdgeError(f"{path} holds an array too large for this machine's memory: pass a smaller "
+                               "input (or stream it with --chunk)") from None
     data = [t.name for t in manifest.data_inputs]
     allowed = {t.name for t in manifest.inputs}
     positional = [k for k in found if k.startswith("arr_") and k not in allowed]
