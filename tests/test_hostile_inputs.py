@@ -245,3 +245,72 @@ def test_honest_npy_and_npz_still_load(tmp_path, airline):
     np.testing.assert_array_equal(read_inputs(tmp_path / "x.npz", airline)["window"], x)
     np.save(tmp_path / "empty.npy", np.zeros((0, 6, 1), np.float32))
     assert read_inputs(tmp_path / "empty.npy", airline)["window"].shape == (0, 6, 1)
+
+
+# 4. Hand-edited manifests: wrong JSON types, and a manifest that disagrees with the model file
+
+import json  # noqa: E402
+
+
+def edit_manifest(folder: Path, change) -> Path:
+    path = folder / "manifest.json"
+    d = json.loads(path.read_text())
+    change(d)
+    path.write_text(json.dumps(d))
+    return folder
+
+
+@pytest.mark.parametrize("change, phrase", [
+    (lambda d: d.update(format="2"), "'format' must be a positive integer, got '2'"),
+    (lambda d: d.update(format=True), "'format' must be a positive integer"),
+    (lambda d: d.update(format=2.0), "'format' must be a positive integer"),
+    (lambda d: d.update(streaming="yes"), "'streaming' must be true or false, got 'yes'"),
+    (lambda d: d["inputs"][0].update(dtype="float99"), "dtype 'float99' is not one of float32"),
+    (lambda d: d["outputs"][0].update(dtype=None), "dtype None"),
+    (lambda d: d["inputs"][0]["shape"].__setitem__(2, 1.0), "got 1.0"),
+    (lambda d: d["inputs"][0]["shape"].__setitem__(2, True), "got True"),
+    (lambda d: d["inputs"][0]["shape"].__setitem__(2, -1), "got -1"),
+    (lambda d: d["inputs"][0].update(pad_value="zero"), "pad_value must be a number or null, got 'zero'"),
+    (lambda d: d["inputs"][0].update(pad_value=False), "pad_value must be a number or null"),
+    (lambda d: d["inputs"].append(3), "each of 'inputs' must be an object"),
+])
+def test_manifest_json_types_are_checked(tmp_path, change, phrase):
+    folder = edit_manifest(copy_export(tmp_path / "m"), change)
+    message = one_line(load, folder, "cpu")
+    assert phrase in message and "manifest" in message and "re-export the model" in message
+    assert phrase in cli_error("check", folder)
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 1), np.float32))
+    assert phrase in cli_error("run", folder, "--input", tmp_path / "x.npy")
+
+
+@pytest.mark.parametrize("change, phrase", [
+    (lambda d: d["inputs"][0]["shape"].__setitem__(2, 2),
+     "manifest.json says input 'window' is [batch, time, 2] float32, model.onnx takes [batch, time, 1] float32: "
+     "the manifest was edited; re-export the model"),
+    (lambda d: d["inputs"][0].update(dtype="int32"), "input 'window' is [batch, time, 1] int32, model.onnx takes"),
+    (lambda d: d["inputs"][0].update(shape=["batch", "time"]), "input 'window' is [batch, time] float32"),
+    (lambda d: d["outputs"][0]["shape"].__setitem__(1, 3),
+     "output 'next_month' is [batch, 3] float32, model.onnx gives [batch, 1] float32"),
+    (lambda d: d["outputs"][0].update(dtype="bool"), "output 'next_month' is [batch, 1] bool"),
+])
+def test_manifest_that_disagrees_with_the_model_is_one_line(tmp_path, change, phrase):
+    folder = edit_manifest(copy_export(tmp_path / "m"), change)
+    assert phrase in one_line(load, folder, "cpu")
+    assert phrase in cli_error("check", folder)
+
+
+def test_named_axes_and_variants_still_load(tmp_path):
+    """Axis names are the manifest's own (not compared); fp16/int8 variants take float32 too."""
+    folder = edit_manifest(copy_export(tmp_path / "m"), lambda d: d["inputs"][0]["shape"].__setitem__(1, "steps"))
+    x = np.linspace(0, 1, 6, dtype=np.float32).reshape(1, 6, 1)
+    expected = load(AIRLINE, "cpu").run(window=x)["next_month"]
+    np.testing.assert_array_equal(load(folder, "cpu").run(window=x)["next_month"], expected)
+    for variant in ("fp16", "int8"):
+        out = load(AIRLINE, "cpu", variant=variant).run(window=x)["next_month"]
+        np.testing.assert_allclose(out, expected, atol=0.05)
+
+
+def test_every_committed_export_agrees_with_its_model():
+    for manifest in sorted((REPO / "exported").glob("*/manifest.json")):
+        model = load(manifest.parent, "cpu", verify=False)
+        assert model.session.get_inputs()[0].name == model.manifest.data_inputs[0].name
