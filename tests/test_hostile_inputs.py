@@ -3,15 +3,20 @@ never a traceback and never a silently wrong answer."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from rnnedge import metrics
 from rnnedge.cli import app
 from rnnedge.errors import RnnEdgeError
+from rnnedge.manifest import Manifest
+from rnnedge.quantize.folder import quantize_dir, read_data
 from rnnedge.runtime.files import read_inputs
 from rnnedge.runtime.model import load
 
@@ -39,7 +44,8 @@ def cli(*args):
 def cli_error(*args) -> str:
     r = cli(*args)
     assert r.exit_code == 1, r.output
-    assert "Traceback" not in r.output and r.exception is None or isinstance(r.exception, SystemExit), r.output
+    assert "Traceback" not in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]
     assert lines and lines[-1].startswith("error: "), r.output
     return lines[-1]
@@ -114,9 +120,6 @@ def test_cli_bom_csv_matches_plain_csv(tmp_path):
 
 # 2. quantize --data/--metric: targets that cannot be scored are refused before any work
 
-from rnnedge import metrics  # noqa: E402
-from rnnedge.manifest import Manifest  # noqa: E402
-from rnnedge.quantize.folder import quantize_dir, read_data  # noqa: E402
 
 
 def data_file(tmp_path: Path, **arrays) -> Path:
@@ -212,7 +215,6 @@ def test_truncated_npy_is_one_line(tmp_path, airline):
 
 
 def test_npz_member_with_a_lying_header_is_one_line(tmp_path, airline):
-    import zipfile
     member = lying_npy(tmp_path / "window.npy")
     with zipfile.ZipFile(tmp_path / "huge.npz", "w") as z:
         z.write(member, "window.npy")
@@ -249,7 +251,6 @@ def test_honest_npy_and_npz_still_load(tmp_path, airline):
 
 # 4. Hand-edited manifests: wrong JSON types, and a manifest that disagrees with the model file
 
-import json  # noqa: E402
 
 
 def edit_manifest(folder: Path, change) -> Path:
