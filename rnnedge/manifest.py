@@ -21,6 +21,7 @@ from typing import Any
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.files import digest, plain_name, write_text
+from rnnedge.tables import DTYPES
 
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
@@ -173,6 +174,7 @@ class Manifest:
                 raise ValueError(f"files[{key!r}] must be an object, got {type(entry).__name__}")
         if not isinstance(d.get("inputs"), list) or not isinstance(d.get("outputs"), list):
             raise ValueError("'inputs' and 'outputs' must be lists")
+        _check_json_types(d)
         d["inputs"] = [TensorSpec(**t) for t in d["inputs"]]
         d["outputs"] = [TensorSpec(**t) for t in d["outputs"]]
         known = {f.name for f in dataclasses.fields(cls)}
@@ -196,6 +198,39 @@ class Manifest:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as e:
             raise RnnEdgeError(f"{path} is not a valid rnnedge manifest ({e}); re-export the model") from None
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)  # JSON true is an int to Python
+
+
+def _check_json_types(d: dict[str, Any]) -> None:
+    """The JSON types the runtime relies on, checked where the file is read: a hand-edited
+    "format": "2" or a shape entry 1.0 would otherwise fail deep in the runtime (a TypeError)
+    or be accepted and silently wrong."""
+    if "format" in d and not (_is_int(d["format"]) and d["format"] >= 1):
+        raise ValueError(f"'format' must be a positive integer, got {d['format']!r}")
+    if "streaming" in d and not isinstance(d["streaming"], bool):
+        raise ValueError(f"'streaming' must be true or false, got {d['streaming']!r}")
+    for side in ("inputs", "outputs"):
+        for t in d[side]:
+            if not isinstance(t, dict):
+                raise ValueError(f"each of '{side}' must be an object, got {type(t).__name__}")
+            _check_tensor_types(t)
+
+
+def _check_tensor_types(t: dict[str, Any]) -> None:
+    name = t.get("name")
+    if t.get("dtype") not in DTYPES:
+        raise ValueError(f"tensor {name!r}: dtype {t.get('dtype')!r} is not one of {', '.join(DTYPES)}")
+    shape = t.get("shape")
+    if isinstance(shape, list):
+        bad = [x for x in shape if not (_is_int(x) and x >= 0 or isinstance(x, str) and x)]
+        if bad:
+            raise ValueError(f"tensor {name!r}: shape entries must be sizes (integers) or axis names, got {bad[0]!r}")
+    pad = t.get("pad_value")
+    if pad is not None and (isinstance(pad, bool) or not isinstance(pad, (int, float))):
+        raise ValueError(f"tensor {name!r}: pad_value must be a number or null, got {pad!r}")
 
 
 def _jsonable(x):

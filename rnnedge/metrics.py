@@ -8,9 +8,25 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.tables import METRICS
 
 
+def _checked(metric: str, output, y) -> tuple[np.ndarray, np.ndarray]:
+    """Both as numeric arrays, refused in one line when they are not numbers or not one output
+    value per target: numpy would raise its own error or, worse, broadcast to a wrong score."""
+    output, y = np.asarray(output), np.asarray(y)
+    for what, a in (("the model's output", output), ("the targets 'y'", y)):
+        if a.dtype.kind not in "biuf":
+            raise RnnEdgeError(f"metric '{metric}' needs numbers but {what} are {a.dtype}: give numeric targets 'y'")
+    classes = metric == "accuracy" and output.ndim > y.ndim and output.shape[-1] > 1
+    fits = output.shape[:-1] == y.shape if classes else output.size == y.size
+    if not fits or y.size == 0:
+        raise RnnEdgeError(f"metric '{metric}' needs one target per output value (or per row of class "
+                           f"probabilities): the output is {list(output.shape)}, the targets 'y' are "
+                           f"{list(y.shape)}; give 'y' one row per input row")
+    return output, y
+
+
 def accuracy(output: np.ndarray, y: np.ndarray) -> float:
     """Class probabilities on the last axis (argmax), or one probability per target (>= 0.5)."""
-    output, y = np.asarray(output), np.asarray(y)
+    output, y = _checked("accuracy", output, y)
     if output.ndim > y.ndim and output.shape[-1] > 1:
         return float(np.mean(np.argmax(output, axis=-1) == y))
     return float(np.mean((output.reshape(y.shape) >= 0.5) == (y >= 0.5)))
@@ -18,7 +34,7 @@ def accuracy(output: np.ndarray, y: np.ndarray) -> float:
 
 def f1(output: np.ndarray, y: np.ndarray) -> float:
     """Micro F1 of multi-label probabilities (or boolean predictions) at threshold 0.5."""
-    output, y = np.asarray(output), np.asarray(y)
+    output, y = _checked("f1", output, y)
     pred = output.reshape(y.shape) >= 0.5 if output.dtype != bool else output.reshape(y.shape)
     true = y >= 0.5
     tp = np.sum(pred & true)
@@ -27,7 +43,7 @@ def f1(output: np.ndarray, y: np.ndarray) -> float:
 
 
 def rmse(output: np.ndarray, y: np.ndarray) -> float:
-    y = np.asarray(y)
+    output, y = _checked("rmse", output, y)
     return float(np.sqrt(np.mean((np.asarray(output).reshape(y.shape).astype(np.float64) - y) ** 2)))
 
 

@@ -53,7 +53,31 @@ def read_data(path: str | Path, manifest) -> tuple[dict[str, np.ndarray], np.nda
     if missing:
         raise RnnEdgeError(f"--data {path}: no array for input(s) {', '.join(missing)}; it holds "
                            f"{', '.join(arrays) or 'nothing'} (name the arrays after the inputs, targets as 'y')")
-    return {n: arrays[n] for n in names}, arrays.get("y")
+    inputs = {n: arrays[n] for n in names}
+    return inputs, _checked_targets(path, arrays.get("y"), inputs)
+
+
+def _checked_targets(path: Path, y: np.ndarray | None, inputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Targets that can be scored: real numbers, all finite, one row per input row. Anything else
+    would end as a NaN metric in the manifest or a numpy traceback halfway through quantizing."""
+    if y is None:
+        return None
+    if y.dtype.kind not in "biuf":
+        raise RnnEdgeError(f"--data {path}: targets 'y' are {y.dtype}, expected real numbers (class ids, labels or "
+                           "values): save 'y' as a numeric array")
+    if y.ndim == 0 or y.size == 0:
+        raise RnnEdgeError(f"--data {path}: targets 'y' have shape {list(y.shape)}, expected one row per input row: "
+                           "save 'y' with the inputs' batch as its first dimension")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        bad = int(np.sum(~np.isfinite(y)))
+        raise RnnEdgeError(f"--data {path}: targets 'y' hold {bad} NaN or infinite value(s), expected finite "
+                           "numbers: drop or fix those rows")
+    batches = {n: a.shape[0] for n, a in inputs.items() if a.ndim}
+    if batches and set(batches.values()) != {y.shape[0]}:
+        found = ", ".join(f"'{n}' {b}" for n, b in batches.items())
+        raise RnnEdgeError(f"--data {path}: targets 'y' have {y.shape[0]} rows but the inputs have {found}: "
+                           "give 'y' one row per input row")
+    return y
 
 
 def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Path | None = None,
@@ -79,6 +103,9 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
     manifest = Manifest.load(folder)
     names = [v for v in parse_variants(variants) if v != "fp32"]
     calibration, targets = read_data(data, manifest) if data is not None else (None, None)
+    if metric and evaluate is None and targets is None:
+        raise RnnEdgeError(f"--metric {metric} needs targets to score: pass --data with an array 'y' beside the "
+                           "inputs" + (f" ({data} has none)" if data is not None else ""))
     metric = metric or manifest.task.get("metric")
     if evaluate is None and calibration is not None:
         load(folder, "cpu").run(**calibration)  # refuse arrays that do not fit, in one line

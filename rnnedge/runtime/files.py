@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -36,7 +37,7 @@ def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndar
     .npy: one array, for a model with one data input.
     .npz: keys are input names (state inputs allowed), or arr_0, arr_1, ... for the data inputs
         in order (what `np.savez(path, a, b)` writes).
-    .csv: numbers only (a header row is skipped), for a model with one data input. For an input
+    .csv: numbers only (one header row of names is skipped; a UTF-8 BOM is ignored), for a model with one data input. For an input
         of rank 3 [batch, time, features] the table is [time, features] of one sequence (batch 1);
         for rank 2 each row is one batch entry ([batch, time] ids or [batch, features]); for rank 1
         the single column. Integer inputs need whole numbers.
@@ -66,6 +67,9 @@ def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndar
 
 def _np_load(path: Path, kind: str):
     try:
+        if _is_npy(path):
+            with open(path, "rb") as f:
+                _check_header(f, path.stat().st_size, str(path))
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise RnnEdgeError(f"{path} is not a readable {kind} file ({_reason(e)})") from None
@@ -77,20 +81,62 @@ def _np_load(path: Path, kind: str):
     return loaded
 
 
+def _is_npy(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX
+
+
+def _check_header(f, size: int, where: str) -> tuple[int, ...]:
+    """The declared shape of the .npy in `f` (`size` bytes in all), refused in one line when its
+    data would not fit in the file: a truncated or lying header would otherwise make numpy
+    allocate what it claims (a MemoryError) or fail deep inside."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, _, dtype = read(f)
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = size - f.tell()
+    if declared > held:
+        raise RnnEdgeError(f"{where} declares an array of shape {_fmt_shape(shape)} {dtype} ({declared:,} bytes) but "
+                           f"holds {max(held, 0):,} bytes of data: the file is truncated or its header is wrong; "
+                           "write it again with numpy.save")
+    return shape
+
+
 def _reason(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0][:160]
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    return _np_load(path, ".npy")
+    try:
+        return _np_load(path, ".npy")
+    except MemoryError:
+        with open(path, "rb") as f:
+            shape = _check_header(f, path.stat().st_size, str(path))
+        raise RnnEdgeError(f"{path} declares an array of shape {_fmt_shape(shape)}, too large for this machine's "
+                           "memory: pass a smaller input (or stream it with --chunk)") from None
+
+
+def _check_members(archive: zipfile.ZipFile, path: Path) -> None:
+    """Each .npy member's header against the member's own size (see _check_header)."""
+    for info in archive.infolist():
+        if info.filename.endswith(".npy"):
+            with archive.open(info) as f:
+                if f.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+                    continue  # numpy's own load says what is wrong
+            with archive.open(info) as f:
+                _check_header(f, info.file_size, f"{path} member {info.filename[:-4]!r}")
 
 
 def _read_npz(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
     with _np_load(path, ".npz") as z:
         try:
+            _check_members(z.zip, path)
             found = {k: z[k] for k in z.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise RnnEdgeError(f"{path} is not a readable .npz file ({_reason(e)})") from None
+        except MemoryError:
+            raise RnnEdgeError(f"{path} holds an array too large for this machine's memory: pass a smaller "
+                               "input (or stream it with --chunk)") from None
     data = [t.name for t in manifest.data_inputs]
     allowed = {t.name for t in manifest.inputs}
     positional = [k for k in found if k.startswith("arr_") and k not in allowed]
@@ -112,29 +158,18 @@ def _read_npz(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
 
 
 def _read_csv(path: Path) -> np.ndarray:
+    """A table of numbers; a first row counts as a header only when every cell looks like a name,
+    so a mistyped or BOM-prefixed first number is an error, never a silently dropped row."""
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: Excel's byte-order mark
             rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise RnnEdgeError(f"{path} is not a readable CSV file ({e})") from None
+        raise RnnEdgeError(f"{path} is not a readable CSV file ({_reason(e)})") from None
     if not rows:
         raise RnnEdgeError(f"{path} is empty: expected rows of numbers")
-
-    def numbers(row):
-        return [float(c) for c in row]
-
-    table = []
-    header = None
-    for i, row in enumerate(rows):
-        try:
-            table.append(numbers(row))
-        except ValueError:
-            if i == 0:
-                header = row
-                continue
-            bad = next(c for c in row if not _is_number(c))
-            raise RnnEdgeError(f"{path} row {i + 1} holds {bad!r}, not a number: keep only the numeric feature "
-                               "columns (one header row is allowed)") from None
+    header = rows[0] if _is_header(rows[0]) else None
+    first = 1 if header is not None else 0
+    table = [_numbers(row, i + 1, path) for i, row in enumerate(rows) if i >= first]
     if not table:
         raise RnnEdgeError(f"{path} has a header but no rows of numbers")
     widths = {len(r) for r in table}
@@ -144,6 +179,26 @@ def _read_csv(path: Path) -> np.ndarray:
     if header is not None and len(header) != len(table[0]):
         raise RnnEdgeError(f"{path} has {len(header)} header names but {len(table[0])} columns of numbers")
     return np.asarray(table, dtype=np.float64)
+
+
+_NAME = re.compile(r"[A-Za-z_][\w .()/-]*")  # window, x0, Passengers, y_0, "month (1-12)"
+
+
+def _is_header(row: list[str]) -> bool:
+    """Every cell is a name (not a number such as nan/inf, which float() also reads)."""
+    return all(_NAME.fullmatch(c.strip()) and not _is_number(c) for c in row)
+
+
+def _numbers(row: list[str], line: int, path: Path) -> list[float]:
+    """One data row as floats; a cell that does not parse is named by row and column."""
+    out = []
+    for j, cell in enumerate(row):
+        try:
+            out.append(float(cell))
+        except ValueError:
+            raise RnnEdgeError(f"{path} row {line} column {j + 1} holds {cell!r}, not a number: keep only the "
+                               "numeric feature columns (one header row of names is allowed)") from None
+    return out
 
 
 def _is_number(s: str) -> bool:

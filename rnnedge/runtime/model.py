@@ -27,6 +27,7 @@ from rnnedge.runtime.inputs import (
 )
 from rnnedge.runtime.providers import TRT_SHAPES, _make_session, _provider_options, _resolve_providers, session_options
 from rnnedge.runtime.stream import Stream
+from rnnedge.tables import NUMPY_DTYPES, ORT_DTYPES
 
 
 def _model_file(folder: Path, manifest: Manifest, variant: str) -> Path:
@@ -114,6 +115,7 @@ class Model:
             raise RnnEdgeError(
                 f"{self.folder}: manifest.json lists inputs {names_in} and outputs {names_out} but the model "
                 f"file has {[i.name for i in graph_in]} and {[o.name for o in graph_out]}; re-export the model")
+        _check_against_graph(manifest, graph_in, graph_out, self.path.name)
         ort_types = {i.name: i.type for i in graph_in}
         legacy = manifest.format < 2
         self._slots = {t.name: _Slot(t, ort_types.get(t.name), legacy) for t in self.inputs}
@@ -260,3 +262,42 @@ class Model:
                         label = f" {node.name!r}" if node.name else ""
                         return f"its {node.op_type} node{label} runs {attr.s.decode()}"
         return None
+
+
+_KINDS = {"f": "float", "i": "int", "u": "int", "b": "bool"}
+
+
+def _kind(np_type) -> str | None:
+    return _KINDS.get(np.dtype(np_type).kind) if np_type is not None else None
+
+
+def _check_against_graph(manifest: Manifest, graph_in, graph_out, file: str) -> None:
+    """The manifest's data inputs/outputs against the model file's: element kind, rank and the
+    sizes both fix. A hand-edited manifest would otherwise shape inputs wrongly or pass checks
+    it should fail. Kinds, not exact types: an fp16 variant may take float16 where the manifest
+    says float32; named axes are not compared (the graph's names may differ)."""
+    for side, specs, graph, verb in (("input", manifest.data_inputs, graph_in, "takes"),
+                                     ("output", manifest.data_outputs, graph_out, "gives")):
+        by_name = {g.name: g for g in graph}
+        for spec in specs:
+            g = by_name.get(spec.name)
+            if g is not None and not _agrees(spec, g):
+                ort_type = ORT_DTYPES.get(g.type)
+                found = f"{_fmt_dims(g.shape)} {np.dtype(ort_type) if ort_type is not None else g.type}"
+                raise RnnEdgeError(f"manifest.json says {side} '{spec.name}' is {_fmt_dims(spec.shape)} {spec.dtype}, "
+                                   f"{file} {verb} {found}: the manifest was edited; re-export the model")
+
+
+def _agrees(spec: TensorSpec, g) -> bool:
+    shape = list(g.shape) if g.shape is not None else None
+    if _kind(NUMPY_DTYPES.get(spec.dtype)) != _kind(ORT_DTYPES.get(g.type)):
+        return False
+    if shape is None:
+        return True  # a graph without shape information: nothing more to compare
+    if len(shape) != len(spec.shape):
+        return False
+    return all(not (isinstance(m, int) and isinstance(d, int)) or m == d for m, d in zip(spec.shape, shape))
+
+
+def _fmt_dims(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in (shape or [])) + "]"
