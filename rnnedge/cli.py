@@ -410,6 +410,7 @@ def triton(
     idle_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="Release a sequence after this long without a request.")] = 60.0,
     max_sequences: Annotated[int, typer.Option(metavar="N", help="Python backend: sequences open at once per instance.")] = 1024,
     threads: Annotated[int, typer.Option(metavar="N", help="onnxruntime intra-op threads per instance.")] = 1,
+    queue_delay_ms: Annotated[float, typer.Option(metavar="MS", help="Wait this long for other sequences' requests to batch with the first.")] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="Replace REPO/<name> if it exists.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the copied files' sha256 against manifest.json.")] = False,
 ):
@@ -420,7 +421,7 @@ def triton(
 
         target = write_repository(folder, out, name=name, backend=backend.value, max_batch=max_batch,
                                   instances=instances, gpu=gpu, tensorrt=tensorrt, idle_seconds=idle_seconds,
-                                  max_sequences=max_sequences, threads=threads, force=force,
+                                  max_sequences=max_sequences, threads=threads, queue_delay_ms=queue_delay_ms, force=force,
                                   verify=not no_verify)
         typer.echo(f"wrote {target} ({backend.value} backend); serve it with `rnnedge serve {out}`")
 

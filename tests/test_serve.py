@@ -139,6 +139,16 @@ def test_copied_files_are_verified_and_killed_runs_leftovers_tidied(tmp_path, wr
     assert live.is_dir()
 
 
+@pytest.mark.parametrize("backend", ["python", "onnxruntime"])
+def test_the_queue_delay_reaches_the_sequence_batcher(tmp_path, backend):
+    config = tr.parse_config((tr.write_repository(STREAMING, tmp_path, backend=backend, queue_delay_ms=2.5)
+                              / "config.pbtxt").read_text())
+    strategy = config.sequence_batching.oldest if backend == "python" else config.sequence_batching.direct
+    assert strategy.max_queue_delay_microseconds == 2500
+    with pytest.raises(RnnEdgeError, match="queue delay must be from 0 to 1,000 ms"):
+        tr.write_repository(STREAMING, tmp_path / "r2", backend=backend, queue_delay_ms=-1)
+
+
 def test_a_config_triton_cannot_parse_is_our_bug_and_nothing_is_written(tmp_path, monkeypatch):
     from google.protobuf.text_format import ParseError
 
@@ -248,7 +258,9 @@ def server(tmp_path_factory):
 
     repo = tmp_path_factory.mktemp("repo")
     tr.write_repository(STREAMING, repo, backend="python", idle_seconds=IDLE_S)
-    tr.write_repository(PER_STEP, repo, backend="python", max_batch=16)
+    # requests of several sequences batched into one execute() on any machine, however loaded:
+    # the batcher waits 5 ms for others (with no delay, a fast server may take each one alone)
+    tr.write_repository(PER_STEP, repo, backend="python", max_batch=16, queue_delay_ms=5)
     tr.write_repository(STATELESS, repo, backend="python")
     with local_server(repo) as s:
         yield s

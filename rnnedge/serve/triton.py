@@ -56,6 +56,9 @@ class RepositoryOptions:
         released (its state dropped). max_sequences: sequences open at once per instance (python
         backend's `oldest` strategy; onnxruntime's `direct` strategy has max_batch slots per instance).
     threads: onnxruntime intra-op threads per instance.
+    queue_delay_ms: how long the sequence batcher waits for other sequences' requests to batch
+        with the first (max_queue_delay_microseconds): 0 answers at once; a few ms trades that
+        much latency for fuller batches under load.
     """
 
     name: str
@@ -67,6 +70,7 @@ class RepositoryOptions:
     idle_seconds: float = 60.0
     max_sequences: int = 1024
     threads: int = 1
+    queue_delay_ms: float = 0.0
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -82,6 +86,8 @@ class RepositoryOptions:
         if not (isinstance(self.idle_seconds, (int, float)) and 0.001 <= self.idle_seconds <= IDLE_MAX_S):
             raise RnnEdgeError(f"idle timeout must be from 0.001 to {IDLE_MAX_S:,} seconds (a year), "
                                f"got {self.idle_seconds!r}")
+        if not (isinstance(self.queue_delay_ms, (int, float)) and 0 <= self.queue_delay_ms <= 1000):
+            raise RnnEdgeError(f"queue delay must be from 0 to 1,000 ms, got {self.queue_delay_ms!r}")
         if self.tensorrt and not (self.gpu and self.backend == "onnxruntime"):
             raise RnnEdgeError("TensorRT is an accelerator of the onnxruntime backend on GPU instances: "
                                "pass --gpu --backend onnxruntime with --tensorrt")
@@ -154,7 +160,7 @@ def model_config(manifest: Manifest, options: RepositoryOptions) -> str:
             # oldest: requests of different sequences batched into one execute() call, up to
             # max_batch; max_sequences open at once, each bound to one instance.
             lines += [f"  oldest {{ max_candidate_sequences: {options.max_sequences} "
-                      "max_queue_delay_microseconds: 0 }", "  control_input ["]
+                      f"max_queue_delay_microseconds: {round(options.queue_delay_ms * 1000)} }}", "  control_input ["]
             controls = []
             for name, kind in CONTROLS.items():
                 value = ("data_type: TYPE_UINT64" if kind == "CONTROL_SEQUENCE_CORRID"
@@ -162,7 +168,7 @@ def model_config(manifest: Manifest, options: RepositoryOptions) -> str:
                 controls.append(f"    {{ name: {_q(name)} control [ {{ kind: {kind} {value} }} ] }}")
             lines += [",\n".join(controls), "  ]"]
         else:
-            lines += ["  direct { }", "  state ["]
+            lines += [f"  direct {{ max_queue_delay_microseconds: {round(options.queue_delay_ms * 1000)} }}", "  state ["]
             states = []
             for s_in, s_out in _state_pairs(manifest):
                 dims = _dims(s_in, batched)
@@ -230,7 +236,7 @@ def tidy_repository(repo: Path) -> None:
 def write_repository(folder: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None,
                      backend: str = "onnxruntime", max_batch: int = 32, instances: int = 1, gpu: bool = False,
                      tensorrt: bool = False, idle_seconds: float = 60.0, max_sequences: int = 1024,
-                     threads: int = 1, force: bool = False, verify: bool = True) -> Path:
+                     threads: int = 1, queue_delay_ms: float = 0.0, force: bool = False, verify: bool = True) -> Path:
     """Write REPO/<name> (default name: the export folder's name) for Triton; returns that folder.
 
     An existing REPO/<name> is replaced only with `force`, atomically (as an export folder is).
@@ -241,7 +247,7 @@ def write_repository(folder: str | os.PathLike, out: str | os.PathLike, *, name:
     manifest = Manifest.load(folder)
     options = RepositoryOptions(name=folder.resolve().name if name is None else name, backend=backend, max_batch=max_batch,
                                 instances=instances, gpu=gpu, tensorrt=tensorrt, idle_seconds=idle_seconds,
-                                max_sequences=max_sequences, threads=threads)
+                                max_sequences=max_sequences, threads=threads, queue_delay_ms=queue_delay_ms)
     model_file = folder / MODEL
     if not model_file.is_file():
         raise RnnEdgeError(f"{model_file} is missing: the export folder is incomplete; re-export the model")
