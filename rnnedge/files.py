@@ -63,7 +63,11 @@ def output_file(path: str | os.PathLike, *, force: bool, keep: dict | None = Non
     path = Path(path)
     if not str(path) or path.name in ("", ".", ".."):
         raise RnnEdgeError(f"output {str(path)!r}: expected a file name, e.g. out.npz")
-    if not (path.exists() or path.is_symlink()):
+    try:
+        there = path.exists() or path.is_symlink()
+    except OSError as e:  # a name too long, a loop of links: said as writing it would say it
+        raise disk_error(path, e) from None
+    if not there:
         return path
     if not path.is_file():
         raise RnnEdgeError(f"{path} is not a regular file (a folder, a device or a pipe): choose a file path to write")

@@ -135,3 +135,21 @@ def test_a_closed_pipe_and_a_full_standard_output(x):
                            env=ENV)
     assert r.returncode == 1
     one_line(r.stderr, "cannot write the standard output: the disk is full")
+
+
+def test_quantize_data_is_read_as_carefully_as_run_inputs(folder, tmp_path):
+    before = (folder / "manifest.json").read_text()
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"PK not a zip at all")
+    refused("quantize", folder, "--variants", "fp16", "--data", junk, phrases=["neither a .npy array nor a zip"])
+    lying = tmp_path / "lying.npy"
+    with open(lying, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (1, 10**11, 1)})
+        f.write(b"\0" * 64)
+    archive = tmp_path / "lying.npz"
+    import zipfile
+
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(lying, "window.npy")
+    refused("quantize", folder, "--variants", "fp16", "--data", archive, phrases=["declares an array of shape"])
+    assert (folder / "manifest.json").read_text() == before

@@ -20,6 +20,7 @@ from rnnedge.quantize import gate
 from rnnedge.quantize.fp16 import quantize_fp16
 from rnnedge.quantize.int8 import candidate_settings, quantize_int8, setting_named
 from rnnedge.runtime import Model, load, session_options
+from rnnedge.runtime.files import read_npz
 from rnnedge.samples import random_inputs
 from rnnedge.tables import CPU, GPU_PROVIDERS, VARIANTS
 from rnnedge.timing import measure
@@ -44,8 +45,7 @@ def read_data(path: str | Path, manifest) -> tuple[dict[str, np.ndarray], np.nda
     if not path.is_file() or path.suffix != ".npz":
         raise RnnEdgeError(f"--data {path}: expected an existing .npz file holding the model's inputs by name "
                            f"({', '.join(s.name for s in manifest.data_inputs)}) and optionally targets 'y'")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+    arrays = read_npz(path)
     names = [s.name for s in manifest.data_inputs]
     if len(names) == 1 and names[0] not in arrays and "x" in arrays:
         arrays[names[0]] = arrays.pop("x")

@@ -70,6 +70,9 @@ def _np_load(path: Path, kind: str):
         if _is_npy(path):
             with open(path, "rb") as f:
                 _check_header(f, path.stat().st_size, str(path))
+        elif not zipfile.is_zipfile(path):  # numpy would call anything else "pickled data"
+            raise RnnEdgeError(f"{path} is not a readable {kind} file (neither a .npy array nor a zip archive of "
+                               "them): write it with numpy.save or numpy.savez")
         loaded = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise RnnEdgeError(f"{path} is not a readable {kind} file ({_reason(e)})") from None
@@ -127,16 +130,23 @@ def _check_members(archive: zipfile.ZipFile, path: Path) -> None:
                 _check_header(f, info.file_size, f"{path} member {info.filename[:-4]!r}")
 
 
-def _read_npz(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Every array of a user's .npz, read safely (no pickles, each member's header checked against
+    its size first); anything unreadable is one RnnEdgeError naming the file."""
+    path = Path(path)
     with _np_load(path, ".npz") as z:
         try:
             _check_members(z.zip, path)
-            found = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
             raise RnnEdgeError(f"{path} is not a readable .npz file ({_reason(e)})") from None
         except MemoryError:
             raise RnnEdgeError(f"{path} holds an array too large for this machine's memory: pass a smaller "
                                "input (or stream it with --chunk)") from None
+
+
+def _read_npz(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
+    found = read_npz(path)
     data = [t.name for t in manifest.data_inputs]
     allowed = {t.name for t in manifest.inputs}
     positional = [k for k in found if k.startswith("arr_") and k not in allowed]
