@@ -41,7 +41,8 @@ def main() -> None:
     try:
         from rnnedge.cli import app
 
-        code = app(standalone_mode=False)
+        returned = app(standalone_mode=False)  # an exit code (typer.Exit), or a command's return value
+        code = returned if isinstance(returned, int) else 0
     except SystemExit as e:
         code = e.code
     except BaseException as e:
