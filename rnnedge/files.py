@@ -199,11 +199,10 @@ def temp_dir(out: Path, suffix: str = ".tmp") -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=suffix, dir=out.parent))
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        fd = _flock(tmp)  # new and ours: nobody else can hold it
     except OSError as e:
         _remove_empty(made)
         raise disk_error(out, e) from None
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new and ours: cannot be held by anyone else
     _LOCKS[tmp] = fd
     _MADE[tmp] = made
     return tmp
@@ -230,21 +229,30 @@ def discard_dir(tmp: Path) -> None:
     _release(tmp)
 
 
+def _flock(folder: Path) -> int | None:
+    """A descriptor of `folder` holding its exclusive lock, or None when a live run holds it
+    already. OSError when the folder cannot be opened."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _held(folder: Path) -> bool:
     """A live run holds this temporary folder's lock."""
     if folder in _LOCKS:
         return True
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = _flock(folder)
     except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
+    if fd is None:
         return True
-    finally:
-        os.close(fd)
+    os.close(fd)
+    return False
 
 
 @contextlib.contextmanager
@@ -258,15 +266,13 @@ def changing(folder: Path):
         yield
         return
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = _flock(folder)
     except OSError:
         yield  # not a folder we can open: the command's own checks say so in its words
         return
+    if fd is None:
+        raise RnnEdgeError(f"another rnnedge run is changing {folder} now; wait for it to finish")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise RnnEdgeError(f"another rnnedge run is changing {folder} now; wait for it to finish") from None
         yield
     finally:
         os.close(fd)
