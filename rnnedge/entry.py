@@ -9,16 +9,22 @@ anything heavy (the package's front door imports only `rnnedge.errors`), notes t
 handles Ctrl-C as its normal end (`rnnedge serve`) keeps its own exit. Once the command has ended,
 Ctrl-C is ignored, so it cannot turn a finished run into a traceback from interpreter shutdown.
 
+Native libraries' log lines (TensorFlow's absl and oneDNN lines on AVX-512 CPUs, onnxruntime's
+warnings) are held off the terminal for the whole command (`rnnedge.logs.hold_stderr`) and shown
+only when the command ends in an unexpected error, before its traceback.
+
 Ctrl-C in the first tens of milliseconds, while the Python interpreter itself starts (its `site`
 import, before any rnnedge code runs), is CPython's own "Fatal Python error"."""
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
 
 from rnnedge import interrupts
+from rnnedge.logs import hold_stderr
 
 
 def _usage(e) -> int:
@@ -37,6 +43,9 @@ def _usage(e) -> int:
 
 def main() -> None:
     signal.signal(signal.SIGINT, interrupts.on_sigint)
+    held = hold_stderr()
+    if held is not None:
+        faulthandler.enable(sys.stderr)  # a native crash still shows where, on the terminal
     code = 0
     try:
         from rnnedge.cli import app
@@ -53,8 +62,10 @@ def main() -> None:
         elif type(e).__name__ == "Abort":  # end of input at a prompt
             sys.stderr.write("error: aborted\n")
             code = 1
-        else:
+        else:  # a bug: what native code said may explain it
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            if held is not None:
+                held.replay()
             raise
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if interrupts.interrupted() and code not in (0, None):

@@ -1,5 +1,12 @@
 """Keeping TensorFlow's, absl's and the converters' log lines off the user's terminal while rnnedge
-drives them, without hiding a real error: what a quieted step wrote is shown when the step fails."""
+drives them, without hiding a real error: what a quieted step wrote is shown when the step fails.
+
+Native libraries write to file descriptor 2 directly, and some lines come whatever
+`TF_CPP_MIN_LOG_LEVEL` says: on CPUs with AVX-512, TensorFlow prints absl's "All log messages before
+absl::InitializeLog()" and oneDNN's "custom operations are on" at import, and oneDNN's "DT_BOOL"
+line while tracing. So the `rnnedge` command holds descriptor 2 for its whole run (`hold_stderr`):
+Python's own `sys.stderr` (rnnedge's messages, warnings, tracebacks) keeps the terminal, while what
+native code writes goes to a file, replayed only when the command ends in an unexpected error."""
 
 from __future__ import annotations
 
@@ -57,3 +64,41 @@ class quiet_native_stderr:
         finally:
             self._file.close()
         return False
+
+
+class HeldStderr:
+    """File descriptor 2 sent to a private file for the rest of the process, while `sys.stderr`
+    writes to the original terminal (a duplicate of it). `replay()` copies what native code wrote
+    (its last `keep` bytes) to the terminal, for a command that ends in an unexpected error."""
+
+    def __init__(self, keep: int = 16000):
+        self.keep = keep
+        sys.stderr.flush()
+        self.terminal = os.dup(2)
+        self._file = tempfile.TemporaryFile()
+        os.dup2(self._file.fileno(), 2)
+        os.set_inheritable(2, True)
+        # line-buffered like the stderr it replaces, on the terminal's descriptor
+        sys.stderr = os.fdopen(self.terminal, "w", buffering=1, encoding=sys.stderr.encoding,
+                               errors="backslashreplace", closefd=False)
+
+    def captured(self) -> str:
+        size = self._file.seek(0, os.SEEK_END)
+        self._file.seek(max(0, size - self.keep))
+        return self._file.read().decode(errors="replace")
+
+    def replay(self) -> None:
+        written = self.captured()
+        if written.strip():
+            sys.stderr.write(written if written.endswith("\n") else written + "\n")
+            sys.stderr.flush()
+
+
+def hold_stderr() -> HeldStderr | None:
+    """Hold descriptor 2 for the process (see `HeldStderr`); None where it cannot be done (no
+    descriptor 2, or one that cannot be duplicated): then native lines show, nothing else changes."""
+    try:
+        os.fstat(2)
+        return HeldStderr()
+    except (OSError, ValueError, AttributeError):
+        return None
