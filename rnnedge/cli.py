@@ -21,7 +21,7 @@ import typer
 from rnnedge import preflight
 from rnnedge.interrupts import interrupted, interrupted_line, said_interrupted
 from rnnedge.errors import RnnEdgeError
-from rnnedge.files import disk_error
+from rnnedge.files import disk_error, new_folder
 from rnnedge.tables import ATOL, METRICS, RTOL
 
 def _help_types():
@@ -42,6 +42,7 @@ _help_types()
 
 app = typer.Typer(
     name="rnnedge",
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="Keras recurrent models to fused, verified ONNX: export, check, run, quantize, bench.",
     no_args_is_help=True,
     add_completion=False,
@@ -147,6 +148,28 @@ def _outputs(folder: Path, paths, force: bool, inputs=()) -> None:
             output_file(path, force=force, keep=keep)
 
 
+def _sizes(ctx, param, value: Optional[str]):
+    """A LIST option of sizes ("1,8,32") checked while the command line is parsed: a mistake is a usage
+    error (exit 2), like a value of the wrong type."""
+    from rnnedge.bench.cases import int_list
+
+    option = param.opts[0]
+    try:
+        int_list(value, option)
+    except RnnEdgeError as e:
+        raise typer.BadParameter(str(e).removeprefix(f"{option} "), ctx, param) from None
+    return value
+
+
+def _positive(ctx, param, value: float) -> float:
+    """A number of seconds that must be above 0, checked while the command line is parsed (exit 2)."""
+    if not value > 0:  # nan too
+        raise typer.BadParameter(f"{value} is not above 0", ctx, param)
+    return value
+
+
+THREADS_MAX = 4 * (os.cpu_count() or 1)  # what session_options accepts
+
 Metric = Enum("Metric", {name: name for name in METRICS}, type=str)  # choices from the one metrics table
 
 
@@ -167,6 +190,7 @@ def export(
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
+        new_folder(out, force=force)  # before TensorFlow loads: an --out that would be refused anyway
         _source_ready(model, "`rnnedge export`")
         _data_ready(data)
         if "fp16" in (quantize or ""):
@@ -258,7 +282,7 @@ def _zoo_evaluator(name: str):
 @app.command()
 def check(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
-    provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: cpu, cuda, tensorrt or auto.")] = "cpu",
+    provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: auto, cpu, cuda, tensorrt.")] = "auto",
     variant: Annotated[str, typer.Option(metavar="NAME", help="Model variant: fp32, int8, fp16.")] = "fp32",
     atol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Absolute tolerance (default: the provider's).")] = None,
     rtol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Relative tolerance (default: the provider's).")] = None,
@@ -293,9 +317,9 @@ def run(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
     input: Annotated[Path, typer.Option("--input", "-i", metavar="FILE", help="Inputs: .npy (one input), .npz (by name) or .csv.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write outputs to .npz, .npy or .csv.")] = None,
-    chunk: Annotated[Optional[int], typer.Option(metavar="N", help="Stream the input in chunks of N steps, state carried.")] = None,
+    chunk: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Stream the input in chunks of N steps, state carried.")] = None,
     provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: auto, cpu, cuda, tensorrt.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(metavar="N", help="Intra-op threads (CPU).")] = None,
+    threads: Annotated[Optional[int], typer.Option(metavar="N", min=1, max=THREADS_MAX, help="Intra-op threads (CPU).")] = None,
     fallback: Annotated[bool, typer.Option("--fallback", help="Fall back to CPU if the provider is not available.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace --output if it exists.")] = False,
@@ -316,24 +340,24 @@ def run(
 def bench(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
     provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: cpu, cuda, tensorrt.")] = "cpu",
-    batch: Annotated[Optional[str], typer.Option(metavar="LIST", help="Batch sizes, e.g. 1,8,32.")] = None,
-    time_: Annotated[Optional[str], typer.Option("--time", metavar="LIST", help="Sequence lengths, e.g. 16,100,400 (steps per push with --stream).")] = None,
-    threads: Annotated[int, typer.Option(metavar="N", help="Intra-op threads.")] = 1,
+    batch: Annotated[Optional[str], typer.Option(metavar="LIST", callback=_sizes, help="Batch sizes, e.g. 1,8,32.")] = None,
+    time_: Annotated[Optional[str], typer.Option("--time", metavar="LIST", callback=_sizes, help="Sequence lengths, e.g. 16,100,400 (steps per push with --stream).")] = None,
+    threads: Annotated[int, typer.Option(metavar="N", min=1, max=THREADS_MAX, help="Intra-op threads.")] = 1,
     variants: Annotated[str, typer.Option(metavar="LIST", help="Variants to time, e.g. fp32,int8,fp16.")] = "fp32",
     stream: Annotated[bool, typer.Option("--stream", help="Per-step latency of a streaming export, against a trivial-model floor.")] = False,
     baseline: Annotated[Optional[str], typer.Option(metavar="LIST", help="Baselines: keras, tf2onnx, litert, litert-int8 (need the export extra).")] = None,
     source: Annotated[Optional[str], typer.Option(metavar="MODEL", help="The Keras model for baselines (.keras or zoo:NAME); default: the manifest's source.")] = None,
-    runs: Annotated[int, typer.Option(metavar="N", help="Timed runs per case.")] = 200,
-    warmup: Annotated[int, typer.Option(metavar="N", help="Warm-up runs dropped.")] = 20,
+    runs: Annotated[int, typer.Option(metavar="N", min=1, help="Timed runs per case.")] = 200,
+    warmup: Annotated[int, typer.Option(metavar="N", min=0, help="Warm-up runs dropped.")] = 20,
     json_out: Annotated[Optional[Path], typer.Option("--json", metavar="FILE", help="Write the rows as JSON.")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", help="Write the rows as CSV.")] = None,
     plot_out: Annotated[Optional[Path], typer.Option("--plot", metavar="PNG", help="Write a PNG: latency of every candidate against sequence length (16, 100 and 400 steps unless --time says).")] = None,
     triton: Annotated[Optional[str], typer.Option(metavar="URL", help="Load-test a local Triton server (grpc://127.0.0.1:PORT or http://...) beside the in-process runtime.")] = None,
     triton_model: Annotated[Optional[str], typer.Option(metavar="NAME", help="The model's name on the server (default: the folder's name).")] = None,
-    concurrency: Annotated[str, typer.Option(metavar="LIST", help="With --triton: concurrent sequences, e.g. 1,8,32.")] = "1,8,32",
-    sequences: Annotated[int, typer.Option(metavar="N", help="With --triton: sequences per concurrency level.")] = 64,
-    chunks: Annotated[int, typer.Option(metavar="N", help="With --triton: requests (chunks) per sequence.")] = 8,
-    seconds: Annotated[float, typer.Option(metavar="SECONDS", help="With --triton: time budget per concurrency level and candidate.")] = 20.0,
+    concurrency: Annotated[str, typer.Option(metavar="LIST", callback=_sizes, help="With --triton: concurrent sequences, e.g. 1,8,32.")] = "1,8,32",
+    sequences: Annotated[int, typer.Option(metavar="N", min=1, help="With --triton: sequences per concurrency level.")] = 64,
+    chunks: Annotated[int, typer.Option(metavar="N", min=1, help="With --triton: requests (chunks) per sequence.")] = 8,
+    seconds: Annotated[float, typer.Option(metavar="SECONDS", callback=_positive, help="With --triton: time budget per concurrency level and candidate.")] = 20.0,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace --json, --csv or --plot files that exist.")] = False,
 ):
@@ -402,15 +426,15 @@ def triton(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="REPO", help="The Triton model repository to write REPO/<name> into.")],
     name: Annotated[Optional[str], typer.Option(metavar="NAME", help="The model's name (default: the folder's name).")] = None,
-    max_batch: Annotated[int, typer.Option(metavar="N", help="Triton's max_batch_size.")] = 32,
-    instances: Annotated[int, typer.Option(metavar="N", help="Model instances.")] = 1,
+    max_batch: Annotated[int, typer.Option(metavar="N", min=0, help="Triton's max_batch_size.")] = 32,
+    instances: Annotated[int, typer.Option(metavar="N", min=1, help="Model instances.")] = 1,
     backend: Annotated[Backend, typer.Option(metavar="BACKEND", help="onnxruntime (model.onnx) or python (rnnedge's runtime in model.py).")] = Backend.onnxruntime,
     gpu: Annotated[bool, typer.Option("--gpu", help="GPU instances (KIND_GPU).")] = False,
     tensorrt: Annotated[bool, typer.Option("--tensorrt", help="With --gpu: onnxruntime's TensorRT accelerator.")] = False,
-    idle_seconds: Annotated[float, typer.Option(metavar="SECONDS", help="Release a sequence after this long without a request.")] = 60.0,
-    max_sequences: Annotated[int, typer.Option(metavar="N", help="Python backend: sequences open at once per instance.")] = 1024,
-    threads: Annotated[int, typer.Option(metavar="N", help="onnxruntime intra-op threads per instance.")] = 1,
-    queue_delay_ms: Annotated[float, typer.Option(metavar="MS", help="Wait this long for other sequences' requests to batch with the first.")] = 0.0,
+    idle_seconds: Annotated[float, typer.Option(metavar="SECONDS", callback=_positive, help="Release a sequence after this long without a request.")] = 60.0,
+    max_sequences: Annotated[int, typer.Option(metavar="N", min=1, help="Python backend: sequences open at once per instance.")] = 1024,
+    threads: Annotated[int, typer.Option(metavar="N", min=1, max=THREADS_MAX, help="onnxruntime intra-op threads per instance.")] = 1,
+    queue_delay_ms: Annotated[float, typer.Option(metavar="MS", min=0, help="Wait this long for other sequences' requests to batch with the first.")] = 0.0,
     force: Annotated[bool, typer.Option("--force", help="Replace REPO/<name> if it exists.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the copied files' sha256 against manifest.json.")] = False,
 ):
@@ -429,9 +453,9 @@ def triton(
 @app.command()
 def serve(
     repo: Annotated[Path, typer.Argument(metavar="REPO", help="A model repository written by `rnnedge triton`.")],
-    http_port: Annotated[int, typer.Option(metavar="N", help="HTTP port on 127.0.0.1.")] = 8000,
-    grpc_port: Annotated[int, typer.Option(metavar="N", help="gRPC port on 127.0.0.1.")] = 8001,
-    timeout: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds to wait for the models to be ready.")] = 60.0,
+    http_port: Annotated[int, typer.Option(metavar="N", min=1, max=65535, help="HTTP port on 127.0.0.1.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(metavar="N", min=1, max=65535, help="gRPC port on 127.0.0.1.")] = 8001,
+    timeout: Annotated[float, typer.Option(metavar="SECONDS", callback=_positive, help="Seconds to wait for the models to be ready.")] = 60.0,
 ):
     """Run the nvidia-pytriton wheel's tritonserver on REPO in the foreground (127.0.0.1 only; Ctrl-C stops it)."""
     with user_errors():

@@ -283,6 +283,23 @@ def _siblings(out: Path, suffix: str) -> list[Path]:
         if out.parent.is_dir() else []
 
 
+def new_folder(out: Path, *, force: bool, marker: str = "manifest.json", what: str = "--out") -> None:
+    """Refuse, in one line and before any work, an `out` that a run must not write: '.', '..', '/'
+    or a folder holding the current one; a file; an existing folder without `force`; with `force`,
+    a folder that is not one of ours (no `marker` file) and not empty."""
+    resolved = out.resolve()
+    if out.name in ("", ".", "..") or resolved == Path(resolved.anchor) or Path.cwd().is_relative_to(resolved):
+        raise RnnEdgeError(f"{what} {out}: expected a new folder for the export (e.g. {what} exported/model), "
+                           "not the current folder or one above it")
+    if out.exists() and not out.is_dir():
+        raise RnnEdgeError(f"{out} exists and is not a folder; choose another {what}")
+    if out.exists() and not force:
+        raise RnnEdgeError(f"{out} already exists; pass --force to overwrite it")
+    if out.exists() and not (out / marker).is_file() and any(out.iterdir()):
+        raise RnnEdgeError(f"{out} is not an export folder (no {marker}): --force replaces only exports; "
+                           f"move it away yourself, or choose another {what}")
+
+
 def recover_dir(out: Path, marker: str = "manifest.json") -> None:
     """Tidy after a run that was killed, before writing `out`: put back an export left aside by an
     interrupted two-step replacement (no RENAME_EXCHANGE), and remove the temporary and left-aside

@@ -184,6 +184,14 @@ class Manifest:
     def load(cls, folder: str | Path) -> Manifest:
         folder = Path(folder)
         path = folder / MANIFEST
+        if not folder.exists():
+            raise RnnEdgeError(f"{folder} does not exist: expected a folder written by `rnnedge export`")
+        if not folder.is_dir() and folder.suffix.lower() in (".keras", ".h5"):
+            raise RnnEdgeError(f"{folder} is a Keras model, not an export folder: export it first "
+                               f"(rnnedge export {folder} --out DIR), then pass DIR")
+        if not folder.is_dir() and folder.suffix.lower() in (".onnx", ".ort"):
+            raise RnnEdgeError(f"{folder} is a model file, not an export folder: pass the folder written by "
+                               f"`rnnedge export` that holds it and its {MANIFEST}")
         if not folder.is_dir():
             raise RnnEdgeError(
                 f"{folder} is not an export folder: expected a directory written by `rnnedge export`"

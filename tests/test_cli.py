@@ -135,7 +135,14 @@ def test_lambda_layer_needs_unsafe(tmp_path):
 
 def test_check_on_a_folder_that_is_not_an_export(tmp_path):
     assert_user_error(invoke("check", tmp_path), "manifest.json")
-    assert_user_error(invoke("check", tmp_path / "missing"), "not an export folder")
+    assert_user_error(invoke("check", tmp_path / "missing"), "missing does not exist")
+    (tmp_path / "file").write_text("not a folder")
+    assert_user_error(invoke("check", tmp_path / "file"), "not an export folder")
+
+
+def test_a_keras_file_given_to_run_or_check_is_a_model_to_export_first(gru_file, tmp_path):
+    for command in (["check", gru_file], ["run", gru_file, "--input", tmp_path / "x.npy"], ["bench", gru_file]):
+        assert_user_error(invoke(*command), "is a Keras model, not an export folder", "rnnedge export")
 
 
 def test_run_with_a_wrong_input_shape(gru_file, tmp_path):
@@ -343,3 +350,18 @@ def test_demo_says_where_everything_went_and_ends_with_the_zoo_table(tmp_path, m
     assert "…" not in text and "0.0609" in text and "14.3 KB" in text
     default = next(p for p in typer.main.get_command(cli_app).commands["demo"].params if p.name == "out").default
     assert str(default) == "demo-out"
+
+
+def test_dash_h_is_help_everywhere():
+    for args in ([], ["export"], ["check"], ["run"], ["bench"], ["quantize"]):
+        result = invoke(*args, "-h")
+        assert result.exit_code == 0 and "Usage: rnnedge" in result.output, (args, result.output)
+
+
+def test_check_and_run_default_to_the_same_provider():
+    import inspect
+
+    from rnnedge import cli
+
+    defaults = {name: inspect.signature(getattr(cli, name)).parameters["provider"].default for name in ("check", "run")}
+    assert defaults["check"] == defaults["run"] == "auto", defaults

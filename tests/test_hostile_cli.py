@@ -72,16 +72,27 @@ def test_outputs_never_replace_inputs_exports_or_special_files(folder, x, tmp_pa
     refused("bench", folder, "--runs", "2", "--plot", tmp_path / "p.txt", phrases=["expected a .png, .svg or .pdf"])
 
 
+def usage(*args, phrases=()):
+    """A usage mistake: exit 2 and one line through the `rnnedge` command's own entry."""
+    r = subprocess.run([sys.executable, "-m", "rnnedge", *map(str, args)], capture_output=True, text=True,
+                       timeout=120, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    return one_line(r.stderr, *phrases)
+
+
 def test_absurd_numbers_are_refused_in_one_line(folder, x, tmp_path):
-    refused("run", folder, "-i", x, "--threads", "99999999999", phrases=["threads 99999999999", "cores"])
-    refused("run", folder, "-i", x, "--threads", "10000", phrases=["expected at most"])  # not 10,000 threads made
-    refused("bench", folder, "--runs", "2", "--threads", "10000", phrases=["expected at most"])
-    refused("bench", folder, "--runs", "2", "--batch", "1,,2", phrases=["expected whole numbers separated by commas"])
+    usage("run", folder, "-i", x, "--threads", "99999999999", phrases=["--threads", "less than or equal to"])
+    usage("run", folder, "-i", x, "--threads", "10000", phrases=["less than or equal to"])  # not 10,000 threads made
+    usage("bench", folder, "--runs", "2", "--threads", "10000", phrases=["less than or equal to"])
+    usage("bench", folder, "--runs", "2", "--batch", "1,,2", phrases=["expected whole numbers separated by commas"])
+    usage("bench", folder, "--time", "abc", phrases=["'--time'", "expected whole numbers separated by commas"])
+    usage("run", folder, "-i", x, "--chunk", "0", phrases=["'--chunk'", "greater than or equal to 1"])
+    usage("serve", tmp_path, "--timeout", "0", phrases=["'--timeout'", "not above 0"])
     refused("check", folder, "--atol", "nan", phrases=["tolerances must be finite numbers >= 0"])
     repo = tmp_path / "repo"
     pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installed")
-    for args, phrase in ((["--threads", "99999999999"], "threads must be a whole number from 1 to 1,024"),
-                         (["--max-batch", "99999999999999"], "max batch must be a whole number from 0 to 65,536"),
+    usage("triton", folder, "--out", repo, "--threads", "99999999999", phrases=["'--threads'"])
+    for args, phrase in ((["--max-batch", "99999999999999"], "max batch must be a whole number from 0 to 65,536"),
                          (["--idle-seconds", "inf"], "idle timeout must be from 0.001"),
                          (["--idle-seconds", "1e-9"], "idle timeout must be from 0.001"),
                          (["--name", ""], "model name ''")):

@@ -36,8 +36,11 @@ def test_fields_a_newer_rnnedge_adds_are_ignored(tmp_path):
 
 
 def test_bad_folders_and_files_get_one_line(tmp_path):
-    with pytest.raises(RnnEdgeError, match="is not an export folder"):
+    with pytest.raises(RnnEdgeError, match="missing does not exist"):
         Manifest.load(tmp_path / "missing")
+    (tmp_path / "model.keras").write_bytes(b"PK")
+    with pytest.raises(RnnEdgeError, match=r"is a Keras model, not an export folder: export it first"):
+        Manifest.load(tmp_path / "model.keras")
     with pytest.raises(RnnEdgeError, match="has no manifest.json"):
         Manifest.load(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")

@@ -19,7 +19,7 @@ from rnnedge.exporter.convert.core import Converted, interface
 from rnnedge.exporter.convert.splice import SpliceError
 from rnnedge.exporter.source import load_keras, versions
 from rnnedge.exporter.truth import _keras_truth, _stateful_layers, keras_outputs, zoo_case
-from rnnedge.files import atomic_path, discard_dir, recover_dir, replace_dir, temp_dir
+from rnnedge.files import atomic_path, discard_dir, new_folder, recover_dir, replace_dir, temp_dir
 from rnnedge.manifest import MANIFEST, MODEL, Manifest, TensorSpec
 from rnnedge.quantize import parse_variants, quantize_dir
 from rnnedge.runtime import load
@@ -59,15 +59,9 @@ def export(
     """
     variants = parse_variants(quantize) if quantize else []
     out = Path(out)
-    _refuse_out(out)
+    new_folder(out, force=force, marker=MANIFEST)
     recover_dir(out)
-    if out.exists() and not out.is_dir():
-        raise RnnEdgeError(f"{out} exists and is not a folder; choose another --out")
-    if out.exists() and not force:
-        raise RnnEdgeError(f"{out} already exists; pass --force to overwrite it")
-    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
-        raise RnnEdgeError(f"{out} is not an export folder (no manifest.json): --force replaces only exports; "
-                           "move it away yourself, or choose another --out")
+    new_folder(out, force=force, marker=MANIFEST)  # recover_dir may have put back an export left aside
     tmp = temp_dir(out)  # first: a disk that cannot take it is refused before any work, and the lock is held
     try:
         model, source_name, sha256, entry = load_keras(source, unsafe=unsafe)
@@ -152,12 +146,3 @@ def _fallback(model):
     outputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
     routes = {layer.name: "tf2onnx" for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)}
     return proto, Converted(proto, inputs, outputs, {}, layers=routes)
-
-
-def _refuse_out(out: Path) -> None:
-    """--out must name a folder of its own: not '.', '..', '/', nor a folder holding the current one."""
-    resolved = out.resolve()
-    if out.name in ("", ".", "..") or resolved == Path(resolved.anchor) or Path.cwd().is_relative_to(resolved):
-        raise RnnEdgeError(f"--out {out}: expected a new folder for the export (e.g. --out exported/model), "
-                           "not the current folder or one above it")
-
