@@ -551,7 +551,7 @@ def test_variant_files(tmp_path, folders):
 
 
 def test_not_an_export_folder(tmp_path):
-    assert "not an export folder" in error(load, tmp_path / "nothing")
+    assert "nothing does not exist" in error(load, tmp_path / "nothing")
     assert "manifest.json" in error(load, tmp_path)
 
 
@@ -767,3 +767,19 @@ def test_gpu_run_and_stream_match_cpu(folders, provider):
 def test_gpu_stream_state_stays_on_device(folders):
     stream = load(folders["gru"], "cuda").stream()
     assert all(v.device_name().lower() == "cuda" for values in stream._values for v in values.values())
+
+
+def test_a_one_step_chunk_is_named_with_the_shape_the_user_passed():
+    stream = load(REPO / "exported" / "events-gru", "cpu").stream(1)
+    said = error(stream.push, np.zeros((1, 7), np.float32))
+    assert "got 7 (shape [1, 7], one step)" in said and "[1, 1, 7]" not in said, said
+    said = error(stream.push, np.zeros((2, 40), np.float32))
+    assert "batch is 2 (shape [2, 40], one step)" in said, said
+
+
+def test_chunks_on_an_export_without_states_name_the_export_folder(tmp_path):
+    folder = tmp_path / "not-streaming"
+    shutil.copytree(REPO / "exported" / "seq2seq-gru", folder)
+    model = load(folder, "cpu")
+    said = error(model.stream, 1)
+    assert f"the export {folder}" in said and "zoo:" not in said, said

@@ -168,12 +168,12 @@ def test_cli_triton_writes_and_refuses_in_one_line(tmp_path):
     for args, message in [([], "already exists: pass --force"),
                           (["--force", "--name", "a/b"], "model name 'a/b'"),
                           (["--force", "--tensorrt"], "pass --gpu --backend onnxruntime with --tensorrt"),
-                          (["--force", "--instances", "0"], "instances must be a whole number from 1 to 1,024")]:
+                          (["--force", "--instances", "1025"], "instances must be a whole number from 1 to 1,024")]:
         r = runner.invoke(app, ["triton", str(STREAMING), "--out", str(out), "--backend", "python", "--name", "ag",
                                 *args])
         assert r.exit_code == 1 and message in r.output and len(r.output.strip().splitlines()) == 1, r.output
     r = runner.invoke(app, ["triton", str(tmp_path / "nope"), "--out", str(out)])
-    assert r.exit_code == 1 and "is not an export folder" in r.output
+    assert r.exit_code == 1 and "nope does not exist" in r.output
 
 
 def test_the_serve_package_imports_no_tensorflow():
@@ -388,8 +388,9 @@ def test_bad_requests_get_tritons_clear_errors_and_the_server_keeps_serving(serv
     stream.push({"window": seq[:, :4]})
     bad = seq[:, 4:6].copy()
     bad[0, 1, 0] = np.nan
-    with pytest.raises(RnnEdgeError, match="non-finite"):
+    with pytest.raises(RnnEdgeError, match="non-finite") as refused:
         stream.push({"window": bad})
+    assert "allow_nonfinite" not in str(refused.value) and "send finite values only" in str(refused.value)
     got = stream.end({"window": seq[:, 4:]})["next_month"]
     np.testing.assert_allclose(got, local.run(seq)[0], atol=1e-5)
 

@@ -132,17 +132,22 @@ def _check_kind(slot: _Slot, a: np.ndarray, errors: list[str]) -> bool:
     return False
 
 
-def _check_shape(slot: _Slot, a: np.ndarray, axes: dict[str, tuple[int, str]], errors: list[str]) -> None:
-    """Rank, fixed dimensions, and named axes that must agree across inputs (`axes` collects them)."""
+def _check_shape(slot: _Slot, a: np.ndarray, axes: dict[str, tuple[int, str]], errors: list[str],
+                 one_step: bool = False) -> None:
+    """Rank, fixed dimensions, and named axes that must agree across inputs (`axes` collects them).
+    `one_step`: `a` is a chunk the user gave without its time axis (dimension 1, added back here):
+    messages name the shape and dimensions as the user passed them."""
     shape = a.shape
+    said = f"shape {_fmt_shape(shape[:1] + shape[2:])}, one step" if one_step else f"shape {_fmt_shape(shape)}"
     if len(shape) != slot.rank:
         errors.append(f"input '{slot.name}': expected {slot.rank} dimensions {_fmt_shape(slot.spec.shape)}, "
-                      f"got {len(shape)} (shape {_fmt_shape(shape)})")
+                      f"got {len(shape)} ({said})")
         return
     for i, d in slot.fixed:
         if shape[i] != d:
-            errors.append(f"input '{slot.name}': dimension {i} must be {d} ({_fmt_shape(slot.spec.shape)}), "
-                          f"got {shape[i]} (shape {_fmt_shape(shape)})")
+            where = f"dimension {i - 1 if one_step and i > 1 else i}"
+            errors.append(f"input '{slot.name}': {where} must be {d} ({_fmt_shape(slot.spec.shape)}), "
+                          f"got {shape[i]} ({said})")
     for i, axis in slot.named:
         n = shape[i]
         if n == 0 and (axis == BATCH or is_time_axis(axis)):
@@ -154,7 +159,7 @@ def _check_shape(slot: _Slot, a: np.ndarray, axes: dict[str, tuple[int, str]], e
             axes[axis] = (n, slot.name)
         elif seen[0] != n:
             if seen[1] == STREAM:
-                errors.append(f"input '{slot.name}': batch is {n} (shape {_fmt_shape(shape)}) but this stream was "
+                errors.append(f"input '{slot.name}': batch is {n} ({said}) but this stream was "
                               f"opened with batch={seen[0]}; push one row per stream, or open model.stream(batch={n})")
             else:
                 errors.append(f"input '{slot.name}': '{axis}' is {n} but input '{seen[1]}' has '{axis}' {seen[0]}; "
@@ -165,7 +170,11 @@ def _first_index(mask: np.ndarray) -> str:
     return _fmt_shape(int(i) for i in np.argwhere(mask)[0])
 
 
-def _check_values(slot: _Slot, a: np.ndarray, allow_nonfinite: bool, errors: list[str]) -> np.ndarray | None:
+NONFINITE_ADVICE = "clean the data or pass allow_nonfinite=True"  # what a Python caller can do
+
+
+def _check_values(slot: _Slot, a: np.ndarray, allow_nonfinite: bool, errors: list[str],
+                  nonfinite_advice: str = NONFINITE_ADVICE) -> np.ndarray | None:
     """Cast to what the graph takes and check ids and finiteness. Padded (masked) steps may be
     anywhere: the graph reproduces Keras' masking for any pattern."""
     spec = slot.spec
@@ -196,7 +205,7 @@ def _check_values(slot: _Slot, a: np.ndarray, allow_nonfinite: bool, errors: lis
             bad = ~np.isfinite(a)
             first = a[tuple(np.argwhere(bad)[0])]
             errors.append(f"input '{slot.name}': contains {first} at {_first_index(bad)} ({int(bad.sum())} "
-                          "non-finite values, float32 overflow included); clean the data or pass allow_nonfinite=True")
+                          f"non-finite values, float32 overflow included); {nonfinite_advice}")
             return None
     if slot.right_padded and a.shape[1] > 1:
         is_pad = a == spec.pad_value

@@ -14,6 +14,7 @@ import onnxruntime as ort
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import MODEL, Manifest, TensorSpec
 from rnnedge.runtime.inputs import (
+    NONFINITE_ADVICE,
     Outputs,
     _as_array,
     _check_kind,
@@ -97,6 +98,9 @@ class Model:
     session: the onnxruntime InferenceSession, for anything this class does not cover.
     """
 
+    # what a caller that meets non-finite inputs can do (a server's clients cannot pass allow_nonfinite)
+    nonfinite_advice = NONFINITE_ADVICE
+
     def __init__(self, folder: Path, manifest: Manifest, session: ort.InferenceSession, *, variant: str = "fp32",
                  path: Path | None = None):
         self.folder = Path(folder)
@@ -172,9 +176,10 @@ class Model:
         state = ", ".join(s.name for s in self._state_slots)
         return f"{data} (data)" + (f" and {state} (state, optional)" if state else "")
 
-    def _prepare(self, given: dict[str, Any], allow_nonfinite: bool, axes: dict[str, tuple[int, str]]
-                 ) -> dict[str, np.ndarray]:
-        """Shapes then values; returns arrays ready for onnxruntime. `axes` may hold pre-bound axes."""
+    def _prepare(self, given: dict[str, Any], allow_nonfinite: bool, axes: dict[str, tuple[int, str]],
+                 one_step: frozenset = frozenset()) -> dict[str, np.ndarray]:
+        """Shapes then values; returns arrays ready for onnxruntime. `axes` may hold pre-bound axes;
+        `one_step`: inputs a stream was given without their time axis (added back)."""
         errors: list[str] = []
         arrays: dict[str, np.ndarray] = {}
         for name, value in given.items():
@@ -182,13 +187,13 @@ class Model:
             a = value if type(value) is np.ndarray else _as_array(name, value, errors)
             if a is None or (a.dtype != slot.dtype and not _check_kind(slot, a, errors)):
                 continue
-            _check_shape(slot, a, axes, errors)
+            _check_shape(slot, a, axes, errors, name in one_step)
             arrays[name] = a
         if errors:
             _raise(errors)
         feeds: dict[str, np.ndarray] = {}
         for name, a in arrays.items():
-            checked = _check_values(self._slots[name], a, allow_nonfinite, errors)
+            checked = _check_values(self._slots[name], a, allow_nonfinite, errors, self.nonfinite_advice)
             if checked is not None:
                 feeds[name] = checked
         if errors:
@@ -237,9 +242,9 @@ class Model:
         """Why this model has no state to carry, as one line."""
         reason = self._recurrent_directions()
         if reason:
-            return (f"model '{self.name}' cannot stream: {reason}, which needs the whole sequence at once; "
+            return (f"the export {self.folder} cannot stream: {reason}, which needs the whole sequence at once; "
                     "only forward-direction recurrent layers can stream, use model.run on whole sequences")
-        return (f"model '{self.name}' has no state inputs: re-export it with `rnnedge export --streaming` "
+        return (f"the export {self.folder} has no state inputs: re-export it with `rnnedge export --streaming` "
                 "to stream it, or use model.run on whole sequences")
 
     def _recurrent_directions(self) -> str | None:

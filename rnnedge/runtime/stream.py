@@ -119,8 +119,8 @@ class Stream:
         else:
             given = model._gather(arrays, named, allow_state=False)
         single = False
+        expanded = set()
         if self._step_ranks:
-            expanded = 0
             for name, rank in self._step_ranks:
                 a = given[name]
                 if type(a) is not np.ndarray:
@@ -130,10 +130,10 @@ class Stream:
                         continue  # reported by the checks below
                 if a.ndim == rank - 1 and a.dtype != object:
                     given[name] = a[:, None]
-                    expanded += 1
-            single = expanded == len(self._step_ranks)
+                    expanded.add(name)
+            single = len(expanded) == len(self._step_ranks)
         allow = self.allow_nonfinite if allow_nonfinite is None else allow_nonfinite
-        feeds = model._prepare(given, allow, self._axes0.copy())
+        feeds = model._prepare(given, allow, self._axes0.copy(), frozenset(expanded))
 
         k = self._current
         io = self._bindings[k]
@@ -213,7 +213,8 @@ class Stream:
         if errors:
             _raise(errors)
         for name, a in arrays.items():
-            checked = _check_values(self.model._slots[name], a, self.allow_nonfinite, errors)
+            checked = _check_values(self.model._slots[name], a, self.allow_nonfinite, errors,
+                                    self.model.nonfinite_advice)
             if checked is not None:
                 arrays[name] = checked
         if errors:
@@ -231,7 +232,7 @@ def run_chunked(model: Model, inputs: Mapping[str, Any], chunk: int) -> tuple[Ou
         raise RnnEdgeError(f"chunk must be a whole number of steps >= 1, got {chunk!r}")
     timed = [s for s in model._data_slots if s.time_axis == 1]
     if not timed:
-        raise RnnEdgeError(f"model '{model.name}' has no input with a time axis: run it without chunk")
+        raise RnnEdgeError(f"the export {model.folder} has no input with a time axis: run it without chunk")
     state = {s.name: inputs.pop(s.name) for s in model._state_slots if s.name in inputs}
     arrays = {n: np.asarray(v) for n, v in inputs.items()}
     first = arrays[timed[0].name]

@@ -86,6 +86,7 @@ class TritonPythonModel:
                                       provider_options={"device_id": int(args["model_instance_device_id"])})
         else:
             self.model = runtime_load(folder, "cpu", threads=threads)
+        self.model.nonfinite_advice = "send finite values only (the server refuses NaN and infinity)"
         manifest = self.model.manifest
         self.data_in = [s.name for s in manifest.data_inputs]
         self.data_out = [s.name for s in manifest.data_outputs]
