@@ -175,10 +175,58 @@ def benchmarks_markdown(results) -> str:
     return "\n".join(lines) + "\n"
 
 
+class LineProgress:
+    """What `Progress` shows, as one plain line per step, for output that is not a terminal (a log,
+    CI, `make demo | tee`): rich draws nothing there until the end."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.tasks: dict[int, dict] = {}
+        self.started = time.perf_counter()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, description: str, total: int) -> int:
+        self.tasks[len(self.tasks)] = {"total": total, "done": 0}
+        return len(self.tasks) - 1
+
+    def update(self, task: int, description: str) -> None:
+        t = self.tasks[task]
+        self.console.print(f"[{t['done'] + 1}/{t['total']}] {description} "
+                           f"({time.perf_counter() - self.started:.0f} s so far)", highlight=False, markup=False)
+
+    def advance(self, task: int, n: int = 1) -> None:
+        self.tasks[task]["done"] += n
+
+    def refresh(self) -> None:
+        pass
+
+
+def summary_table(results):
+    """One row per model for the terminal: rnnedge's fp32 latency and its speed-up over each baseline
+    (the whole tables are in BENCHMARKS.md)."""
+    from rnnedge.bench.report import WholeTable
+
+    t = WholeTable("benchmark summary: rnnedge fp32 on onnxruntime CPU, 1 thread, batch 1 (p50; speed-up over each)",
+                   ("model", "time", "p50 ms", *(f"vs {b}" for b in BASELINES)), left=(0,))
+    for name, rows in results:
+        for r in rows:
+            if r.candidate == "fp32":
+                t.add_row(name, "-" if r.time is None else str(r.time), f"{r.p50_ms:.3f}",
+                          *(f"{r.ratios[b]:.1f}x" if b in r.ratios else "-" for b in BASELINES))
+    return t
+
+
 def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, console: Console | None = None,
              benchmark: bool = True) -> bool:
-    """Train, export, check and quantize every zoo model (or `names`), then benchmark them;
-    print the tables and write ZOO.md and BENCHMARKS.md; True if every parity check passes."""
+    """Train, export, check and quantize every zoo model (or `names`), then benchmark them; show
+    progress (a line per step where the output is not a terminal), write ZOO.md and BENCHMARKS.md
+    (every benchmark table), print a benchmark summary and the zoo's table; True if every parity
+    check passes."""
     from rnnedge import zoo
     from rnnedge.errors import ParityError
 
@@ -187,7 +235,8 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
     names = list(names or zoo.NAMES)
     rows, failed = [], []
     columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
+    progress = Progress(*columns, console=console) if console.is_terminal else LineProgress(console)
+    with progress:
         task = progress.add_task("zoo", total=len(names))
         for name in names:
             progress.update(task, description=f"train + export {name}")
@@ -203,14 +252,11 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
         write_text(out / "ZOO.md", "# Reference zoo, as exported by `make demo`\n\n" + markdown(rows))
         written.append(f"{out}/<model>/ ({len(rows)} export folder{'s' if len(rows) != 1 else ''})")
     if results:
-        from rnnedge import bench
-
         path = out / "BENCHMARKS.md"
         kept = keep_section(path.read_text() if path.is_file() else "", TRITON_SECTION)
         write_text(path, benchmarks_markdown(results) + kept)
-        for name, bench_rows in results:
-            console.print(bench.rich_table(bench_rows, title=f"{name}: CPU, 1 thread, batch 1"))
-        written.append(f"{out / 'BENCHMARKS.md'} (the benchmark tables above)")
+        console.print(summary_table([(n, r) for n, r in results if not n.endswith("(over lengths)")]))
+        written.append(f"{out / 'BENCHMARKS.md'} (every benchmark table: variants and baselines per model)")
         if (out / f"bench-{PLOT_MODEL}.png").exists():
             written.append(f"{out / f'bench-{PLOT_MODEL}.png'} (latency of {PLOT_MODEL} against sequence length)")
     if rows:

@@ -365,3 +365,38 @@ def test_check_and_run_default_to_the_same_provider():
 
     defaults = {name: inspect.signature(getattr(cli, name)).parameters["provider"].default for name in ("check", "run")}
     assert defaults["check"] == defaults["run"] == "auto", defaults
+
+
+def test_demo_prints_progress_lines_and_a_summary_not_every_benchmark_table(tmp_path, monkeypatch):
+    """Piped (not a terminal), the demo prints a line per step as it goes; the terminal gets one
+    summary row per model, while BENCHMARKS.md keeps every candidate's row."""
+    import io
+
+    from rich.console import Console
+
+    from rnnedge import demo
+    from rnnedge.bench.results import BenchRow
+
+    row = demo.DemoRow("airline-gru", "GRU", "rmse", 0.0609, 0.0609, 0.1291, 4.2e-7, "1 GRU", True, 14643, 0.2, 0.6,
+                       True, {})
+    monkeypatch.setattr(demo, "export_zoo_model", lambda name, out, force: row)
+    candidates = ["fp32", "int8", "fp16", "keras", "tf2onnx", "litert", "litert-int8"]
+    bench_rows = [BenchRow(c, "CPU", 1, 12, 1, 0.1 * (k + 1), 0.1 * (k + 1), 0.1 * (k + 1), 100.0, 1200.0,
+                           ratios={"keras": 40.0, "tf2onnx": 2.5} if c == "fp32" else {}) for k, c in enumerate(candidates)]
+
+    def benchmark(out, names, progress):
+        task = progress.add_task("benchmark", total=len(names))
+        for name in names:
+            progress.update(task, description=f"benchmark {name}")
+            progress.advance(task)
+        return [(name, bench_rows) for name in names]
+
+    monkeypatch.setattr(demo, "benchmark_zoo", benchmark)
+    buf = io.StringIO()
+    assert demo.run_demo(tmp_path, names=["airline-gru"], console=Console(file=buf, width=100))
+    text = buf.getvalue()
+    assert "[1/1] train + export airline-gru" in text and "[1/1] benchmark airline-gru" in text
+    assert "benchmark summary" in text and "40.0x" in text and "2.5x" in text
+    summary = text.split("benchmark summary")[1].split("wrote")[0]
+    assert [ln.split()[1] for ln in summary.splitlines() if ln.startswith("│")] == ["airline-gru"], summary  # one row
+    assert "| airline-gru | litert-int8 |" in (tmp_path / "BENCHMARKS.md").read_text()
