@@ -129,8 +129,10 @@ def test_int32_ids_cast_to_declared_int64(tokens):
 
 def test_int64_ids_cast_to_declared_int32(folders):
     m = load(folders["tokens32"], "cpu")
-    out = m.run(np.array([[1, 2, 3]], np.int64))
-    assert out["y"].shape == (1, 3, 8)
+    ids = np.array([[1, 2, 3], [4, 0, 9]])
+    out = m.run(ids.astype(np.int64))
+    assert out["y"].shape == (2, 3, 8)
+    np.testing.assert_array_equal(out["y"], m.run(ids.astype(np.int32))["y"])  # the cast keeps every id
 
 
 # ------------------------------------------------------------------------- input checks: names
@@ -255,16 +257,26 @@ def test_float64_overflow_is_nonfinite(gru):
 
 def test_allow_nonfinite(gru):
     x = seq()
-    x[0, 0, 0] = np.nan
+    clean = gru.run(x)
+    x[0, 5, 0] = np.nan
     out = gru.run(x, allow_nonfinite=True)  # reaches onnxruntime (whose GRU kernel may absorb a NaN)
     assert out["y"].shape == (2, 20, 8)
+    np.testing.assert_array_equal(out["y"][1], clean["y"][1])  # the other row is untouched
+    np.testing.assert_array_equal(out["y"][0, :5], clean["y"][0, :5])  # and the steps before the NaN
+    assert not np.array_equal(out["y"][0, 5:], clean["y"][0, 5:], equal_nan=True)  # the NaN went in
 
 
 def test_padding_anywhere_is_accepted_tokens(tokens):
     """Exports reproduce Keras' masks of any pattern in the graph (tests/test_masks.py checks the
     numbers), so the runtime no longer refuses front padding or gaps."""
-    out = tokens.run(np.array([[1, 2, 3, 4], [0, 2, 3, 0], [0, 0, 0, 0]]))
+    ids = np.array([[1, 2, 3, 4], [0, 2, 3, 0], [0, 0, 0, 0]])
+    out = tokens.run(ids)
     assert out["y"].shape[:2] == (3, 4)
+    for row in range(3):  # each row as it would run alone: accepted, and computed, not only shaped
+        alone = tokens.run(ids[row:row + 1])
+        np.testing.assert_allclose(out["y"][row], alone["y"][0], atol=1e-6)
+        np.testing.assert_allclose(out["h_out"][row], alone["h_out"][0], atol=1e-6)
+    np.testing.assert_array_equal(out["h_out"][2], 0)  # a row of padding only keeps its (zero) state
 
 
 def test_padding_anywhere_is_accepted_masked_features(folders):
@@ -272,7 +284,10 @@ def test_padding_anywhere_is_accepted_masked_features(folders):
     x = seq(batch=2, steps=5)
     x[0, :2] = 0  # front padding
     x[1, 1] = 0  # a gap
-    assert m.run(x)["y"].shape == (2, 5, 8)
+    out = m.run(x)
+    assert out["y"].shape == (2, 5, 8)
+    for row in range(2):
+        np.testing.assert_allclose(out["y"][row], m.run(x[row:row + 1])["y"][0], atol=1e-6)
 
 
 def test_format_1_exports_still_refuse_padding_before_real_steps(folders, tmp_path):
@@ -427,8 +442,9 @@ def test_stream_checks_batch_shape_and_dtype(gru, tokens):
 def test_stream_allow_nonfinite(gru):
     x = seq(batch=1, steps=2)
     x[0, 0, 0] = np.nan
-    assert gru.stream(allow_nonfinite=True).push(x)["y"].shape == (1, 2, 8)
-    assert gru.stream().push(x, allow_nonfinite=True)["y"].shape == (1, 2, 8)
+    for pushed in (gru.stream(allow_nonfinite=True).push(x), gru.stream().push(x, allow_nonfinite=True)):
+        assert pushed["y"].shape == (1, 2, 8)
+        assert not np.isfinite(pushed["y"][0, 0]).all() or not np.array_equal(pushed["y"], gru.run(np.nan_to_num(x))["y"])
 
 
 def test_stream_keeps_its_state_buffers(gru):
@@ -502,7 +518,10 @@ def test_unknown_provider_name(folders):
 
 def test_threads_checked(folders):
     assert "threads" in error(load, folders["gru"], "cpu", threads=0)
-    assert load(folders["gru"], "cpu", threads=2).run(seq())["y"].shape == (2, 20, 8)
+    x = seq()
+    two = load(folders["gru"], "cpu", threads=2).run(x)
+    assert two["y"].shape == (2, 20, 8)
+    np.testing.assert_allclose(two["y"], load(folders["gru"], "cpu", threads=1).run(x)["y"], atol=1e-6)
 
 
 def test_trt_profiles_from_manifest(folders):
