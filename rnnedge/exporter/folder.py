@@ -103,6 +103,8 @@ def export(
             fused_nodes=converted.fused_nodes,
             loop_layers=loop_layers,
             layers=converted.layers,
+            scan_nodes=converted.scan_nodes,
+            notes=converted.notes,
             streaming=any(s.role == "state" for s in converted.inputs),
             variants={"fp32": {"file": MODEL, "size": (tmp / MODEL).stat().st_size}},
         )
