@@ -41,7 +41,7 @@ class Sym:
 class GraphBuilder:
     def __init__(self, name: str, parent: GraphBuilder | None = None):
         self.name = name
-        self.parent = parent  # the graph a Scan/Loop body is nested in: it holds the body's constants
+        self.parent = parent  # the graph a Scan/Loop body is nested in
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -54,8 +54,9 @@ class GraphBuilder:
             self._used = parent._used  # names stay unique across the model: a body never shadows an outer name
 
     def body(self, name: str) -> GraphBuilder:
-        """A builder for a Scan/Loop body nested in this graph; its constants are this graph's
-        initializers, which the body reads by name."""
+        """A builder for a Scan/Loop body nested in this graph. Its names are unique across the model;
+        its constants are its own initializers, so the body reads nothing from outside but its
+        inputs (tools that rewrite the outer graph, such as quantizers, cannot break it)."""
         return GraphBuilder(name, parent=self)
 
     def fresh(self, hint: str) -> str:
@@ -72,8 +73,6 @@ class GraphBuilder:
         self._used.update(names)
 
     def const(self, value, hint: str = "const", dtype=None) -> str:
-        if self.parent is not None:
-            return self.parent.const(value, hint, dtype)
         array = np.asarray(value, dtype=dtype)
         if array.dtype == np.float64:
             array = array.astype(np.float32)
@@ -157,9 +156,10 @@ class GraphBuilder:
         return model
 
     def graph(self, inputs: list[tuple[str, str]], outputs: list[tuple[str, str]]) -> onnx.GraphProto:
-        """This builder's nodes as a body graph; `inputs` and `outputs` are (name, dtype), shapes left open."""
+        """This builder's nodes and constants as a body graph; `inputs` and `outputs` are (name, dtype),
+        shapes left open."""
         info = lambda pairs: [helper.make_tensor_value_info(n, ONNX_DTYPES[d], None) for n, d in pairs]  # noqa: E731
-        return helper.make_graph(self.nodes, self.name, info(inputs), info(outputs))
+        return helper.make_graph(self.nodes, self.name, info(inputs), info(outputs), self.initializers)
 
     # Shape helpers used by several converters.
     def dims(self, x: str, start: int, end: int) -> str:

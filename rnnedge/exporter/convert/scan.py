@@ -57,8 +57,10 @@ def _scan(ctx: Context, layer, op, cell, reverse, x_tbf, lens, h0, c0, hint, wei
     n_states = 2 if op == "LSTM" else 1
     zeros = None
     if h0 is None or (n_states == 2 and c0 is None):
-        zeros = g.op("ConstantOfShape", [g.op("Concat", [g.dims(x_tbf, 1, 2), g.const(np.array([units], np.int64))],
-                                                  axis=0)])
+        # Expand of a float initializer, not ConstantOfShape: the fp16 converter retypes initializers,
+        # not ConstantOfShape's value attribute
+        shape = g.op("Concat", [g.dims(x_tbf, 1, 2), g.const(np.array([units], np.int64))], axis=0)
+        zeros = g.op("Expand", [g.const(np.zeros((1, units), np.float32), f"{hint}/zeros"), shape])
     init = [g.squeeze(h0, [0]) if h0 else zeros] + ([g.squeeze(c0, [0]) if c0 else zeros] if n_states == 2 else [])
     scanned = [xw]
     if lens:  # valid[t, b] = t < lens[b], as [T, B, 1]
