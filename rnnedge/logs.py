@@ -34,6 +34,13 @@ def quiet_tensorflow() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _interrupted(exc_type) -> bool:
+    """Ctrl-C, whatever exception it became: the user stopped the step, nothing failed to explain."""
+    from rnnedge.interrupts import interrupted
+
+    return issubclass(exc_type, KeyboardInterrupt) or interrupted()
+
+
 class quiet_native_stderr:
     """Capture file descriptor 2 (native libraries' logging: TensorFlow, XNNPACK, grappler) for a
     block; when the block raises, what it wrote is replayed on stderr (its last `keep` bytes) before
@@ -54,7 +61,7 @@ class quiet_native_stderr:
         os.dup2(self._saved, 2)
         os.close(self._saved)
         try:
-            if exc_type is not None:
+            if exc_type is not None and not _interrupted(exc_type):
                 size = self._file.seek(0, os.SEEK_END)
                 self._file.seek(max(0, size - self.keep))
                 written = self._file.read()

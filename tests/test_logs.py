@@ -90,3 +90,10 @@ def test_an_export_in_a_terminal_shows_only_rnnedge_lines(tmp_path):
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     assert os.waitstatus_to_exitcode(status) == 0, text
     assert lines and all(ln.startswith(("wrote out:", "PASS:")) for ln in lines), text
+
+
+def test_quiet_native_stderr_replays_nothing_when_the_user_interrupts(capfd):
+    with pytest.raises(KeyboardInterrupt), quiet_native_stderr():
+        os.write(2, b"I0000 port.cc: oneDNN noise\n")
+        raise KeyboardInterrupt
+    assert "oneDNN noise" not in capfd.readouterr().err

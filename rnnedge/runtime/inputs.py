@@ -132,13 +132,26 @@ def _check_kind(slot: _Slot, a: np.ndarray, errors: list[str]) -> bool:
     return False
 
 
+class _Said:
+    """How a message names an input's shape (as the user passed it), formatted only when a message
+    is made: the checks run on every streamed chunk."""
+
+    def __init__(self, shape: tuple, one_step: bool):
+        self.shape, self.one_step = shape, one_step
+
+    def __str__(self) -> str:
+        if self.one_step:
+            return f"shape {_fmt_shape(self.shape[:1] + self.shape[2:])}, one step"
+        return f"shape {_fmt_shape(self.shape)}"
+
+
 def _check_shape(slot: _Slot, a: np.ndarray, axes: dict[str, tuple[int, str]], errors: list[str],
                  one_step: bool = False) -> None:
     """Rank, fixed dimensions, and named axes that must agree across inputs (`axes` collects them).
     `one_step`: `a` is a chunk the user gave without its time axis (dimension 1, added back here):
     messages name the shape and dimensions as the user passed them."""
     shape = a.shape
-    said = f"shape {_fmt_shape(shape[:1] + shape[2:])}, one step" if one_step else f"shape {_fmt_shape(shape)}"
+    said = _Said(shape, one_step)
     if len(shape) != slot.rank:
         errors.append(f"input '{slot.name}': expected {slot.rank} dimensions {_fmt_shape(slot.spec.shape)}, "
                       f"got {len(shape)} ({said})")
