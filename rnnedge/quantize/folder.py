@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.files import changing, committed, disk_error, place
 from rnnedge.manifest import MANIFEST, MODEL, Manifest
 from rnnedge.quantize import gate
+from rnnedge.quantize.common import DISK_ERRNOS
 from rnnedge.quantize.fp16 import quantize_fp16
 from rnnedge.quantize.int8 import candidate_settings, quantize_int8, setting_named
 from rnnedge.runtime import Model, load, session_options
@@ -134,10 +136,13 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
             settings = [setting_named(setting)] if setting else candidate_settings(fp32_model, calibrated=calibration is not None)
             for s in settings:
                 path = Path(tmp) / f"int8-{s.name}.onnx"
-                written[f"int8:{s.name}"] = (quantize_int8(folder / MODEL, path, calibration=calibration, setting=s), path)
+                with _scratch_write(folder / "model.int8.onnx"):
+                    written[f"int8:{s.name}"] = (quantize_int8(folder / MODEL, path, calibration=calibration,
+                                                               setting=s), path)
         if "fp16" in names:
             path = Path(tmp) / "fp16.onnx"
-            written["fp16"] = (quantize_fp16(folder / MODEL, path), path)
+            with _scratch_write(folder / "model.fp16.onnx"):
+                written["fp16"] = (quantize_fp16(folder / MODEL, path), path)
 
         models = {"fp32": _cpu_model(folder, manifest, folder / MODEL, "fp32")}
         models.update({k: _cpu_model(folder, manifest, p, k.split(":")[0]) for k, (_, p) in written.items()})
@@ -252,6 +257,18 @@ def _cpu_model(folder: Path, manifest, path: Path, variant: str):
 def _accuracy(model, golden, kinds) -> dict:
     pairs = [(expected, dict(model.run(**inputs))) for _, inputs, expected in golden]
     return gate.golden_gate(pairs, kinds)
+
+
+@contextmanager
+def _scratch_write(final: Path):
+    """A variant is written in the folder's scratch before it is placed: a full disk there is one
+    line naming the file it would have become (onnx.save's OSError names no file)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        raise disk_error(final, e) from None
 
 
 def _place(tmp: Path, final: Path) -> None:
