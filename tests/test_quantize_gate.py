@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
 from rnnedge.quantize import gate
 from rnnedge.quantize.folder import recommend
+
+EXPORTED = Path(__file__).resolve().parent.parent / "exported"
 
 
 def _rows(n=50, classes=4, seed=0):
@@ -129,4 +133,48 @@ def test_choose_int8_skips_slower_larger_and_failing_settings():
     assert chosen == "ok"
     chosen, why = gate.choose_int8([_candidate("x", passed=False, error=0.2), _candidate("y", passed=False, error=0.1)],
                                    fp32_size=40)
-    assert chosen == "y" and "most accurate portable" in why
+    assert chosen == "y" and "kept the most accurate" in why
+
+
+def test_choose_int8_keeps_nothing_when_no_portable_setting_is_smaller_than_fp32():
+    candidates = [_candidate("dynamic-7bit", size=45, ratio=2.0), _candidate("weight-only", size=40, error=0.001),
+                  _candidate("dynamic-8bit", portable=False, size=30)]
+    chosen, why = gate.choose_int8(candidates, fp32_size=40)
+    assert chosen is None
+    assert why.startswith("no int8 variant kept: no portable setting is smaller than fp32's 40 bytes"), why
+    assert "weight-only 40, dynamic-7bit 45" in why  # each size, smallest first; the 8-bit one never counts
+    # a failing but smaller setting is kept before a passing bigger one (its gate says FAIL)
+    chosen, why = gate.choose_int8([_candidate("big", size=50), _candidate("small", size=39, passed=False)], 40)
+    assert chosen == "small" and "most accurate" in why
+
+
+def test_an_int8_variant_no_smaller_than_fp32_is_not_kept(tmp_path):
+    """exported/cells-lstm (an LSTM of 4 and 7 units): every int8 setting's file is bigger than
+    model.onnx, so quantizing keeps no int8 variant, says why, and removes the int8 file an
+    earlier run left."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from rnnedge.cli import app
+    from rnnedge.manifest import Manifest
+
+    folder = tmp_path / "cells-lstm"
+    shutil.copytree(EXPORTED / "cells-lstm", folder)
+    m = Manifest.load(folder)
+    m.source = {"name": "tiny"}  # not the zoo's: judged on the golden outputs, no TensorFlow
+    m.save(folder)
+    assert (folder / "model.int8.onnx").stat().st_size > (folder / "model.onnx").stat().st_size  # as committed
+    result = CliRunner().invoke(app, ["quantize", str(folder), "--variants", "int8", "--explain"])
+    assert result.exit_code == 0, result.output
+    m = Manifest.load(folder)
+    fp32_size = (folder / "model.onnx").stat().st_size
+    assert "int8" not in m.variants and not (folder / "model.int8.onnx").exists()
+    candidates = m.not_kept["int8"]["candidates"]
+    assert candidates and all(c["size"] >= fp32_size and not c["smaller_than_fp32"] for c in candidates)
+    assert m.not_kept["int8"]["because"].startswith("no int8 variant kept: no portable setting is smaller than fp32")
+    lines = result.output.splitlines()
+    assert m.not_kept["int8"]["because"] in lines, result.output
+    assert "int8 settings tried (kept: none):" in lines and "not smaller than fp32" in result.output
+    assert m.recommended["CPUExecutionProvider"] == "fp32"
+    m.verify(folder, m.file_names())  # the manifest names only what the folder holds

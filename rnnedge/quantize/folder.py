@@ -188,13 +188,19 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
                                        "size_ratio": facts["size_ratio"], "error": worst,
                                        "max_abs_error": facts["max_abs_error"], "metric": facts["metric"],
                                        "latency_ms_p50": facts["latency_ms_p50"], "ratios": facts["speedup_rounds"],
-                                       "u8s8_weight_range": facts["u8s8_weight_range"], "passed": facts["gate"]["passed"]})
+                                       "u8s8_weight_range": facts["u8s8_weight_range"], "passed": facts["gate"]["passed"],
+                                       "smaller_than_fp32": facts["size"] < fp32_size})
             chosen, why = gate.choose_int8(candidates, fp32_size)
-            facts, path = written[f"int8:{chosen}"]
-            facts["candidates"], facts["chosen_because"] = candidates, why
-            _place(path, folder / "model.int8.onnx")
-            facts["file"] = "model.int8.onnx"
-            manifest.variants["int8"] = facts
+            manifest.variants.pop("int8", None)
+            manifest.not_kept.pop("int8", None)
+            if chosen is None:
+                manifest.not_kept["int8"] = {"because": why, "candidates": candidates}
+            else:
+                facts, path = written[f"int8:{chosen}"]
+                facts["candidates"], facts["chosen_because"] = candidates, why
+                _place(path, folder / "model.int8.onnx")
+                facts["file"] = "model.int8.onnx"
+                manifest.variants["int8"] = facts
         if "fp16" in names:
             facts, path = written["fp16"]
             _place(path, folder / "model.fp16.onnx")
@@ -218,6 +224,8 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
                 (folder / entry["file"]).unlink(missing_ok=True)
         raise
     committed(folder / MANIFEST)
+    if "int8" in manifest.not_kept:  # an earlier run's int8 file, which the manifest no longer names
+        (folder / "model.int8.onnx").unlink(missing_ok=True)
     return manifest.variants
 
 
