@@ -66,6 +66,58 @@ def test_sigmoid_decisions_count_each_value():
     assert result["outputs"]["s"]["decisions"] == 0.75 and not result["passed"]
 
 
+def test_the_range_is_kerass_not_the_variants():
+    """A variant that stretches its outputs by 4.1% is off by 2.05% of Keras' range (fail), but by
+    only 1.97% of its own, stretched one: the bound must come from the golden outputs."""
+    e = np.linspace(-1.0, 1.0, 101, dtype=np.float32)
+    result = gate.golden_gate([({"y": e}, {"y": e * np.float32(1.041)})], {})
+    assert result["outputs"]["y"]["range"] == pytest.approx(2.0) and result["outputs"]["y"]["limit"] == pytest.approx(0.04)
+    assert not result["passed"] and not result["outputs"]["y"]["passed"]
+
+
+def _near_ties(flipped: int, rows: int = 200):
+    """Keras' softmax rows, and a variant's, which swaps the top two classes of the first `flipped`
+    rows; there the two differ by 0.004, far within the range rule (2% of a range near 1)."""
+    probs = _rows(rows)
+    variant = probs.copy()
+    for row in range(flipped):
+        top, second = np.argsort(probs[row])[::-1][:2]
+        mid = (probs[row, top] + probs[row, second]) / 2
+        probs[row, top], probs[row, second] = mid + 0.002, mid - 0.002
+        variant[row, top], variant[row, second] = mid - 0.002, mid + 0.002
+    return probs, variant
+
+
+@pytest.mark.parametrize("flipped, passed", [(2, True), (3, False), (6, False)])
+def test_softmax_decision_rule_decides_where_the_range_rule_passes(flipped, passed):
+    probs, variant = _near_ties(flipped)
+    p = gate.golden_gate([({"p": probs}, {"p": variant})], {"p": "softmax"})["outputs"]["p"]
+    assert p["max_abs"] <= p["limit"] / 4  # the range rule passes by far: only the decisions decide
+    assert p["decisions"] == pytest.approx(1 - flipped / 200)
+    assert p["passed"] is passed  # 99% of rows (198 of 200) pass; 197 do not
+
+
+def test_sigmoid_decision_rule_decides_where_the_range_rule_passes():
+    e = np.linspace(0.0, 1.0, 201, dtype=np.float32).reshape(-1, 1)
+    a = e.copy()
+    a[(e >= 0.49) & (e <= 0.5)] += 0.011  # 0.49, 0.495, 0.5 cross 0.5: 3 of 201 values
+    s = gate.golden_gate([({"s": e}, {"s": a})], {"s": "sigmoid"})["outputs"]["s"]
+    assert s["max_abs"] <= s["limit"] and s["decisions"] == pytest.approx(198 / 201) and not s["passed"]
+
+
+def test_the_range_rule_decides_where_every_decision_agrees():
+    """Probabilities pushed away from Keras' but never across a decision: the range rule alone fails them."""
+    probs = _rows(200)
+    sharper = probs.copy()
+    sharper[np.arange(200), probs.argmax(-1)] += 0.05
+    p = gate.golden_gate([({"p": probs}, {"p": sharper})], {"p": "softmax"})["outputs"]["p"]
+    assert p["decisions"] == 1.0 and p["max_abs"] > p["limit"] and not p["passed"]
+    e = np.linspace(0.0, 1.0, 201, dtype=np.float32)
+    squeezed = 0.5 + (e - 0.5) * np.float32(0.9)  # 0.5 stays 0.5: the same side of it everywhere
+    s = gate.golden_gate([({"s": e}, {"s": squeezed})], {"s": "sigmoid"})["outputs"]["s"]
+    assert s["decisions"] == 1.0 and s["max_abs"] > s["limit"] and not s["passed"]
+
+
 def test_output_kinds_follow_reshapes_back_to_softmax_and_sigmoid():
     n = helper.make_node
     graph = helper.make_graph(
@@ -178,3 +230,28 @@ def test_an_int8_variant_no_smaller_than_fp32_is_not_kept(tmp_path):
     assert "int8 settings tried (kept: none):" in lines and "not smaller than fp32" in result.output
     assert m.recommended["CPUExecutionProvider"] == "fp32"
     m.verify(folder, m.file_names())  # the manifest names only what the folder holds
+
+
+def test_variants_off_kerass_outputs_are_recorded_failed_and_never_recommended(tmp_path):
+    """Keras' golden outputs moved by 5% of their range: every variant, run on them, is off by more
+    than the gate allows; quantize records each gate as failed, and recommends fp32 everywhere."""
+    import shutil
+
+    from rnnedge.check import read_golden, write_golden
+    from rnnedge.manifest import Manifest
+    from rnnedge.quantize import quantize_dir
+
+    folder = tmp_path / "airline-gru"
+    shutil.copytree(EXPORTED / "airline-gru", folder)
+    cases = read_golden(folder)
+    span = {k: float(np.ptp(np.concatenate([c[2][k].ravel() for c in cases]))) for k in cases[0][2]}
+    write_golden(folder, [(name, inputs, {k: v + np.float32(0.05 * span[k]) for k, v in expected.items()})
+                          for name, inputs, expected in cases])
+    m = Manifest.load(folder)
+    m.source = {"name": "moved"}  # not the zoo's: judged on the golden outputs alone
+    m.save(folder)
+    variants = quantize_dir(folder, ["int8", "fp16"], latency_runs=5)
+    for name in ("int8", "fp16"):
+        g = variants[name]["gate"]
+        assert g["by"] == "golden outputs" and not g["golden"]["passed"] and g["passed"] is False, g
+    assert set(Manifest.load(folder).recommended.values()) == {"fp32"}
