@@ -111,10 +111,15 @@ def room_for(folder: Path, size: int) -> None:
 
     onnx's shape inference, which onnxruntime's quantizer runs on a file beside its input, does
     not check its write: on a full disk the file comes out cut short, and the quantizer reads
-    back a DecodeError or, cut where a field ends, a model with parts missing."""
+    back a DecodeError or, cut where a field ends, a model with parts missing; onnxruntime says
+    a failed write of an optimized model as INVALID_PROTOBUF."""
     fd, name = tempfile.mkstemp(dir=folder)
     try:
         os.posix_fallocate(fd, 0, max(size, 1))
+    except OSError as e:
+        if e.errno in DISK_ERRNOS:
+            raise
+        # a file system that cannot reserve (EINVAL, EOPNOTSUPP): nothing to tell in advance
     finally:
         os.close(fd)
         os.unlink(name)
