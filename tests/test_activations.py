@@ -223,3 +223,22 @@ def test_gelu_forced_through_the_fallback_is_one_line(tmp_path, monkeypatch):
         with pytest.raises(RnnEdgeError) as err:
             export(model, tmp_path / "o", allow_loop=True)
     assert_one_line(str(err.value), "layer 'odd' (GRU)", "op Erfc")
+
+
+def test_a_scan_model_quantizes(tmp_path):
+    """int8 quantizes the MatMuls around the Scan (its body stays float32), fp16 keeps the Scan float32
+    behind Casts; the accuracy gate judges both against Keras' golden outputs."""
+    keras.utils.set_random_seed(0)
+    x = seq_input()
+    model = functional(x, L.Dense(3)(L.GRU(6, activation="gelu", return_sequences=True, name="rec")(x)), "m")
+    result = export(model, tmp_path / "o", quantize="int8,fp16")
+    variants = result.manifest.variants
+    for name in ("int8", "fp16"):
+        assert variants[name]["gate"]["passed"], variants[name]
+        in_file = collections.Counter(n.op_type for n in onnx.load(tmp_path / "o" / variants[name]["file"]).graph.node)
+        assert in_file["Scan"] == 1, in_file
+        assert any("Scan" in note for note in variants[name]["notes"]), variants[name]["notes"]
+    for name in ("int8", "fp16"):  # onnxruntime's full optimisation level (where a float16 Transpose crashed it)
+        x = np.random.default_rng(0).normal(size=(2, 9, 5)).astype(np.float32)
+        got = rnnedge.load(tmp_path / "o", "cpu", variant=name).run(x).data[0]
+        np.testing.assert_allclose(got, np.asarray(model(x)), atol=0.05)
