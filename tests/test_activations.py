@@ -242,3 +242,13 @@ def test_a_scan_model_quantizes(tmp_path):
         x = np.random.default_rng(0).normal(size=(2, 9, 5)).astype(np.float32)
         got = rnnedge.load(tmp_path / "o", "cpu", variant=name).run(x).data[0]
         np.testing.assert_allclose(got, np.asarray(model(x)), atol=0.05)
+
+
+@pytest.mark.parametrize("setting, says", [("bidirectional-sum-last", "Scan node 'rec/GRU_bw/Scan' runs reverse"),
+                                           ("backwards-last", "Scan node 'rec/GRU/Scan' runs reverse")])
+def test_a_scan_model_that_cannot_stream_says_why(setting, says, tmp_path):
+    keras.utils.set_random_seed(0)
+    export(build(setting, L.GRU, "GRU"), tmp_path / "o")
+    with pytest.raises(RnnEdgeError, match="cannot stream") as err:
+        rnnedge.load(tmp_path / "o", "cpu").stream(batch=1)
+    assert says in str(err.value)
