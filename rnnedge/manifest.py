@@ -167,7 +167,7 @@ class Manifest:
         if not isinstance(d, dict):
             raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         d = dict(d)
-        for key in ("variants", "files", "parity", "recommended", "source", "task"):
+        for key in ("variants", "files", "parity", "recommended", "source", "task", "scan_nodes", "notes"):
             if not isinstance(d.get(key, {}), dict):
                 raise ValueError(f"'{key}' must be an object, got {type(d[key]).__name__}")
         for key, entry in d.get("variants", {}).items():
