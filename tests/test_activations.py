@@ -99,10 +99,11 @@ def test_large_softplus_inputs_stay_finite(tmp_path):
 
 # ------------------------------------------------------------- a Scan layer in every setting
 
-def build(name: str, Layer, op: str):
-    """Models for the options the fused path supports, with a Scan layer (gelu) instead."""
+def build(name: str, cell: str):
+    """Models for the options the fused path supports, with a Scan layer (gelu) of `cell` (a key of LAYERS)."""
+    Layer, kw, op = LAYERS[cell]
+    kw = {**kw, "activation": "gelu"}
     n_states = 2 if op == "LSTM" else 1
-    kw = {"activation": "gelu"}
     if name == "masking-sequences-state":  # a Masking layer: padded rows of every kind in the parity cases
         return sequential([seq_input(), L.Masking(0.0), Layer(4, return_sequences=True, return_state=True, name="rec",
                                                              **kw)], "s")
@@ -119,6 +120,10 @@ def build(name: str, Layer, op: str):
     if name == "initial-state":
         return functional([x := seq_input(), *(s := [keras.Input((4,), name=f"s{i}") for i in range(n_states)])],
                           Layer(4, return_sequences=True, return_state=True, name="rec", **kw)(x, initial_state=s), "m")
+    if name == "rnn-cell":
+        Cell = {L.LSTM: L.LSTMCell, L.GRU: L.GRUCell, L.SimpleRNN: L.SimpleRNNCell}[Layer]
+        return functional(x := seq_input(), L.RNN(Cell(4, **kw), return_sequences=True, return_state=True,
+                                                  name="rec")(x), "m")
     if name == "stateful":
         return functional(x := seq_input(batch=2), Layer(4, stateful=True, return_sequences=True, name="rec", **kw)(x),
                           "m")
@@ -126,15 +131,15 @@ def build(name: str, Layer, op: str):
 
 
 SETTINGS = ("masking-sequences-state", "embedding-mask-backwards", "backwards-last", "bidirectional-masked",
-            "bidirectional-sum-last", "initial-state", "stateful")
+            "bidirectional-sum-last", "initial-state", "rnn-cell", "stateful")
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
+@pytest.mark.parametrize("cell", list(LAYERS))
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_scan_layer_matches_keras(setting, cell, tmp_path):
-    Layer, _, op = LAYERS[cell]
+    op = LAYERS[cell][2]
     keras.utils.set_random_seed(0)
-    model = build(setting, Layer, op)
+    model = build(setting, cell)
     result = export(model, tmp_path / "o")
     assert result.passed, result.parity.failures()
     assert all(len(c.outputs) >= len(keras.tree.flatten(model.outputs)) for c in result.parity.cases)
@@ -249,7 +254,7 @@ def test_a_scan_model_quantizes(tmp_path):
                                            ("backwards-last", "Scan node 'rec/GRU/Scan' runs reverse")])
 def test_a_scan_model_that_cannot_stream_says_why(setting, says, tmp_path):
     keras.utils.set_random_seed(0)
-    export(build(setting, L.GRU, "GRU"), tmp_path / "o")
+    export(build(setting, "GRU"), tmp_path / "o")
     with pytest.raises(RnnEdgeError, match="cannot stream") as err:
         rnnedge.load(tmp_path / "o", "cpu").stream(batch=1)
     assert says in str(err.value)
