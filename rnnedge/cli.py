@@ -10,6 +10,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import sys
 import warnings
 from enum import Enum
@@ -204,7 +205,8 @@ def export(
         fused = sum(len(v) for v in result.manifest.fused_nodes.values())
         spliced = result.manifest.tf2onnx_layers
         via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not result.manifest.loop_layers else ""
-        typer.echo(f"wrote {out}: {fused} fused recurrent node(s){via}, {result.manifest.variants['fp32']['size']} bytes")
+        typer.echo(f"wrote {out}: {fused} fused recurrent node(s){_scanned(result.manifest)}{via}, "
+                   f"{result.manifest.variants['fp32']['size']} bytes")
         typer.echo(_report_line(result.parity))
         if quantize:
             _print_variants(result.manifest)
@@ -222,6 +224,15 @@ def _source_ready(model: str, what: str) -> None:
 def _data_ready(data: Optional[Path]) -> None:
     if data is not None and not data.is_file():
         raise RnnEdgeError(f"--data {data}: no such file; expected an .npz of inputs (by name) and targets 'y'")
+
+
+def _scanned(manifest) -> str:
+    """", N layer(s) as an exact Scan (names): no fused form for 'gelu'", or "" where none."""
+    scans = manifest.scan_layers
+    if not scans:
+        return ""
+    acts = dict.fromkeys(a for n in scans for a in re.findall(r"'([^']+)'", manifest.notes.get(n, "")))
+    return f", {len(scans)} layer(s) as an exact Scan ({_names(scans)}: no fused form for {_names(list(acts))})"
 
 
 def _names(names: list[str], shown: int = 6) -> str:

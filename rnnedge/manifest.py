@@ -85,7 +85,9 @@ class Manifest:
     versions: dict[str, str] = field(default_factory=dict)
     fused_nodes: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> ONNX nodes
     loop_layers: list[str] = field(default_factory=list)  # layers left as Loop (--allow-loop)
-    layers: dict[str, str] = field(default_factory=dict)  # layer or op -> "fused" | "native" | "tf2onnx"
+    layers: dict[str, str] = field(default_factory=dict)  # layer or op -> "fused" | "scan" | "native" | "tf2onnx"
+    scan_nodes: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> ONNX Scan nodes
+    notes: dict[str, str] = field(default_factory=dict)  # layer -> why it took its route ("scan": which activation)
     parity: dict[str, Any] = field(default_factory=dict)  # {"passed": bool, "cases": [...]}
     task: dict[str, Any] = field(default_factory=dict)  # zoo: {"metric", "keras", "onnx", "baseline"}
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fp32" -> {"file", ...}
@@ -112,6 +114,11 @@ class Manifest:
     @property
     def state_outputs(self) -> list[TensorSpec]:
         return [t for t in self.outputs if t.role == "state"]
+
+    @property
+    def scan_layers(self) -> list[str]:
+        """The recurrent layers exported as an exact Scan (an activation no fused node computes), in graph order."""
+        return [name for name, route in self.layers.items() if route == "scan"]
 
     @property
     def tf2onnx_layers(self) -> list[str]:
@@ -162,7 +169,7 @@ class Manifest:
         if not isinstance(d, dict):
             raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         d = dict(d)
-        for key in ("variants", "files", "parity", "recommended", "source", "task", "not_kept"):
+        for key in ("variants", "files", "parity", "recommended", "source", "task", "not_kept", "scan_nodes", "notes"):
             if not isinstance(d.get(key, {}), dict):
                 raise ValueError(f"'{key}' must be an object, got {type(d[key]).__name__}")
         for key, entry in d.get("variants", {}).items():

@@ -3,6 +3,7 @@ temporary sibling folder and moved into place only when complete."""
 
 from __future__ import annotations
 
+import re
 import time
 import warnings
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def export(
                 raise
             if streaming or _stateful_layers(model):
                 raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
-            proto, converted = _fallback(model)
+            proto, converted = _fallback(model, e)
             loop_layers = _loop_layers(proto, model)
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                           f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
@@ -97,6 +98,8 @@ def export(
             fused_nodes=converted.fused_nodes,
             loop_layers=loop_layers,
             layers=converted.layers,
+            scan_nodes=converted.scan_nodes,
+            notes=converted.notes,
             streaming=any(s.role == "state" for s in converted.inputs),
             variants={"fp32": {"file": MODEL, "size": (tmp / MODEL).stat().st_size}},
         )
@@ -137,12 +140,53 @@ def task_metrics(entry, folder: Path) -> dict:
             "task": entry.task}
 
 
-def _fallback(model):
-    """tf2onnx's graph, described with the same input/output specs as a fused export would have."""
-    proto = tf2onnx_export(model)
+def _fallback(model, why: UnsupportedLayerError):
+    """tf2onnx's graph (for the layer `why` names), described with the same input/output specs as a
+    fused export would have. Refused in one line, naming the layer and the op, where tf2onnx fails
+    or onnxruntime cannot run its graph."""
+    import onnxruntime as ort
+
+    where = f"layer '{why.layer_name}' ({why.layer_type}): --allow-loop fell back to tf2onnx's graph"
+    try:
+        proto = tf2onnx_export(model)
+    except Exception as err:  # noqa: BLE001 - tf2onnx's own failure, said in one line
+        raise RnnEdgeError(_one_line(f"{where}, which tf2onnx could not convert: {_first_line(err)}")) from None
+    try:
+        ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime's exception types are not importable across versions
+        unknown = _unknown_ops(proto.graph)
+        match = re.search(r"(?:No Op registered for|implementation for) (\w+)", str(err))
+        reason = (f"op {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not implemented" if unknown
+                  else f"op {match.group(1)} is not implemented" if match else _first_line(err))
+        raise RnnEdgeError(_one_line(f"{where}, which onnxruntime cannot run: {reason}; "
+                                     "replace that layer or its activation")) from None
     graph = functional_graph(model)
     io = interface(graph)
     inputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
     outputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
     routes = {layer.name: "tf2onnx" for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)}
     return proto, Converted(proto, inputs, outputs, {}, layers=routes)
+
+
+def _unknown_ops(graph: onnx.GraphProto) -> list[str]:
+    """Op types of the standard ONNX domain that no ONNX opset defines (TensorFlow ops tf2onnx
+    left in the graph, such as Erfc), bodies included, in order of first use."""
+    found: list[str] = []
+    for node in graph.node:
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type) and node.op_type not in found:
+            found.append(node.op_type)
+        for attr in node.attribute:
+            for body in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                found += [op for op in _unknown_ops(body) if op not in found]
+    return found
+
+
+def _first_line(err: Exception) -> str:
+    """The first line of an error without file paths (a temporary folder means nothing to the user)."""
+    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return re.sub(r"(?<![\w.-])(?:[A-Za-z]:)?[\\/][^\s:,;()'\"]*", "<file>", line)
+
+
+def _one_line(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+

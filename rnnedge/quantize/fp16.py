@@ -28,7 +28,9 @@ def quantize_fp16(src: Path, dst: Path) -> dict:
     Uses onnxconverter-common's `convert_float_to_float16(keep_io_types=True)` with its default
     block list. onnxruntime 1.31 crashes (SIGSEGV) building a CPU session at ORT_ENABLE_ALL for a
     float16 Transpose of a recurrent node's output, so those Transposes stay float32
-    (`_transposes_after_recurrent`). Values beyond the float16 range are clipped to +-1e4.
+    (`_transposes_after_recurrent`). Scan nodes (convert/scan.py) stay float32 behind Casts: the
+    converter turns the values around a Scan into float16 but not its body's declared inputs, which
+    onnxruntime then refuses. Values beyond the float16 range are clipped to +-1e4.
     """
     src, dst = Path(src), Path(dst)
     model = load_fp32(src)
@@ -39,8 +41,12 @@ def quantize_fp16(src: Path, dst: Path) -> dict:
         raise RnnEdgeError(
             "the fp16 variant needs onnxconverter-common: pip install 'rnnedge[quantize]'"
         ) from None
+    scans = [n.name for n in model.graph.node if n.op_type == "Scan" and n.name]
+    # and, where a Scan is, every Transpose: onnxruntime 1.32 crashes the same way on the float16
+    # Transpose that feeds a Scan's input MatMul
+    transposes = [n.name for n in model.graph.node if n.op_type == "Transpose" and n.name] if scans else []
     half = convert_float_to_float16(model, keep_io_types=True, op_block_list=DEFAULT_OP_BLOCK_LIST,
-                                    node_block_list=_transposes_after_recurrent(model))
+                                    node_block_list=_transposes_after_recurrent(model) + scans + transposes)
     half.ir_version = model.ir_version
     onnx.save(slim(half), dst)
 
@@ -65,14 +71,17 @@ def quantize_fp16(src: Path, dst: Path) -> dict:
         notes.append(f"CUDA (cuDNN) and TensorRT compute {', '.join(on_cuda)} in float16")
     for name, why in to_cpu.items():
         notes.append(f"CUDA hands recurrent node {name} to the CPU ({why}): float32 there, behind Casts")
+    if scans:
+        notes.append(f"{len(scans)} Scan (recurrent layer(s) with an activation no fused node computes) kept in "
+                     "float32 behind Casts: the converter would leave its body's inputs float32")
     result = facts(dst, src_size, "fp16: onnxconverter-common convert_float_to_float16(keep_io_types=True)", notes)
     result["cpu_fp32_ops"] = cpu_fp32
     return result
 
 
 def _transposes_after_recurrent(model: onnx.ModelProto) -> list[str]:
-    """Names of Transpose nodes fed by a recurrent node's output, directly or through the
-    Squeeze/Gather/Where/Slice that turn it into Keras' layout (the pattern onnxruntime 1.31
+    """Names of Transpose nodes fed by a recurrent node's (or Scan's) output, directly or through the
+    Squeeze/Unsqueeze/Gather/Where/Slice that turn it into Keras' layout (the pattern onnxruntime 1.31
     crashes on in float16)."""
     producer = {o: n for n in model.graph.node for o in n.output}
     graph_outputs = {o.name for o in model.graph.output}
@@ -81,9 +90,9 @@ def _transposes_after_recurrent(model: onnx.ModelProto) -> list[str]:
         node = producer.get(value)
         if node is None or hops == 0:
             return False
-        if node.op_type in ("LSTM", "GRU", "RNN"):
+        if node.op_type in ("LSTM", "GRU", "RNN", "Scan"):
             return True
-        return node.op_type in ("Squeeze", "Gather", "Where", "Slice") and any(from_recurrent(i, hops - 1) for i in node.input)
+        return node.op_type in ("Squeeze", "Unsqueeze", "Gather", "Where", "Slice") and any(from_recurrent(i, hops - 1) for i in node.input)
 
     return [n.name for n in model.graph.node
             if n.op_type == "Transpose" and n.name and from_recurrent(n.input[0]) and not set(n.output) & graph_outputs]

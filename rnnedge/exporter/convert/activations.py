@@ -8,6 +8,10 @@ from rnnedge.exporter.convert.graph import GraphBuilder
 
 # Keras name -> (ONNX RNN activation, alpha, beta). alpha/beta are None where the op takes none.
 # Keras 3 hard_sigmoid is relu6(x + 3) / 6 = clip(x / 6 + 0.5, 0, 1): alpha 1/6, beta 0.5.
+# Each entry is checked against Keras in onnxruntime for LSTM, GRU and SimpleRNN, as activation and as
+# recurrent activation (tests/test_activations.py). Not here: softplus (onnxruntime's fused kernels
+# compute log(1 + exp(x)), infinite past x = 88 where Keras gives x) and every activation the RNN
+# ops cannot name (gelu, silu, selu, ...): those layers become an exact Scan (convert/scan.py).
 RNN_ACTIVATIONS = {
     "sigmoid": ("Sigmoid", None, None),
     "tanh": ("Tanh", None, None),
@@ -16,7 +20,7 @@ RNN_ACTIVATIONS = {
     "hard_sigmoid": ("HardSigmoid", 1.0 / 6.0, 0.5),
     "elu": ("Elu", 1.0, None),
     "softsign": ("Softsign", None, None),
-    "softplus": ("Softplus", None, None),
+    "leaky_relu": ("LeakyRelu", 0.2, None),  # Keras' default negative_slope
 }
 
 

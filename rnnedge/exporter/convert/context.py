@@ -37,15 +37,19 @@ class Context:
     graph_inputs: dict[str, int] = field(default_factory=dict)  # input name -> position
     annotations: dict[str, dict] = field(default_factory=dict)  # input name -> {"vocab": .., "pad_value": ..}
     fused: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> fused ONNX node names
+    scans: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> Scan node names (convert/scan.py)
     states: list[StateIO] = field(default_factory=list)
     state_outputs: dict[str, str] = field(default_factory=dict)  # state output name -> value
-    routes: dict[str, str] = field(default_factory=dict)  # layer (or op) -> "fused" | "native" | "tf2onnx"
+    routes: dict[str, str] = field(default_factory=dict)  # layer (or op) -> "fused" | "scan" | "native" | "tf2onnx"
+    notes: dict[str, str] = field(default_factory=dict)  # layer -> why it took its route, where that needs saying
     scope: str = ""  # "outer/" while the layers of a nested model are converted
     # core.convert_layer, for converters that convert an inner layer (TimeDistributed): set by core
     convert_layer: Callable | None = None
 
-    def route(self, layer, how: str):
+    def route(self, layer, how: str, note: str | None = None):
         self.routes[self.scope + layer.name] = how
+        if note:
+            self.notes[self.scope + layer.name] = note
 
     def fail(self, layer, reason: str):
         raise UnsupportedLayerError(layer, reason)

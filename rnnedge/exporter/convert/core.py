@@ -28,7 +28,9 @@ class Converted:
     outputs: list[TensorSpec]
     fused_nodes: dict[str, list[str]]
     keras_inputs: list[TensorSpec] | None = None  # the shapes Keras accepts (a streaming export frees the time axis)
-    layers: dict[str, str] = dataclasses.field(default_factory=dict)  # layer -> "fused" | "native" | "tf2onnx"
+    layers: dict[str, str] = dataclasses.field(default_factory=dict)  # layer -> "fused" | "scan" | "native" | "tf2onnx"
+    scan_nodes: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # layer -> Scan node names
+    notes: dict[str, str] = dataclasses.field(default_factory=dict)  # layer -> why it took its route
     opset: int = OPSET
     ir_version: int = IR_VERSION
 
@@ -109,7 +111,12 @@ def convert_layer(ctx: Context, op, args, kwargs, outs) -> list[str]:
         if isinstance(op, RECURRENT) or isinstance(e, splice.SpliceError) or e.layer_name != op.name:
             raise
         return splice.convert_run(ctx, [(op, args, kwargs)])
-    ctx.route(op, "fused" if isinstance(op, RECURRENT) else "native")
+    if not isinstance(op, RECURRENT):
+        ctx.route(op, "native")
+    elif op.name in ctx.scans:
+        ctx.route(op, "scan", recurrent.scan_note(op))
+    else:
+        ctx.route(op, "fused")
     return names
 
 
@@ -288,7 +295,8 @@ def convert(model, *, streaming: bool = False, name: str | None = None) -> Conve
     onnx_model = ctx.g.model("rnnedge", __version__)
     onnx.checker.check_model(onnx_model)
     keras_inputs += [s for s in inputs if s.role == "state"]
-    return Converted(onnx_model, inputs, outputs, ctx.fused, keras_inputs, layers=ctx.routes)
+    return Converted(onnx_model, inputs, outputs, ctx.fused, keras_inputs, layers=ctx.routes, scan_nodes=ctx.scans,
+                     notes=ctx.notes)
 
 
 def _facts(annotation: dict) -> dict:

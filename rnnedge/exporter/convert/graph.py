@@ -39,8 +39,9 @@ class Sym:
 
 
 class GraphBuilder:
-    def __init__(self, name: str):
+    def __init__(self, name: str, parent: GraphBuilder | None = None):
         self.name = name
+        self.parent = parent  # the graph a Scan/Loop body is nested in
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -49,6 +50,14 @@ class GraphBuilder:
         self._consts: dict[tuple, str] = {}
         self._tensors: dict[tuple, str] = {}  # (dtype, dims, sha256) -> name, for spliced initializers
         self.opsets: dict[str, int] = {"": OPSET}  # domain -> version (spliced graphs may add ai.onnx.ml)
+        if parent is not None:
+            self._used = parent._used  # names stay unique across the model: a body never shadows an outer name
+
+    def body(self, name: str) -> GraphBuilder:
+        """A builder for a Scan/Loop body nested in this graph. Its names are unique across the model;
+        its constants are its own initializers, so the body reads nothing from outside but its
+        inputs (tools that rewrite the outer graph, such as quantizers, cannot break it)."""
+        return GraphBuilder(name, parent=self)
 
     def fresh(self, hint: str) -> str:
         base = hint.replace(" ", "_") or "t"
@@ -123,7 +132,7 @@ class GraphBuilder:
         for node in reversed(self.nodes):
             if any(o in needed for o in node.output if o):
                 kept.append(node)
-                needed.update(i for i in node.input if i)
+                needed.update(_reads(node))
         for node in kept:
             if node.op_type in ("LSTM", "GRU", "RNN"):
                 outputs = list(node.output)
@@ -146,6 +155,12 @@ class GraphBuilder:
         model.ir_version = IR_VERSION
         return model
 
+    def graph(self, inputs: list[tuple[str, str]], outputs: list[tuple[str, str]]) -> onnx.GraphProto:
+        """This builder's nodes and constants as a body graph; `inputs` and `outputs` are (name, dtype),
+        shapes left open."""
+        info = lambda pairs: [helper.make_tensor_value_info(n, ONNX_DTYPES[d], None) for n, d in pairs]  # noqa: E731
+        return helper.make_graph(self.nodes, self.name, info(inputs), info(outputs), self.initializers)
+
     # Shape helpers used by several converters.
     def dims(self, x: str, start: int, end: int) -> str:
         """Shape(x)[start:end] as an int64 1-D tensor."""
@@ -159,3 +174,13 @@ class GraphBuilder:
 
     def transpose(self, x: str, perm) -> str:
         return self.op("Transpose", [x], perm=list(perm))
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """The names a node reads: its inputs, and those the nodes of its bodies (Scan, Loop, If) read."""
+    names = {i for i in node.input if i}
+    for attr in node.attribute:
+        for body in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            for inner in body.node:
+                names |= _reads(inner)
+    return names

@@ -32,6 +32,7 @@ from rnnedge.exporter.convert.activations import keras_name, rnn_activation
 from rnnedge.exporter.convert.context import Context, StateIO
 from rnnedge.exporter.convert.graph import Sym
 from rnnedge.exporter.convert.layers import _np
+from rnnedge.exporter.convert.scan import scan_nodes
 
 CELL_OPS = {L.LSTMCell: "LSTM", L.GRUCell: "GRU", L.SimpleRNNCell: "RNN"}
 STATE_NAMES = {"LSTM": ("h", "c"), "GRU": ("h",), "RNN": ("h",)}
@@ -68,30 +69,39 @@ def _cell_weights(cell):
     return kernel.T, recurrent.T, bias
 
 
-def _cell_activations(ctx: Context, layer, cell):
+def _activation_fns(cell) -> list:
+    """The cell's Keras activations in the order of the fused node's `activations` attribute."""
     op = CELL_OPS[type(cell)]
     if op == "LSTM":
-        fns = [cell.recurrent_activation, cell.activation, cell.activation]
-    elif op == "GRU":
-        fns = [cell.recurrent_activation, cell.activation]
-    else:
-        fns = [cell.activation]
-    mapped = []
-    for fn in fns:
-        m = rnn_activation(fn)
-        if m is None:
-            ctx.fail(layer, f"activation '{keras_name(fn)}' cannot be expressed in a fused ONNX {op} node")
-        mapped.append(m)
-    return mapped
+        return [cell.recurrent_activation, cell.activation, cell.activation]
+    if op == "GRU":
+        return [cell.recurrent_activation, cell.activation]
+    return [cell.activation]
+
+
+def scan_note(layer) -> str:
+    """Why a recurrent (or Bidirectional) layer became a Scan: its activations no fused ONNX node
+    computes exactly, for the manifest's `notes`."""
+    subs = [layer.forward_layer, layer.backward_layer] if isinstance(layer, L.Bidirectional) else [layer]
+    cells = [c for sub in subs for c in (sub.cell.cells if isinstance(sub.cell, L.StackedRNNCells) else [sub.cell])]
+    names = sorted({keras_name(fn) for c in cells if type(c) in CELL_OPS for fn in _activation_fns(c)
+                    if rnn_activation(fn) is None})
+    listed = ", ".join(repr(n) for n in names)
+    if len(names) == 1:
+        return f"activation {listed} has no exact fused ONNX form: exported as an exact Scan"
+    return f"activations {listed} have no exact fused ONNX form: exported as an exact Scan"
 
 
 def _fused_node(ctx: Context, layer, cells, direction, x_tbf, lens, h0, c0, hint):
-    """One ONNX LSTM/GRU/RNN node over 1 cell (forward/reverse) or 2 cells (bidirectional).
+    """One ONNX LSTM/GRU/RNN node over 1 cell (forward/reverse) or 2 cells (bidirectional); an
+    exact Scan per cell instead where an activation has no fused form (see convert/scan.py).
 
     Returns (Y [T, D, B, U], Y_h [D, B, U], Y_c [D, B, U] or None).
     """
     g = ctx.g
     op = CELL_OPS[type(cells[0])]
+    if any(rnn_activation(fn) is None for c in cells for fn in _activation_fns(c)):
+        return scan_nodes(ctx, layer, op, cells, direction, x_tbf, lens, h0, c0, hint, _cell_weights)
     units = cells[0].units
     weights = [_cell_weights(c) for c in cells]
     W = np.stack([w for w, _, _ in weights])
@@ -99,7 +109,7 @@ def _fused_node(ctx: Context, layer, cells, direction, x_tbf, lens, h0, c0, hint
     B = None
     if any(b is not None for _, _, b in weights):
         B = np.stack([b if b is not None else np.zeros(2 * W.shape[1], np.float32) for _, _, b in weights])
-    acts = [a for c in cells for a in _cell_activations(ctx, layer, c)]
+    acts = [rnn_activation(fn) for c in cells for fn in _activation_fns(c)]
     attrs = {"hidden_size": units, "direction": direction, "activations": [a for a, _, _ in acts]}
     alphas = [al for _, al, _ in acts if al is not None]
     betas = [be for _, _, be in acts if be is not None]
