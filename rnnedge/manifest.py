@@ -95,6 +95,7 @@ class Manifest:
     # variants made and measured but not kept: "int8" -> {"because", "candidates"} (none smaller than fp32)
     not_kept: dict[str, dict[str, Any]] = field(default_factory=dict)
     streaming: bool = False
+    time_stride: int = 1  # a streaming export's chunks, but a sequence's last, are multiples of this many steps
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> {"sha256", "size"}; {} on old exports
     export_seconds: float | None = None
     format: int = FORMAT_VERSION
@@ -229,6 +230,8 @@ def _check_json_types(d: dict[str, Any]) -> None:
         raise ValueError(f"'format' must be a positive integer, got {d['format']!r}")
     if "streaming" in d and not isinstance(d["streaming"], bool):
         raise ValueError(f"'streaming' must be true or false, got {d['streaming']!r}")
+    if "time_stride" in d and not (_is_int(d["time_stride"]) and d["time_stride"] >= 1):
+        raise ValueError(f"'time_stride' must be a positive integer, got {d['time_stride']!r}")
     for side in ("inputs", "outputs"):
         for t in d[side]:
             if not isinstance(t, dict):

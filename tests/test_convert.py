@@ -131,6 +131,9 @@ case("surrounding-conv-pool-norm", {"GRU": 1, "LSTM": 1})(lambda: functional(x :
         L.GlobalMaxPooling1D()(g),
         L.LSTM(5)(L.AveragePooling1D(2, padding="same")(L.Conv1D(3, 2, padding="causal", dilation_rate=2)(x))),
     ]))), "m"))
+case("surrounding-separable-depthwise-padding", {"GRU": 1})(lambda: functional(x := seq_input(4), L.GRU(5)(
+    L.SeparableConv1D(6, 3, depth_multiplier=2, dilation_rate=2, activation="relu")(L.ZeroPadding1D((4, 1))(
+        L.DepthwiseConv1D(2, depth_multiplier=3, strides=2, padding="valid")(L.ZeroPadding1D(1)(x))))), "m"))
 case("surrounding-merge-activation", {"LSTM": 2})(lambda: functional(x := seq_input(), L.Activation("softmax")(
     L.Multiply()([a := L.LSTM(6, return_sequences=True)(x), L.Add()([a, L.LSTM(6, return_sequences=True)(
         L.Conv1D(5, 1, padding="valid")(x))])])), "m"))

@@ -101,6 +101,7 @@ def export(
             scan_nodes=converted.scan_nodes,
             notes=converted.notes,
             streaming=any(s.role == "state" for s in converted.inputs),
+            time_stride=converted.time_stride,
             variants={"fp32": {"file": MODEL, "size": (tmp / MODEL).stat().st_size}},
         )
         # A stateful layer's masked step before the call's first valid one outputs zeros in Keras

@@ -38,11 +38,13 @@ def _keep_row(kind: str, steps: int, rng: np.random.Generator) -> np.ndarray:
     return keep
 
 
-def random_cases(inputs: list[TensorSpec], seed: int = 0, random_states: bool = True) -> list[tuple[str, dict]]:
+def random_cases(inputs: list[TensorSpec], seed: int = 0, random_states: bool = True,
+                 time_stride: int = 1, min_steps: int = 0) -> list[tuple[str, dict]]:
     """Random inputs at several batch sizes and sequence lengths. Inputs that carry a mask (or
     are one) get rows of each kind in ROW_KINDS in turn: padding at the front, at the back, in
     gaps, a full row and a fully padded one. State inputs are zero in the first case (a fresh
-    stream), random in the others if `random_states`."""
+    stream), random in the others if `random_states`. Lengths are multiplied by `time_stride`, plus
+    `min_steps` (rounded up to a multiple of it)."""
     rng = np.random.default_rng(seed)
     time_axes = sorted({d for s in inputs for d in s.shape[1:] if isinstance(d, str)})
     fixed_batch = next((s.shape[0] for s in inputs if isinstance(s.shape[0], int)), None)  # stateful models
@@ -50,6 +52,9 @@ def random_cases(inputs: list[TensorSpec], seed: int = 0, random_states: bool = 
     cases, row = [], 0
     for i, (batch, length) in enumerate(zip(BATCHES, LENGTHS)):
         batch = fixed_batch or batch
+        # a model that strides over time gets whole strides, one whose 'valid' windows shorten the
+        # sequence gets that many steps more (a multiple of the stride), so every case has an output
+        length = length * time_stride + -(-min_steps // time_stride) * time_stride
         dims = {"batch": batch, **{t: length + 2 * k for k, t in enumerate(time_axes)}}
         keep = None
         if padded is not None:
@@ -111,7 +116,8 @@ def _keras_truth(model, converted, proto, seed: int):
     lengths; where Keras refuses that (the model joins them step by step), the export declares
     one shared "time" axis instead, so the runtime checks that their lengths agree."""
     random_states = bool(_stateful_layers(model))
-    samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=random_states)
+    samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=random_states,
+                           time_stride=converted.time_stride, min_steps=converted.min_steps)
     try:
         cases = [(n, f, keras_outputs(model, converted, f)) for n, f in samples]
         return cases, *_observed_widths(converted, proto, cases)
@@ -126,7 +132,8 @@ def _keras_truth(model, converted, proto, seed: int):
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in own:
                 dim.dim_param = TIME
-    samples = random_cases(converted.keras_inputs, seed, random_states=random_states)
+    samples = random_cases(converted.keras_inputs, seed, random_states=random_states, time_stride=converted.time_stride,
+                           min_steps=converted.min_steps)
     cases = [(n, f, keras_outputs(model, converted, f)) for n, f in samples]
     return cases, *_observed_widths(converted, proto, cases)
 

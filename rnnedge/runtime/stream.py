@@ -105,6 +105,9 @@ class Stream:
         self._step_ranks = [(s.name, s.rank) for s in model._data_slots if s.time_axis == 1]
         self._time_outputs = {t.name for t in m.data_outputs if len(t.shape) > 1 and is_time_axis(t.shape[1])}
         self._squeeze = [name in self._time_outputs for name in self._data_out]
+        # Strided layers over time (convolutions or pooling striding S steps in all): every chunk is a
+        # multiple of S steps, so each strided window starts where it would over the whole sequence.
+        self.time_stride = int(m.time_stride)
 
     def __repr__(self) -> str:
         return f"<rnnedge.Stream batch={self.batch} on {self.model.provider}>"
@@ -134,6 +137,8 @@ class Stream:
             single = len(expanded) == len(self._step_ranks)
         allow = self.allow_nonfinite if allow_nonfinite is None else allow_nonfinite
         feeds = model._prepare(given, allow, self._axes0.copy(), frozenset(expanded))
+        if self.time_stride > 1 and self._step_ranks:
+            self._check_stride(feeds[self._step_ranks[0][0]].shape[1])
 
         k = self._current
         io = self._bindings[k]
@@ -161,6 +166,12 @@ class Stream:
         if single:
             data = [d[:, 0] if squeeze and d.ndim > 1 else d for d, squeeze in zip(data, self._squeeze)]
         return Outputs._of(self._data_out, data, model.provider)
+
+    def _check_stride(self, steps: int) -> None:
+        if steps % self.time_stride:
+            raise RnnEdgeError(f"a chunk of {steps} step(s): this model strides over time by {self.time_stride} (its "
+                               f"convolutions or pooling), so each chunk must be a multiple of {self.time_stride} "
+                               "steps; hold the rest back for the next chunk")
 
     # -- state -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ class UnsupportedLayerError(RnnEdgeError):
 
     def __init__(self, layer, reason: str,
                  advice: str = "remove or replace it, or pass --allow-loop to fall back to the plain tf2onnx graph"):
+        self.streaming = False  # refused for --streaming only (Context.fail_stream): no tf2onnx fallback
         self.layer_name = getattr(layer, "name", str(layer))
         self.layer_type = type(layer).__name__
         self.reason = reason
@@ -43,6 +44,13 @@ class Context:
     routes: dict[str, str] = field(default_factory=dict)  # layer (or op) -> "fused" | "scan" | "native" | "tf2onnx"
     notes: dict[str, str] = field(default_factory=dict)  # layer -> why it took its route, where that needs saying
     scope: str = ""  # "outer/" while the layers of a nested model are converted
+    # streaming layers over time (temporal.py): values holding a ZeroPadding1D's kept frames before
+    # the chunk (-> how many), each value's rate against the input's steps (1/n), the total stride
+    overlaps: dict[str, int] = field(default_factory=dict)
+    rates: dict[str, int] = field(default_factory=dict)
+    time_stride: int = 1
+    shortened: dict[str, int] = field(default_factory=dict)  # value -> input steps lost by 'valid' windows before it
+    min_steps: int = 0  # the most steps any 'valid' window loses: sample cases must be longer
     # core.convert_layer, for converters that convert an inner layer (TimeDistributed): set by core
     convert_layer: Callable | None = None
 
@@ -53,6 +61,16 @@ class Context:
 
     def fail(self, layer, reason: str):
         raise UnsupportedLayerError(layer, reason)
+
+    def fail_stream(self, layer, reason: str):
+        """Refuse `layer` under --streaming: it cannot run chunk by chunk, and `reason` says why."""
+        error = UnsupportedLayerError(layer, f"{reason}, so it cannot run chunk by chunk", advice="export without --streaming")
+        error.streaming = True
+        raise error
+
+    def note(self, layer, text: str):
+        """Why `layer` took its route, for the manifest's `notes`."""
+        self.notes[self.scope + layer.name] = text
 
     def annotate(self, x: Sym, **facts):
         """Record facts about a graph input (vocabulary size, padding value) for the runtime's checks."""

@@ -1,4 +1,5 @@
-"""Walk a Keras 3 functional graph and emit ONNX, one converter per layer type."""
+"""Walk a Keras 3 functional graph and emit ONNX, one converter per layer type (each declared
+where it is defined; registry.py states the rules that route a call)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,12 @@ from dataclasses import dataclass
 import keras
 import onnx
 
-from rnnedge.exporter.convert import layers, recurrent, splice
+from rnnedge.exporter.convert import layers, recurrent, registry, splice, temporal  # noqa: F401 - they declare converters
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
+from rnnedge.exporter.convert.registry import CONVERTERS
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import TensorSpec
-
-CONVERTERS = {**layers.CONVERTERS, **recurrent.CONVERTERS}
-RECURRENT = tuple(recurrent.CONVERTERS)
 
 
 @dataclass
@@ -31,6 +30,8 @@ class Converted:
     layers: dict[str, str] = dataclasses.field(default_factory=dict)  # layer -> "fused" | "scan" | "native" | "tf2onnx"
     scan_nodes: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # layer -> Scan node names
     notes: dict[str, str] = dataclasses.field(default_factory=dict)  # layer -> why it took its route
+    time_stride: int = 1  # streamed chunks must be multiples of this many steps
+    min_steps: int = 0  # steps the model's 'valid' windows consume: shorter inputs give no output
     opset: int = OPSET
     ir_version: int = IR_VERSION
 
@@ -57,11 +58,11 @@ def recurrent_layers(model) -> list:
     """The recurrent layers of a model, nested models included."""
     found = []
     for layer in model.layers:
-        if isinstance(layer, RECURRENT):
+        if registry.is_recurrent(layer):
             found.append(layer)
         elif isinstance(layer, keras.Model):
             found.extend(recurrent_layers(layer))
-        elif isinstance(layer, keras.layers.TimeDistributed) and isinstance(layer.layer, RECURRENT):
+        elif isinstance(layer, keras.layers.TimeDistributed) and registry.is_recurrent(layer.layer):
             found.append(layer.layer)
     return found
 
@@ -77,46 +78,73 @@ def _check_dtype(op):
                                         "rnnedge exports float32 models: rebuild or load it under the float32 policy")
 
 
-def spliced(op, kwargs) -> bool:
-    """True where tf2onnx converts the operation: no native converter, or a mask the native one
-    does not read. Recurrent layers and nested functional models never go to tf2onnx."""
-    if isinstance(op, keras.Model) and _has_graph(op) or isinstance(op, splice.RECURRENT_TYPES):
-        return False
-    if type(op) not in CONVERTERS:
-        return True
-    return kwargs.get("mask") is not None and not isinstance(op, RECURRENT + layers.MASK_AWARE)
+def _route(ctx: Context, op, kwargs) -> registry.Route | None:
+    """How `op` is converted (registry.route's rules 1 and 2), its note recorded; None for a nested
+    functional model (converted layer by layer). A recurrent layer never goes to tf2onnx."""
+    if isinstance(op, keras.Model) and _has_graph(op):
+        return None
+    found = registry.route(op, kwargs.get("mask"))
+    if found.refusal:
+        raise UnsupportedLayerError(op, found.refusal, advice="rnnedge exports recurrent layers it can fuse")
+    if found.converter is None and isinstance(op, splice.RECURRENT_TYPES):
+        raise UnsupportedLayerError(op, f"layer type {type(op).__name__} is not supported by rnnedge's converter")
+    if found.note:
+        ctx.note(op, found.note)
+    return found
+
+
+def spliced(ctx: Context, op, kwargs) -> bool:
+    """True where tf2onnx converts the operation (no converter of ours takes this call)."""
+    found = _route(ctx, op, kwargs)
+    return found is not None and found.converter is None
+
+
+def _syms(args) -> list[Sym]:
+    return [a for a in keras.tree.flatten(args) if isinstance(a, Sym)]
 
 
 def convert_layer(ctx: Context, op, args, kwargs, outs) -> list[str]:
     """Convert one Keras operation applied to Syms; returns ONNX names of its flat outputs."""
-    if isinstance(op, keras.Model) and _has_graph(op):
+    found = _route(ctx, op, kwargs)
+    if found is None:  # a nested functional model
         graph = functional_graph(op)
-        flat = keras.tree.flatten(args)
         scope, ctx.scope = ctx.scope, f"{ctx.scope}{op.name}/"
         try:
-            results = run_graph(ctx, graph, [a for a in flat if isinstance(a, Sym)])
+            results = run_graph(ctx, graph, _syms(args))
         finally:
             ctx.scope = scope
         return [r.name for r in results]
     _check_dtype(op)
-    if spliced(op, kwargs):
+    syms = _syms(args)
+    conv = found.converter
+    if ctx.streaming:
+        temporal.refuse_overlap(ctx, op, conv and conv.fn, syms)
+    if conv is None:
         return splice.convert_run(ctx, [(op, args, kwargs)])
-    fn = CONVERTERS.get(type(op))
-    if fn is None:  # a recurrent layer type with no fused ONNX op (never routed through tf2onnx)
-        raise UnsupportedLayerError(op, f"layer type {type(op).__name__} is not supported by rnnedge's converter")
+    if ctx.streaming and syms and syms[0].rank >= 2:  # rule 5: a layer over time that needs the whole sequence
+        why = conv.stream_refusal(op, syms[0])
+        if why:
+            ctx.fail_stream(op, why)
     try:
-        names = fn(ctx, op, args, kwargs, outs)
+        names = conv.fn(ctx, op, args, kwargs, outs)
     except UnsupportedLayerError as e:
-        # A native converter that declines an option of its own layer: tf2onnx converts that layer.
-        if isinstance(op, RECURRENT) or isinstance(e, splice.SpliceError) or e.layer_name != op.name:
+        # Rule 4: a converter that declines an option of its own layer hands it to tf2onnx, and says so.
+        if conv.recurrent or isinstance(e, splice.SpliceError) or e.layer_name != op.name or e.streaming:
             raise
+        ctx.note(op, f"tf2onnx: {e.reason}")
         return splice.convert_run(ctx, [(op, args, kwargs)])
-    if not isinstance(op, RECURRENT):
+    if not conv.recurrent:
         ctx.route(op, "native")
     elif op.name in ctx.scans:
         ctx.route(op, "scan", recurrent.scan_note(op))
     else:
         ctx.route(op, "fused")
+    rate = max((ctx.rates.get(s.name, 1) for s in syms), default=1)
+    shortened = max((ctx.shortened.get(s.name, 0) for s in syms), default=0)
+    for name in names:  # per-step layers keep their input's rate and length; strided and 'valid' ones set their own
+        ctx.rates.setdefault(name, rate)
+        if shortened:
+            ctx.shortened.setdefault(name, shortened)
     return names
 
 
@@ -145,14 +173,18 @@ def run_graph(ctx: Context, graph, inputs: list[Sym]) -> list[Sym]:
                 if id(t) in graph_outputs or any(r not in members for r in readers.get(id(t), [])):
                     wanted.append((i, j))
                     tensors.append(t)
+        rate = max((ctx.rates.get(s.name, 1) for _, args, kwargs in calls for s in _syms((args, kwargs))), default=1)
         for t, name in zip(tensors, splice.convert_run(ctx, calls, wanted)):
             values[id(t)] = Sym(name, tuple(t.shape), str(t.dtype))
+            ctx.rates.setdefault(name, rate)
         held.clear()
 
     for node in nodes:
         op = node.operation
-        if spliced(op, {**node.arguments.kwargs, **_masks(node)}):
+        if spliced(ctx, op, {**node.arguments.kwargs, **_masks(node)}):
             _check_dtype(op)
+            if ctx.streaming:
+                temporal.refuse_overlap(ctx, op, None, _syms(node.arguments.fill_in(values)[0]))
             for j, t in enumerate(node.outputs):
                 values[id(t)] = splice.Pending(len(held), j, tuple(t.shape), str(t.dtype))
             held.append(node)
@@ -278,6 +310,8 @@ def convert(model, *, streaming: bool = False, name: str | None = None) -> Conve
         syms.append(Sym(n, tuple(t.shape), str(t.dtype)))
     ctx.g.reserve(*io.output_names)
     results = run_graph(ctx, graph, syms)
+    if ctx.streaming:
+        temporal.refuse_overlap(ctx, graph.layers[-1], None, results)
 
     outputs = []
     for t, r, n, shape in zip(graph.outputs, results, io.output_names, io.output_shapes):
@@ -296,7 +330,7 @@ def convert(model, *, streaming: bool = False, name: str | None = None) -> Conve
     onnx.checker.check_model(onnx_model)
     keras_inputs += [s for s in inputs if s.role == "state"]
     return Converted(onnx_model, inputs, outputs, ctx.fused, keras_inputs, layers=ctx.routes, scan_nodes=ctx.scans,
-                     notes=ctx.notes)
+                     notes=ctx.notes, time_stride=ctx.time_stride, min_steps=ctx.min_steps)
 
 
 def _facts(annotation: dict) -> dict:

@@ -16,6 +16,7 @@ from keras.src.ops import numpy as knp
 from rnnedge.exporter.convert import activations
 from rnnedge.exporter.convert.context import Context
 from rnnedge.exporter.convert.graph import Sym
+from rnnedge.exporter.convert.registry import CONVERTERS, WHOLE, converts
 
 
 def _np(variable) -> np.ndarray:
@@ -39,14 +40,30 @@ def _channels_last(ctx: Context, layer):
         ctx.fail(layer, "only data_format='channels_last' is supported")
 
 
+def _axes(layer, rank: int) -> list[int]:
+    """The axes a layer (or op) works along, normalised (all of them where it says None)."""
+    axis = getattr(layer, "axis", None)
+    return list(range(rank)) if axis is None else sorted(int(a) % rank for a in np.atleast_1d(axis))
+
+
+def _along_time(what: str):
+    """A streaming rule: refused where the layer works along axis 1 (time) of a sequence."""
+    return lambda layer, x: what if x is not None and x.rank >= 2 and 1 in _axes(layer, x.rank) else None
+
+
+def _mixes_time(what: str):
+    """A streaming rule: refused where the input has a time axis and features (rank >= 3)."""
+    return lambda layer, x: what if x is not None and x.rank >= 3 else None
+
+
+@converts(L.Dropout, L.SpatialDropout1D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.InputLayer,
+          per_step=True, mask_aware=True)
 def identity(ctx: Context, layer, args, kwargs, outs):
+    """Layers that do nothing at inference (the input layer passes its tensor on)."""
     return [args[0].name]
 
 
-def input_layer(ctx, layer, args, kwargs, outs):
-    return [args[0].name]
-
-
+@converts(L.Dense, per_step=True)
 def dense(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
     if getattr(layer, "quantization_mode", None):
@@ -57,10 +74,12 @@ def dense(ctx: Context, layer, args, kwargs, outs):
     return [_activation(ctx, layer, y, layer.activation)]
 
 
+@converts(L.Activation, per_step=True)
 def activation(ctx, layer, args, kwargs, outs):
     return [_activation(ctx, layer, args[0].name, layer.activation)]
 
 
+@converts(L.Embedding)
 def embedding(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
     if getattr(layer, "quantization_mode", None):
@@ -71,6 +90,7 @@ def embedding(ctx: Context, layer, args, kwargs, outs):
     return [g.op("Gather", [table, ids], hint=layer.name, axis=0)]
 
 
+@converts(L.Masking)
 def masking(ctx: Context, layer, args, kwargs, outs):
     """Keras Masking zeroes the masked steps; the mask itself is computed by NotEqual/Any ops."""
     g, x = ctx.g, args[0]
@@ -87,48 +107,7 @@ def _any(g, mask: str, axes, keepdims: int) -> str:
     return g.op("Cast", [reduced], to=9)
 
 
-def conv1d(ctx: Context, layer, args, kwargs, outs):
-    g, x = ctx.g, args[0]
-    _channels_last(ctx, layer)
-    kernel = _np(layer.kernel)  # [k, in/groups, out]
-    k = kernel.shape[0]
-    (stride,), (dilation,) = tuple(layer.strides), tuple(layer.dilation_rate)
-    if ctx.streaming and (k > 1 or stride > 1):
-        ctx.fail(layer, f"its kernel spans {k} steps (stride {stride}), so it cannot run chunk by chunk; "
-                        "export without --streaming")
-    total = dilation * (k - 1)
-    if layer.padding == "valid":
-        pads = [0, 0]
-    elif layer.padding == "causal":
-        pads = [total, 0]
-    elif layer.padding == "same" and stride == 1:
-        pads = [total // 2, total - total // 2]
-    else:
-        ctx.fail(layer, f"padding='{layer.padding}' with strides={stride} is not supported")
-    xt = g.transpose(x.name, (0, 2, 1))
-    inputs = [xt, g.const(kernel.transpose(2, 1, 0), f"{layer.name}/kernel")]
-    if layer.use_bias:
-        inputs.append(g.const(_np(layer.bias), f"{layer.name}/bias"))
-    y = g.op("Conv", inputs, hint=layer.name, kernel_shape=[k], strides=[stride], dilations=[dilation],
-             pads=pads, group=int(layer.groups))
-    return [_activation(ctx, layer, g.transpose(y, (0, 2, 1)), layer.activation)]
-
-
-def _pool1d(op_type):
-    def convert(ctx: Context, layer, args, kwargs, outs):
-        g, x = ctx.g, args[0]
-        _channels_last(ctx, layer)
-        (k,), (s,) = tuple(layer.pool_size), tuple(layer.strides)
-        if ctx.streaming and (k > 1 or s > 1):
-            ctx.fail(layer, f"it pools {k} steps (stride {s}), so it cannot run chunk by chunk; export without --streaming")
-        extra = {"count_include_pad": 0} if op_type == "AveragePool" else {}
-        y = g.op(op_type, [g.transpose(x.name, (0, 2, 1))], hint=layer.name, kernel_shape=[k], strides=[s],
-                 auto_pad="SAME_UPPER" if layer.padding == "same" else "VALID", **extra)
-        return [g.transpose(y, (0, 2, 1))]
-
-    return convert
-
-
+@converts(L.GlobalAveragePooling1D, mask_aware=True, streaming=WHOLE)
 def global_average_pooling1d(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
     _channels_last(ctx, layer)
@@ -144,28 +123,33 @@ def global_average_pooling1d(ctx: Context, layer, args, kwargs, outs):
     return [g.op("Div", [total, count], hint=layer.name)]
 
 
+@converts(L.GlobalMaxPooling1D, streaming=WHOLE)
 def global_max_pooling1d(ctx: Context, layer, args, kwargs, outs):
     _channels_last(ctx, layer)
     return [ctx.g.op("ReduceMax", [args[0].name], hint=layer.name, axes=[1], keepdims=int(bool(layer.keepdims)))]
 
 
+@converts(L.Flatten, streaming=_mixes_time("it flattens the time axis into the features"))
 def flatten(ctx: Context, layer, args, kwargs, outs):
     _channels_last(ctx, layer)
     return [ctx.g.op("Flatten", [args[0].name], hint=layer.name, axis=1)]
 
 
+@converts(L.Reshape, streaming=_mixes_time("it reshapes across the time axis"))
 def reshape(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
     shape = g.op("Concat", [g.dims(x.name, 0, 1), g.const(np.array(layer.target_shape, np.int64), "shape")], axis=0)
     return [g.op("Reshape", [x.name, shape], hint=layer.name)]
 
 
+@converts(L.Concatenate, streaming=_along_time("it joins sequences along the time axis"))
 def concatenate(ctx: Context, layer, args, kwargs, outs):
     xs = args[0]
     return [ctx.g.op("Concat", [x.name for x in xs], hint=layer.name, axis=int(layer.axis))]
 
 
-def _merge(op_type, scale=None):
+def _merge(keras_type, op_type, scale=None):
+    @converts(keras_type)
     def convert(ctx: Context, layer, args, kwargs, outs):
         g, xs = ctx.g, [x.name for x in args[0]]
         y = xs[0]
@@ -178,6 +162,12 @@ def _merge(op_type, scale=None):
     return convert
 
 
+for _args in ((L.Add, "Add"), (L.Subtract, "Sub"), (L.Multiply, "Mul"), (L.Average, "Add", True), (L.Maximum, "Max"),
+              (L.Minimum, "Min")):
+    _merge(*_args)
+
+
+@converts(L.LayerNormalization, per_step=True, streaming=_along_time("it normalises over the time axis"))
 def layer_normalization(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
     if getattr(layer, "rms_scaling", False):
@@ -193,6 +183,7 @@ def layer_normalization(ctx: Context, layer, args, kwargs, outs):
                  hint=layer.name, axis=axes[0], epsilon=float(layer.epsilon))]
 
 
+@converts(L.BatchNormalization, per_step=True, mask_aware=True)
 def batch_normalization(ctx: Context, layer, args, kwargs, outs):
     """Inference form: one multiply and one add per channel (the mask only matters in training)."""
     g, x = ctx.g, args[0]
@@ -207,18 +198,17 @@ def batch_normalization(ctx: Context, layer, args, kwargs, outs):
     return [g.op("Add", [y, g.const(shift.reshape(shape), f"{layer.name}/shift")], hint=layer.name)]
 
 
-# TimeDistributed applies these directly to [batch, time, ...]: they act on the last axis only.
-PER_STEP = (L.Dense, L.Activation, L.Dropout, L.LayerNormalization, L.BatchNormalization)
-
-
+@converts(L.TimeDistributed, mask_aware=True)
 def time_distributed(ctx: Context, layer, args, kwargs, outs):
     convert_layer = ctx.convert_layer
     g, x = ctx.g, args[0]
     inner = layer.layer
-    if kwargs.get("mask") is not None and getattr(inner, "_call_has_mask_arg", False) and not isinstance(inner, PER_STEP):
+    spec = CONVERTERS.get(type(inner))
+    per_step = spec is not None and spec.per_step
+    if kwargs.get("mask") is not None and getattr(inner, "_call_has_mask_arg", False) and not per_step:
         ctx.fail(layer, f"its inner layer {type(inner).__name__} uses the mask")
     out_shape = tuple(outs[0].shape)
-    if isinstance(inner, PER_STEP) and (not isinstance(inner, L.LayerNormalization) or np.all(np.atleast_1d(inner.axis) == -1)):
+    if per_step and (not isinstance(inner, L.LayerNormalization) or np.all(np.atleast_1d(inner.axis) == -1)):
         return convert_layer(ctx, inner, [x], {}, outs)
     # General case: fold time into batch, run the inner layer, unfold.
     rest_in, rest_out = x.shape[2:], out_shape[2:]
@@ -240,6 +230,7 @@ def time_distributed(ctx: Context, layer, args, kwargs, outs):
 
 
 # Keras ops that appear in functional graphs to compute masks.
+@converts(knp.NotEqual)
 def not_equal(ctx: Context, op, args, kwargs, outs):
     g, x, value = ctx.g, args[0], args[1]
     if isinstance(value, Sym):
@@ -251,12 +242,14 @@ def not_equal(ctx: Context, op, args, kwargs, outs):
     return [g.op("Not", [g.op("Equal", [x.name, other])], hint=op.name)]
 
 
+@converts(knp.Any, streaming=_along_time("it reduces over the time axis"))
 def any_(ctx: Context, op, args, kwargs, outs):
     axis = getattr(op, "axis", None)
     axes = None if axis is None else np.atleast_1d(axis).tolist()
     return [_any(ctx.g, args[0].name, axes, int(bool(getattr(op, "keepdims", False))))]
 
 
+@converts(knp.All, streaming=_along_time("it reduces over the time axis"))
 def all_(ctx: Context, op, args, kwargs, outs):
     """all() as not(any(not x)), through the same int32 reduction as any()."""
     g, axis = ctx.g, getattr(op, "axis", None)
@@ -265,16 +258,19 @@ def all_(ctx: Context, op, args, kwargs, outs):
     return [g.op("Not", [some_false], hint=op.name)]
 
 
+@converts(knp.ExpandDims)
 def expand_dims(ctx: Context, op, args, kwargs, outs):
     return [ctx.g.unsqueeze(args[0].name, np.atleast_1d(op.axis).tolist())]
 
 
+@converts(knp.Concatenate, streaming=_along_time("it joins sequences along the time axis"))
 def concatenate_op(ctx: Context, op, args, kwargs, outs):
     return [ctx.g.op("Concat", [x.name for x in args[0]], hint=op.name, axis=int(op.axis))]
 
 
-def _filled_like(value):
+def _filled_like(keras_type, value):
     """zeros_like / ones_like, in the dtype Keras gives the result."""
+    @converts(keras_type)
     def convert(ctx: Context, op, args, kwargs, outs):
         dtype = np.dtype(str(outs[0].dtype))
         fill = onnx.numpy_helper.from_array(np.array([value], dtype=dtype))
@@ -283,52 +279,15 @@ def _filled_like(value):
     return convert
 
 
-def _logical(op_type):
+def _logical(keras_type, op_type):
+    @converts(keras_type)
     def convert(ctx: Context, op, args, kwargs, outs):
         return [ctx.g.op(op_type, [args[0].name, args[1].name], hint=op.name)]
 
     return convert
 
 
-CONVERTERS = {
-    L.InputLayer: input_layer,
-    L.Dense: dense,
-    L.Activation: activation,
-    L.Dropout: identity,
-    L.SpatialDropout1D: identity,
-    L.GaussianNoise: identity,
-    L.GaussianDropout: identity,
-    L.AlphaDropout: identity,
-    L.Embedding: embedding,
-    L.Masking: masking,
-    L.Conv1D: conv1d,
-    L.MaxPooling1D: _pool1d("MaxPool"),
-    L.AveragePooling1D: _pool1d("AveragePool"),
-    L.GlobalAveragePooling1D: global_average_pooling1d,
-    L.GlobalMaxPooling1D: global_max_pooling1d,
-    L.Flatten: flatten,
-    L.Reshape: reshape,
-    L.Concatenate: concatenate,
-    L.Add: _merge("Add"),
-    L.Subtract: _merge("Sub"),
-    L.Multiply: _merge("Mul"),
-    L.Average: _merge("Add", scale=True),
-    L.Maximum: _merge("Max"),
-    L.Minimum: _merge("Min"),
-    L.LayerNormalization: layer_normalization,
-    L.BatchNormalization: batch_normalization,
-    L.TimeDistributed: time_distributed,
-    # Keras ops that compute and merge masks (e.g. Concatenate of masked sequences).
-    knp.NotEqual: not_equal,
-    knp.Any: any_,
-    knp.All: all_,
-    knp.ExpandDims: expand_dims,
-    knp.Concatenate: concatenate_op,
-    knp.LogicalAnd: _logical("And"),
-    knp.LogicalOr: _logical("Or"),
-    knp.ZerosLike: _filled_like(0),
-    knp.OnesLike: _filled_like(1),
-}
-
-# Layers whose `mask` argument rnnedge handles (or which, at inference, ignore it).
-MASK_AWARE = (L.GlobalAveragePooling1D, L.BatchNormalization, L.TimeDistributed)
+_filled_like(knp.ZerosLike, 0)
+_filled_like(knp.OnesLike, 1)
+_logical(knp.LogicalAnd, "And")
+_logical(knp.LogicalOr, "Or")

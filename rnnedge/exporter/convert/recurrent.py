@@ -32,6 +32,7 @@ from rnnedge.exporter.convert.activations import keras_name, rnn_activation
 from rnnedge.exporter.convert.context import Context, StateIO
 from rnnedge.exporter.convert.graph import Sym
 from rnnedge.exporter.convert.layers import _np
+from rnnedge.exporter.convert.registry import STATE, converts
 from rnnedge.exporter.convert.scan import scan_nodes
 
 CELL_OPS = {L.LSTMCell: "LSTM", L.GRUCell: "GRU", L.SimpleRNNCell: "RNN"}
@@ -287,6 +288,7 @@ def _initial(layer, args, kwargs):
     return _flat_states(init)
 
 
+@converts(L.LSTM, L.GRU, L.SimpleRNN, L.RNN, recurrent=True, streaming=STATE)
 def rnn(ctx: Context, layer, args, kwargs, outs):
     x, mask = args[0], kwargs.get("mask")
     _check_layer(ctx, layer, x)
@@ -334,6 +336,7 @@ def _one_node(fw_cells, bw_cells, fw, bw) -> bool:
     return not isinstance(a, L.GRUCell) or bool(a.reset_after) == bool(b.reset_after)
 
 
+@converts(L.Bidirectional, recurrent=True, streaming=STATE)  # refuses --streaming itself, saying why
 def bidirectional(ctx: Context, layer, args, kwargs, outs):
     g, x, mask = ctx.g, args[0], kwargs.get("mask")
     fw, bw = layer.forward_layer, layer.backward_layer
@@ -393,12 +396,3 @@ def bidirectional(ctx: Context, layer, args, kwargs, outs):
     else:
         ctx.fail(layer, f"merge_mode={mode!r} is not supported")
     return merged + (st_f + st_b if layer.return_state else [])
-
-
-CONVERTERS = {
-    L.LSTM: rnn,
-    L.GRU: rnn,
-    L.SimpleRNN: rnn,
-    L.RNN: rnn,
-    L.Bidirectional: bidirectional,
-}

@@ -1,0 +1,219 @@
+"""Layers whose output at a step reads neighbouring steps: convolutions over time (Conv1D,
+DepthwiseConv1D, SeparableConv1D), ZeroPadding1D and pooling, and how each streams.
+
+Whole sequences: ONNX Conv / Pad / pooling ops with the layer's padding.
+
+Streaming (each chunk runs alone, as kws_streaming's `Stream` wrapper does, but from the model as
+trained): a convolution that reads `past = dilation * (kernel - 1)` earlier steps and none later
+keeps those input frames as a state. It runs 'valid' on Concat(state, chunk), and the state
+output is the last `past` frames of that concatenation, so chunk after chunk it computes exactly
+what it computes over the whole sequence. That covers `padding="causal"`, and a ZeroPadding1D of
+`past` steps on the left followed by a 'valid' convolution (the padding keeps the frames; the
+convolution reads them). A stride (or pooling with pool size = stride) keeps no state but needs
+its chunks in phase: the model's total time stride S (`ctx.time_stride`, in the manifest) is
+what every chunk but a sequence's last must be a multiple of. What looks ahead ('same' padding,
+right padding, a 'valid' convolution without its left padding) is refused, with how far it looks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from keras import layers as L
+
+from rnnedge.exporter.convert.context import Context, StateIO
+from rnnedge.exporter.convert.graph import Sym
+from rnnedge.exporter.convert.layers import _activation, _channels_last, _np
+from rnnedge.exporter.convert.registry import STATE, converts
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def _refuse(ctx: Context, layer, reason: str):
+    ctx.fail_stream(layer, reason)
+
+
+def refuse_overlap(ctx: Context, op, fn, inputs: list) -> None:
+    """A ZeroPadding1D's streamed output (its kept frames, then the chunk) is for the convolution
+    that reads those frames; anything else reading it would see steps twice."""
+    if any(getattr(s, "name", None) in ctx.overlaps for s in inputs) and fn not in READS_PAST:
+        _refuse(ctx, op, "it reads a ZeroPadding1D's output, which streams only into a 'valid' convolution "
+                         "that reaches back exactly the padded steps")
+
+
+def _past_frames(ctx: Context, layer, x: Sym, frames: int) -> str:
+    """Concat(state, x) along time, where the state input holds the last `frames` frames of the
+    stream (zeros at its start: the padding a whole sequence gets); the state output is the last
+    `frames` frames of the concatenation."""
+    g = ctx.g
+    batch = x.shape[0] if x.shape[0] is not None else "batch"
+    shape = (batch, frames, *x.shape[2:])
+    name = g.fresh(f"{layer.name}/state_in/frames")
+    out = g.fresh(f"{layer.name}/state_out/frames")
+    g.add_input(name, x.dtype, list(shape))
+    ctx.states.append(StateIO(input=name, output=out, layer=layer.name, shape=shape))
+    full = g.op("Concat", [name, x.name], hint=f"{layer.name}/with_past", axis=1)
+    c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
+    ctx.state_outputs[out] = g.op("Slice", [full, c(-frames), c(INT64_MAX), c(1)], hint=f"{layer.name}/keep_past")
+    return full
+
+
+def _in_phase(ctx: Context, layer, x: Sym, stride: int, out: str) -> None:
+    """Record that `out` runs at 1/stride of `x`'s rate: streamed chunks must keep that stride in
+    phase, and the sample cases are at least that long."""
+    rate = ctx.rates.get(x.name, 1) * stride
+    ctx.rates[out] = rate
+    ctx.time_stride = math.lcm(ctx.time_stride, rate)
+
+
+def _shortens(ctx: Context, x: Sym, out: str, steps: int) -> None:
+    """`out` is `steps` input steps shorter than `x`: sample cases must be longer than that."""
+    ctx.shortened[out] = ctx.shortened.get(x.name, 0) + steps
+    ctx.min_steps = max(ctx.min_steps, ctx.shortened[out])
+
+
+def conv_input(ctx: Context, layer, x: Sym, padding: str, past: int, stride: int) -> tuple[str, list[int]]:
+    """The time input a convolution runs on and its [left, right] padding, streamed or not."""
+    if not ctx.streaming or x.rank < 3:
+        if padding == "valid":
+            return x.name, [0, 0]
+        if padding == "causal":
+            return x.name, [past, 0]
+        if padding == "same" and stride == 1:
+            return x.name, [past // 2, past - past // 2]
+        ctx.fail(layer, f"padding='{padding}' with strides={stride} is not supported")
+    overlap = ctx.overlaps.get(x.name)
+    if padding == "same" and past:
+        _refuse(ctx, layer, f"padding='same' looks {past - past // 2} step(s) ahead (it centres a {past + 1}-step "
+                            "window); use padding='causal'")
+    if overlap is not None and padding != "valid":
+        _refuse(ctx, layer, f"padding='{padding}' pads again after the ZeroPadding1D before it; use padding='valid'")
+    if overlap is not None and overlap != past:
+        ahead = f"it would look {past - overlap} step(s) ahead" if overlap < past else \
+            f"{overlap - past} step(s) of padding would reach the next layer"
+        _refuse(ctx, layer, f"it reads {past} past step(s) but the ZeroPadding1D before it pads {overlap}: {ahead}; "
+                            f"pad exactly {past}")
+    if padding == "valid" and overlap is None and past:
+        _refuse(ctx, layer, f"padding='valid' without left padding drops a sequence's first {past} step(s), so its "
+                            f"output at a step reads {past} step(s) ahead of it; use padding='causal' or a "
+                            f"ZeroPadding1D(({past}, 0)) before it")
+    if padding == "causal" and past:
+        return _past_frames(ctx, layer, x, past), [0, 0]
+    return x.name, [0, 0]
+
+
+def _conv(ctx: Context, layer, x: Sym, weight: np.ndarray, bias, k: int, stride: int, dilation: int, group: int,
+          padding: str) -> str:
+    """ONNX Conv over time on [B, T, C] (weight [out, in/group, k]); returns [B, T', out]."""
+    g = ctx.g
+    past = dilation * (k - 1)
+    x_in, pads = conv_input(ctx, layer, x, padding, past, stride)
+    inputs = [g.transpose(x_in, (0, 2, 1)), g.const(weight, f"{layer.name}/kernel")]
+    if bias is not None:
+        inputs.append(g.const(bias, f"{layer.name}/bias"))
+    y = g.op("Conv", inputs, hint=layer.name, kernel_shape=[k], strides=[stride], dilations=[dilation], pads=pads,
+             group=group)
+    y = g.transpose(y, (0, 2, 1))
+    if stride > 1 and x.rank >= 3:
+        _in_phase(ctx, layer, x, stride, y)
+    if x.rank >= 3 and sum(pads) < past and x.name not in ctx.overlaps:  # unpadded: the sequence loses `past` steps
+        _shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (past - sum(pads)))
+    return y
+
+
+def _time_conv_args(layer):
+    (k,) = tuple(layer.kernel_size)
+    (stride,), (dilation,) = tuple(layer.strides), tuple(layer.dilation_rate)
+    return k, stride, dilation
+
+
+@converts(L.Conv1D, streaming=STATE)
+def conv1d(ctx: Context, layer, args, kwargs, outs):
+    x = args[0]
+    _channels_last(ctx, layer)
+    kernel = _np(layer.kernel)  # [k, in/groups, out]
+    k, stride, dilation = _time_conv_args(layer)
+    bias = _np(layer.bias) if layer.use_bias else None
+    y = _conv(ctx, layer, x, kernel.transpose(2, 1, 0), bias, k, stride, dilation, int(layer.groups), layer.padding)
+    return [_activation(ctx, layer, y, layer.activation)]
+
+
+def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
+    """Keras' depthwise kernel [k, in, multiplier] as ONNX's grouped Conv weight [in * multiplier, 1, k]."""
+    k, channels, mult = kernel.shape
+    return kernel.transpose(1, 2, 0).reshape(channels * mult, 1, k)
+
+
+@converts(L.DepthwiseConv1D, streaming=STATE)
+def depthwise_conv1d(ctx: Context, layer, args, kwargs, outs):
+    x = args[0]
+    _channels_last(ctx, layer)
+    kernel = _np(layer.kernel)
+    k, stride, dilation = _time_conv_args(layer)
+    bias = _np(layer.bias) if layer.use_bias else None
+    y = _conv(ctx, layer, x, _depthwise_weight(kernel), bias, k, stride, dilation, kernel.shape[1], layer.padding)
+    return [_activation(ctx, layer, y, layer.activation)]
+
+
+@converts(L.SeparableConv1D, streaming=STATE)
+def separable_conv1d(ctx: Context, layer, args, kwargs, outs):
+    """A depthwise convolution over time, then a pointwise one (a MatMul per step), bias, activation."""
+    g, x = ctx.g, args[0]
+    _channels_last(ctx, layer)
+    depthwise = _np(layer.depthwise_kernel)
+    k, stride, dilation = _time_conv_args(layer)
+    y = _conv(ctx, layer, x, _depthwise_weight(depthwise), None, k, stride, dilation, depthwise.shape[1],
+              layer.padding)
+    y = g.op("MatMul", [y, g.const(_np(layer.pointwise_kernel)[0], f"{layer.name}/pointwise")], hint=layer.name)
+    if layer.use_bias:
+        y = g.op("Add", [y, g.const(_np(layer.bias), f"{layer.name}/bias")], hint=layer.name)
+    return [_activation(ctx, layer, y, layer.activation)]
+
+
+@converts(L.ZeroPadding1D, streaming=STATE)
+def zero_padding1d(ctx: Context, layer, args, kwargs, outs):
+    g, x = ctx.g, args[0]
+    left, right = (int(p) for p in layer.padding)
+    if ctx.streaming and x.rank >= 3:
+        if right:
+            _refuse(ctx, layer, f"it pads {right} step(s) at the end, so what follows looks {right} step(s) ahead")
+        if not left:
+            return [x.name]
+        full = _past_frames(ctx, layer, x, left)
+        ctx.overlaps[full] = left  # read by the next convolution ('valid', reaching exactly `left` back)
+        return [full]
+    pads = g.const(np.array([0, left, 0, 0, right, 0], np.int64), f"{layer.name}/pads")
+    return [g.op("Pad", [x.name, pads], hint=layer.name, mode="constant")]
+
+
+def _pool1d(op_type, keras_type):
+    @converts(keras_type, streaming=STATE)
+    def convert(ctx: Context, layer, args, kwargs, outs):
+        g, x = ctx.g, args[0]
+        _channels_last(ctx, layer)
+        (k,), (s,) = tuple(layer.pool_size), tuple(layer.strides)
+        if ctx.streaming and x.rank >= 3 and (k > 1 or s > 1):
+            if k != s:
+                _refuse(ctx, layer, f"it pools {k} steps with stride {s}: it streams where pool size and stride are "
+                                    "equal (windows that neither overlap nor skip)")
+            if layer.padding != "valid":
+                _refuse(ctx, layer, "padding='same' shifts its windows by the sequence's length; use padding='valid'")
+        extra = {"count_include_pad": 0} if op_type == "AveragePool" else {}
+        y = g.op(op_type, [g.transpose(x.name, (0, 2, 1))], hint=layer.name, kernel_shape=[k], strides=[s],
+                 auto_pad="SAME_UPPER" if layer.padding == "same" else "VALID", **extra)
+        y = g.transpose(y, (0, 2, 1))
+        if x.rank >= 3 and s > 1:
+            _in_phase(ctx, layer, x, s, y)
+        if x.rank >= 3 and layer.padding == "valid" and k > 1:
+            _shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (k - 1))
+        return [y]
+
+    return convert
+
+
+_pool1d("MaxPool", L.MaxPooling1D)
+_pool1d("AveragePool", L.AveragePooling1D)
+
+
+READS_PAST = (conv1d, depthwise_conv1d, separable_conv1d)  # what reads a ZeroPadding1D's kept frames

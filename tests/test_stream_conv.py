@@ -1,0 +1,161 @@
+"""Streaming edge models as trained: causal and left-padded convolutions (dilated, strided, depthwise,
+separable, stacked), pooling and per-step layers around recurrent layers, exported with
+`--streaming` and fed chunk by chunk, against Keras on the whole sequence; and the layers that look
+ahead, refused in one line saying how far."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from keras import layers as L
+
+from rnnedge.errors import RnnEdgeError
+from rnnedge.exporter import export
+from rnnedge.runtime import load
+from tests.kmodels import functional, seq_input
+
+ATOL = 1e-5
+
+
+def causal_gru():
+    x = seq_input(4)
+    return functional(x, L.GRU(5, return_sequences=True)(L.Conv1D(6, 3, padding="causal", activation="relu")(x)), "m")
+
+
+def dilated_strided_lstm():
+    """A dilated causal convolution, then a strided one (Keras takes no stride with a dilation)."""
+    x = seq_input(4)
+    y = L.Conv1D(6, 4, padding="causal", strides=2)(L.Conv1D(6, 3, padding="causal", dilation_rate=2)(x))
+    return functional(x, L.LSTM(5, return_sequences=True)(y), "m")
+
+
+def tcn_stack():
+    """A TCN block: causal convolutions dilated 1, 2, 4 with a residual connection, then a GRU."""
+    x = seq_input(4)
+    h = L.Conv1D(6, 1)(x)
+    for d in (1, 2, 4):
+        h = L.Add()([h, L.Conv1D(6, 2, padding="causal", dilation_rate=d, activation="relu")(h)])
+    return functional(x, L.GRU(5, return_sequences=True)(h), "m")
+
+
+def padded_depthwise_separable():
+    """ZeroPadding1D on the left before 'valid' DepthwiseConv1D and SeparableConv1D (no causal mode)."""
+    x = seq_input(4)
+    h = L.DepthwiseConv1D(3, dilation_rate=2, depth_multiplier=2, activation="relu")(L.ZeroPadding1D((4, 0))(x))
+    h = L.SeparableConv1D(6, 3, depth_multiplier=2)(L.ZeroPadding1D((2, 0))(h))
+    return functional(x, L.GRU(5, return_sequences=True)(h), "m")
+
+
+def pooled():
+    """Max then average pooling with pool size = stride (total time stride 4), then a GRU."""
+    x = seq_input(4)
+    h = L.AveragePooling1D(2)(L.MaxPooling1D(2)(L.Conv1D(6, 3, padding="causal")(x)))
+    return functional(x, L.GRU(5, return_sequences=True)(h), "m")
+
+
+def per_step_between():
+    x = seq_input(4)
+    h = L.Conv1D(6, 3, padding="causal")(x)
+    h = L.Activation("tanh")(L.LayerNormalization()(L.Dense(6)(L.Dropout(0.3)(L.BatchNormalization()(h)))))
+    return functional(x, L.GRU(5, return_sequences=True)(L.Conv1D(6, 2, padding="causal")(h)), "m")
+
+
+def conv_after_recurrent():
+    x = seq_input(4)
+    h = L.GRU(6, return_sequences=True)(x)
+    y = L.Dense(3, activation="softmax")(L.Conv1D(4, 3, padding="causal", dilation_rate=2)(h))
+    return functional(x, y, "m")
+
+
+MODELS = {f.__name__: f for f in (causal_gru, dilated_strided_lstm, tcn_stack, padded_depthwise_separable, pooled,
+                                  per_step_between, conv_after_recurrent)}
+STRIDES = {"dilated_strided_lstm": 2, "pooled": 4}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream-conv")
+    found = {}
+    for name, build in MODELS.items():
+        model = build()
+        found[name] = (model, export(model, root / name, streaming=True))  # checks whole and chunked parity itself
+    return found
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_streamed_chunks_equal_keras_on_the_whole_sequence(exports, name):
+    model, result = exports[name]
+    stride = STRIDES.get(name, 1)
+    assert result.manifest.time_stride == stride
+    x = np.random.default_rng(3).normal(size=(2, 36, 4)).astype(np.float32)
+    whole = np.asarray(model(x, training=False))
+    runtime = load(result.folder, "cpu")
+    for sizes in ([1] * 40, [3, 1, 5, 2, 7, 4, 6, 9], [36 // stride]):
+        stream = runtime.stream(batch=2)
+        pieces, start = [], 0
+        for n in sizes:
+            n *= stride
+            if start >= x.shape[1]:
+                break
+            pieces.append(stream.push(x[:, start:start + n])[0])
+            start += n
+        np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole, atol=ATOL, err_msg=f"{name} {sizes}")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_each_time_layer_states_are_named_and_sized_in_the_manifest(exports, name):
+    model, result = exports[name]
+    m = result.manifest
+    frames = [s for s in m.state_inputs if s.name.endswith("/state_in/frames")]
+    for layer in model.layers:
+        past = _past(layer)
+        if past:
+            (spec,) = [s for s in frames if s.layer == layer.name]
+            assert spec.shape[0] == "batch" and spec.shape[1] == past, spec
+            assert any(o.feeds == spec.name for o in m.state_outputs)
+    assert len(frames) == sum(1 for layer in model.layers if _past(layer))
+
+
+def _past(layer) -> int:
+    """The input frames a streamed layer keeps: a causal convolution's reach, a left ZeroPadding1D's size."""
+    if isinstance(layer, L.ZeroPadding1D):
+        return int(layer.padding[0])
+    if isinstance(layer, L.Conv1D) and layer.padding == "causal":
+        return layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
+    return 0
+
+
+def test_a_chunk_that_is_not_a_multiple_of_the_time_stride_is_refused(exports):
+    _, result = exports["pooled"]
+    stream = load(result.folder, "cpu").stream()
+    x = np.ones((1, 10, 4), np.float32)
+    stream.push(x[:, :8])
+    with pytest.raises(RnnEdgeError, match=r"a chunk of 2 step\(s\): this model strides over time by 4 .*multiple of 4"):
+        stream.push(x[:, 8:10])
+    stream.push(x[:, :4])  # the refused chunk changed nothing
+
+
+@pytest.mark.parametrize("build,phrases", [
+    (lambda x: L.Conv1D(3, 3, padding="same")(x), ["'conv", "padding='same' looks 1 step(s) ahead"]),
+    (lambda x: L.Conv1D(3, 5, padding="same", dilation_rate=2)(x), ["looks 4 step(s) ahead"]),
+    (lambda x: L.Conv1D(3, 3)(L.ZeroPadding1D((2, 2))(x)), ["ZeroPadding1D", "pads 2 step(s) at the end"]),
+    (lambda x: L.Conv1D(3, 3, padding="valid")(x), ["drops a sequence's first 2 step(s)", "ZeroPadding1D((2, 0))"]),
+    (lambda x: L.Conv1D(3, 3)(L.ZeroPadding1D((1, 0))(x)), ["pads 1", "look 1 step(s) ahead"]),
+    (lambda x: L.Dense(3)(L.ZeroPadding1D((2, 0))(x)), ["dense", "reads a ZeroPadding1D's output"]),
+    (lambda x: L.MaxPooling1D(3, strides=2)(x), ["pools 3 steps with stride 2"]),
+    (lambda x: L.AveragePooling1D(2, padding="same")(x), ["padding='same' shifts its windows"]),
+    (lambda x: L.GlobalAveragePooling1D()(L.GRU(3, return_sequences=True)(x))[:, None], ["needs the whole sequence"]),
+], ids=["same", "same-dilated", "right-padding", "valid-unpadded", "padding-short", "padding-to-dense", "pool-overlap",
+        "pool-same", "global-pooling"])
+def test_what_looks_ahead_or_needs_the_whole_sequence_is_refused_in_one_line(build, phrases, tmp_path):
+    x = seq_input(4)
+    y = build(x)
+    model = functional(x, L.GRU(2)(y) if len(y.shape) == 3 else y, "m")
+    with pytest.raises(RnnEdgeError) as refused:
+        export(model, tmp_path / "out", streaming=True)
+    message = str(refused.value)
+    assert "\n" not in message and "cannot run chunk by chunk" in message and "export without --streaming" in message
+    for phrase in phrases:
+        assert phrase in message, message
+    assert not (tmp_path / "out").exists()
+    export(model, tmp_path / "whole")  # without --streaming the same model exports
