@@ -42,12 +42,12 @@ def _usage(e) -> int:
 
 
 def main() -> None:
+    held, code = None, 0
     signal.signal(signal.SIGINT, interrupts.on_sigint)
-    held = hold_stderr()
-    if held is not None:
-        faulthandler.enable(sys.stderr)  # a native crash still shows where, on the terminal
-    code = 0
-    try:
+    try:  # from here on, Ctrl-C is one line wherever it lands (holding descriptor 2 included)
+        held = hold_stderr()
+        if held is not None:
+            faulthandler.enable(sys.stderr)  # a native crash still shows where, on the terminal
         from rnnedge.cli import app
 
         returned = app(standalone_mode=False)  # an exit code (typer.Exit), or a command's return value
