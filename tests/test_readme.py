@@ -44,7 +44,7 @@ SKIP = [
 ]
 NEEDS_TENSORFLOW = (r"^rnnedge export\b", r"--baseline\b")  # the rest must run without TensorFlow
 SERVE = r"^rnnedge serve\b"
-README_HTTP, README_GRPC = "127.0.0.1:8000", "127.0.0.1:8001"  # `rnnedge serve`'s default ports, as the README uses them
+README_HTTP, README_GRPC = "127.0.0.1:8000", "127.0.0.1:8001"  # `rnnedge serve`'s default ports, in the README
 TRITON_LOAD_TEST = ["--concurrency", "1,2", "--sequences", "4", "--chunks", "2", "--seconds", "10"]
 
 
