@@ -13,8 +13,9 @@ Native libraries' log lines (TensorFlow's absl and oneDNN lines on AVX-512 CPUs,
 warnings) are held off the terminal for the whole command (`rnnedge.logs.hold_stderr`) and shown
 only when the command ends in an unexpected error, before its traceback.
 
-Ctrl-C in the first tens of milliseconds, while the Python interpreter itself starts (its `site`
-import, before any rnnedge code runs), is CPython's own "Fatal Python error"."""
+Ctrl-C before `main` has set its handler (tens of milliseconds, longer on a loaded machine: the
+interpreter's start-up and `site` import, then the imports of `python -m` and of this module) is
+Python's own: a "Fatal Python error" during `site`, a KeyboardInterrupt traceback after it."""
 
 from __future__ import annotations
 
