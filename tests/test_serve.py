@@ -388,6 +388,7 @@ def test_twenty_two_interleaved_sequences_each_equal_keras(server):
     order = rng.permutation(len(sequences))
     names, inputs, wanted = zip(*[sequences[k] for k in order])
     n = len(inputs)
+    assert n == 22  # 16 rows of 64 steps, 3 of 16, 1 of 7, 2 of 1
     lengths = [x.shape[1] for x in inputs]
     local = rnnedge.load(PER_STEP, "cpu")  # the data can show a lost state: a tail run from zero differs
     longest = int(np.argmax(lengths))
@@ -448,7 +449,7 @@ def test_bad_requests_get_tritons_clear_errors_and_the_server_keeps_serving(serv
             client.infer("airline-gru", [_input(g, "window", array)], **flags)
     # a failing chunk inside a sequence (rnnedge's own input check) leaves its state untouched
     case, inputs, expected = golden(STREAMING)[1]
-    inputs, expected = rows(inputs, 2), rows(expected, 2)  # one sequence of 12 steps
+    case, inputs, expected = f"{case}, row 2", rows(inputs, 2), rows(expected, 2)  # one sequence of 12 steps
     seq = inputs["window"]
     stream = TritonRunner("grpc://" + server.grpc_url, STREAMING).stream()
     stream.push({"window": seq[:, :4]})
@@ -507,7 +508,7 @@ def test_server_killed_mid_sequence_then_restarted(tmp_path):
     repo = tmp_path / "repo"
     tr.write_repository(STREAMING, repo, backend="python")
     case, inputs, expected = golden(STREAMING)[1]
-    inputs, expected = rows(inputs, 1), rows(expected, 1)  # one sequence of 12 steps
+    case, inputs, expected = f"{case}, row 1", rows(inputs, 1), rows(expected, 1)  # one sequence of 12 steps
     x = inputs["window"]
     with local_server(repo) as first:
         stream = TritonRunner("grpc://" + first.grpc_url, STREAMING, timeout=10).stream()
