@@ -494,10 +494,10 @@ def holds_ctrl_c(pid: int) -> bool:
         return True  # it has exited
 
 
-def spawn_holding(args, **kwargs) -> tuple[subprocess.Popen, float]:
+def spawn_holding(args) -> tuple[subprocess.Popen, float]:
     """A `rnnedge` process, returned once it holds Ctrl-C, with the moment it did (time.monotonic)."""
     proc = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=ENV, **kwargs)
+                            env=ENV)
     while not holds_ctrl_c(proc.pid):
         time.sleep(0.002)
     return proc, time.monotonic()
