@@ -13,8 +13,9 @@ Native libraries' log lines (TensorFlow's absl and oneDNN lines on AVX-512 CPUs,
 warnings) are held off the terminal for the whole command (`rnnedge.logs.hold_stderr`) and shown
 only when the command ends in an unexpected error, before its traceback.
 
-Ctrl-C in the first tens of milliseconds, while the Python interpreter itself starts (its `site`
-import, before any rnnedge code runs), is CPython's own "Fatal Python error"."""
+Ctrl-C before `main` has set its handler (tens of milliseconds, longer on a loaded machine: the
+interpreter's start-up and `site` import, then the imports of `python -m` and of this module) is
+Python's own: a "Fatal Python error" during `site`, a KeyboardInterrupt traceback after it."""
 
 from __future__ import annotations
 
@@ -42,12 +43,12 @@ def _usage(e) -> int:
 
 
 def main() -> None:
+    held, code = None, 0
     signal.signal(signal.SIGINT, interrupts.on_sigint)
-    held = hold_stderr()
-    if held is not None:
-        faulthandler.enable(sys.stderr)  # a native crash still shows where, on the terminal
-    code = 0
-    try:
+    try:  # from here on, Ctrl-C is one line wherever it lands (holding descriptor 2 included)
+        held = hold_stderr()
+        if held is not None:
+            faulthandler.enable(sys.stderr)  # a native crash still shows where, on the terminal
         from rnnedge.cli import app
 
         returned = app(standalone_mode=False)  # an exit code (typer.Exit), or a command's return value

@@ -92,6 +92,8 @@ class Manifest:
     task: dict[str, Any] = field(default_factory=dict)  # zoo: {"metric", "keras", "onnx", "baseline"}
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fp32" -> {"file", ...}
     recommended: dict[str, str] = field(default_factory=dict)  # provider -> variant
+    # variants made and measured but not kept: "int8" -> {"because", "candidates"} (none smaller than fp32)
+    not_kept: dict[str, dict[str, Any]] = field(default_factory=dict)
     streaming: bool = False
     time_stride: int = 1  # a streaming export's chunks, but a sequence's last, are multiples of this many steps
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> {"sha256", "size"}; {} on old exports
@@ -168,7 +170,7 @@ class Manifest:
         if not isinstance(d, dict):
             raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         d = dict(d)
-        for key in ("variants", "files", "parity", "recommended", "source", "task"):
+        for key in ("variants", "files", "parity", "recommended", "source", "task", "not_kept", "scan_nodes", "notes"):
             if not isinstance(d.get(key, {}), dict):
                 raise ValueError(f"'{key}' must be an object, got {type(d[key]).__name__}")
         for key, entry in d.get("variants", {}).items():

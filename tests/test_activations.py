@@ -87,21 +87,23 @@ def test_large_softplus_inputs_stay_finite(tmp_path):
     """Past x = 88 onnxruntime's fused Softplus gives inf where Keras gives x: the Scan does not."""
     x = seq_input()
     model = keras.Model(x, L.SimpleRNN(4, activation="softplus", return_sequences=True, name="rec")(x))
-    model.get_layer("rec").set_weights([np.ones((5, 4), np.float32), np.eye(4, dtype=np.float32), np.zeros(4, np.float32)])
+    kernel, recurrent = np.ones((5, 4), np.float32), np.eye(4, dtype=np.float32)  # h grows by 15 a step
+    model.get_layer("rec").set_weights([kernel, recurrent, np.zeros(4, np.float32)])
     export(model, tmp_path / "o")
-    feeds = {"x": np.full((1, 30, 5), 3.0, np.float32)}
-    want = np.asarray(model(feeds["x"]))
+    x = np.full((1, 30, 5), 3.0, np.float32)
+    want = np.asarray(model(x))
     assert want.max() > 100  # inputs past softplus' overflow point of log(1 + exp(x))
-    got = rnnedge.load(tmp_path / "o", "cpu").run(feeds["x"]).data[0]
+    got = rnnedge.load(tmp_path / "o", "cpu").run(x).data[0]
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 # ------------------------------------------------------------- a Scan layer in every setting
 
-def build(name: str, Layer, op: str):
-    """Models for the options the fused path supports, with a Scan layer (gelu) instead."""
+def build(name: str, cell: str):
+    """Models for the options the fused path supports, with a Scan layer (gelu) of `cell` (a key of LAYERS)."""
+    Layer, kw, op = LAYERS[cell]
+    kw = {**kw, "activation": "gelu"}
     n_states = 2 if op == "LSTM" else 1
-    kw = {"activation": "gelu"}
     if name == "masking-sequences-state":  # a Masking layer: padded rows of every kind in the parity cases
         return sequential([seq_input(), L.Masking(0.0), Layer(4, return_sequences=True, return_state=True, name="rec",
                                                              **kw)], "s")
@@ -118,6 +120,10 @@ def build(name: str, Layer, op: str):
     if name == "initial-state":
         return functional([x := seq_input(), *(s := [keras.Input((4,), name=f"s{i}") for i in range(n_states)])],
                           Layer(4, return_sequences=True, return_state=True, name="rec", **kw)(x, initial_state=s), "m")
+    if name == "rnn-cell":
+        Cell = {L.LSTM: L.LSTMCell, L.GRU: L.GRUCell, L.SimpleRNN: L.SimpleRNNCell}[Layer]
+        return functional(x := seq_input(), L.RNN(Cell(4, **kw), return_sequences=True, return_state=True,
+                                                  name="rec")(x), "m")
     if name == "stateful":
         return functional(x := seq_input(batch=2), Layer(4, stateful=True, return_sequences=True, name="rec", **kw)(x),
                           "m")
@@ -125,15 +131,15 @@ def build(name: str, Layer, op: str):
 
 
 SETTINGS = ("masking-sequences-state", "embedding-mask-backwards", "backwards-last", "bidirectional-masked",
-            "bidirectional-sum-last", "initial-state", "stateful")
+            "bidirectional-sum-last", "initial-state", "rnn-cell", "stateful")
 
 
-@pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
+@pytest.mark.parametrize("cell", list(LAYERS))
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_scan_layer_matches_keras(setting, cell, tmp_path):
-    Layer, _, op = LAYERS[cell]
+    op = LAYERS[cell][2]
     keras.utils.set_random_seed(0)
-    model = build(setting, Layer, op)
+    model = build(setting, cell)
     result = export(model, tmp_path / "o")
     assert result.passed, result.parity.failures()
     assert all(len(c.outputs) >= len(keras.tree.flatten(model.outputs)) for c in result.parity.cases)
@@ -223,3 +229,32 @@ def test_gelu_forced_through_the_fallback_is_one_line(tmp_path, monkeypatch):
         with pytest.raises(RnnEdgeError) as err:
             export(model, tmp_path / "o", allow_loop=True)
     assert_one_line(str(err.value), "layer 'odd' (GRU)", "op Erfc")
+
+
+def test_a_scan_model_quantizes(tmp_path):
+    """int8 quantizes the MatMuls around the Scan (its body stays float32), fp16 keeps the Scan float32
+    behind Casts; the accuracy gate judges both against Keras' golden outputs."""
+    keras.utils.set_random_seed(0)
+    x = seq_input()
+    model = functional(x, L.Dense(3)(L.GRU(6, activation="gelu", return_sequences=True, name="rec")(x)), "m")
+    result = export(model, tmp_path / "o", quantize="int8,fp16")
+    variants = result.manifest.variants
+    for name in ("int8", "fp16"):
+        assert variants[name]["gate"]["passed"], variants[name]
+        in_file = collections.Counter(n.op_type for n in onnx.load(tmp_path / "o" / variants[name]["file"]).graph.node)
+        assert in_file["Scan"] == 1, in_file
+        assert any("Scan" in note for note in variants[name]["notes"]), variants[name]["notes"]
+    for name in ("int8", "fp16"):  # onnxruntime's full optimisation level (where a float16 Transpose crashed it)
+        x = np.random.default_rng(0).normal(size=(2, 9, 5)).astype(np.float32)
+        got = rnnedge.load(tmp_path / "o", "cpu", variant=name).run(x).data[0]
+        np.testing.assert_allclose(got, np.asarray(model(x)), atol=0.05)
+
+
+@pytest.mark.parametrize("setting, says", [("bidirectional-sum-last", "Scan node 'rec/GRU_bw/Scan' runs reverse"),
+                                           ("backwards-last", "Scan node 'rec/GRU/Scan' runs reverse")])
+def test_a_scan_model_that_cannot_stream_says_why(setting, says, tmp_path):
+    keras.utils.set_random_seed(0)
+    export(build(setting, "GRU"), tmp_path / "o")
+    with pytest.raises(RnnEdgeError, match="cannot stream") as err:
+        rnnedge.load(tmp_path / "o", "cpu").stream(batch=1)
+    assert says in str(err.value)

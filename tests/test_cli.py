@@ -114,11 +114,24 @@ def test_model_without_recurrent_layer(tmp_path):
 
 
 def test_unsupported_layer_names_it(tmp_path):
+    path = tmp_path / "conv_lstm.keras"
+    x = keras.Input((None, 6, 2))
+    functional(x, L.ConvLSTM1D(2, 2, name="odd_conv")(x), "m").save(path)
+    assert_user_error(invoke("export", path, "--out", tmp_path / "o"), "odd_conv", "not supported", "--allow-loop")
+    assert not (tmp_path / "o").exists() and no_leftovers(tmp_path)
+
+
+def test_export_line_says_which_layers_went_through_a_scan_and_why(tmp_path):
     path = tmp_path / "gelu.keras"
     x = seq_input()
-    functional(x, L.LSTM(3, activation="gelu", name="odd_lstm")(x), "m").save(path)
-    assert_user_error(invoke("export", path, "--out", tmp_path / "o"), "odd_lstm", "gelu", "--allow-loop")
-    assert not (tmp_path / "o").exists() and no_leftovers(tmp_path)
+    functional(x, L.GRU(3, return_sequences=True)(L.LSTM(3, activation="gelu", return_sequences=True, name="odd_lstm")(x)),
+               "m").save(path)
+    result = invoke("export", path, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and "1 fused recurrent node(s), 1 layer(s) as an exact Scan (odd_lstm: no fused " \
+        "form for gelu)" in result.output
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert manifest["layers"]["odd_lstm"] == "scan" and "'gelu'" in manifest["notes"]["odd_lstm"]
 
 
 def test_lambda_layer_needs_unsafe(tmp_path):

@@ -403,11 +403,22 @@ def test_fp16_of_an_exported_gru_loads_and_runs(tmp_path):
 
 
 def test_variants_of_a_streaming_export(tmp_path):
-    """A streaming export (state inputs after a skipped sequence_lens) quantizes to every variant."""
+    """A streaming export (state inputs after a skipped sequence_lens) quantizes to every variant,
+    and each, run on the golden inputs, is within its gate of Keras' outputs."""
     keras = pytest.importorskip("keras")
     from rnnedge.exporter import export
+    from tests.variants import variant_errors
 
+    keras.utils.set_random_seed(0)
     x = keras.Input((None, 4))
-    h = keras.layers.SimpleRNN(6, return_sequences=True)(x)
-    result = export(keras.Model(x, keras.layers.LSTM(5)(h)), tmp_path / "m", streaming=True, quantize=["int8", "fp16"])
-    assert set(result.manifest.variants) == {"fp32", "int8", "fp16"}
+    h = keras.layers.SimpleRNN(24, return_sequences=True)(x)  # big enough for int8 to be smaller than fp32
+    result = export(keras.Model(x, keras.layers.LSTM(20)(h)), tmp_path / "m", streaming=True, quantize=["int8", "fp16"])
+    variants = result.manifest.variants
+    assert set(variants) == {"fp32", "int8", "fp16"}, result.manifest.not_kept
+    for variant in ("int8", "fp16"):
+        assert variants[variant]["gate"]["passed"], variants[variant]["gate"]
+        errors = variant_errors(result.folder, variant)
+        assert set(errors) == {s.name for s in result.manifest.data_outputs}
+        for output, (diff, bound) in errors.items():
+            assert diff <= bound, (variant, output, diff, bound)
+            assert variants[variant]["tolerance"][output] == pytest.approx(bound, rel=1e-6), (variant, output)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
 from rnnedge.quantize import gate
 from rnnedge.quantize.folder import recommend
+
+EXPORTED = Path(__file__).resolve().parent.parent / "exported"
 
 
 def _rows(n=50, classes=4, seed=0):
@@ -60,6 +64,58 @@ def test_sigmoid_decisions_count_each_value():
     a = np.array([[0.2, 0.8], [0.51, 0.9]], np.float32)
     result = gate.golden_gate([({"s": e}, {"s": a})], {"s": "sigmoid"})
     assert result["outputs"]["s"]["decisions"] == 0.75 and not result["passed"]
+
+
+def test_the_range_is_kerass_not_the_variants():
+    """A variant that stretches its outputs by 4.1% is off by 2.05% of Keras' range (fail), but by
+    only 1.97% of its own, stretched one: the bound must come from the golden outputs."""
+    e = np.linspace(-1.0, 1.0, 101, dtype=np.float32)
+    result = gate.golden_gate([({"y": e}, {"y": e * np.float32(1.041)})], {})
+    assert result["outputs"]["y"]["range"] == pytest.approx(2.0) and result["outputs"]["y"]["limit"] == pytest.approx(0.04)
+    assert not result["passed"] and not result["outputs"]["y"]["passed"]
+
+
+def _near_ties(flipped: int, rows: int = 200):
+    """Keras' softmax rows, and a variant's, which swaps the top two classes of the first `flipped`
+    rows; there the two differ by 0.004, far within the range rule (2% of a range near 1)."""
+    probs = _rows(rows)
+    variant = probs.copy()
+    for row in range(flipped):
+        top, second = np.argsort(probs[row])[::-1][:2]
+        mid = (probs[row, top] + probs[row, second]) / 2
+        probs[row, top], probs[row, second] = mid + 0.002, mid - 0.002
+        variant[row, top], variant[row, second] = mid - 0.002, mid + 0.002
+    return probs, variant
+
+
+@pytest.mark.parametrize("flipped, passed", [(2, True), (3, False), (6, False)])
+def test_softmax_decision_rule_decides_where_the_range_rule_passes(flipped, passed):
+    probs, variant = _near_ties(flipped)
+    p = gate.golden_gate([({"p": probs}, {"p": variant})], {"p": "softmax"})["outputs"]["p"]
+    assert p["max_abs"] <= p["limit"] / 4  # the range rule passes by far: only the decisions decide
+    assert p["decisions"] == pytest.approx(1 - flipped / 200)
+    assert p["passed"] is passed  # 99% of rows (198 of 200) pass; 197 do not
+
+
+def test_sigmoid_decision_rule_decides_where_the_range_rule_passes():
+    e = np.linspace(0.0, 1.0, 201, dtype=np.float32).reshape(-1, 1)
+    a = e.copy()
+    a[(e >= 0.49) & (e <= 0.5)] += 0.011  # 0.49, 0.495, 0.5 cross 0.5: 3 of 201 values
+    s = gate.golden_gate([({"s": e}, {"s": a})], {"s": "sigmoid"})["outputs"]["s"]
+    assert s["max_abs"] <= s["limit"] and s["decisions"] == pytest.approx(198 / 201) and not s["passed"]
+
+
+def test_the_range_rule_decides_where_every_decision_agrees():
+    """Probabilities pushed away from Keras' but never across a decision: the range rule alone fails them."""
+    probs = _rows(200)
+    sharper = probs.copy()
+    sharper[np.arange(200), probs.argmax(-1)] += 0.05
+    p = gate.golden_gate([({"p": probs}, {"p": sharper})], {"p": "softmax"})["outputs"]["p"]
+    assert p["decisions"] == 1.0 and p["max_abs"] > p["limit"] and not p["passed"]
+    e = np.linspace(0.0, 1.0, 201, dtype=np.float32)
+    squeezed = 0.5 + (e - 0.5) * np.float32(0.9)  # 0.5 stays 0.5: the same side of it everywhere
+    s = gate.golden_gate([({"s": e}, {"s": squeezed})], {"s": "sigmoid"})["outputs"]["s"]
+    assert s["decisions"] == 1.0 and s["max_abs"] > s["limit"] and not s["passed"]
 
 
 def test_output_kinds_follow_reshapes_back_to_softmax_and_sigmoid():
@@ -129,4 +185,73 @@ def test_choose_int8_skips_slower_larger_and_failing_settings():
     assert chosen == "ok"
     chosen, why = gate.choose_int8([_candidate("x", passed=False, error=0.2), _candidate("y", passed=False, error=0.1)],
                                    fp32_size=40)
-    assert chosen == "y" and "most accurate portable" in why
+    assert chosen == "y" and "kept the most accurate" in why
+
+
+def test_choose_int8_keeps_nothing_when_no_portable_setting_is_smaller_than_fp32():
+    candidates = [_candidate("dynamic-7bit", size=45, ratio=2.0), _candidate("weight-only", size=40, error=0.001),
+                  _candidate("dynamic-8bit", portable=False, size=30)]
+    chosen, why = gate.choose_int8(candidates, fp32_size=40)
+    assert chosen is None
+    assert why.startswith("no int8 variant kept: no portable setting is smaller than fp32's 40 bytes"), why
+    assert "weight-only 40, dynamic-7bit 45" in why  # each size, smallest first; the 8-bit one never counts
+    # a failing but smaller setting is kept before a passing bigger one (its gate says FAIL)
+    chosen, why = gate.choose_int8([_candidate("big", size=50), _candidate("small", size=39, passed=False)], 40)
+    assert chosen == "small" and "most accurate" in why
+
+
+def test_an_int8_variant_no_smaller_than_fp32_is_not_kept(tmp_path):
+    """exported/cells-lstm (an LSTM of 4 and 7 units): every int8 setting's file is bigger than
+    model.onnx, so quantizing keeps no int8 variant, says why, and removes the int8 file an
+    earlier run left."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from rnnedge.cli import app
+    from rnnedge.manifest import Manifest
+
+    folder = tmp_path / "cells-lstm"
+    shutil.copytree(EXPORTED / "cells-lstm", folder)
+    m = Manifest.load(folder)
+    m.source = {"name": "tiny"}  # not the zoo's: judged on the golden outputs, no TensorFlow
+    m.save(folder)
+    assert (folder / "model.int8.onnx").stat().st_size > (folder / "model.onnx").stat().st_size  # as committed
+    result = CliRunner().invoke(app, ["quantize", str(folder), "--variants", "int8", "--explain"])
+    assert result.exit_code == 0, result.output
+    m = Manifest.load(folder)
+    fp32_size = (folder / "model.onnx").stat().st_size
+    assert "int8" not in m.variants and not (folder / "model.int8.onnx").exists()
+    candidates = m.not_kept["int8"]["candidates"]
+    assert candidates and all(c["size"] >= fp32_size and not c["smaller_than_fp32"] for c in candidates)
+    assert m.not_kept["int8"]["because"].startswith("no int8 variant kept: no portable setting is smaller than fp32")
+    lines = result.output.splitlines()
+    assert m.not_kept["int8"]["because"] in lines, result.output
+    assert "int8 settings tried (kept: none):" in lines and "not smaller than fp32" in result.output
+    assert m.recommended["CPUExecutionProvider"] == "fp32"
+    m.verify(folder, m.file_names())  # the manifest names only what the folder holds
+
+
+def test_variants_off_kerass_outputs_are_recorded_failed_and_never_recommended(tmp_path):
+    """Keras' golden outputs moved by 5% of their range: every variant, run on them, is off by more
+    than the gate allows; quantize records each gate as failed, and recommends fp32 everywhere."""
+    import shutil
+
+    from rnnedge.check import read_golden, write_golden
+    from rnnedge.manifest import Manifest
+    from rnnedge.quantize import quantize_dir
+
+    folder = tmp_path / "airline-gru"
+    shutil.copytree(EXPORTED / "airline-gru", folder)
+    cases = read_golden(folder)
+    span = {k: float(np.ptp(np.concatenate([c[2][k].ravel() for c in cases]))) for k in cases[0][2]}
+    write_golden(folder, [(name, inputs, {k: v + np.float32(0.05 * span[k]) for k, v in expected.items()})
+                          for name, inputs, expected in cases])
+    m = Manifest.load(folder)
+    m.source = {"name": "moved"}  # not the zoo's: judged on the golden outputs alone
+    m.save(folder)
+    variants = quantize_dir(folder, ["int8", "fp16"], latency_runs=5)
+    for name in ("int8", "fp16"):
+        g = variants[name]["gate"]
+        assert g["by"] == "golden outputs" and not g["golden"]["passed"] and g["passed"] is False, g
+    assert set(Manifest.load(folder).recommended.values()) == {"fp32"}

@@ -1,19 +1,24 @@
 """The README, walked as a new user would: every command and code block in it runs as written
-(with `--runs 5 --warmup 1` added to `rnnedge bench` so timing stays short), the runtime-only ones
-in a process where TensorFlow, Keras and tf2onnx cannot be imported. A line that cannot run here
-(a server, minutes of training, installing packages) matches a rule in SKIP with its reason; any
-other line that is added to the README is run."""
+(with `--runs 5 --warmup 1` added to `rnnedge bench`, and a short load test for `bench --triton`, so
+timing stays short), the runtime-only ones in a process where TensorFlow, Keras and tf2onnx cannot be
+imported. `rnnedge serve` runs for real in the background for the rest of its block (and for the
+TritonRunner example), on free ports that replace the README's 8000 and 8001 in what follows. A line
+that cannot run here (minutes of training, installing packages) matches a rule in SKIP with its
+reason; any other line that is added to the README is run."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +40,21 @@ SKIP = [
     (r"^make demo\b", "trains all fifteen zoo models for minutes; test_cli.py checks what the demo prints"),
     (r"^make test\b", "is this test suite"),
     (r"^rnnedge demo\b", "trains the zoo for minutes (what make demo runs)"),
-    (r"^rnnedge serve\b", "runs tritonserver in the foreground; tests/test_serve.py starts a real one"),
-    (r"--triton\b", "needs a running tritonserver; tests/test_serve.py load-tests a real one"),
-    (r"^curl\b", "needs a running tritonserver"),
     (r"^pip install\b", "changes the environment; the runtime-only commands run here with TensorFlow blocked"),
 ]
 NEEDS_TENSORFLOW = (r"^rnnedge export\b", r"--baseline\b")  # the rest must run without TensorFlow
+SERVE = r"^rnnedge serve\b"
+README_HTTP, README_GRPC = "127.0.0.1:8000", "127.0.0.1:8001"  # `rnnedge serve`'s default ports, in the README
+TRITON_LOAD_TEST = ["--concurrency", "1,2", "--sequences", "4", "--chunks", "2", "--seconds", "10"]
+
+
+def no_server() -> str | None:
+    """Why no tritonserver can be started here, or None."""
+    if importlib.util.find_spec("tritonclient") is None:
+        return "needs the serve extra (tritonclient), not installed here"
+    if importlib.util.find_spec("pytriton") is None:
+        return "needs tritonserver (the nvidia-pytriton wheel), not installed here"
+    return None
 
 
 def blocks() -> list[tuple[int, str, str]]:
@@ -95,7 +109,9 @@ def _argv(command: str) -> list[str]:
     """An rnnedge command's arguments, optional parts in [brackets] left out."""
     argv = shlex.split(re.sub(r"\s*\[[^\]]*\]", "", command))
     assert argv[0] == "rnnedge", f"not an rnnedge command: {command}"
-    return argv[1:] + (["--runs", "5", "--warmup", "1"] if argv[1] == "bench" else [])
+    if argv[1] != "bench":
+        return argv[1:]
+    return argv[1:] + (TRITON_LOAD_TEST if "--triton" in argv else ["--runs", "5", "--warmup", "1"])
 
 
 def _runtime_only(argvs: list[list[str]], cwd: Path) -> None:
@@ -115,6 +131,93 @@ def _runtime_only(argvs: list[list[str]], cwd: Path) -> None:
     assert done.returncode == 0 and "ok" in done.stdout, (done.stdout + done.stderr)[-2000:]
 
 
+@contextlib.contextmanager
+def served(command: str, cwd: Path):
+    """The README's `rnnedge serve REPO`, run for real in the background (TensorFlow blocked) on free
+    ports: other runs on this machine may hold the README's 8000 and 8001. Yields (a function that
+    rewrites the README's addresses to the server's, REPO). Stopped with Ctrl-C, as the README says,
+    which ends it cleanly."""
+    from rnnedge.serve.server import free_port
+
+    http, grpc = free_port(), free_port()
+    argv = _argv(command) + ["--http-port", str(http), "--grpc-port", str(grpc)]
+    code = BLOCK_TENSORFLOW + f"sys.argv = ['rnnedge', *{argv!r}]\nfrom rnnedge.entry import main\nmain()\n"
+    log = cwd / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=ENV)
+    try:
+        deadline = time.monotonic() + 180  # a bound only: `rnnedge serve` itself gives up after 60 s
+        while "serving" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert f"http://127.0.0.1:{http}  grpc://127.0.0.1:{grpc}" in log.read_text(), log.read_text()
+        yield (lambda text: text.replace(README_HTTP, f"127.0.0.1:{http}").replace(README_GRPC, f"127.0.0.1:{grpc}"),
+               cwd / argv[1])
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.terminate()  # `rnnedge serve` stops its server on SIGTERM too
+            proc.wait(timeout=60)
+    assert proc.returncode == 0 and "stopping" in log.read_text(), (proc.returncode, log.read_text())
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def _curl(command: str, repo: Path) -> None:
+    """The README's curl call answers JSON naming the model's outputs, with the values rnnedge's
+    runtime gives the request's input (the export the repository serves)."""
+    argv = shlex.split(command)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, (command, done.stderr)
+    answer = json.loads(done.stdout)
+    request = json.loads(argv[argv.index("-d") + 1])
+    model = re.search(r"/v2/models/([^/]+)/infer", command).group(1)
+    assert answer["model_name"] == model and "error" not in answer, answer
+    import rnnedge
+
+    local = rnnedge.load(repo / model / "1" / "export", "cpu")
+    feeds = {i["name"]: np.array(i["data"], np.float32).reshape(i["shape"]) for i in request["inputs"]}
+    want = local.run(**feeds)
+    assert sorted(o["name"] for o in answer["outputs"]) == sorted(s.name for s in local.manifest.data_outputs), answer
+    for o in answer["outputs"]:
+        got = np.array(o["data"], np.float32).reshape(o["shape"])
+        np.testing.assert_allclose(got, want[o["name"]], atol=1e-5, err_msg=o["name"])
+
+
+def _run_commands(cmds: list[str], root: Path, skipped: list[str]) -> int:
+    """Run a block's commands that need no server: those needing TensorFlow in this process, in order
+    (the exports the others read come first), then the rest in one process without TensorFlow.
+    Commands that cannot run here are added to `skipped` with their reason; returns how many ran."""
+    with_tf, without_tf = [], []
+    for command in cmds:
+        why = skip_reason(command)
+        if why is None and " triton " in f" {command} " and importlib.util.find_spec("tritonclient") is None:
+            why = "needs the serve extra (tritonclient), not installed here"
+        if why:
+            skipped.append(f"{command}: {why}")
+        elif any(re.search(p, command) for p in NEEDS_TENSORFLOW):
+            with_tf.append(_argv(command))
+        else:
+            without_tf.append(_argv(command))
+    for argv in with_tf:
+        result = CliRunner().invoke(app, argv)
+        assert result.exit_code == 0, (argv, result.output, result.exception)
+        assert not re.search(r"Traceback|absl|WARNING", result.output), (argv, result.output)
+    if without_tf:
+        _runtime_only(without_tf, root)
+    return len(with_tf) + len(without_tf)
+
+
+def serve_block(before_line: int) -> list[str]:
+    """The commands of the last bash block above `before_line` that starts a server."""
+    found = [b for b in BLOCKS if b[0] < before_line and b[1] == "bash"
+             and any(re.search(SERVE, c) for c in commands(b[2]))]
+    assert found, f"README.md:{before_line}: no `rnnedge serve` block above this example"
+    return commands(found[-1][2])
+
+
 BLOCKS = blocks()
 
 
@@ -124,9 +227,27 @@ def test_readme_block_runs_as_written(line, language, text, workdir, monkeypatch
     monkeypatch.chdir(root)
     if language == "":
         pytest.skip("a diagram (the code layout), not code")
+    if language == "python" and "TritonRunner" in text:
+        if no_server():
+            pytest.skip(no_server())
+        cmds = serve_block(line)  # the README's own commands write the repository and serve it
+        at = next(k for k, c in enumerate(cmds) if re.search(SERVE, c))
+        skipped: list[str] = []
+        assert _run_commands(cmds[:at], root, skipped) and not skipped, skipped
+        # chunk1, chunk2: a golden sequence of the export; the stream's result must be Keras' for it
+        setup = ("from rnnedge.check import compare, read_golden\n"
+                 "case, inputs, expected = read_golden('exported/airline-gru')[0]\n"
+                 "chunk1, chunk2 = inputs['window'][:, :5], inputs['window'][:, 5:]\n")
+        check = ("\nparity = compare(case, {'next_month': expected['next_month']}, {'next_month': y})\n"
+                 "assert parity, parity\n")
+        with served(cmds[at], root) as (address, _):
+            code = BLOCK_TENSORFLOW + setup + address(text) + check + (
+                "assert not [k for k in sys.modules if k.split('.')[0] in BLOCKED]\nprint('ok')\n")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                                  cwd=root, env=ENV)
+            assert done.returncode == 0 and "ok" in done.stdout, (done.stdout + done.stderr)[-2000:]
+        return
     if language == "python":
-        if "TritonRunner" in text:
-            pytest.skip("streams through a running tritonserver; tests/test_serve.py does this against a real one")
         export_part, _, runtime_part = text.partition("# run (numpy + onnxruntime only)")
         exec(compile(export_part, f"README.md:{line}", "exec"), {"keras_model": model})  # noqa: S102
         setup = ("import numpy as np\n"
@@ -138,22 +259,23 @@ def test_readme_block_runs_as_written(line, language, text, workdir, monkeypatch
         assert done.returncode == 0 and "ok" in done.stdout, (done.stdout + done.stderr)[-2000:]
         return
     assert language == "bash", f"README.md:{line}: a ```{language} block this test cannot run"
-    skipped, with_tf, without_tf = [], [], []
-    for command in commands(text):
-        why = skip_reason(command)
-        if why is None and " triton " in f" {command} " and importlib.util.find_spec("tritonclient") is None:
-            why = "needs the serve extra (tritonclient), not installed here"
-        if why:
-            skipped.append(f"{command}: {why}")
-        elif any(re.search(p, command) for p in NEEDS_TENSORFLOW):
-            with_tf.append(_argv(command))
-        else:
-            without_tf.append(_argv(command))
-    for argv in with_tf:  # in order: the exports the runtime-only commands read come first
-        result = CliRunner().invoke(app, argv)
-        assert result.exit_code == 0, (argv, result.output, result.exception)
-        assert not re.search(r"Traceback|absl|WARNING", result.output), (argv, result.output)
-    if without_tf:
-        _runtime_only(without_tf, root)
-    if skipped and not (with_tf or without_tf):
+    skipped: list[str] = []
+    cmds = commands(text)
+    at = next((k for k, c in enumerate(cmds) if re.search(SERVE, c)), len(cmds))
+    ran = _run_commands(cmds[:at], root, skipped)
+    if at < len(cmds) and no_server():
+        skipped += [f"{c}: {no_server()}" for c in cmds[at:]]
+    elif at < len(cmds):
+        with served(cmds[at], root) as (address, repo):  # the rest of the block talks to it
+            ran += 1
+            rest = [address(c) for c in cmds[at + 1:]]
+            curls = [c for c in rest if re.search(r"^curl\b", c)]
+            ran += _run_commands([c for c in rest if c not in curls], root, skipped)
+            for command in curls:
+                if shutil.which("curl") is None:
+                    skipped.append(f"{command}: curl is not installed here")
+                    continue
+                _curl(command, repo)
+                ran += 1
+    if skipped and not ran:
         pytest.skip("; ".join(skipped))

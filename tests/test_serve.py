@@ -2,8 +2,10 @@
 (nvidia-pytriton's, python backend) driven through tritonclient over HTTP and gRPC, the load
 test, and the ORT format. No TensorFlow: the committed exports are served.
 
-The onnxruntime-backend repositories are checked against the schema only: the wheel's server
-has no onnxruntime backend.
+The served models' outputs are compared with Keras' own (each export's golden.npz, at `rnnedge
+check`'s CPU tolerance), not with rnnedge's runtime, which the python backend itself runs: a fault in
+either shows. The onnxruntime-backend repositories are checked against the schema only: the wheel's
+server has no onnxruntime backend.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import pytest
 from typer.testing import CliRunner
 
 import rnnedge
+from rnnedge.check import STREAM_CHUNKS, ParityReport, Tolerance, compare, read_golden
 from rnnedge.cli import app
 from rnnedge.errors import RnnEdgeError
-from rnnedge.manifest import Manifest
+from rnnedge.manifest import Manifest, is_time_axis
+from rnnedge.tables import CPU, tolerance_of
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installed: pip install 'rnnedge[serve]'")
 pytest.importorskip("tritonclient.http", reason="the serve extra is not installed: pip install 'rnnedge[serve]'")
@@ -37,6 +41,7 @@ STREAMING = EXPORTED / "airline-gru"  # [batch, time, 1] -> [batch, 1], one GRU 
 PER_STEP = EXPORTED / "events-gru"  # [batch, time, 40] -> [batch, time, 4], two GRU states
 STATELESS = EXPORTED / "sentiment-bilstm"  # int32 tokens [batch, 20] -> [batch, 1]
 IDLE_S = 2.0
+KERAS = Tolerance(*tolerance_of(CPU))  # the server runs onnxruntime on CPU: `rnnedge check`'s tolerance there
 runner = CliRunner()
 
 need_server = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,
@@ -283,48 +288,111 @@ def _input(module, name, array):
     return i
 
 
+def golden(folder):
+    """golden.npz's cases, as a client sends them: (case, data inputs, Keras' data outputs). Every
+    case of these exports starts from a zero state, as a new sequence on the server does."""
+    manifest = Manifest.load(folder)
+    cases = []
+    for name, inputs, outputs in read_golden(folder):
+        assert not any(inputs[s.name].any() for s in manifest.state_inputs), name
+        cases.append((name, {s.name: inputs[s.name] for s in manifest.data_inputs},
+                      {s.name: outputs[s.name] for s in manifest.data_outputs}))
+    return cases
+
+
+def rows(arrays, i):
+    """Row i of every array: one sequence of a golden batch (Keras' rows are independent)."""
+    return {k: v[i:i + 1] for k, v in arrays.items()}
+
+
+def assert_keras(case, expected, got, folder):
+    """The server's outputs equal Keras' within `rnnedge check`'s tolerance (the export's overrides too)."""
+    overrides = {k: tuple(v) for k, v in Manifest.load(folder).parity.get("overrides", {}).items()}
+    parity = compare(case, expected, got, KERAS, overrides)
+    assert parity, ParityReport("triton", (parity,), KERAS).failures()
+
+
+def streamed(stream, folder, inputs, chunk):
+    """A sequence sent `chunk` steps at a time on one TritonStream: per-step outputs joined in time,
+    the others from the last chunk (as `rnnedge.check.stream_in_chunks` does in-process)."""
+    manifest = Manifest.load(folder)
+    steps = next(iter(inputs.values())).shape[1]
+    pieces = []
+    for a in range(0, steps, chunk):
+        part = {k: v[:, a:a + chunk] for k, v in inputs.items()}
+        pieces.append(stream.end(part) if a + chunk >= steps else stream.push(part))
+    return {s.name: np.concatenate([p[s.name] for p in pieces], axis=1) if is_time_axis(s.shape[1])
+            else pieces[-1][s.name] for s in manifest.data_outputs}
+
+
 @need_server
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_stateless_requests_equal_the_runtime_at_several_batch_sizes(server, protocol):
+def test_stateless_requests_equal_keras_at_several_batch_sizes(server, protocol):
     url = f"{protocol}://" + (server.http_url if protocol == "http" else server.grpc_url)
     triton = TritonRunner(url, STATELESS)
-    local = rnnedge.load(STATELESS, "cpu")
-    rng = np.random.default_rng(1)
-    for batch in (1, 3, 8, 32):
-        tokens = rng.integers(1, 30, size=(batch, 20)).astype(np.int32)
-        tokens[:, 15:] = 0  # right padding (this committed export is manifest format 1)
-        got = triton.infer({"tokens": tokens})["positive"]
-        want = local.run(tokens)["positive"]
-        assert got.shape == (batch, 1)
-        np.testing.assert_allclose(got, want, atol=1e-5)
+    cases = golden(STATELESS)  # batches of 1, 3, 2 and 16 padded token rows
+    for case, inputs, expected in cases:
+        got = triton.infer(inputs)
+        assert got["positive"].shape == expected["positive"].shape
+        assert_keras(case, expected, got, STATELESS)
+    every = {k: np.concatenate([c[1][k] for c in cases]) for k in cases[0][1]}  # 22 rows in one request
+    assert_keras("every case in one batch", {k: np.concatenate([c[2][k] for c in cases]) for k in cases[0][2]},
+                 triton.infer(every), STATELESS)
     # different sizes in flight at once (dynamic batching merges them in one execute)
     module, client = _client(protocol, server)
     if protocol == "grpc":
         done = queue.Queue()
-        batches = [rng.integers(1, 30, size=(b, 20)).astype(np.int32) for b in (2, 5, 1, 4)]
-        for k, tokens in enumerate(batches):
-            client.async_infer("sentiment-bilstm", [_input(module, "tokens", tokens)],
+        for k, (_, inputs, _) in enumerate(cases):
+            client.async_infer("sentiment-bilstm", [_input(module, "tokens", inputs["tokens"])],
                                lambda result, error, k=k: done.put((k, result, error)))
-        for _ in batches:
+        for _ in cases:
             k, result, error = done.get(timeout=30)
             assert error is None
-            np.testing.assert_allclose(result.as_numpy("positive"), local.run(batches[k])[0], atol=1e-5)
+            assert_keras(cases[k][0] + ", in flight with the others", cases[k][2],
+                         {"positive": result.as_numpy("positive")}, STATELESS)
 
 
 @need_server
-def test_sixteen_interleaved_sequences_each_equal_their_whole_sequence_run(server):
-    """Chunks of different lengths, sequences starting and ending at different times, some over
-    HTTP and most over gRPC sent together (so one execute() holds several sequences)."""
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("folder", [STREAMING, PER_STEP], ids=lambda p: p.name)
+def test_golden_rows_streamed_in_chunks_equal_keras(server, protocol, folder):
+    """Each row of each golden case is one sequence (Triton's sequence batcher takes one row per
+    request), sent in chunks of 1 and 3 steps as `rnnedge check` streams it: the server carries the
+    state between requests. events-gru's 64-step test split is streamed by the interleaving test."""
+    url = f"{protocol}://" + (server.http_url if protocol == "http" else server.grpc_url)
+    triton = TritonRunner(url, folder)
+    sent = 0
+    for case, inputs, expected in golden(folder):
+        batch, steps = next(iter(inputs.values())).shape[:2]
+        if steps > 16:
+            continue
+        for r in range(batch):
+            for chunk in Manifest.load(folder).parity.get("stream_chunks", STREAM_CHUNKS):
+                got = streamed(triton.stream(), folder, rows(inputs, r), chunk)
+                assert_keras(f"{case}, row {r}, chunks of {chunk}", rows(expected, r), got, folder)
+                sent += 1
+    assert sent >= 12
+
+
+@need_server
+def test_twenty_two_interleaved_sequences_each_equal_keras(server):
+    """Every row of events-gru's golden cases is a sequence of its own (64, 16, 7 or 1 steps): chunks
+    of different lengths, sequences starting and ending at different times, some over HTTP and most
+    over gRPC sent together (so one execute() holds several sequences)."""
     import tritonclient.grpc as g
     import tritonclient.http as h
 
-    local = rnnedge.load(PER_STEP, "cpu")
     rng = np.random.default_rng(7)
-    n = 18
-    lengths = rng.integers(6, 30, size=n)
-    inputs = [rng.normal(size=(1, int(t), 40)).astype(np.float32) for t in lengths]
-    wanted = [local.run(x)["events"] for x in inputs]
-    assert np.abs(wanted[0][:, 6:] - local.run(inputs[0][:, 6:])["events"]).max() > 1e-3  # a lost state would show
+    sequences = [(f"{case}, row {r}", rows(inputs, r)["frames"], rows(expected, r)["events"])
+                 for case, inputs, expected in golden(PER_STEP) for r in range(len(inputs["frames"]))]
+    order = rng.permutation(len(sequences))
+    names, inputs, wanted = zip(*[sequences[k] for k in order])
+    n = len(inputs)
+    assert n == 22  # 16 rows of 64 steps, 3 of 16, 1 of 7, 2 of 1
+    lengths = [x.shape[1] for x in inputs]
+    local = rnnedge.load(PER_STEP, "cpu")  # the data can show a lost state: a tail run from zero differs
+    longest = int(np.argmax(lengths))
+    assert np.abs(wanted[longest][:, 6:] - local.run(inputs[longest][:, 6:])["events"]).max() > 1e-3
     starts = rng.integers(0, 6, size=n)  # the round each sequence starts in
     grpc_client, http_client = g.InferenceServerClient(server.grpc_url), h.InferenceServerClient(server.http_url)
     stats0 = grpc_client.get_inference_statistics("events-gru").model_stats[0]
@@ -355,9 +423,7 @@ def test_sixteen_interleaved_sequences_each_equal_their_whole_sequence_run(serve
             assert error is None, error
             pieces[i].append(result.as_numpy("events"))
     for i in range(n):
-        got = np.concatenate(pieces[i], axis=1)
-        assert got.shape == wanted[i].shape
-        np.testing.assert_allclose(got, wanted[i], atol=1e-5, err_msg=f"sequence {i}")
+        assert_keras(names[i], {"events": wanted[i]}, {"events": np.concatenate(pieces[i], axis=1)}, PER_STEP)
     stats = grpc_client.get_inference_statistics("events-gru").model_stats[0]
     executions, inferences = stats.execution_count - stats0.execution_count, stats.inference_count - stats0.inference_count
     assert inferences == sum(len(p) for p in pieces)
@@ -382,8 +448,9 @@ def test_bad_requests_get_tritons_clear_errors_and_the_server_keeps_serving(serv
         with pytest.raises(InferenceServerException, match=message):
             client.infer("airline-gru", [_input(g, "window", array)], **flags)
     # a failing chunk inside a sequence (rnnedge's own input check) leaves its state untouched
-    local = rnnedge.load(STREAMING, "cpu")
-    seq = np.random.default_rng(3).normal(size=(1, 9, 1)).astype(np.float32)
+    case, inputs, expected = golden(STREAMING)[1]
+    case, inputs, expected = f"{case}, row 2", rows(inputs, 2), rows(expected, 2)  # one sequence of 12 steps
+    seq = inputs["window"]
     stream = TritonRunner("grpc://" + server.grpc_url, STREAMING).stream()
     stream.push({"window": seq[:, :4]})
     bad = seq[:, 4:6].copy()
@@ -391,8 +458,7 @@ def test_bad_requests_get_tritons_clear_errors_and_the_server_keeps_serving(serv
     with pytest.raises(RnnEdgeError, match="non-finite") as refused:
         stream.push({"window": bad})
     assert "allow_nonfinite" not in str(refused.value) and "send finite values only" in str(refused.value)
-    got = stream.end({"window": seq[:, 4:]})["next_month"]
-    np.testing.assert_allclose(got, local.run(seq)[0], atol=1e-5)
+    assert_keras(case, expected, stream.end({"window": seq[:, 4:]}), STREAMING)
 
 
 @need_server
@@ -409,9 +475,9 @@ def test_a_sequence_never_ended_is_released_after_the_idle_timeout(server):
         time.sleep(0.25)
     with pytest.raises(RnnEdgeError, match="must specify the START flag"):
         stream.push({"window": x})
+    case, inputs, expected = golden(STREAMING)[0]  # one sequence of 12 steps
     fresh = triton.stream()  # a new sequence, and the server still serves
-    got = fresh.end({"window": x})["next_month"]
-    np.testing.assert_allclose(got, rnnedge.load(STREAMING, "cpu").run(x)[0], atol=1e-5)
+    assert_keras(case, expected, fresh.end(inputs), STREAMING)
 
 
 @need_server
@@ -441,8 +507,9 @@ def test_server_killed_mid_sequence_then_restarted(tmp_path):
 
     repo = tmp_path / "repo"
     tr.write_repository(STREAMING, repo, backend="python")
-    local = rnnedge.load(STREAMING, "cpu")
-    x = np.random.default_rng(5).normal(size=(1, 8, 1)).astype(np.float32)
+    case, inputs, expected = golden(STREAMING)[1]
+    case, inputs, expected = f"{case}, row 1", rows(inputs, 1), rows(expected, 1)  # one sequence of 12 steps
+    x = inputs["window"]
     with local_server(repo) as first:
         stream = TritonRunner("grpc://" + first.grpc_url, STREAMING, timeout=10).stream()
         stream.push({"window": x[:, :4]})
@@ -458,7 +525,7 @@ def test_server_killed_mid_sequence_then_restarted(tmp_path):
             again.infer({"window": x[:, 4:]}, sequence_id=stream.sequence_id)  # the old sequence is gone
         fresh = again.stream()
         fresh.push({"window": x[:, :4]})
-        np.testing.assert_allclose(fresh.end({"window": x[:, 4:]})["next_month"], local.run(x)[0], atol=1e-5)
+        assert_keras(case, expected, fresh.end({"window": x[:, 4:]}), STREAMING)
 
 
 @need_server

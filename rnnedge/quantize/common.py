@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +15,9 @@ import onnx
 from onnx import TensorProto
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import disk_error
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)  # the user's disk, not our bug
 
 
 def load_fp32(src: Path) -> onnx.ModelProto:
@@ -87,3 +93,33 @@ def quiet_quantizer():
         yield
     finally:
         root.removeFilter(f)
+
+
+@contextmanager
+def temp_disk(folder: str | Path):
+    """A full or read-only disk under the temporary `folder` of a conversion is one line naming it."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        raise disk_error(f"the temporary folder {Path(folder).parent} (TMPDIR)", e) from None
+
+
+def room_for(folder: Path, size: int) -> None:
+    """Make sure `size` bytes fit in `folder` now, or raise the disk's OSError.
+
+    onnx's shape inference, which onnxruntime's quantizer runs on a file beside its input, does
+    not check its write: on a full disk the file comes out cut short, and the quantizer reads
+    back a DecodeError or, cut where a field ends, a model with parts missing; onnxruntime says
+    a failed write of an optimized model as INVALID_PROTOBUF."""
+    fd, name = tempfile.mkstemp(dir=folder)
+    try:
+        os.posix_fallocate(fd, 0, max(size, 1))
+    except OSError as e:
+        if e.errno in DISK_ERRNOS:
+            raise
+        # a file system that cannot reserve (EINVAL, EOPNOTSUPP): nothing to tell in advance
+    finally:
+        os.close(fd)
+        os.unlink(name)

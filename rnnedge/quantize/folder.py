@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.files import changing, committed, disk_error, place
 from rnnedge.manifest import MANIFEST, MODEL, Manifest
 from rnnedge.quantize import gate
+from rnnedge.quantize.common import DISK_ERRNOS
 from rnnedge.quantize.fp16 import quantize_fp16
 from rnnedge.quantize.int8 import candidate_settings, quantize_int8, setting_named
 from rnnedge.runtime import Model, load, session_options
@@ -134,10 +136,13 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
             settings = [setting_named(setting)] if setting else candidate_settings(fp32_model, calibrated=calibration is not None)
             for s in settings:
                 path = Path(tmp) / f"int8-{s.name}.onnx"
-                written[f"int8:{s.name}"] = (quantize_int8(folder / MODEL, path, calibration=calibration, setting=s), path)
+                with _scratch_write(folder / "model.int8.onnx"):
+                    written[f"int8:{s.name}"] = (quantize_int8(folder / MODEL, path, calibration=calibration,
+                                                               setting=s), path)
         if "fp16" in names:
             path = Path(tmp) / "fp16.onnx"
-            written["fp16"] = (quantize_fp16(folder / MODEL, path), path)
+            with _scratch_write(folder / "model.fp16.onnx"):
+                written["fp16"] = (quantize_fp16(folder / MODEL, path), path)
 
         models = {"fp32": _cpu_model(folder, manifest, folder / MODEL, "fp32")}
         models.update({k: _cpu_model(folder, manifest, p, k.split(":")[0]) for k, (_, p) in written.items()})
@@ -183,13 +188,19 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
                                        "size_ratio": facts["size_ratio"], "error": worst,
                                        "max_abs_error": facts["max_abs_error"], "metric": facts["metric"],
                                        "latency_ms_p50": facts["latency_ms_p50"], "ratios": facts["speedup_rounds"],
-                                       "u8s8_weight_range": facts["u8s8_weight_range"], "passed": facts["gate"]["passed"]})
+                                       "u8s8_weight_range": facts["u8s8_weight_range"], "passed": facts["gate"]["passed"],
+                                       "smaller_than_fp32": facts["size"] < fp32_size})
             chosen, why = gate.choose_int8(candidates, fp32_size)
-            facts, path = written[f"int8:{chosen}"]
-            facts["candidates"], facts["chosen_because"] = candidates, why
-            _place(path, folder / "model.int8.onnx")
-            facts["file"] = "model.int8.onnx"
-            manifest.variants["int8"] = facts
+            manifest.variants.pop("int8", None)
+            manifest.not_kept.pop("int8", None)
+            if chosen is None:
+                manifest.not_kept["int8"] = {"because": why, "candidates": candidates}
+            else:
+                facts, path = written[f"int8:{chosen}"]
+                facts["candidates"], facts["chosen_because"] = candidates, why
+                _place(path, folder / "model.int8.onnx")
+                facts["file"] = "model.int8.onnx"
+                manifest.variants["int8"] = facts
         if "fp16" in names:
             facts, path = written["fp16"]
             _place(path, folder / "model.fp16.onnx")
@@ -213,6 +224,8 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
                 (folder / entry["file"]).unlink(missing_ok=True)
         raise
     committed(folder / MANIFEST)
+    if "int8" in manifest.not_kept:  # an earlier run's int8 file, which the manifest no longer names
+        (folder / "model.int8.onnx").unlink(missing_ok=True)
     return manifest.variants
 
 
@@ -252,6 +265,18 @@ def _cpu_model(folder: Path, manifest, path: Path, variant: str):
 def _accuracy(model, golden, kinds) -> dict:
     pairs = [(expected, dict(model.run(**inputs))) for _, inputs, expected in golden]
     return gate.golden_gate(pairs, kinds)
+
+
+@contextmanager
+def _scratch_write(final: Path):
+    """A variant is written in the folder's scratch before it is placed: a full disk there is one
+    line naming the file it would have become (onnx.save's OSError names no file)."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        raise disk_error(final, e) from None
 
 
 def _place(tmp: Path, final: Path) -> None:

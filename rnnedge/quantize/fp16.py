@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.quantize.common import cpu_session, facts, load_fp32, slim
+from rnnedge.quantize.common import cpu_session, facts, load_fp32, room_for, slim, temp_disk
 
 
 def quantize_fp16(src: Path, dst: Path) -> dict:
@@ -51,8 +51,9 @@ def quantize_fp16(src: Path, dst: Path) -> dict:
     onnx.save(slim(half), dst)
 
     in_file = _fp16_op_counts(half)
-    with tempfile.TemporaryDirectory(prefix="rnnedge-f16-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="rnnedge-f16-") as tmp, temp_disk(tmp):
         optimized = Path(tmp) / "cpu.onnx"
+        room_for(Path(tmp), 2 * dst.stat().st_size)  # a failed write is onnxruntime's INVALID_PROTOBUF
         cpu_session(dst, optimized=optimized)
         on_cpu = _fp16_op_counts(onnx.load(optimized))
     cpu_fp32 = sorted((in_file - on_cpu).keys())

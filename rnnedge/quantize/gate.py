@@ -104,31 +104,42 @@ def faster_than(ratios: list[float]) -> bool:
     return bool(ratios) and float(np.median(ratios)) >= SPEEDUP and min(ratios) > 1.0
 
 
-def choose_int8(candidates: list[dict], fp32_size: int) -> tuple[str, str]:
-    """(name, why) of the int8 setting to keep, from measured candidates.
+def choose_int8(candidates: list[dict], fp32_size: int) -> tuple[str | None, str]:
+    """(name, why) of the int8 setting to keep, from measured candidates; name None when none is kept.
 
     Each candidate: name, portable, size, passed (its gate), error (worst share of range),
-    ratios (fp32 p50 / its p50 per round). Kept: portable, smaller than fp32, within the gate,
-    not slower than fp32; among those, the fastest, and among the ones within SPEEDUP of it,
-    the most accurate. With none eligible, the most accurate portable one (its gate says FAIL).
+    ratios (fp32 p50 / its p50 per round). Only a portable setting smaller than fp32 can be kept:
+    an int8 variant is smaller, or there is none (in a model of a few units the nodes and scales
+    int8 adds outweigh the bytes it saves). Kept: within the gate, not slower than fp32; among
+    those, the fastest, and among the ones within SPEEDUP of it, the most accurate. With none of
+    those, the most accurate smaller one (its gate says FAIL).
     """
     def median(c):
         return float(np.median(c["ratios"])) if c["ratios"] else 1.0
 
     portable = [c for c in candidates if c["portable"]]
-    eligible = [c for c in portable if c["passed"] and c["size"] < fp32_size and median(c) * SPEEDUP >= 1.0]
+    smaller = [c for c in portable if c["size"] < fp32_size]
+    skipped = [c["name"] for c in candidates if not c["portable"]]
+    saturating = f"{', '.join(skipped)} not considered: 8-bit integer weights saturate on x86 CPUs without VNNI"
+    if not portable:
+        return None, f"no int8 variant kept: {saturating}"
+    if not smaller:
+        sizes = ", ".join(f"{c['name']} {c['size']:,}" for c in sorted(portable, key=lambda c: c["size"]))
+        return None, (f"no int8 variant kept: no portable setting is smaller than fp32's {fp32_size:,} bytes "
+                      f"({sizes}): at this size the nodes and scales int8 adds outweigh the bytes it saves")
+    eligible = [c for c in smaller if c["passed"] and median(c) * SPEEDUP >= 1.0]
     if not eligible:
-        best = min(portable, key=lambda c: c["error"])
-        return best["name"], ("no portable setting is within the gate, smaller and not slower than fp32: kept the "
-                              f"most accurate portable one ({best['name']})")
+        best = min(smaller, key=lambda c: c["error"])
+        return best["name"], ("no portable setting smaller than fp32 is within the gate and not slower than fp32: "
+                              f"kept the most accurate of them ({best['name']})")
     fastest = max(median(c) for c in eligible)
     close = [c for c in eligible if median(c) * SPEEDUP >= fastest]
     best = min(close, key=lambda c: c["error"])
     others = ", ".join(c["name"] for c in close if c is not best)
-    why = (f"portable, within the gate, smaller than fp32; {median(best):.2f}x fp32's speed"
+    why = (f"portable, within the gate, smaller than fp32 ({best['size']:,} of {fp32_size:,} bytes); "
+           f"{median(best):.2f}x fp32's speed"
            + (f", the most accurate of those within {SPEEDUP - 1:.0%} of the fastest ({others} too)" if others else
               ", the fastest"))
-    skipped = [c["name"] for c in candidates if not c["portable"]]
     if skipped:
-        why += f"; {', '.join(skipped)} not considered: 8-bit integer weights saturate on x86 CPUs without VNNI"
+        why += f"; {saturating}"
     return best["name"], why

@@ -30,6 +30,7 @@ the range back from a written file, so the property is checked on the file itsel
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.quantize.common import cpu_session, facts, load_fp32, op_counts, quiet_quantizer, slim
+from rnnedge.quantize.common import (cpu_session, facts, load_fp32, op_counts, quiet_quantizer, room_for, slim,
+                                     temp_disk)
 
 _STATIC_OPS = ("MatMul", "Gemm", "Conv")  # onnxruntime's quantize_static (QDQ), with calibration
 _WEIGHT_ONLY_OPS = ("LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv")  # whatever the integer kernels left
@@ -141,13 +143,19 @@ def quantize_int8(src: Path, dst: Path, *, calibration: dict[str, np.ndarray] | 
     model = load_fp32(src)
     src_size = src.stat().st_size
     before = op_counts(model)
-    with tempfile.TemporaryDirectory(prefix="rnnedge-int8-") as tmp:
-        stage = src
+    with tempfile.TemporaryDirectory(prefix="rnnedge-int8-") as tmp, temp_disk(tmp):
+        # onnxruntime's quantizer writes `<input>-inferred.onnx` beside its input, unchecked
+        # (`room_for`): it gets a copy here, so that nothing of it lands in the export folder
+        stage = Path(tmp) / "fp32.onnx"
+        shutil.copyfile(src, stage)
         if setting.static:
-            stage = Path(tmp) / "static.onnx"
-            _quantize_static(src, stage, _calibration_feeds(model, calibration), setting)
+            room_for(Path(tmp), 2 * src_size)
+            static = Path(tmp) / "static.onnx"
+            _quantize_static(stage, static, _calibration_feeds(model, calibration), setting)
+            stage = static
         if setting.dynamic:
             out = Path(tmp) / "int8.onnx"
+            room_for(Path(tmp), 2 * stage.stat().st_size)
             with quiet_quantizer():
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 

@@ -34,6 +34,8 @@ def variant_lines(manifest) -> list[str]:
         lines.append(f"{name:<8}{v['size']:>9,} ({v['size'] / fp32_size:>4.0%}) {err:>9.2e} "
                      f"{'-' if name == 'fp32' else _worst_share(v):>7} {metric:>7} "
                      f"{'-' if p50 is None else f'{p50:.3f}':>6} {'1.00x' if name == 'fp32' else _ratio(v):>6}  {verdict}")
+    for entry in manifest.not_kept.values():
+        lines.append(entry["because"])  # "no int8 variant kept: ..."
     lines.append("gate (task): the task metric decides; (golden): Keras' golden outputs")
     lines.append("recommended: " + ", ".join(f"{label(p)}={v}" for p, v in manifest.recommended.items()))
     lines.append(f"  (on CPU: a variant that passes its gate and is >= {gate.SPEEDUP:.2f}x fp32's speed")
@@ -44,18 +46,20 @@ def variant_lines(manifest) -> list[str]:
 def explain_lines(manifest) -> list[str]:
     """The int8 settings tried and why one was kept; each variant's gates, output by output."""
     lines = []
-    int8 = manifest.variants.get("int8", {})
+    int8 = manifest.variants.get("int8") or manifest.not_kept.get("int8", {})
     if int8.get("candidates"):
-        lines += ["", f"int8 settings tried (kept: {int8['setting']['name']}):",
+        kept = int8["setting"]["name"] if "setting" in int8 else "none"
+        lines += ["", f"int8 settings tried (kept: {kept}):",
                   f"  {'setting':<20} {'portable':<8} {'max|diff|':>9} {'of range':>8} {'size':>5} "
                   f"{'p50 ms':>7} {'speed':>6}  gate"]
         for c in int8["candidates"]:
             speed = f"{float(np.median(c['ratios'])):.2f}x" if c["ratios"] else "-"
+            bigger = "" if c.get("smaller_than_fp32", c["size_ratio"] < 1) else ", not smaller than fp32"
             lines.append(f"  {c['name']:<20} {'yes' if c['portable'] else 'NO':<8} "
                          f"{max(c['max_abs_error'].values(), default=0.0):>9.2e} {c['error']:>8.2%} "
                          f"{c['size_ratio']:>5.0%} {c['latency_ms_p50']:>7.3f} {speed:>6}  "
-                         f"{'pass' if c['passed'] else 'FAIL'}")
-        lines.append(f"  why: {int8['chosen_because']}")
+                         f"{'pass' if c['passed'] else 'FAIL'}{bigger}")
+        lines.append(f"  why: {int8.get('chosen_because') or int8['because']}")
     for name, v in manifest.variants.items():
         g = v.get("gate", {})
         if name == "fp32" or not g.get("golden"):

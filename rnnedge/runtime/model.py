@@ -249,7 +249,7 @@ class Model:
 
     def _recurrent_directions(self) -> str | None:
         """A bidirectional or reversed recurrent layer, from the manifest or else the graph."""
-        layers = [k for k in self.manifest.fused_nodes if "bidirectional" in k.lower()]
+        layers = [k for k in {**self.manifest.fused_nodes, **self.manifest.scan_nodes} if "bidirectional" in k.lower()]
         if layers:
             return f"its layer {layers[0]!r} is bidirectional"
         try:
@@ -266,6 +266,10 @@ class Model:
                     if attr.name == "direction" and attr.s in (b"bidirectional", b"reverse"):
                         label = f" {node.name!r}" if node.name else ""
                         return f"its {node.op_type} node{label} runs {attr.s.decode()}"
+            if node.op_type == "Scan":  # a recurrent layer exported as a Scan: reversed scan inputs
+                for attr in node.attribute:
+                    if attr.name == "scan_input_directions" and any(attr.ints):
+                        return f"its Scan node{f' {node.name!r}' if node.name else ''} runs reverse"
         return None
 
 

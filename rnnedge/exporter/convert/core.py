@@ -136,9 +136,7 @@ def convert_layer(ctx: Context, op, args, kwargs, outs) -> list[str]:
     if not conv.recurrent:
         ctx.route(op, "native")
     elif op.name in ctx.scans:
-        acts = recurrent.unfused_activations(op)
-        ctx.route(op, "scan", f"activation{'s' if len(acts) > 1 else ''} {', '.join(map(repr, acts))} "
-                              f"{'have' if len(acts) > 1 else 'has'} no exact fused ONNX form: exported as an exact Scan")
+        ctx.route(op, "scan", recurrent.scan_note(op))
     else:
         ctx.route(op, "fused")
     rate = max((ctx.rates.get(s.name, 1) for s in syms), default=1)

@@ -30,10 +30,10 @@ from keras import layers as L
 
 from rnnedge.exporter.convert.activations import keras_name, rnn_activation
 from rnnedge.exporter.convert.context import Context, StateIO
-from rnnedge.exporter.convert.scan import scan_nodes
 from rnnedge.exporter.convert.graph import Sym
 from rnnedge.exporter.convert.layers import _np
 from rnnedge.exporter.convert.registry import STATE, converts
+from rnnedge.exporter.convert.scan import scan_nodes
 
 CELL_OPS = {L.LSTMCell: "LSTM", L.GRUCell: "GRU", L.SimpleRNNCell: "RNN"}
 STATE_NAMES = {"LSTM": ("h", "c"), "GRU": ("h",), "RNN": ("h",)}
@@ -80,13 +80,17 @@ def _activation_fns(cell) -> list:
     return [cell.activation]
 
 
-def unfused_activations(layer) -> list[str]:
-    """Keras names of the activations of a recurrent (or Bidirectional) layer that no fused ONNX
-    node computes exactly: the layer is exported as a Scan."""
+def scan_note(layer) -> str:
+    """Why a recurrent (or Bidirectional) layer became a Scan: its activations no fused ONNX node
+    computes exactly, for the manifest's `notes`."""
     subs = [layer.forward_layer, layer.backward_layer] if isinstance(layer, L.Bidirectional) else [layer]
     cells = [c for sub in subs for c in (sub.cell.cells if isinstance(sub.cell, L.StackedRNNCells) else [sub.cell])]
-    return sorted({keras_name(fn) for c in cells if type(c) in CELL_OPS for fn in _activation_fns(c)
-                   if rnn_activation(fn) is None})
+    names = sorted({keras_name(fn) for c in cells if type(c) in CELL_OPS for fn in _activation_fns(c)
+                    if rnn_activation(fn) is None})
+    listed = ", ".join(repr(n) for n in names)
+    if len(names) == 1:
+        return f"activation {listed} has no exact fused ONNX form: exported as an exact Scan"
+    return f"activations {listed} have no exact fused ONNX form: exported as an exact Scan"
 
 
 def _fused_node(ctx: Context, layer, cells, direction, x_tbf, lens, h0, c0, hint):

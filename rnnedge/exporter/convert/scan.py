@@ -20,7 +20,8 @@ from rnnedge.exporter.convert.graph import GraphBuilder
 
 def scan_nodes(ctx: Context, layer, op, cells, direction, x_tbf, lens, h0, c0, hint, weights):
     """One Scan per cell of ONNX type `op` (LSTM, GRU, RNN): 1 cell (forward/reverse) or 2
-    (bidirectional, forward first). `weights(cell)` gives (W [G*U, F], R [G*U, U], B [2*G*U] or None) in ONNX gate order.
+    (bidirectional, forward first). `weights(cell)` gives (W [G*U, F], R [G*U, U], B [2*G*U] or
+    None) in ONNX gate order.
 
     Returns (Y [T, D, B, U], Y_h [D, B, U], Y_c [D, B, U] or None), like the fused node.
     """
@@ -47,7 +48,7 @@ def _scan(ctx: Context, layer, op, cell, reverse, x_tbf, lens, h0, c0, hint, wei
     gu = W.shape[0]
     Wb, Rb = (B[:gu], B[gu:]) if B is not None else (np.zeros(gu, np.float32), np.zeros(gu, np.float32))
     folded, inner_bias = Wb + Rb, None
-    if op == "GRU" and cell.reset_after and B is not None:  # r multiplies (h·Rhᵀ + Rbh): that bias stays in the body
+    if op == "GRU" and cell.reset_after and B is not None:  # r multiplies (h·Rhᵀ + Rbh): Rbh stays in the body
         folded = Wb + np.concatenate([Rb[:2 * units], np.zeros(units, np.float32)])
         inner_bias = Rb[2 * units:]
     xw = g.op("MatMul", [x_tbf, g.const(W.T.copy(), f"{hint}/W")], hint=f"{hint}/input_projection")
@@ -91,6 +92,7 @@ def _scan(ctx: Context, layer, op, cell, reverse, x_tbf, lens, h0, c0, hint, wei
 
 
 def _activation(ctx: Context, layer, body: GraphBuilder, x: str, fn, hint: str) -> str:
+    """The Keras activation `fn` on x in the body; refused by layer where rnnedge has no ONNX form for it."""
     y = apply(body, x, fn, hint)
     if y is None:
         ctx.fail(layer, f"activation '{keras_name(fn)}' has no ONNX form in rnnedge (neither a fused node nor a Scan)")
