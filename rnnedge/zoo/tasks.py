@@ -183,9 +183,9 @@ def _train_kws(cell: str) -> _Trained:
     x_test, y_test = _kws_data(rng, 96, 100)
     rnn = _RNN_LAYERS[cell]
     inputs = keras.Input(shape=(None, _KWS_BINS), name="mel")
-    hidden = keras.layers.Conv1D(16, 5, padding="causal", activation="relu", name="front")(inputs)
-    hidden = rnn(32, return_sequences=True, name="rnn_1")(hidden)
-    hidden = rnn(32, return_sequences=True, name="rnn_2")(hidden)
+    hidden = keras.layers.Conv1D(32, 5, padding="causal", activation="relu", name="front")(inputs)
+    hidden = rnn(96, return_sequences=True, name="rnn_1")(hidden)
+    hidden = rnn(96, return_sequences=True, name="rnn_2")(hidden)
     outputs = keras.layers.Dense(len(_KWS_WORDS) + 1, activation="softmax", name="keyword")(hidden)
     model = keras.Model(inputs, outputs, name=f"kws_{cell.lower()}")
     _fit(model, x_train, y_train, epochs=8, batch_size=32, lr=0.01, loss="sparse_categorical_crossentropy")
