@@ -117,6 +117,7 @@ ZOO: dict[str, tuple[str, str]] = {
     "cells-lstm": ("cells", "StackedRNNCells(LSTMCell)"),
     "digits-conv-gru": ("digits-conv", "GRU"),
     "reviews-lstm": ("reviews", "LSTM"),
+    "kws-gru": ("kws", "GRU"),
 }
 ZOO_TASK_METRICS: dict[str, str] = {
     "digits": "accuracy",
@@ -127,4 +128,5 @@ ZOO_TASK_METRICS: dict[str, str] = {
     "cells": "rmse",
     "digits-conv": "accuracy",
     "reviews": "accuracy",
+    "kws": "accuracy",
 }

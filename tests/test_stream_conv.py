@@ -159,3 +159,19 @@ def test_what_looks_ahead_or_needs_the_whole_sequence_is_refused_in_one_line(bui
         assert phrase in message, message
     assert not (tmp_path / "out").exists()
     export(model, tmp_path / "whole")  # without --streaming the same model exports
+
+
+@pytest.mark.slow
+def test_the_keyword_spotter_streams_hop_by_hop_as_keras_runs_the_whole_clip(zoo_cache, tmp_path):
+    """The zoo's kws-gru, exported with --streaming: one frame per push gives Keras' per-frame
+    probabilities over the whole clip, and the task metric from the stream equals Keras'."""
+    from rnnedge import zoo
+
+    entry = zoo.load("kws-gru", cache_dir=zoo_cache)
+    result = export(entry, tmp_path / "kws", streaming=True)
+    assert result.manifest.task["onnx"] == pytest.approx(result.manifest.task["keras"], abs=1e-6)
+    assert {s.layer for s in result.manifest.state_inputs} == {"front", "rnn_1", "rnn_2"}
+    clips = entry.x_test[0][:4]
+    stream = load(result.folder, "cpu").stream(batch=len(clips))
+    hops = np.stack([stream.push(clips[:, t])[0] for t in range(clips.shape[1])], axis=1)  # [batch, features] per hop
+    np.testing.assert_allclose(hops, np.asarray(entry.model(clips, training=False)), atol=ATOL)

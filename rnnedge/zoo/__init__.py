@@ -1,4 +1,4 @@
-"""The reference zoo: takes nothing (data ships with the project or its dependencies), gives fifteen
+"""The reference zoo: takes nothing (data ships with the project or its dependencies), gives sixteen
 small Keras 3 recurrent models trained for real, each with its test split, score and baseline.
 
     >>> from rnnedge import zoo
@@ -30,6 +30,10 @@ Tasks (the metric of each, and what its baseline is):
              features for a GRU (a CRNN in small); accuracy; baseline as digits.
 - reviews:   the sentiment task fed as `keras.utils.pad_sequences` pads by default (zeros at the
              front), through Embedding(mask_zero=True) and an LSTM; accuracy; baseline as sentiment.
+- kws:       keyword spotting on synthetic log-mel-like frames (40 bins per 10 ms frame): three
+             keywords are the same three bands in different orders; a causal Conv1D front end, two
+             GRUs and a softmax per frame (0 = none, or the keyword heard in the last 10 frames);
+             exported with --streaming and run hop by hop; per-frame accuracy; baseline = "none".
 """
 
 from rnnedge.logs import quiet_tensorflow

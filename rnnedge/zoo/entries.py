@@ -20,7 +20,7 @@ _SPECS = ZOO  # name -> (task, cell)
 _METRICS = ZOO_TASK_METRICS
 
 # tasks whose first output holds class probabilities on its last axis
-_CLASS_PROBABILITY_TASKS = {"digits", "digits-conv", "seq2seq"}
+_CLASS_PROBABILITY_TASKS = {"digits", "digits-conv", "seq2seq", "kws"}
 
 
 def _unknown(name: str) -> RnnEdgeError:
