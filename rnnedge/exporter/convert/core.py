@@ -85,7 +85,7 @@ def _route(ctx: Context, op, kwargs) -> registry.Route | None:
         return None
     found = registry.route(op, kwargs.get("mask"))
     if found.refusal:
-        raise UnsupportedLayerError(op, found.refusal, advice="rnnedge exports recurrent layers it can fuse")
+        raise UnsupportedLayerError(op, found.refusal)
     if found.converter is None and isinstance(op, splice.RECURRENT_TYPES):
         raise UnsupportedLayerError(op, f"layer type {type(op).__name__} is not supported by rnnedge's converter")
     if found.note:
