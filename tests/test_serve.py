@@ -40,6 +40,7 @@ EXPORTED = Path(__file__).resolve().parent.parent / "exported"
 STREAMING = EXPORTED / "airline-gru"  # [batch, time, 1] -> [batch, 1], one GRU state
 PER_STEP = EXPORTED / "events-gru"  # [batch, time, 40] -> [batch, time, 4], two GRU states
 STATELESS = EXPORTED / "sentiment-bilstm"  # int32 tokens [batch, 20] -> [batch, 1]
+SPOTTER = EXPORTED / "kws-gru"  # [batch, time, 40] -> [batch, time, 4]: a causal Conv1D's frames and two GRU states
 IDLE_S = 2.0
 KERAS = Tolerance(*tolerance_of(CPU))  # the server runs onnxruntime on CPU: `rnnedge check`'s tolerance there
 runner = CliRunner()
@@ -53,7 +54,8 @@ need_server = pytest.mark.skipif(importlib.util.find_spec("pytriton") is None,
 # Repositories: schema, contents, atomic writes
 
 
-@pytest.mark.parametrize("folder", [STREAMING, PER_STEP, STATELESS, EXPORTED / "seq2seq-lstm"], ids=lambda p: p.name)
+@pytest.mark.parametrize("folder", [STREAMING, PER_STEP, STATELESS, EXPORTED / "seq2seq-lstm", SPOTTER],
+                         ids=lambda p: p.name)
 @pytest.mark.parametrize("backend,gpu,tensorrt", [("onnxruntime", False, False), ("onnxruntime", True, True),
                                                   ("python", False, False), ("python", True, False)])
 def test_config_parses_with_tritons_schema_and_says_what_the_manifest_says(folder, backend, gpu, tensorrt, tmp_path):
@@ -267,6 +269,7 @@ def server(tmp_path_factory):
     # the batcher waits 5 ms for others (with no delay, a fast server may take each one alone)
     tr.write_repository(PER_STEP, repo, backend="python", max_batch=16, queue_delay_ms=5)
     tr.write_repository(STATELESS, repo, backend="python")
+    tr.write_repository(SPOTTER, repo, backend="python")
     with local_server(repo) as s:
         yield s
     assert not s.alive()
@@ -354,7 +357,7 @@ def test_stateless_requests_equal_keras_at_several_batch_sizes(server, protocol)
 
 @need_server
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-@pytest.mark.parametrize("folder", [STREAMING, PER_STEP], ids=lambda p: p.name)
+@pytest.mark.parametrize("folder", [STREAMING, PER_STEP, SPOTTER], ids=lambda p: p.name)
 def test_golden_rows_streamed_in_chunks_equal_keras(server, protocol, folder):
     """Each row of each golden case is one sequence (Triton's sequence batcher takes one row per
     request), sent in chunks of 1 and 3 steps as `rnnedge check` streams it: the server carries the

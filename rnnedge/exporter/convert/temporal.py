@@ -117,7 +117,7 @@ def _conv(ctx: Context, layer, x: Sym, weight: np.ndarray, bias, k: int, stride:
     y = g.transpose(y, (0, 2, 1))
     if stride > 1 and x.rank >= 3:
         _in_phase(ctx, layer, x, stride, y)
-    if x.rank >= 3 and sum(pads) < past and x.name not in ctx.overlaps:  # unpadded: the sequence loses `past` steps
+    if x.rank >= 3 and sum(pads) < past and x_in == x.name and x.name not in ctx.overlaps:  # no padding, no kept frames
         _shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (past - sum(pads)))
     return y
 
@@ -205,8 +205,8 @@ def _pool1d(op_type, keras_type):
         y = g.transpose(y, (0, 2, 1))
         if x.rank >= 3 and s > 1:
             _in_phase(ctx, layer, x, s, y)
-        if x.rank >= 3 and layer.padding == "valid" and k > 1:
-            _shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (k - 1))
+        if x.rank >= 3 and layer.padding == "valid" and k > s:  # windows longer than their stride
+            _shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (k - s))
         return [y]
 
     return convert
