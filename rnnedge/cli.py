@@ -171,7 +171,7 @@ def _positive(ctx, param, value: float) -> float:
 
 THREADS_MAX = 4 * (os.cpu_count() or 1)  # what session_options accepts
 
-Metric = Enum("Metric", {name: name for name in METRICS}, type=str)  # choices from the one metrics table
+MetricChoice = Enum("MetricChoice", {name: name for name in METRICS}, type=str)  # --metric: tables.METRICS' names
 
 
 @app.command()
@@ -187,7 +187,7 @@ def export(
     tolerance: Annotated[Optional[list[str]], typer.Option(metavar="OUTPUT=ATOL[,RTOL]", help="A tolerance for one output; repeatable.")] = None,
     quantize: Annotated[Optional[str], typer.Option(metavar="LIST", help="Also write quantized variants, e.g. int8,fp16.")] = None,
     data: Annotated[Optional[Path], typer.Option(metavar="FILE", help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
-    metric: Annotated[Optional[Metric], typer.Option(metavar="METRIC", help="Task metric for --data targets: accuracy, f1 or rmse.")] = None,
+    metric: Annotated[Optional[MetricChoice], typer.Option(metavar="METRIC", help="Task metric for --data targets: accuracy, f1 or rmse.")] = None,
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
@@ -251,7 +251,7 @@ def quantize(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
     variants: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated variants: int8, fp16.")] = "int8,fp16",
     data: Annotated[Optional[Path], typer.Option(metavar="FILE", help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
-    metric: Annotated[Optional[Metric], typer.Option(metavar="METRIC", help="Task metric for --data targets: accuracy, f1 or rmse.")] = None,
+    metric: Annotated[Optional[MetricChoice], typer.Option(metavar="METRIC", help="Task metric for --data targets: accuracy, f1 or rmse.")] = None,
     int8: Annotated[Optional[str], typer.Option("--int8", metavar="SETTING", help="Use this int8 setting instead of measuring them all: "
                                                 "dynamic-7bit, dynamic-7bit-tensor, lstm-7bit, weight-only, "
                                                 "static-7bit (needs --data).")] = None,

@@ -54,7 +54,6 @@ def majority_accuracy(y: np.ndarray) -> float:
 
 
 SCORERS = {"accuracy": accuracy, "f1": f1, "rmse": rmse}  # one per name in tables.METRICS
-HIGHER_IS_BETTER = {name: m.higher_is_better for name, m in METRICS.items()}
 
 
 def score(metric: str, output: np.ndarray, y: np.ndarray) -> float:

@@ -10,9 +10,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-VERSION = "0.1.0"  # rnnedge's own, as pyproject.toml says
 
-# dtype name (as the manifest and Keras write it) -> (numpy type, ONNX TensorProto code, onnxruntime type)
+def _version() -> str:
+    """rnnedge's version as installed (pyproject.toml's, read from the package metadata)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("rnnedge")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+VERSION = _version()
+
+# dtype name (as the manifest and Keras write it) -> (numpy type, ONNX TensorProto code, onnxruntime type).
+# The codes are onnx.TensorProto's (FLOAT = 1, ...; tests/test_layout.py checks them against onnx), written
+# as numbers so that this module, which the CLI imports to start, needs no onnx.
 DTYPES = {
     "float32": (np.float32, 1, "tensor(float)"),
     "float16": (np.float16, 10, "tensor(float16)"),
@@ -20,6 +33,8 @@ DTYPES = {
     "int32": (np.int32, 6, "tensor(int32)"),
     "int64": (np.int64, 7, "tensor(int64)"),
     "bool": (np.bool_, 9, "tensor(bool)"),
+    "uint8": (np.uint8, 2, "tensor(uint8)"),
+    "int8": (np.int8, 3, "tensor(int8)"),
 }
 NUMPY_DTYPES = {name: np_type for name, (np_type, _, _) in DTYPES.items()}
 ONNX_TYPES = {name: code for name, (_, code, _) in DTYPES.items()}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rnnedge"
@@ -120,3 +121,14 @@ def test_the_runtime_side_imports_no_tensorflow(module):
                           cwd=PACKAGE.parent)
     assert done.returncode == 0, done.stderr[-800:]
     assert done.stdout.strip() == "[]", f"{module} imports {done.stdout.strip()}"
+
+
+def test_the_dtype_table_uses_onnxs_own_codes():
+    """tables.DTYPES writes onnx.TensorProto's codes as numbers (the CLI starts without onnx): they
+    must be onnx's, and every other module reads them from there."""
+    import onnx
+
+    from rnnedge.tables import DTYPES
+
+    for name, (np_type, code, _) in DTYPES.items():
+        assert onnx.helper.tensor_dtype_to_np_dtype(code) == np.dtype(np_type), name

@@ -198,12 +198,12 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
             else:
                 facts, path = written[f"int8:{chosen}"]
                 facts["candidates"], facts["chosen_because"] = candidates, why
-                _place(path, folder / "model.int8.onnx")
+                place(path, folder / "model.int8.onnx")
                 facts["file"] = "model.int8.onnx"
                 manifest.variants["int8"] = facts
         if "fp16" in names:
             facts, path = written["fp16"]
-            _place(path, folder / "model.fp16.onnx")
+            place(path, folder / "model.fp16.onnx")
             facts["file"] = "model.fp16.onnx"
             manifest.variants["fp16"] = judged("fp16", facts)
         fp32 = manifest.variants.setdefault("fp32", {"file": MODEL})
@@ -278,6 +278,3 @@ def _scratch_write(final: Path):
             raise
         raise disk_error(final, e) from None
 
-
-def _place(tmp: Path, final: Path) -> None:
-    place(tmp, final)

@@ -29,7 +29,6 @@ from rnnedge.manifest import Manifest
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
 REQUEST_TIMEOUT_S = 30.0
-ATOL = 1e-5
 TRITON, RUNTIME = "triton", "runtime"
 _NEED = "the Triton client needs the serve extra: pip install 'rnnedge[serve]'"
 _ids = itertools.count(random.SystemRandom().randrange(1, 2**40))  # sequence ids unique within this process

@@ -25,11 +25,11 @@ import numpy as np
 from rnnedge.errors import RnnEdgeError
 from rnnedge.files import changing, committed, place
 from rnnedge.manifest import GOLDEN, MODEL, Manifest
+from rnnedge.tables import ATOL  # the ORT file is the fp32 graph: it must give fp32's outputs
 
 ORT_FILE = "model.ort"
 OPERATORS = "required_operators.config"
 VARIANT = "ort"
-ATOL = 1e-5  # the ORT file is the fp32 graph: it must give fp32's outputs
 
 
 def _golden(folder: Path) -> list[tuple[dict, dict]]:

@@ -8,21 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
+
+from rnnedge.tables import ONNX_TYPES
 
 OPSET = 17
 IR_VERSION = 8  # what opset 17 needs; onnxruntime >= 1.14 loads it
 
-ONNX_DTYPES = {
-    "float32": TensorProto.FLOAT,
-    "float16": TensorProto.FLOAT16,
-    "float64": TensorProto.DOUBLE,
-    "int32": TensorProto.INT32,
-    "int64": TensorProto.INT64,
-    "bool": TensorProto.BOOL,
-    "uint8": TensorProto.UINT8,
-    "int8": TensorProto.INT8,
-}
 
 
 @dataclass(frozen=True)
@@ -114,13 +106,13 @@ class GraphBuilder:
 
     def add_input(self, name: str, dtype: str, shape) -> str:
         self._used.add(name)
-        self.inputs.append(helper.make_tensor_value_info(name, ONNX_DTYPES[dtype], list(shape)))
+        self.inputs.append(helper.make_tensor_value_info(name, ONNX_TYPES[dtype], list(shape)))
         return name
 
     def add_output(self, source: str, name: str, dtype: str, shape) -> str:
         if source != name:
             self.nodes.append(helper.make_node("Identity", [source], [name], name=self.fresh(f"{name}/Identity")))
-        self.outputs.append(helper.make_tensor_value_info(name, ONNX_DTYPES[dtype], list(shape)))
+        self.outputs.append(helper.make_tensor_value_info(name, ONNX_TYPES[dtype], list(shape)))
         return name
 
     def prune(self):
@@ -158,7 +150,7 @@ class GraphBuilder:
     def graph(self, inputs: list[tuple[str, str]], outputs: list[tuple[str, str]]) -> onnx.GraphProto:
         """This builder's nodes and constants as a body graph; `inputs` and `outputs` are (name, dtype),
         shapes left open."""
-        info = lambda pairs: [helper.make_tensor_value_info(n, ONNX_DTYPES[d], None) for n, d in pairs]  # noqa: E731
+        info = lambda pairs: [helper.make_tensor_value_info(n, ONNX_TYPES[d], None) for n, d in pairs]  # noqa: E731
         return helper.make_graph(self.nodes, self.name, info(inputs), info(outputs), self.initializers)
 
     # Shape helpers used by several converters.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from onnx import TensorProto
 from keras import layers as L
 from keras import ops as K
 from keras.src.ops import numpy as knp
@@ -21,11 +22,6 @@ from rnnedge.exporter.convert.registry import CONVERTERS, WHOLE, converts
 
 def _np(variable) -> np.ndarray:
     return np.asarray(K.convert_to_numpy(variable), dtype=np.float32)
-
-
-def _mask_used(ctx: Context, layer, kwargs, how: str = "uses the mask in a way rnnedge does not convert"):
-    if kwargs.get("mask") is not None:
-        ctx.fail(layer, f"it receives a mask and {how}")
 
 
 def _activation(ctx: Context, layer, x: str, fn) -> str:
@@ -85,7 +81,7 @@ def embedding(ctx: Context, layer, args, kwargs, outs):
     if getattr(layer, "quantization_mode", None):
         ctx.fail(layer, f"quantized Embedding ({layer.quantization_mode}) is not supported")
     ctx.annotate(x, vocab=int(layer.input_dim), **({"pad_value": 0.0} if layer.mask_zero else {}))
-    ids = x.name if x.dtype in ("int32", "int64") else g.op("Cast", [x.name], to=7)  # int64
+    ids = x.name if x.dtype in ("int32", "int64") else g.op("Cast", [x.name], to=TensorProto.INT64)
     table = g.const(_np(layer.embeddings), f"{layer.name}/embeddings")
     return [g.op("Gather", [table, ids], hint=layer.name, axis=0)]
 
@@ -103,8 +99,8 @@ def masking(ctx: Context, layer, args, kwargs, outs):
 def _any(g, mask: str, axes, keepdims: int) -> str:
     """Boolean any() over axes, through int32 (no float Casts: fp16 conversion mistypes them)."""
     attrs = {"axes": list(axes)} if axes is not None else {}
-    reduced = g.op("ReduceMax", [g.op("Cast", [mask], to=6)], keepdims=keepdims, **attrs)
-    return g.op("Cast", [reduced], to=9)
+    reduced = g.op("ReduceMax", [g.op("Cast", [mask], to=TensorProto.INT32)], keepdims=keepdims, **attrs)
+    return g.op("Cast", [reduced], to=TensorProto.BOOL)
 
 
 @converts(L.GlobalAveragePooling1D, mask_aware=True, streaming=WHOLE)

@@ -1,6 +1,8 @@
 """Keras recurrent layers as fused ONNX `LSTM` / `GRU` / `RNN` nodes (one per cell).
 
-The weight mapping follows FACTS.md (layout 0: X is [time, batch, features]).
+Keras -> ONNX weights (layout 0: X is [time, batch, features]): W = kernel.T, R = recurrent_kernel.T,
+B = [input bias, recurrent bias]; LSTM gate blocks reordered from Keras' i, f, c, o to ONNX's i, o, f, c;
+GRU `reset_after=True` is `linear_before_reset=1` with its two bias rows (see `_cell_weights`).
 
 Masks (any pattern: front or back padding, gaps, fully masked rows). Keras skips a masked step:
 the state is carried unchanged and the output is the previous output (zeros before the first
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from keras import layers as L
+from onnx import TensorProto
 
 from rnnedge.exporter.convert.activations import keras_name, rnn_activation
 from rnnedge.exporter.convert.context import Context, StateIO
@@ -159,12 +162,12 @@ def _mask(ctx: Context, layer, mask: Sym | None) -> _Mask | None:
         ctx.fail(layer, f"expected a [batch, time] mask, got rank {mask.rank}")
     g = ctx.g
     ctx.annotate(mask, pad_value=0.0)  # a mask given as a model input: 0 / False marks a masked step
-    m = mask.name if mask.dtype == "bool" else g.op("Cast", [mask.name], to=9)  # nonzero = valid, as Keras
-    mi = g.op("Cast", [m], hint="mask_int", to=7)
+    m = mask.name if mask.dtype == "bool" else g.op("Cast", [mask.name], to=TensorProto.BOOL)  # nonzero = valid, as Keras
+    mi = g.op("Cast", [m], hint="mask_int", to=TensorProto.INT64)
     c = g.op("CumSum", [mi, g.const(np.int64(1))], hint="mask_cumsum")
     n = g.op("Slice", [c, g.const(np.array([-1], np.int64)), g.const(np.array([INT64_MAX], np.int64)),
                        g.const(np.array([1], np.int64))])
-    lens = g.op("Cast", [g.squeeze(n, [1])], hint="sequence_lens", to=6)
+    lens = g.op("Cast", [g.squeeze(n, [1])], hint="sequence_lens", to=TensorProto.INT32)
     # TopK breaks ties by the lower index: valid steps first, then masked ones, each in time order.
     _, order = g.op("TopK", [mi, g.dims(mi, 1, 2)], hint="mask_order", outputs=2, axis=1, largest=1, sorted=1)
     return _Mask(m, mi, c, n, lens, g.unsqueeze(order, [2]))
@@ -281,7 +284,7 @@ def _keras_last(ctx: Context, layer, Yh, reverse, mk: _Mask | None, prev=None):
     return g.op("Where", [g.unsqueeze(cond, [1]), Yh, fill])
 
 
-def _initial(layer, args, kwargs):
+def _initial(args, kwargs):
     init = kwargs.get("initial_state")
     if init is None and len(args) > 1:
         init = args[1:]
@@ -293,7 +296,7 @@ def rnn(ctx: Context, layer, args, kwargs, outs):
     x, mask = args[0], kwargs.get("mask")
     _check_layer(ctx, layer, x)
     cells = _cells(ctx, layer)
-    initial = [s.name for s in _initial(layer, args, kwargs)]
+    initial = [s.name for s in _initial(args, kwargs)]
     if initial and len(initial) != _n_states(cells):
         ctx.fail(layer, f"expected {_n_states(cells)} initial states, got {len(initial)}")
     carried = layer.stateful or ctx.streaming
@@ -345,7 +348,7 @@ def bidirectional(ctx: Context, layer, args, kwargs, outs):
                         "whole sequence at once")
     _check_layer(ctx, layer, x)
     fw_cells, bw_cells = _cells(ctx, fw), _cells(ctx, bw)
-    initial = [s.name for s in _initial(layer, args, kwargs)]
+    initial = [s.name for s in _initial(args, kwargs)]
     n_fw = _n_states(fw_cells)
     if initial and len(initial) != n_fw + _n_states(bw_cells):
         ctx.fail(layer, f"expected {n_fw + _n_states(bw_cells)} initial states, got {len(initial)}")

@@ -12,6 +12,7 @@ fused nodes write. A reversed direction scans from the last step and writes Y in
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
 from rnnedge.exporter.convert.activations import apply, keras_name
 from rnnedge.exporter.convert.context import Context
@@ -66,7 +67,7 @@ def _scan(ctx: Context, layer, op, cell, reverse, x_tbf, lens, h0, c0, hint, wei
     scanned = [xw]
     if lens:  # valid[t, b] = t < lens[b], as [T, B, 1]
         steps = g.op("Range", [g.const(np.int64(0)), g.squeeze(g.dims(x_tbf, 0, 1), [0]), g.const(np.int64(1))])
-        valid = g.op("Less", [g.unsqueeze(steps, [1]), g.unsqueeze(g.op("Cast", [lens], to=7), [0])])
+        valid = g.op("Less", [g.unsqueeze(steps, [1]), g.unsqueeze(g.op("Cast", [lens], to=TensorProto.INT64), [0])])
         scanned.append(g.unsqueeze(valid, [2]))
 
     body = g.body(f"{hint}/body")

@@ -19,6 +19,7 @@ import onnx
 
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import OPSET, Sym
+from rnnedge.tables import ATOL, RTOL
 
 RECURRENT_TYPES = (keras.layers.RNN, keras.layers.Bidirectional)
 DOMAINS = ("", "ai.onnx", "ai.onnx.ml")  # what onnxruntime and other runtimes all implement
@@ -130,8 +131,8 @@ def _refuse_time_mixing(calls, steps: int = 6, part: int = 3) -> None:
     try:
         whole, first, rest = _eager(calls, full), _eager(calls, head), _eager(calls, tail)
         same = all(a.ndim >= 2 and a.shape[1] == steps and b.shape[1] == part and c.shape[1] == steps - part
-                   and np.allclose(a[:, :part], b, atol=1e-5, rtol=1e-4)
-                   and np.allclose(a[:, part:], c, atol=1e-5, rtol=1e-4) for a, b, c in zip(whole, first, rest))
+                   and np.allclose(a[:, :part], b, atol=ATOL, rtol=RTOL)
+                   and np.allclose(a[:, part:], c, atol=ATOL, rtol=RTOL) for a, b, c in zip(whole, first, rest))
     except Exception as e:  # noqa: BLE001 - e.g. a Reshape to a fixed number of steps
         same, why = False, f"it cannot run on a chunk of {part} steps ({_one_line(f'{type(e).__name__}: {e}', 120)})"
     if not same:
