@@ -13,7 +13,6 @@ import onnx
 from rnnedge.exporter.convert import layers, recurrent, registry, splice, temporal  # noqa: F401 - they declare converters
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
-from rnnedge.exporter.convert.registry import CONVERTERS
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import TensorSpec
 
