@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e ".[export,quantize,plot,dev,serve]"
+	$(BIN)/python -m pip install --quiet -e ".[export,keras2,quantize,plot,dev,serve]"
 	$(BIN)/python -m pip install --quiet --no-deps "nvidia-pytriton==0.7.0"  # tritonserver binary only (see pyproject)
 	touch $(STAMP)
 

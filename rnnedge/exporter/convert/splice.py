@@ -213,10 +213,13 @@ def _copy(ctx: Context, proto: onnx.ModelProto, first, inputs: list[Sym]) -> lis
     g = ctx.g
     prefix = g.fresh(f"{first.name}/tf2onnx")
     names = {}
-    for i, value in enumerate(proto.graph.input):
-        if value.name.split(":")[0] != f"in{i}":
-            raise AssertionError(f"tf2onnx input {i} is named {value.name}, expected in{i}")
-        names[value.name] = inputs[i].name
+    # By name, not position: tf2onnx drops an input the graph does not read (a layer whose result
+    # folds to constants, e.g. an adapted Normalization's statistics).
+    for value in proto.graph.input:
+        index = value.name.split(":")[0]
+        if not (index.startswith("in") and index[2:].isdigit() and int(index[2:]) < len(inputs)):
+            raise AssertionError(f"tf2onnx input {value.name} is none of in0..in{len(inputs) - 1}")
+        names[value.name] = inputs[int(index[2:])].name
     for tensor in proto.graph.initializer:
         names[tensor.name] = g.add_tensor(tensor, f"{prefix}/{_short(tensor.name)}")
 
