@@ -28,7 +28,7 @@ def imdb_lstm():
 def imdb_bidirectional():
     k, L = _k2(), _k2().layers
     return k.Sequential([L.Embedding(50, 8, input_length=10), L.Bidirectional(L.LSTM(6)), L.Dropout(0.5),
-                         L.Dense(1, activation="sigmoid")]), 2
+                         L.Dense(1, activation="sigmoid")]), 1
 
 
 def imdb_cnn_lstm():
@@ -122,7 +122,7 @@ def implementations():
     a = L.LSTM(5, implementation=1, return_sequences=True)(e)
     b = L.Bidirectional(L.GRU(4, implementation=1, return_sequences=True), merge_mode="sum")(a)
     c = L.SimpleRNN(3, recurrent_dropout=0.3, dropout=0.1, go_backwards=True)(b)
-    return k.Model(x, c), 4
+    return k.Model(x, c), 3
 
 
 def conv_lstm():

@@ -217,7 +217,7 @@ def _translate(obj, translated: dict):
         else:
             obj["_batch_shape"] = shape  # the Sequential above turns it into an InputLayer
     for arg in ("input_shape", "input_dim"):
-        if arg in config and obj["class_name"] != "InputLayer":
+        if arg in config and obj["class_name"] != "InputLayer" and not _takes(obj["class_name"], arg):
             value = config.pop(arg)
             obj["_batch_shape"] = [None, *(value if arg == "input_shape" else [value])]
     if obj["class_name"] == "Sequential":
@@ -225,6 +225,8 @@ def _translate(obj, translated: dict):
         obj["module"] = keras.Sequential.__module__
     elif obj["class_name"] in ("Functional", "Model"):  # Keras 3 finds models by module
         obj["class_name"], obj["module"] = "Model", keras.Model.__module__
+    if obj["class_name"] in ("Sequential", "Model"):
+        _token_inputs(config.get("layers", []), obj["class_name"] == "Sequential", translated)
     for layer in config.get("layers", []) if isinstance(config.get("layers"), list) else []:
         layer.pop("_batch_shape", None)  # a functional model's InputLayers say it already
     if obj["class_name"] in RECURRENT and obj.get("inbound_nodes"):
@@ -232,6 +234,14 @@ def _translate(obj, translated: dict):
     if notes:
         translated.setdefault(name, []).extend(notes)
     return obj
+
+
+def _takes(class_name: str, arg: str) -> bool:
+    """Whether the Keras 3 layer of that name has an argument of its own called `arg` (Embedding's input_dim)."""
+    import inspect
+
+    cls = getattr(keras.layers, class_name, None)
+    return cls is not None and arg in inspect.signature(cls.__init__).parameters
 
 
 def _input_layer(config: dict, notes: list):
@@ -248,6 +258,24 @@ def _input_layer(config: dict, notes: list):
                 "name": f"{layer['config'].get('name', 'input')}_input"}})
             notes.append(f"input shape {shape} of layer '{layer['config'].get('name')}' -> InputLayer")
         break
+
+
+def _token_inputs(layers: list, sequential: bool, translated: dict):
+    """Keras 2 gives an Embedding's model input the float32 dtype; its values are token ids, so the
+    rebuild (and the export) takes int32 where every reader of the input is an Embedding."""
+    for i, layer in enumerate(layers):
+        config = layer.get("config", {})
+        if layer.get("class_name") != "InputLayer" or config.get("dtype") not in ("float32", None):
+            continue
+        if sequential:
+            readers = layers[i + 1:i + 2]
+        else:
+            readers = [other for other in layers if any(
+                entry[0] == config.get("name") for node in other.get("inbound_nodes", []) if isinstance(node, list)
+                for entry in node)]
+        if readers and all(r.get("class_name") == "Embedding" for r in readers):
+            config["dtype"] = "int32"
+            translated.setdefault(config.get("name", "input"), []).append("dtype float32 -> int32 (token ids)")
 
 
 def _state_node(node, notes: list):
