@@ -138,7 +138,18 @@ def _load(fn, path):
     try:
         return fn()
     except Exception as e:  # tf_keras raises many types for a file it cannot read
+        _unknown_layer(e, path)
         raise RnnEdgeError(f"{path} is not a loadable tf_keras model ({_reason(e)})") from None
+
+
+def _unknown_layer(e: Exception, what) -> None:
+    """One line naming a layer class that neither Keras 3 nor tf_keras knows (a custom layer)."""
+    text = str(e)
+    if "Unknown layer" in text or "Could not locate class" in text:
+        name = text.split("'")[1] if "'" in text else _reason(e)
+        raise RnnEdgeError(f"{what}: layer class {name!r} is known to neither Keras nor rnnedge (a custom layer?); "
+                           "replace it with standard layers, or build the model in code with its class and export "
+                           "the model object") from None
 
 
 def _reason(e: Exception) -> str:
@@ -169,11 +180,7 @@ def rebuild(config: dict, weights: dict[str, list[np.ndarray]], what: str) -> tu
     try:
         model = keras.models.model_from_json(json.dumps(config))
     except Exception as e:  # Keras raises many types for a configuration it cannot build
-        text = str(e)
-        if "Unknown layer" in text or "Could not locate class" in text:
-            name = text.split("'")[1] if "'" in text else _reason(e)
-            raise RnnEdgeError(f"{what}: Keras 2 layer {name!r} is known to neither Keras 3 nor rnnedge; "
-                               "replace it with a standard layer, or export the model with tf2onnx") from None
+        _unknown_layer(e, what)
         raise RnnEdgeError(f"{what}: its Keras 2 configuration does not rebuild in Keras 3 ({_reason(e)})") from None
     for layer in _all_layers(model):
         stored = weights.get(layer.name)

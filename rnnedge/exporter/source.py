@@ -108,9 +108,17 @@ def trace(model) -> keras.Model:
     """A subclassed Keras 3 model as a functional one: its call() run on symbolic inputs shaped
     as it was built (a free time axis where call() allows one), sharing its layers and weights."""
     shapes = getattr(model, "_build_shapes_dict", None) or {}
-    if not model.built or len(shapes) != 1:
+    if not model.built:
         raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}) is a subclassed model that has not been "
-                           "called on one input: call it once on a batch (model(x)) and export again")
+                           "called yet: call it once on a batch (model(x)) and export again")
+    if not shapes:  # Keras tried call() on symbolic inputs at the first call, failed, and ran it eagerly
+        raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its call() cannot be traced on symbolic "
+                           "inputs (Keras could not either when it was first called), typically because it branches "
+                           "in Python on a tensor's value; use keras.ops.cond or keras.ops.where, or move the branch "
+                           "out of call()")
+    if len(shapes) != 1:
+        raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its call() takes {len(shapes)} tensor "
+                           "arguments; rnnedge traces a call() of one argument (a tensor or a list of tensors)")
     shape = next(iter(shapes.values()))
     nested = isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple))
     shapes = list(shape) if nested else [shape]
