@@ -152,7 +152,7 @@ Metric = Enum("Metric", {name: name for name in METRICS}, type=str)  # choices f
 
 @app.command()
 def export(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="A .keras file, or zoo:NAME for a reference model.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A .keras or .h5 file, a SavedModel folder (tf.keras 2), or zoo:NAME for a reference model.")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write model.onnx, manifest.json, golden.npz.")],
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
     streaming: Annotated[bool, typer.Option("--streaming", help="Recurrent states become graph inputs/outputs for chunked streaming.")] = False,

@@ -124,8 +124,9 @@ def from_savedmodel(path: Path) -> Rebuilt:
     """A SavedModel folder written by tf.keras 2: tf_keras restores its layers from keras_metadata.pb."""
     if not (path / "keras_metadata.pb").is_file():
         raise RnnEdgeError(f"{path} is a SavedModel without Keras metadata (a plain tf.Module, not written by "
-                           "tf.keras model.save): rnnedge rebuilds Keras models only; pass --allow-loop to convert "
-                           "its TensorFlow graph with tf2onnx (recurrent layers stay Loops), or export the Keras model")
+                           "tf.keras model.save): rnnedge exports Keras models; convert it with "
+                           f"`python -m tf2onnx.convert --saved-model {path}` (recurrent layers stay Loops), or export "
+                           "the Keras model it came from")
     if not has_tf_keras():
         raise RnnEdgeError(f"{path} is a Keras 2 SavedModel folder: reading it needs tf_keras: {INSTALL}")
     import tf_keras
