@@ -25,7 +25,6 @@ from rnnedge.exporter import export, keras2  # noqa: E402
 from tests import k2models  # noqa: E402
 from tests.kmodels import randomize  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file:UserWarning")
 FUSED_OPS = ("LSTM", "GRU", "RNN")
 FORMATS = ("h5", "savedmodel")
 
