@@ -105,7 +105,7 @@ def from_h5(path: Path) -> Rebuilt:
     if has_tf_keras():
         import tf_keras
 
-        model = _load(lambda: tf_keras.models.load_model(path, compile=False), path)
+        model = _load(lambda: tf_keras.models.load_model(path, compile=False, custom_objects=_standard_kernels()), path)
         return from_object(model, "h5")
     import h5py
 
@@ -131,8 +131,29 @@ def from_savedmodel(path: Path) -> Rebuilt:
         raise RnnEdgeError(f"{path} is a Keras 2 SavedModel folder: reading it needs tf_keras: {INSTALL}")
     import tf_keras
 
-    model = _load(lambda: tf_keras.models.load_model(path, compile=False), path)
+    model = _load(lambda: tf_keras.models.load_model(path, compile=False, custom_objects=_standard_kernels()), path)
     return from_object(model, "savedmodel")
+
+
+def _standard_kernels() -> dict:
+    """tf_keras' LSTM and GRU, built to run their standard kernel directly. As written, each
+    registers a cuDNN-or-standard selection function (with its gradients) when it is built, about
+    0.5 s a layer and most of a Keras 2 file's load time; on a CPU that selection runs the same
+    standard kernel. The layers keep their class names, configurations and weights."""
+    import tf_keras
+
+    def standard(base):
+        def __init__(self, *args, **kwargs):
+            base.__init__(self, *args, **kwargs)
+            self._could_use_gpu_kernel = False
+
+        return type(base.__name__, (base,), {"__init__": __init__, "__module__": base.__module__,
+                                             "__qualname__": base.__qualname__})
+
+    return {name: standard(getattr(tf_keras.layers, name)) for name in _STANDARD}
+
+
+_STANDARD = ("LSTM", "GRU")
 
 
 def _load(fn, path):
@@ -207,6 +228,8 @@ def _translate(obj, translated: dict):
     if "class_name" not in obj or not isinstance(config, dict):
         return obj
     name = config.get("name", obj.get("class_name"))
+    if obj["class_name"] in _STANDARD and obj.get("registered_name") == obj["class_name"]:
+        obj["module"], obj["registered_name"] = "keras.layers", None  # our _standard_kernels classes
     obj.pop("build_config", None)  # Keras 2's input shapes (states included); the graph builds every layer
     notes = []
     for arg, harmless in DROPPED.items():
