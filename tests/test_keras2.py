@@ -52,9 +52,7 @@ def source_of(suite: Path, name: str, fmt: str) -> Path:
     return suite / (f"{name}.h5" if fmt == "h5" else name)
 
 
-# tf_keras takes ~20 s to revive the masked Bidirectional GRU of `implementations` from a SavedModel;
-# its .h5 covers the same layers, and the thirteen other SavedModels the SavedModel route.
-CASES = [(name, fmt) for name in k2models.SUITE for fmt in FORMATS if (name, fmt) != ("implementations", "savedmodel")]
+CASES = [(name, fmt) for name in k2models.SUITE for fmt in FORMATS]
 
 
 @pytest.mark.parametrize("name, fmt", CASES)
