@@ -19,6 +19,7 @@ import pytest  # noqa: E402
 from keras import layers as L  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+import rnnedge  # noqa: E402
 from rnnedge.cli import app  # noqa: E402
 from rnnedge.errors import RnnEdgeError  # noqa: E402
 from rnnedge.exporter import export, keras2  # noqa: E402
@@ -271,6 +272,9 @@ def test_keras3_h5_with_embedding_mask(tmp_path):
     model.save(tmp_path / "masked.h5")
     assert export(tmp_path / "masked.h5", tmp_path / "o").passed
     assert ops(tmp_path / "o")["GRU"] == 1
+    tokens = np.array([[3, 5, 7, 0, 0], [0, 0, 4, 9, 2]], np.int32)  # padded at the back and at the front
+    got = rnnedge.load(tmp_path / "o").run(tokens)[0]
+    np.testing.assert_allclose(got, np.asarray(model(tokens)), atol=1e-5, rtol=1e-4)  # the original, not the loaded
 
 
 def test_long_reasons_end_cleanly():
