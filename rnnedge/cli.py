@@ -181,7 +181,9 @@ def export(
         spliced = result.manifest.tf2onnx_layers
         via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not result.manifest.loop_layers else ""
         typer.echo(f"wrote {out}: {fused} fused recurrent node(s){via}, {result.manifest.variants['fp32']['size']} bytes")
-        typer.echo(_report_line(result.parity))
+        truth = result.manifest.source.get("truth", {})
+        against = f" against {truth['framework']} {truth['version']}" if truth.get("framework") == "tf_keras" else ""
+        typer.echo(_report_line(result.parity) + against)
         if quantize:
             _print_variants(result.manifest)
 

@@ -166,7 +166,8 @@ def test_cli_exports_h5_and_savedmodel(suite, tmp_path):
         out = tmp_path / source.name
         result = runner.invoke(app, ["export", str(source), "--out", str(out)])
         assert result.exit_code == 0, result.output
-        assert "1 fused recurrent node(s)" in result.output
+        assert "1 fused recurrent node(s)" in result.output and "PASS" in result.output
+        assert f"against tf_keras {keras2._version('tf-keras')}" in result.output
     result = runner.invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "x")])
     assert result.exit_code == 1 and "SavedModel folder (with saved_model.pb)" in result.output
 

@@ -6,6 +6,7 @@ parity proves the translation as well as the ONNX file."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -166,9 +167,9 @@ def _load(fn, path):
 
 def _unknown_layer(e: Exception, what) -> None:
     """One line naming a layer class that neither Keras 3 nor tf_keras knows (a custom layer)."""
-    text = str(e)
-    if "Unknown layer" in text or "Could not locate class" in text:
-        name = text.split("'")[1] if "'" in text else _reason(e)
+    found = re.search(r"(?:Unknown layer|Could not locate class):? '([^']+)'", str(e))
+    if found:
+        name = found.group(1)
         raise RnnEdgeError(f"{what}: layer class {name!r} is known to neither Keras nor rnnedge (a custom layer?); "
                            "replace it with standard layers, or build the model in code with its class and export "
                            "the model object") from None
