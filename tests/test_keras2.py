@@ -222,6 +222,18 @@ class TwoInputs(keras.Model):
         return self.rnn(x) * scale
 
 
+class TokenTagger(keras.Model):
+    """Token ids through an Embedding with a zero mask: traced with an int32 input and a free time axis."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = L.Embedding(30, 6, mask_zero=True)
+        self.gru = L.GRU(5, return_sequences=True)
+
+    def call(self, tokens):
+        return keras.ops.softmax(self.gru(self.embed(tokens)))
+
+
 class Branching(keras.Model):
     def __init__(self):
         super().__init__()
@@ -235,18 +247,24 @@ class Branching(keras.Model):
 
 @pytest.mark.parametrize("make, inputs, fused", [
     (Tagger, [(2, 7, 3)], {"LSTM": 1}),
+    (TokenTagger, [(2, 7)], {"GRU": 1}),
     (TwoBranches, [(2, 5, 3)], {"LSTM": 1, "GRU": 1}),
     (TwoInputs, [(2, 5, 3), (2, 1)], {"RNN": 1}),
 ])
 def test_subclassed_models_are_traced(tmp_path, make, inputs, fused):
     model = make()
-    arrays = [np.random.default_rng(0).normal(size=s).astype(np.float32) for s in inputs]
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 30, size=s).astype(np.int32) if make is TokenTagger else
+              rng.normal(size=s).astype(np.float32) for s in inputs]
     model(arrays if len(arrays) > 1 else arrays[0])
     randomize(model)
     result = export(model, tmp_path / "o")
     assert result.passed and result.manifest.source["format"] == "subclassed"
     found = ops(tmp_path / "o")
     assert {op: found[op] for op in fused} == fused and not found["Loop"]
+    if make is TokenTagger:
+        (tokens,) = result.manifest.data_inputs
+        assert tokens.dtype == "int32" and tokens.shape == ("batch", "time") and tokens.pad_value == 0
 
 
 def test_untraceable_subclassed_model_is_one_line(tmp_path):

@@ -124,16 +124,16 @@ def trace(model) -> keras.Model:
     shapes = list(shape) if nested else [shape]
     error = None
     for free_time in (True, False):
-        inputs = [keras.Input(shape=tuple(None if free_time and i == 0 and len(s) >= 3 else d
-                                          for i, d in enumerate(s[1:]))) for s in shapes]
         try:
-            outputs = model.call(inputs if nested else inputs[0])
+            traced = _traced_call(model, shapes, nested, free_time)
+            tokens = _token_inputs(traced)
+            if tokens:  # what Embeddings read are token ids: int32, with a free time axis
+                traced = _traced_call(model, shapes, nested, free_time, tokens)
         except Exception as e:  # the user's call() on symbolic tensors
             error = e
             if _branches(e):
                 break
             continue
-        traced = keras.Model(inputs if nested else inputs[0], outputs, name=model.name)
         own = {id(v) for v in model.weights}
         if any(id(v) not in own for v in traced.weights):
             raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its call() creates layers as it runs, "
@@ -145,6 +145,31 @@ def trace(model) -> keras.Model:
                            "keras.ops.where, or move the branch out of call()") from None
     raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its call() cannot be traced on symbolic "
                        f"inputs ({keras2._reason(error)}); use keras layers and keras.ops in call()") from None
+
+
+def _traced_call(model, shapes: list, nested: bool, free_time: bool, tokens=frozenset()) -> keras.Model:
+    """keras.Model(inputs, model.call(inputs)) on symbolic inputs of the built shapes (batch free;
+    the time axis free too where asked, for sequences of features or of tokens)."""
+    inputs = []
+    for k, shape in enumerate(shapes):
+        free = free_time and (len(shape) >= 3 or k in tokens)
+        inputs.append(keras.Input(shape=tuple(None if free and i == 0 else d for i, d in enumerate(shape[1:])),
+                                  dtype="int32" if k in tokens else None))
+    outputs = model.call(inputs if nested else inputs[0])
+    return keras.Model(inputs if nested else inputs[0], outputs, name=model.name)
+
+
+def _token_inputs(traced) -> frozenset:
+    """The inputs every reader of which is an Embedding (or the `NotEqual` of its zero mask)."""
+    readers: dict[int, list] = {}
+    for nodes in traced._nodes_by_depth.values():
+        for node in nodes:
+            if node.operation is not None and not node.is_input:
+                for t in node.arguments.keras_tensors:
+                    readers.setdefault(id(t), []).append(node.operation)
+    return frozenset(k for k, t in enumerate(traced.inputs)
+                     if readers.get(id(t)) and all(isinstance(r, keras.layers.Embedding) or type(r).__name__ == "NotEqual"
+                                                   for r in readers[id(t)]))
 
 
 def _branches(error: Exception) -> bool:
