@@ -40,8 +40,8 @@ def quiet_tensorflow() -> None:
 
 class quiet_native_stderr:
     """Capture file descriptor 2 (native libraries' logging: TensorFlow, XNNPACK, grappler) for a
-    block; when the block raises, what it wrote is replayed on stderr (its last `keep` bytes) before
-    the exception goes on, so a failing step still shows its reason."""
+    block; when the block raises an error (an interruption is none), what it wrote is replayed on
+    stderr (its last `keep` bytes) before the exception goes on, so a failing step still shows its reason."""
 
     def __init__(self, keep: int = 8000):
         self.keep = keep
@@ -58,7 +58,7 @@ class quiet_native_stderr:
         os.dup2(self._saved, 2)
         os.close(self._saved)
         try:
-            if exc_type is not None:
+            if exc_type is not None and issubclass(exc_type, Exception):  # not for Ctrl-C: no step failed
                 size = self._file.seek(0, os.SEEK_END)
                 self._file.seek(max(0, size - self.keep))
                 written = self._file.read()
