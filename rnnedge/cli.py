@@ -176,7 +176,7 @@ MetricChoice = Enum("MetricChoice", {name: name for name in METRICS}, type=str) 
 
 @app.command()
 def export(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="A .keras file, or zoo:NAME for a reference model.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A .keras or .h5 file, a SavedModel folder (tf.keras 2), or zoo:NAME for a reference model.")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Folder to write model.onnx, manifest.json, golden.npz.")],
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
     streaming: Annotated[bool, typer.Option("--streaming", help="Recurrent states become graph inputs/outputs for chunked streaming.")] = False,
@@ -207,7 +207,9 @@ def export(
         via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not result.manifest.loop_layers else ""
         typer.echo(f"wrote {out}: {fused} fused recurrent node(s){_scanned(result.manifest)}{via}, "
                    f"{result.manifest.variants['fp32']['size']} bytes")
-        typer.echo(_report_line(result.parity))
+        truth = result.manifest.source.get("truth", {})
+        against = f" against {truth['framework']} {truth['version']}" if truth.get("framework") == "tf_keras" else ""
+        typer.echo(_report_line(result.parity) + against)
         if quantize:
             _print_variants(result.manifest)
 

@@ -21,8 +21,9 @@ QUIET_LOGGERS = ("absl", "tensorflow", "tf2onnx", "h5py")
 
 
 def quiet_tensorflow() -> None:
-    """Call before TensorFlow's first import: its C++ INFO and WARNING lines off (errors kept;
-    a TF_CPP_MIN_LOG_LEVEL the user set wins), and absl's and TensorFlow's Python loggers at ERROR."""
+    """Call where TensorFlow is first needed, before Keras imports it: its C++ INFO and WARNING lines
+    off (errors kept; a TF_CPP_MIN_LOG_LEVEL the user set wins), absl's and TensorFlow's Python
+    loggers at ERROR, and TensorFlow imported with its native start-up lines captured."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import absl.logging  # light (no TensorFlow); makes the "absl" logger absl's own class first
@@ -32,6 +33,16 @@ def quiet_tensorflow() -> None:
         pass
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    if "tensorflow" not in sys.modules:
+        # The `tensorflow` wheel (the CUDA build, which tf_keras needs) logs its CUDA stubs' search
+        # and oneDNN's notice on fd 2 at import and at the first device query, on every machine and
+        # whatever TF_CPP_MIN_LOG_LEVEL says: both happen here, captured (replayed if they fail).
+        with quiet_native_stderr():
+            try:
+                import tensorflow as tf
+            except ImportError:  # the caller says which extra to install
+                return
+            tf.config.list_physical_devices()
 
 
 def _interrupted(exc_type) -> bool:
@@ -43,8 +54,8 @@ def _interrupted(exc_type) -> bool:
 
 class quiet_native_stderr:
     """Capture file descriptor 2 (native libraries' logging: TensorFlow, XNNPACK, grappler) for a
-    block; when the block raises, what it wrote is replayed on stderr (its last `keep` bytes) before
-    the exception goes on, so a failing step still shows its reason."""
+    block; when the block raises an error (an interruption is none), what it wrote is replayed on
+    stderr (its last `keep` bytes) before the exception goes on, so a failing step still shows its reason."""
 
     def __init__(self, keep: int = 8000):
         self.keep = keep

@@ -43,13 +43,16 @@ def require(extra: str, what: str) -> None:
 
 
 def keras_file(path: str | Path) -> Path:
-    """The path of a Keras model file, refused in one line when it is missing, empty, a folder,
-    of another suffix or not of its suffix's format."""
+    """The path of a Keras model file or SavedModel folder, refused in one line when it is missing,
+    empty, a folder without saved_model.pb, of another suffix or not of its suffix's format."""
     path = Path(path)
     if not path.exists():
         raise RnnEdgeError(f"{path}: no such file; expected a .keras model file or zoo:NAME (see `rnnedge zoo`)")
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return path  # a SavedModel folder (tf.keras 2 model.save(dir)); what it holds is read when loaded
     if path.is_dir() or path.suffix not in _MAGIC:
-        raise RnnEdgeError(f"{path} is not a Keras model file: expected a .keras (or legacy .h5) file")
+        raise RnnEdgeError(f"{path} is not a Keras model file: expected a .keras or .h5 file, or a SavedModel "
+                           "folder (with saved_model.pb)")
     magic, kind = _MAGIC[path.suffix]
     with open(path, "rb") as f:
         head = f.read(len(magic))

@@ -18,7 +18,7 @@ from rnnedge.exporter.baselines import loop_layers, tf2onnx_export
 from rnnedge.exporter.convert import UnsupportedLayerError, convert, functional_graph
 from rnnedge.exporter.convert.core import Converted, interface
 from rnnedge.exporter.convert.splice import SpliceError
-from rnnedge.exporter.source import load_keras, versions
+from rnnedge.exporter.source import load_source, versions
 from rnnedge.exporter.truth import _keras_truth, _stateful_layers, keras_outputs, zoo_case
 from rnnedge.files import atomic_path, discard_dir, new_folder, recover_dir, replace_dir, temp_dir
 from rnnedge.manifest import MANIFEST, MODEL, Manifest, TensorSpec
@@ -53,7 +53,8 @@ def export(
     data: str | Path | None = None,
     metric: str | None = None,
 ) -> ExportResult:
-    """Export a Keras model (object, .keras path or `zoo:NAME`) to `out` and verify it against Keras.
+    """Export a Keras model (Keras 3 or tf_keras object, .keras / .h5 path, SavedModel folder or
+    `zoo:NAME`) to `out` and verify it against the framework that trained it.
 
     Raises RnnEdgeError for bad input (nothing written) and ParityError when ONNX and Keras
     disagree (the folder is written, its manifest marked failed).
@@ -65,7 +66,8 @@ def export(
     new_folder(out, force=force, marker=MANIFEST)  # recover_dir may have put back an export left aside
     tmp = temp_dir(out)  # first: a disk that cannot take it is refused before any work, and the lock is held
     try:
-        model, source_name, sha256, entry = load_keras(source, unsafe=unsafe)
+        found = load_source(source, unsafe=unsafe)
+        model, entry = found.model, found.entry
         started = time.perf_counter()
         looped: list[str] = []
         try:
@@ -81,7 +83,7 @@ def export(
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                           f"{', '.join(looped) or 'no layer'} stayed as Loop", stacklevel=2)
 
-        cases, converted, proto = _keras_truth(model, converted, proto, seed)
+        cases, converted, proto = _keras_truth(model, converted, proto, seed, found.truth)
         with atomic_path(tmp / MODEL) as path:
             onnx.save(proto, str(path))
         if entry is not None:
@@ -93,7 +95,7 @@ def export(
             outputs=converted.outputs,
             opset=converted.opset,
             ir_version=proto.ir_version,
-            source={"name": source_name, "sha256": sha256, "keras_name": model.name},
+            source={"name": found.name, "sha256": found.sha256, "keras_name": model.name, **found.origin},
             versions=versions(),
             fused_nodes=converted.fused_nodes,
             loop_layers=looped,

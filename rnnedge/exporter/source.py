@@ -1,46 +1,181 @@
-"""Where an export starts: the Keras model from an object, a .keras file (safe_mode on unless
-asked) or zoo:NAME, its fingerprint, and the versions of the libraries involved."""
+"""Where an export starts: the Keras model from an object, a .keras / .h5 file (safe_mode on unless
+asked), a SavedModel folder or zoo:NAME, its fingerprint, who computes the truth, and the versions
+of the libraries involved. Keras 2 models are rebuilt in Keras 3 (`keras2`); subclassed Keras 3
+models are traced into a functional graph."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 
 import keras
 import numpy as np
 
 from rnnedge.tables import VERSION as __version__
 from rnnedge.errors import RnnEdgeError
+from rnnedge.exporter import keras2
 from rnnedge.preflight import keras_file
+
+
+@dataclass(frozen=True)
+class Source:
+    """The Keras 3 model to convert, and the model whose outputs are the truth (often the same)."""
+
+    model: keras.Model
+    name: str
+    sha256: str
+    entry: object | None = None  # a zoo entry
+    truth: object | None = None  # a tf_keras model computing the golden outputs; None: `model` does
+    origin: dict = field(default_factory=dict)  # {"format", "truth": {"framework", "version"}, "translated"}
 
 
 def load_keras(source, *, unsafe: bool = False):
     """(keras.Model, description, sha256, zoo entry or None) from a model, a path, `zoo:NAME`
     or a loaded `rnnedge.zoo.ZooModel`."""
+    found = load_source(source, unsafe=unsafe)
+    return found.model, found.name, found.sha256, found.entry
+
+
+def load_source(source, *, unsafe: bool = False) -> Source:
+    """The Source of an export from a Keras 3 or tf_keras model object, a .keras / .h5 file, a
+    SavedModel folder, `zoo:NAME` or a loaded `rnnedge.zoo.ZooModel`."""
+    keras3 = {"format": "keras3", "truth": {"framework": "keras", "version": keras.__version__}}
     if isinstance(source, keras.Model):
-        return source, source.name, _weights_sha256(source), None
+        if _has_graph(source):
+            return Source(source, source.name, _weights_sha256(source), origin=keras3)
+        traced = trace(source)
+        return Source(traced, source.name, _weights_sha256(traced), origin={**keras3, "format": "subclassed"})
+    if keras2.is_tf_keras_model(source):
+        return _rebuilt(keras2.from_object(source), source.name, None)
     if hasattr(source, "model") and hasattr(source, "x_test"):  # a ZooModel
-        return source.model, f"zoo:{source.name}", _weights_sha256(source.model), source
+        return Source(source.model, f"zoo:{source.name}", _weights_sha256(source.model), source, origin=keras3)
     text = str(source)
     if text.startswith("zoo:"):
         from rnnedge import zoo
 
         entry = zoo.load(text[4:])
-        return entry.model, text, _weights_sha256(entry.model), entry
-    path = keras_file(text)  # missing, empty, or not a .keras/.h5 file: one line, before Keras reads it
+        return Source(entry.model, text, _weights_sha256(entry.model), entry, origin=keras3)
+    path = keras_file(text)  # missing, empty, or not a .keras/.h5 file or SavedModel: one line, before Keras reads it
+    if keras2.is_savedmodel(path):
+        return _rebuilt(keras2.from_savedmodel(path), str(path), None)
+    if path.suffix == ".h5":
+        version = keras2.h5_keras_version(path)
+        if version is None:
+            raise RnnEdgeError(f"{path} holds weights only (no model configuration): build the model in code, "
+                               f"call model.load_weights('{path.name}'), and export the model object "
+                               "(rnnedge.export(model, out))")
+        if not version.startswith("3."):
+            return _rebuilt(keras2.from_h5(path), str(path), _file_sha256(path))
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe, custom_objects=_operations())
     except Exception as e:  # Keras raises many types for a bad file; all mean "not loadable"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "safe_mode" in str(e) or "Lambda" in str(e):
             raise RnnEdgeError(
                 f"{path} holds a Lambda layer, which can run arbitrary code when loaded; "
                 "pass --unsafe only if you trust the file"
             ) from None
-        raise RnnEdgeError(f"{path} is not a loadable Keras model ({reason[:160]})") from None
+        raise RnnEdgeError(f"{path} is not a loadable Keras model ({keras2._reason(e)})") from None
     if not isinstance(model, keras.Model):
         raise RnnEdgeError(f"{path} does not hold a keras.Model")
-    return model, str(path), hashlib.sha256(path.read_bytes()).hexdigest(), None
+    return Source(model, str(path), _file_sha256(path), origin={**keras3, "format": path.suffix.lstrip(".")})
+
+
+def _rebuilt(rebuilt: keras2.Rebuilt, name: str, sha256: str | None) -> Source:
+    return Source(rebuilt.model, name, sha256 or _weights_sha256(rebuilt.model), truth=rebuilt.truth,
+                  origin=rebuilt.origin())
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _has_graph(model) -> bool:
+    return isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
+
+
+def _operations() -> dict:
+    """Keras operations a Keras 3 legacy .h5 stores as layers of its graph (the mask of
+    Embedding(mask_zero=True) is `NotEqual`), which its loader does not look up by itself."""
+    from keras.src.ops import numpy as knp
+
+    return {name: getattr(knp, name) for name in ("NotEqual", "Equal", "Any", "All", "Cast")
+            if hasattr(knp, name)}
+
+
+def trace(model) -> keras.Model:
+    """A subclassed Keras 3 model as a functional one: its call() run on symbolic inputs shaped
+    as it was built (a free time axis where call() allows one), sharing its layers and weights."""
+    shapes = getattr(model, "_build_shapes_dict", None) or {}
+    if not model.built:
+        raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}) is a subclassed model that has not been "
+                           "called yet: call it once on a batch (model(x)) and export again")
+    if not shapes:  # Keras tried call() on symbolic inputs at the first call, failed, and ran it eagerly
+        raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its call() cannot be traced on symbolic "
+                           "inputs (Keras could not either when it was first called), typically because it branches "
+                           "in Python on a tensor's value; use keras.ops.cond or keras.ops.where, or move the branch "
+                           "out of call()")
+    if len(shapes) != 1:
+        raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its call() takes {len(shapes)} tensor "
+                           "arguments; rnnedge traces a call() of one argument (a tensor or a list of tensors)")
+    shape = next(iter(shapes.values()))
+    nested = isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple))
+    shapes = list(shape) if nested else [shape]
+    error = None
+    for free_time in (True, False):
+        try:
+            traced = _traced_call(model, shapes, nested, free_time)
+            tokens = _token_inputs(traced)
+            if tokens:  # what Embeddings read are token ids: int32, with a free time axis
+                traced = _traced_call(model, shapes, nested, free_time, tokens)
+        except Exception as e:  # the user's call() on symbolic tensors
+            error = e
+            if _branches(e):
+                break
+            continue
+        own = {id(v) for v in model.weights}
+        if any(id(v) not in own for v in traced.weights):
+            raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its call() creates layers as it runs, "
+                               "so a traced graph would not hold its weights; create the layers in __init__")
+        return traced
+    if _branches(error):
+        raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its call() branches in Python on a "
+                           "tensor's value, which cannot be traced into a graph; use keras.ops.cond or "
+                           "keras.ops.where, or move the branch out of call()") from None
+    raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its call() cannot be traced on symbolic "
+                       f"inputs ({keras2._reason(error)}); use keras layers and keras.ops in call()") from None
+
+
+def _traced_call(model, shapes: list, nested: bool, free_time: bool, tokens=frozenset()) -> keras.Model:
+    """keras.Model(inputs, model.call(inputs)) on symbolic inputs of the built shapes (batch free;
+    the time axis free too where asked, for sequences of features or of tokens)."""
+    inputs = []
+    for k, shape in enumerate(shapes):
+        free = free_time and (len(shape) >= 3 or k in tokens)
+        inputs.append(keras.Input(shape=tuple(None if free and i == 0 else d for i, d in enumerate(shape[1:])),
+                                  dtype="int32" if k in tokens else None))
+    outputs = model.call(inputs if nested else inputs[0])
+    return keras.Model(inputs if nested else inputs[0], outputs, name=model.name)
+
+
+def _token_inputs(traced) -> frozenset:
+    """The inputs every reader of which is an Embedding (or the `NotEqual` of its zero mask)."""
+    readers: dict[int, list] = {}
+    for nodes in traced._nodes_by_depth.values():
+        for node in nodes:
+            if node.operation is not None and not node.is_input:
+                for t in node.arguments.keras_tensors:
+                    readers.setdefault(id(t), []).append(node.operation)
+    return frozenset(k for k, t in enumerate(traced.inputs)
+                     if readers.get(id(t)) and all(isinstance(r, keras.layers.Embedding) or type(r).__name__ == "NotEqual"
+                                                   for r in readers[id(t)]))
+
+
+def _branches(error: Exception) -> bool:
+    """Python control flow on a symbolic tensor's value (`if x > 0:`, `while`, `bool(x)`)."""
+    return isinstance(error, TypeError) and "bool" in str(error).lower() or "symbolic" in str(error).lower() \
+        and "boolean" in str(error).lower()
 
 
 def _weights_sha256(model) -> str:
@@ -52,7 +187,7 @@ def _weights_sha256(model) -> str:
 
 def versions() -> dict[str, str]:
     found = {"rnnedge": __version__}
-    for pkg in ("keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
+    for pkg in ("keras", "tf-keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
         try:
             found[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

@@ -81,13 +81,33 @@ def _layer_states(layer) -> list:
     return keras.tree.flatten(layer.states)
 
 
-def keras_outputs(model, converted, feeds: dict) -> dict[str, np.ndarray]:
+def _named(model, name: str):
+    """The layer called `name` in the truth model (a tf_keras original), wrappers and nested models searched."""
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+        inner = getattr(layer, "layer", None)
+        if inner is not None and inner.name == name:
+            return inner
+        if hasattr(layer, "layers") and inner is None:
+            found = _named(layer, name)
+            if found is not None:
+                return found
+    return None
+
+
+def keras_outputs(model, converted, feeds: dict, truth=None) -> dict[str, np.ndarray]:
     """Keras' outputs for one case, named as the ONNX outputs are (states of stateful layers too).
+    `truth`: the model that computes them where it is not `model` (the tf_keras original of a
+    Keras 2 model rebuilt in Keras 3; its layers have the same names).
 
     State inputs and outputs are matched to Keras' state variables by the layer they belong to:
     the converter meets layers in graph order, which need not be the order of `model.layers`."""
     data_in = [feeds[s.name] for s in converted.inputs if s.role == "data"]
     stateful = {layer.name: layer for layer in _stateful_layers(model)}
+    if truth is not None:
+        stateful = {name: _named(truth, name) for name in stateful}
+    runner = model if truth is None else truth
     state_specs = [s for s in converted.inputs if s.role == "state"]
     if stateful:
         for name, layer in stateful.items():
@@ -100,7 +120,7 @@ def keras_outputs(model, converted, feeds: dict) -> dict[str, np.ndarray]:
     elif state_specs:  # --streaming of a stateless model: Keras truth exists for a fresh state only
         if any(np.any(feeds[s.name]) for s in state_specs):
             raise AssertionError("Keras truth for a streaming model needs zero initial states")
-    result = model(data_in if len(data_in) > 1 else data_in[0], training=False)
+    result = runner(data_in if len(data_in) > 1 else data_in[0], training=False)
     flat = [np.asarray(keras.ops.convert_to_numpy(t)) for t in keras.tree.flatten(result)]
     names = [s.name for s in converted.outputs if s.role == "data"]
     out = dict(zip(names, flat))
@@ -111,7 +131,7 @@ def keras_outputs(model, converted, feeds: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def _keras_truth(model, converted, proto, seed: int):
+def _keras_truth(model, converted, proto, seed: int, truth=None):
     """Keras' outputs on the random cases. Inputs with time axes of their own get different
     lengths; where Keras refuses that (the model joins them step by step), the export declares
     one shared "time" axis instead, so the runtime checks that their lengths agree."""
@@ -119,7 +139,7 @@ def _keras_truth(model, converted, proto, seed: int):
     samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=random_states,
                            time_stride=converted.time_stride, min_steps=converted.min_steps)
     try:
-        cases = [(n, f, keras_outputs(model, converted, f)) for n, f in samples]
+        cases = [(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples]
         return cases, *_observed_widths(converted, proto, cases)
     except Exception:
         own = {d for s in converted.inputs for d in s.shape if is_time_axis(d) and d != TIME}
@@ -134,7 +154,7 @@ def _keras_truth(model, converted, proto, seed: int):
                 dim.dim_param = TIME
     samples = random_cases(converted.keras_inputs, seed, random_states=random_states, time_stride=converted.time_stride,
                            min_steps=converted.min_steps)
-    cases = [(n, f, keras_outputs(model, converted, f)) for n, f in samples]
+    cases = [(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples]
     return cases, *_observed_widths(converted, proto, cases)
 
 

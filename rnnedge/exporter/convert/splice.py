@@ -194,6 +194,7 @@ def _tf2onnx(calls, inputs: list[Sym], wanted) -> onnx.ModelProto:
         raise SpliceError(layer, _one_line(f"{type(e).__name__}: {e}")) from None
     finally:
         logger.removeHandler(errors)
+    _freeze_captures(proto, fn.get_concrete_function(*specs), len(inputs))
     unknown = sorted({n.op_type for n in _all_nodes(proto.graph) if n.domain in ("", "ai.onnx")
                       and not onnx.defs.has(n.op_type, "")})
     if unknown:
@@ -209,15 +210,38 @@ def _tf2onnx(calls, inputs: list[Sym], wanted) -> onnx.ModelProto:
     return proto
 
 
+def _freeze_captures(proto: onnx.ModelProto, concrete, count: int) -> None:
+    """Tensors the traced function captured (not variables: an adapted Normalization keeps its
+    statistics as plain tensors) come out of tf2onnx as extra graph inputs: make them initializers."""
+    own = {f"in{i}" for i in range(count)}
+    extra = [v for v in proto.graph.input if v.name.split(":")[0] not in own
+             and v.name not in {t.name for t in proto.graph.initializer}]
+    if not extra:
+        return
+    values = {internal.name: external for external, internal in concrete.graph.captures}
+    for value in extra:
+        if value.name not in values:
+            continue  # left for _copy to report
+        array = np.asarray(values[value.name].numpy())
+        proto.graph.initializer.append(onnx.numpy_helper.from_array(array, value.name))
+        proto.graph.input.remove(value)
+
+
 def _copy(ctx: Context, proto: onnx.ModelProto, first, inputs: list[Sym]) -> list[str]:
     """Copy tf2onnx's graph into ctx.g under a fresh prefix; returns the names of its outputs."""
     g = ctx.g
     prefix = g.fresh(f"{first.name}/tf2onnx")
     names = {}
-    for i, value in enumerate(proto.graph.input):
-        if value.name.split(":")[0] != f"in{i}":
-            raise AssertionError(f"tf2onnx input {i} is named {value.name}, expected in{i}")
-        names[value.name] = inputs[i].name
+    # By name, not position: tf2onnx drops an input the graph does not read, and lists constants it
+    # captured (an adapted Normalization's statistics) as inputs with an initializer of the same name.
+    constants = {t.name for t in proto.graph.initializer}
+    for value in proto.graph.input:
+        if value.name in constants:
+            continue
+        index = value.name.split(":")[0]
+        if not (index.startswith("in") and index[2:].isdigit() and int(index[2:]) < len(inputs)):
+            raise AssertionError(f"tf2onnx input {value.name} is none of in0..in{len(inputs) - 1}")
+        names[value.name] = inputs[int(index[2:])].name
     for tensor in proto.graph.initializer:
         names[tensor.name] = g.add_tensor(tensor, f"{prefix}/{_short(tensor.name)}")
 

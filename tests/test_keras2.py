@@ -1,0 +1,302 @@
+"""Models as users have them: tf.keras 2 `.h5` files and SavedModel folders, tf_keras objects and
+subclassed Keras 3 models, exported fused and checked against the framework that trained them."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import pytest  # noqa: E402
+from keras import layers as L  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+import rnnedge  # noqa: E402
+from rnnedge.cli import app  # noqa: E402
+from rnnedge.errors import RnnEdgeError  # noqa: E402
+from rnnedge.exporter import export, keras2  # noqa: E402
+from tests import k2models  # noqa: E402
+from tests.kmodels import randomize  # noqa: E402
+
+FUSED_OPS = ("LSTM", "GRU", "RNN")
+FORMATS = ("h5", "savedmodel")
+
+
+@pytest.fixture(scope="session")
+def suite(request) -> Path:
+    """The Keras 2 suite saved both ways, cached between runs (a SavedModel takes seconds to
+    write); the cache key changes with the builders and the tf_keras version."""
+    tf_keras = pytest.importorskip("tf_keras")
+    key = hashlib.sha256(Path(k2models.__file__).read_bytes() + tf_keras.__version__.encode()).hexdigest()[:12]
+    folder = request.config.cache.mkdir(f"keras2-suite-{key}")
+    for name in k2models.SUITE:
+        done = folder / f"{name}.done"
+        if not done.exists():
+            k2models.build(name, folder)
+            done.touch()
+    return folder
+
+
+def ops(folder: Path) -> collections.Counter:
+    return collections.Counter(n.op_type for n in onnx.load(folder / "model.onnx").graph.node)
+
+
+def source_of(suite: Path, name: str, fmt: str) -> Path:
+    return suite / (f"{name}.h5" if fmt == "h5" else name)
+
+
+CASES = [(name, fmt) for name in k2models.SUITE for fmt in FORMATS]
+
+
+@pytest.mark.parametrize("name, fmt", CASES)
+def test_suite_exports_fused_with_tf_keras_parity(suite, tmp_path, name, fmt):
+    result = export(source_of(suite, name, fmt), tmp_path / "o")
+    found = ops(tmp_path / "o")
+    fused = sum(found[op] for op in FUSED_OPS)
+    print(f"\n{name:28s} {fmt:10s} fused {fused}  max|diff| {result.parity.worst_abs:.1e}")
+    assert result.passed  # atol 1e-5 + rtol 1e-4 against tf_keras, on every case
+    assert fused == k2models.SUITE[name][1] and not found["Loop"] and not found["Scan"], found
+    source = result.manifest.source
+    assert source["format"] == fmt and source["truth"]["framework"] == "tf_keras", source
+    assert all(isinstance(v, list) for v in source["translated"].values())
+
+
+def test_translation_is_recorded(suite, tmp_path):
+    source = export(suite / "seq2seq_inference_decoder.h5", tmp_path / "o").manifest.source
+    assert "dropped time_major=False" in source["translated"]["decoder"]
+    assert any("initial_state" in note for note in source["translated"]["decoder"])
+    assert source["truth"]["version"] == keras2._version("tf-keras")
+
+
+def test_stateful_model_carries_state_over_consecutive_calls(suite, tmp_path):
+    """Three consecutive calls: the ONNX state outputs fed back match tf_keras' own stateful layers."""
+    import tf_keras
+
+    manifest = export(suite / "stateful_lstm.h5", tmp_path / "o").manifest
+    session = ort.InferenceSession(str(tmp_path / "o" / "model.onnx"), providers=["CPUExecutionProvider"])
+    truth = tf_keras.models.load_model(suite / "stateful_lstm.h5", compile=False)
+    truth.reset_states()
+    (data,) = manifest.data_inputs
+    feeds = {s.name: np.zeros(s.shape, np.float32) for s in manifest.inputs if s.role == "state"}
+    assert len(feeds) == 4  # h and c of both layers
+    rng = np.random.default_rng(1)
+    for call in range(3):
+        feeds[data.name] = rng.normal(size=(2, 5, 1)).astype(np.float32)
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        want = np.asarray(truth(feeds[data.name]))
+        np.testing.assert_allclose(got[manifest.outputs[0].name], want, atol=1e-5, rtol=1e-4, err_msg=f"call {call}")
+        feeds.update((s.feeds, got[s.name]) for s in manifest.outputs if s.role == "state")
+
+
+def test_tf_keras_object_exports(tmp_path):
+    pytest.importorskip("tf_keras")
+    model = k2models.build("masked_gru_v1", tmp_path, formats=())
+    result = export(model, tmp_path / "o")
+    assert result.passed and result.manifest.source["format"] == "tf_keras object"
+    assert ops(tmp_path / "o")["GRU"] == 2
+
+
+def test_h5_without_tf_keras_is_rebuilt_from_its_configuration(suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(keras2, "has_tf_keras", lambda: False)
+    result = export(suite / "seq2seq_training.h5", tmp_path / "o")
+    truth = result.manifest.source["truth"]
+    assert result.passed and truth["framework"] == "keras" and "Keras 3 rebuild" in truth["note"]
+    assert ops(tmp_path / "o")["LSTM"] == 2
+
+
+def test_savedmodel_without_tf_keras_is_one_line(suite, tmp_path, monkeypatch):
+    monkeypatch.setattr(keras2, "has_tf_keras", lambda: False)
+    with pytest.raises(RnnEdgeError, match=r"needs tf_keras: pip install 'rnnedge\[export,keras2\]'"):
+        export(suite / "irnn", tmp_path / "o")
+
+
+def test_conv_lstm_is_refused_in_one_line(tmp_path):
+    pytest.importorskip("tf_keras")
+    k2models.build("conv_lstm", tmp_path, formats=("h5",))
+    with pytest.raises(RnnEdgeError, match="conv_lstm2d") as e:
+        export(tmp_path / "conv_lstm.h5", tmp_path / "o")
+    assert "\n" not in str(e.value)
+
+
+def test_bad_keras2_inputs_are_one_line(tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+    import tensorflow as tf
+
+    model = k2models.build("irnn", tmp_path, formats=())
+    model.save_weights(tmp_path / "weights.h5")
+    with pytest.raises(RnnEdgeError, match="weights only .*load_weights"):
+        export(tmp_path / "weights.h5", tmp_path / "o")
+
+    class Plain(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+        def __call__(self, x):
+            return x * 2.0
+
+    tf.saved_model.save(Plain(), str(tmp_path / "plain"))
+    with pytest.raises(RnnEdgeError, match="without Keras metadata.*tf2onnx.convert --saved-model"):
+        export(tmp_path / "plain", tmp_path / "o")
+
+    class Twice(tf_keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    x = tf_keras.Input((None, 3))
+    tf_keras.Model(x, tf_keras.layers.LSTM(2)(Twice(name="twice")(x))).save(tmp_path / "custom.h5")
+    with pytest.raises(RnnEdgeError, match="'Twice' is known to neither"):
+        export(tmp_path / "custom.h5", tmp_path / "o")
+
+    lstm = tf_keras.Sequential([tf_keras.layers.LSTM(2, time_major=True, input_shape=(None, 3))])
+    lstm.save(tmp_path / "time_major.h5")
+    with pytest.raises(RnnEdgeError, match="time_major=True has no Keras 3 equivalent"):
+        export(tmp_path / "time_major.h5", tmp_path / "o", force=True)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_exports_h5_and_savedmodel(suite, tmp_path):
+    runner = CliRunner()
+    for source in (suite / "text_generation.h5", suite / "irnn"):
+        out = tmp_path / source.name
+        result = runner.invoke(app, ["export", str(source), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "1 fused recurrent node(s)" in result.output and "PASS" in result.output
+        assert f"against tf_keras {keras2._version('tf-keras')}" in result.output
+    result = runner.invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and "SavedModel folder (with saved_model.pb)" in result.output
+
+
+def test_keras2_h5_export_time_against_keras_file(suite, tmp_path):
+    """A benchmark figure, not an assertion: the same model from a Keras 2 .h5 (rebuilt, truth
+    from tf_keras) and from a .keras file."""
+    rebuilt = keras2.from_h5(suite / "addition_rnn.h5").model
+    rebuilt.save(tmp_path / "addition_rnn.keras")
+    export(tmp_path / "addition_rnn.keras", tmp_path / "warm")  # first-call costs out of both figures
+    times = {}
+    for _ in range(2):  # interleaved
+        for source in (suite / "addition_rnn.h5", tmp_path / "addition_rnn.keras"):
+            started = time.perf_counter()
+            export(source, tmp_path / source.suffix, force=True)
+            times.setdefault(source.suffix, []).append(time.perf_counter() - started)
+    h5, native = min(times[".h5"]), min(times[".keras"])
+    print(f"\nexport time: Keras 2 .h5 {h5:.2f} s, .keras {native:.2f} s, ratio {h5 / native:.2f}")
+
+
+# Subclassed Keras 3 models: call() traced into a functional graph sharing the model's layers.
+
+class Tagger(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.lstm = L.LSTM(6, return_sequences=True)
+        self.dense = L.Dense(3)
+
+    def call(self, x):
+        return self.dense(self.lstm(x))
+
+
+class TwoBranches(keras.Model):
+    """keras.ops in call(), a Bidirectional and a GRU over the same input."""
+
+    def __init__(self):
+        super().__init__()
+        self.bi = L.Bidirectional(L.LSTM(4))
+        self.gru = L.GRU(5)
+
+    def call(self, x):
+        return keras.ops.concatenate([self.bi(x), keras.ops.tanh(self.gru(x)) * 2.0], axis=-1)
+
+
+class TwoInputs(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.rnn = L.SimpleRNN(4)
+
+    def call(self, inputs):
+        x, scale = inputs
+        return self.rnn(x) * scale
+
+
+class TokenTagger(keras.Model):
+    """Token ids through an Embedding with a zero mask: traced with an int32 input and a free time axis."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = L.Embedding(30, 6, mask_zero=True)
+        self.gru = L.GRU(5, return_sequences=True)
+
+    def call(self, tokens):
+        return keras.ops.softmax(self.gru(self.embed(tokens)))
+
+
+class Branching(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.lstm = L.LSTM(4)
+
+    def call(self, x):
+        if keras.ops.mean(x) > 0:  # Python control flow on a tensor's value
+            return self.lstm(x)
+        return -self.lstm(x)
+
+
+@pytest.mark.parametrize("make, inputs, fused", [
+    (Tagger, [(2, 7, 3)], {"LSTM": 1}),
+    (TokenTagger, [(2, 7)], {"GRU": 1}),
+    (TwoBranches, [(2, 5, 3)], {"LSTM": 1, "GRU": 1}),
+    (TwoInputs, [(2, 5, 3), (2, 1)], {"RNN": 1}),
+])
+def test_subclassed_models_are_traced(tmp_path, make, inputs, fused):
+    model = make()
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 30, size=s).astype(np.int32) if make is TokenTagger else
+              rng.normal(size=s).astype(np.float32) for s in inputs]
+    model(arrays if len(arrays) > 1 else arrays[0])
+    randomize(model)
+    result = export(model, tmp_path / "o")
+    assert result.passed and result.manifest.source["format"] == "subclassed"
+    found = ops(tmp_path / "o")
+    assert {op: found[op] for op in fused} == fused and not found["Loop"]
+    if make is TokenTagger:
+        (tokens,) = result.manifest.data_inputs
+        assert tokens.dtype == "int32" and tokens.shape == ("batch", "time") and tokens.pad_value == 0
+
+
+def test_untraceable_subclassed_model_is_one_line(tmp_path):
+    model = Branching()
+    model(np.ones((1, 4, 2), np.float32))
+    with pytest.raises(RnnEdgeError, match="cannot be traced.*branches in Python on a tensor.s value.*keras.ops.cond"):
+        export(model, tmp_path / "o")
+
+
+# Keras 3 defects met on the way.
+
+def test_adapted_normalization_before_lstm(tmp_path):
+    norm = L.Normalization()
+    norm.adapt(np.random.default_rng(0).normal(3.0, 2.0, size=(64, 6, 4)).astype(np.float32))
+    x = keras.Input((None, 4))
+    model = keras.Model(x, L.LSTM(5)(norm(x)))
+    assert export(model, tmp_path / "o").passed
+    assert ops(tmp_path / "o")["LSTM"] == 1
+
+
+def test_keras3_h5_with_embedding_mask(tmp_path):
+    x = keras.Input((None,), dtype="int32")
+    model = randomize(keras.Model(x, L.GRU(4)(L.Embedding(20, 5, mask_zero=True)(x))))
+    model.save(tmp_path / "masked.h5")
+    assert export(tmp_path / "masked.h5", tmp_path / "o").passed
+    assert ops(tmp_path / "o")["GRU"] == 1
+    tokens = np.array([[3, 5, 7, 0, 0], [0, 0, 4, 9, 2]], np.int32)  # padded at the back and at the front
+    got = rnnedge.load(tmp_path / "o").run(tokens)[0]
+    np.testing.assert_allclose(got, np.asarray(model(tokens)), atol=1e-5, rtol=1e-4)  # the original, not the loaded
+
+
+def test_long_reasons_end_cleanly():
+    reason = keras2._reason(ValueError("Unknown layer: 'NotEqual'. Please see https://keras.io/guides/"
+                                       "serialization_and_saving/#registering-the-custom-object " + "x" * 200))
+    assert reason.endswith(" ...") and "https://keras.io/guides/serialization_and_saving/#reg" not in reason[-10:]
