@@ -27,9 +27,9 @@ from typer.testing import CliRunner
 import rnnedge.files as files
 from rnnedge import interrupts
 from rnnedge.check import check_dir, read_golden
-from rnnedge.cli import app
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import Manifest
+from tests.helpers import invoke
 from rnnedge.runtime import load, read_inputs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,10 +52,6 @@ class Ended:
     returncode: int
     stdout: str
     stderr: str
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def one_line_error(text: str, *phrases: str) -> str:
