@@ -132,8 +132,9 @@ def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> lis
     return results
 
 
-# tools/bench_triton.py --write appends its figures between these markers; the demo keeps them.
+# tools/bench_triton.py and tools/bench_hop.py --write their figures between these markers; the demo keeps them.
 TRITON_SECTION = ("<!-- triton: written by tools/bench_triton.py -->", "<!-- /triton -->")
+HOP_SECTION = ("<!-- hop: written by tools/bench_hop.py -->", "<!-- /hop -->")
 
 
 def keep_section(text: str, markers: tuple[str, str]) -> str:
@@ -253,7 +254,8 @@ def run_demo(out: Path, *, force: bool = False, names: list[str] | None = None, 
         written.append(f"{out}/<model>/ ({len(rows)} export folder{'s' if len(rows) != 1 else ''})")
     if results:
         path = out / "BENCHMARKS.md"
-        kept = keep_section(path.read_text() if path.is_file() else "", TRITON_SECTION)
+        old = path.read_text() if path.is_file() else ""
+        kept = keep_section(old, HOP_SECTION) + keep_section(old, TRITON_SECTION)
         write_text(path, benchmarks_markdown(results) + kept)
         console.print(summary_table([(n, r) for n, r in results if not n.endswith("(over lengths)")]))
         written.append(f"{out / 'BENCHMARKS.md'} (every benchmark table: variants and baselines per model)")

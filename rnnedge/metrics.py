@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.tables import METRICS
 
 
 def _checked(metric: str, output, y) -> tuple[np.ndarray, np.ndarray]:

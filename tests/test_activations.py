@@ -236,8 +236,8 @@ def test_a_scan_model_quantizes(tmp_path):
     """int8 quantizes the MatMuls around the Scan (its body stays float32), fp16 keeps the Scan float32
     behind Casts; the accuracy gate judges both against Keras' golden outputs."""
     keras.utils.set_random_seed(0)
-    x = seq_input()
-    model = functional(x, L.Dense(3)(L.GRU(6, activation="gelu", return_sequences=True, name="rec")(x)), "m")
+    x = seq_input(64)  # int8 is kept only when smaller than fp32: a Scan's own weights stay float32
+    model = functional(x, L.Dense(3)(L.GRU(16, activation="gelu", return_sequences=True, name="rec")(x)), "m")
     result = export(model, tmp_path / "o", quantize="int8,fp16")
     variants = result.manifest.variants
     for name in ("int8", "fp16"):
@@ -246,9 +246,11 @@ def test_a_scan_model_quantizes(tmp_path):
         assert in_file["Scan"] == 1, in_file
         assert any("Scan" in note for note in variants[name]["notes"]), variants[name]["notes"]
     for name in ("int8", "fp16"):  # onnxruntime's full optimisation level (where a float16 Transpose crashed it)
-        x = np.random.default_rng(0).normal(size=(2, 9, 5)).astype(np.float32)
+        x = np.random.default_rng(0).normal(size=(2, 9, 64)).astype(np.float32)
         got = rnnedge.load(tmp_path / "o", "cpu", variant=name).run(x).data[0]
-        np.testing.assert_allclose(got, np.asarray(model(x)), atol=0.05)
+        want = np.asarray(model(x))
+        # the gate held 2% of the range on the golden data; on other inputs, within a few percent
+        np.testing.assert_allclose(got, want, atol=0.05 * np.ptp(want))
 
 
 @pytest.mark.parametrize("setting, says", [("bidirectional-sum-last", "Scan node 'rec/GRU_bw/Scan' runs reverse"),

@@ -14,7 +14,7 @@ from keras import layers as L
 
 from rnnedge.check import read_golden
 from rnnedge.exporter.convert import UnsupportedLayerError
-from rnnedge.exporter.convert.core import CONVERTERS
+from rnnedge.exporter.convert.registry import CONVERTERS
 from rnnedge.exporter import export
 from tests.helpers import assert_fused
 from tests.kmodels import CELLS, ONNX_OP, functional, seq_input, sequential, tokens_input

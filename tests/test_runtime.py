@@ -540,12 +540,12 @@ def test_trt_profiles_from_manifest(folders):
 def test_provider_options_layout(folders):
     m = Manifest.load(folders["gru"])
     chosen = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    flat = providers._provider_options(chosen, {"device_id": 1, "trt_fp16_enable": True}, folders["gru"], m,
+    flat = providers.provider_options_for(chosen, {"device_id": 1, "trt_fp16_enable": True}, folders["gru"], m,
                                      runtime.TRT_SHAPES)
     assert flat[0]["device_id"] == "1" and flat[0]["trt_fp16_enable"] == "True"
     assert flat[0]["trt_profile_max_shapes"] == "x:32x1000x4,h:32x8"
     assert flat[1] == {"device_id": "1"} and flat[2] == {}
-    nested = providers._provider_options(chosen[1:], {"cuda": {"device_id": 2}}, folders["gru"], m, runtime.TRT_SHAPES)
+    nested = providers.provider_options_for(chosen[1:], {"cuda": {"device_id": 2}}, folders["gru"], m, runtime.TRT_SHAPES)
     assert nested == [{"device_id": "2"}, {}]
 
 

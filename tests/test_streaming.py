@@ -128,7 +128,7 @@ def test_go_backwards_cannot_stream(tmp_path):
         export(model, tmp_path / "m", streaming=True)
 
 
-@pytest.mark.parametrize("front", ["conv2d_same", "conv1d_causal", "pool1d"])
+@pytest.mark.parametrize("front", ["conv2d_same", "conv1d_same", "pool1d_overlapping"])
 def test_front_ends_that_mix_steps_refuse_to_stream(front, tmp_path):
     """A stream runs each chunk alone: a layer whose output at a step depends on other steps is
     refused by name at export, instead of an export whose chunked runs differ from Keras."""
@@ -140,12 +140,12 @@ def test_front_ends_that_mix_steps_refuse_to_stream(front, tmp_path):
     if front == "conv2d_same":
         x = keras.Input((8, 8, 1))
         h = keras.layers.Reshape((8, 32))(keras.layers.Conv2D(4, 3, padding="same", name="front")(x))
-    elif front == "conv1d_causal":
+    elif front == "conv1d_same":  # causal ones stream (tests/test_stream_conv.py); 'same' looks ahead
         x = keras.Input((None, 6))
-        h = keras.layers.Conv1D(4, 3, padding="causal", name="front")(x)
-    else:
+        h = keras.layers.Conv1D(4, 3, padding="same", name="front")(x)
+    else:  # pool size = stride streams; overlapping windows do not
         x = keras.Input((8, 6))
-        h = keras.layers.MaxPooling1D(2, name="front")(x)
+        h = keras.layers.MaxPooling1D(3, strides=2, name="front")(x)
     model = keras.Model(x, keras.layers.GRU(5)(h))
     with pytest.raises(UnsupportedLayerError, match=r"layer 'front' .* cannot run chunk by chunk; export without --streaming$"):
         export(model, tmp_path / "s", streaming=True)

@@ -28,6 +28,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3000)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--window", type=int, default=100, help="frames re-run per hop by the window candidate")
+    p.add_argument("--write", type=Path, help="also write the table into this markdown file's hop section "
+                                              "(exported/BENCHMARKS.md: `make exported` keeps it)")
     return p.parse_args(argv)
 
 
@@ -94,18 +96,28 @@ def main(argv=None) -> int:
 
     from rnnedge.timing import measure, percentiles
 
-    print(f"one frame per hop, batch 1, 1 thread, onnxruntime {ort.__version__}; {args.runs} runs after "
-          f"{args.warmup} warm-up, candidates interleaved\n")
-    print("| export | candidate | p50 us | p99 us | vs iobinding (p50) |")
-    print("|---|---|---:|---:|---:|")
+    lines = [f"One frame per hop, batch 1, 1 thread, onnxruntime {ort.__version__}; {args.runs} runs after "
+             f"{args.warmup} warm-up, candidates interleaved (`tools/bench_hop.py`): `push` is "
+             "`rnnedge.load(DIR).stream().push(frame)`, `iobinding` the best bare onnxruntime call of the same "
+             f"graph, `window {args.window}` re-running the last {args.window} frames at every hop.", "",
+             "| export | candidate | p50 us | p99 us | vs iobinding (p50) |", "|---|---|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
     for folder in args.folders:
         calls = candidates(folder, args.window)
         timings = {n: percentiles(ms) for n, ms in measure(calls, runs=args.runs, warmup=args.warmup).items()}
         best = timings["iobinding"][0]
-        for name, (p50, _, p99) in timings.items():
-            print(f"| {folder.name} | {name} | {p50 * 1e3:.1f} | {p99 * 1e3:.1f} | {p50 / best:.2f}x |")
+        rows = [f"| {folder.name} | {name} | {p50 * 1e3:.1f} | {p99 * 1e3:.1f} | {p50 / best:.2f}x |"
+                for name, (p50, _, p99) in timings.items()]
         window = next(t for n, t in timings.items() if n.startswith("window"))[0]
-        print(f"| {folder.name} | re-run window / push (p50) | | | {window / timings['push'][0]:.1f}x |")
+        rows.append(f"| {folder.name} | re-run window / push (p50) | | | {window / timings['push'][0]:.1f}x |")
+        print("\n".join(rows), flush=True)
+        lines += rows
+    if args.write:
+        from rnnedge.demo import HOP_SECTION, replace_section
+
+        text = args.write.read_text() if args.write.is_file() else ""
+        args.write.write_text(replace_section(text, HOP_SECTION, "## One streaming hop\n\n" + "\n".join(lines)))
+        print(f"wrote the hop section of {args.write}")
     return 0
 
 

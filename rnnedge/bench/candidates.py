@@ -17,7 +17,7 @@ FLOOR = "floor"
 STREAM_PREFIX = "stream-"
 
 
-def _variant_files(folder: Path, manifest: Manifest, variants: Sequence[str]) -> None:
+def variant_files(folder: Path, manifest: Manifest, variants: Sequence[str]) -> None:
     have = sorted({"fp32", *manifest.variants})
     missing = [v for v in variants if v != "fp32" and v not in manifest.variants]
     if missing:
@@ -30,13 +30,13 @@ def _variant_files(folder: Path, manifest: Manifest, variants: Sequence[str]) ->
             raise RnnEdgeError(f"{folder}: the {v!r} variant's file {name!r} is missing; re-export or re-quantize it")
 
 
-def _load(folder: Path, provider: str, variant: str, threads: int, verify: bool = True):
+def load_variant(folder: Path, provider: str, variant: str, threads: int, verify: bool = True):
     from rnnedge.runtime import load
 
     return load(folder, provider, variant=variant, threads=threads, verify=verify)
 
 
-def _keras_source(source, manifest: Manifest, baselines: Sequence[str], threads: int):
+def keras_source(source, manifest: Manifest, baselines: Sequence[str], threads: int):
     """The Keras model the folder was exported from (for the baselines), or RnnEdgeError."""
     need = (f"baselines ({', '.join(baselines)}) need the export extra (pip install 'rnnedge[export]') "
             "and the source model (--source FILE)")

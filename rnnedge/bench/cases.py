@@ -37,7 +37,7 @@ def name_list(text: str | None) -> tuple[str, ...]:
 
 
 
-def _time_axes(spec: TensorSpec) -> list[int]:
+def time_axes_of(spec: TensorSpec) -> list[int]:
     """Axes of a data input that count steps: named time axes, or a fixed axis 1 of a sequence
     input (rank 3, or rank 2 integer ids)."""
     named = [i for i, d in enumerate(spec.shape) if is_time_axis(d)]
@@ -52,7 +52,7 @@ def _time_axes(spec: TensorSpec) -> list[int]:
 def sweep_times(manifest: Manifest, stream: bool = False) -> tuple[int, ...] | None:
     """The lengths to draw latency against when none was asked: SWEEP_TIMES (SWEEP_PUSHES for
     streams) where every data input's time axis is dynamic, else None (the model fixes one)."""
-    axes = [(s, i) for s in manifest.data_inputs for i in _time_axes(s)]
+    axes = [(s, i) for s in manifest.data_inputs for i in time_axes_of(s)]
     if not axes or any(isinstance(s.shape[i], int) for s, i in axes):
         return None
     return SWEEP_PUSHES if stream else SWEEP_TIMES
@@ -68,7 +68,7 @@ def cases_for(manifest: Manifest, batches: Sequence[int] | None = None, times: S
         times = (times,)
     data = manifest.data_inputs
     fixed_batch = [(s.name, s.shape[0]) for s in data if s.shape and isinstance(s.shape[0], int)]
-    time_axes = [(s, i) for s in data for i in _time_axes(s)]
+    time_axes = [(s, i) for s in data for i in time_axes_of(s)]
     fixed_time = [(s.name, i, s.shape[i]) for s, i in time_axes if isinstance(s.shape[i], int)]
     if batches is None:
         batches = (fixed_batch[0][1],) if fixed_batch else (1,)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rnnedge.bench.candidates import FLOOR, STREAM_PREFIX
-from rnnedge.bench.results import BenchRow, _parent, _ratio_keys
+from rnnedge.bench.results import BenchRow, parent_folder, ratio_keys
 from rnnedge.errors import RnnEdgeError
 from rnnedge.tables import label
 
@@ -34,7 +34,7 @@ def _cells(r: BenchRow, keys: list[str]) -> list[str]:
 
 def markdown(rows: Sequence[BenchRow]) -> str:
     """A GitHub markdown table; "vs X" columns are X's p50 / this p50 (above 1: faster than X)."""
-    keys = _ratio_keys(rows)
+    keys = ratio_keys(rows)
     head = [*_COLUMNS, *(f"vs {k}" for k in keys)]
     align = ["---" if i < 2 else "---:" for i in range(len(head))]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
@@ -104,7 +104,7 @@ class WholeTable:
 def rich_table(rows: Sequence[BenchRow], title: str | None = None, model: str | None = None) -> WholeTable:
     """A table of the rows for the terminal (`WholeTable`: numbers never cut): the columns of
     `markdown`, less provider, threads and batch where every row has the same (the title says them)."""
-    keys = _ratio_keys(rows)
+    keys = ratio_keys(rows)
     columns = [*_COLUMNS, *(f"vs {k}" for k in keys)]
     same = {"provider": len({r.provider for r in rows}) == 1, "threads": len({r.threads for r in rows}) == 1,
             "batch": len({r.batch for r in rows}) == 1}
@@ -162,7 +162,7 @@ def plot(rows: Sequence[BenchRow], path: str | os.PathLike, model: str | None = 
     if not rows:
         raise RnnEdgeError("no benchmark rows to plot")
     path = Path(path)
-    _parent(path)
+    parent_folder(path)
     fig = Figure(figsize=(8.5, 4.8), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()

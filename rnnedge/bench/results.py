@@ -55,7 +55,7 @@ class BenchRow:
 def write_json(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
     """A JSON list of the rows (`dataclasses.asdict`); `read_json` reads it back."""
     path = Path(path)
-    _parent(path)
+    parent_folder(path)
     write_text(path, json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n")
     return path
 
@@ -64,16 +64,16 @@ def read_json(path: str | os.PathLike) -> list[BenchRow]:
     return [BenchRow(**d) for d in json.loads(Path(path).read_text())]
 
 
-def _ratio_keys(rows: Sequence[BenchRow]) -> list[str]:
+def ratio_keys(rows: Sequence[BenchRow]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r.ratios))
 
 
 def write_csv(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
     """One line per row; `ratios` spread into columns "vs_<baseline>" (empty where not timed)."""
     path = Path(path)
-    _parent(path)
+    parent_folder(path)
     fields = [f.name for f in dataclasses.fields(BenchRow) if f.name != "ratios"]
-    keys = _ratio_keys(rows)
+    keys = ratio_keys(rows)
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(fields + [f"vs_{k}" for k in keys])
@@ -83,7 +83,7 @@ def write_csv(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
     return path
 
 
-def _parent(path: Path) -> None:
+def parent_folder(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -11,15 +11,15 @@ from pathlib import Path
 from rnnedge.bench.candidates import (
     FLOOR,
     STREAM_PREFIX,
-    _keras_source,
-    _load,
-    _variant_files,
+    keras_source,
+    load_variant,
+    variant_files,
     baseline_runners,
     floor_folder,
     stream_calls,
     whole_sequence_calls,
 )
-from rnnedge.bench.cases import _time_axes, cases_for
+from rnnedge.bench.cases import time_axes_of, cases_for
 from rnnedge.bench.results import BenchRow
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import Manifest
@@ -73,7 +73,7 @@ def bench_dir(
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise RnnEdgeError(f"unknown baseline {unknown[0]!r}: expected a comma-separated list of {', '.join(BASELINES)}")
-    _variant_files(folder, manifest, variants)
+    variant_files(folder, manifest, variants)
     if stream and not manifest.state_inputs:
         raise RnnEdgeError(f"{folder} has no state inputs, so it cannot stream: re-export it with "
                            "`rnnedge export --streaming` (forward-direction recurrent layers) to bench streaming")
@@ -82,17 +82,17 @@ def bench_dir(
                            "(leave --baseline out, or bench without --stream)")
     cases = cases_for(manifest, batches, times, stream)
 
-    keras_model = _keras_source(source, manifest, baselines, threads) if baselines else None
+    keras_model = keras_source(source, manifest, baselines, threads) if baselines else None
     if keras_model is not None:
         _baseline_fits(keras_model, manifest, cases)
-    models = {v: _load(folder, provider, v, threads, verify) for v in variants}
+    models = {v: load_variant(folder, provider, v, threads, verify) for v in variants}
     first = models[variants[0]]
     provider_name = first.provider
     runners = {v: OrtRunner(m.session, v) for v, m in models.items()}
     if keras_model is not None:
         runners.update(baseline_runners(keras_model, manifest, baselines, first.session, threads))
     with tempfile.TemporaryDirectory(prefix="rnnedge-bench-") as tmp:
-        floor = _load(floor_folder(manifest, Path(tmp) / "floor"), provider, "fp32", threads) if stream else None
+        floor = load_variant(floor_folder(manifest, Path(tmp) / "floor"), provider, "fp32", threads) if stream else None
         advance = _progress(progress, len(cases))
         rows: list[BenchRow] = []
         for batch, steps in cases:
@@ -132,7 +132,7 @@ def _baseline_fits(keras_model, manifest: Manifest, cases) -> None:
     for t, spec in zip(keras_model.inputs, manifest.data_inputs):
         fixed = t.shape[1] if len(t.shape) > 1 else None
         for _, steps in cases:
-            if fixed is not None and steps is not None and _time_axes(spec) and steps != fixed:
+            if fixed is not None and steps is not None and time_axes_of(spec) and steps != fixed:
                 raise RnnEdgeError(f"baselines: the Keras model's input '{spec.name}' takes {fixed} steps, not {steps}; "
                                    f"pass --time {fixed} to compare with the baselines")
 

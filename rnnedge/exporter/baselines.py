@@ -82,7 +82,7 @@ def litert_export(model, shapes: list[tuple[int, ...]], *, int8: bool = False) -
         raise RnnEdgeError(f"LiteRT could not convert model '{model.name}' for input shapes {shown}: {reason}") from None
 
 
-def _loop_layers(proto: onnx.ModelProto, model) -> list[str]:
+def loop_layers(proto: onnx.ModelProto, model) -> list[str]:
     loops = [n.name for n in proto.graph.node if n.op_type in ("Loop", "Scan")]
     names = [layer.name for layer in recurrent_layers(functional_graph(model))]
     hit = [n for n in names if any(f"/{n}/" in f"/{loop}/" for loop in loops)]

@@ -14,7 +14,7 @@ import onnx
 
 from rnnedge.check import ParityReport, Tolerance, check_dir, write_golden
 from rnnedge.errors import ParityError, RnnEdgeError
-from rnnedge.exporter.baselines import _loop_layers, tf2onnx_export
+from rnnedge.exporter.baselines import loop_layers, tf2onnx_export
 from rnnedge.exporter.convert import UnsupportedLayerError, convert, functional_graph
 from rnnedge.exporter.convert.core import Converted, interface
 from rnnedge.exporter.convert.splice import SpliceError
@@ -67,7 +67,7 @@ def export(
     try:
         model, source_name, sha256, entry = load_keras(source, unsafe=unsafe)
         started = time.perf_counter()
-        loop_layers: list[str] = []
+        looped: list[str] = []
         try:
             converted = convert(model, streaming=streaming)
             proto = converted.onnx_model
@@ -77,9 +77,9 @@ def export(
             if streaming or _stateful_layers(model):
                 raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
             proto, converted = _fallback(model, e)
-            loop_layers = _loop_layers(proto, model)
+            looped = loop_layers(proto, model)
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
-                          f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
+                          f"{', '.join(looped) or 'no layer'} stayed as Loop", stacklevel=2)
 
         cases, converted, proto = _keras_truth(model, converted, proto, seed)
         with atomic_path(tmp / MODEL) as path:
@@ -96,7 +96,7 @@ def export(
             source={"name": source_name, "sha256": sha256, "keras_name": model.name},
             versions=versions(),
             fused_nodes=converted.fused_nodes,
-            loop_layers=loop_layers,
+            loop_layers=looped,
             layers=converted.layers,
             scan_nodes=converted.scan_nodes,
             notes=converted.notes,

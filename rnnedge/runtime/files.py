@@ -15,7 +15,7 @@ import numpy as np
 from rnnedge.errors import RnnEdgeError
 from rnnedge.files import atomic_path, committed, disk_error
 from rnnedge.manifest import Manifest, TensorSpec
-from rnnedge.runtime.inputs import Outputs, _fmt_shape
+from rnnedge.runtime.inputs import Outputs, fmt_shape
 from rnnedge.runtime.model import Model, load
 from rnnedge.runtime.stream import run_chunked
 
@@ -99,7 +99,7 @@ def _check_header(f, size: int, where: str) -> tuple[int, ...]:
     declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
     held = size - f.tell()
     if declared > held:
-        raise RnnEdgeError(f"{where} declares an array of shape {_fmt_shape(shape)} {dtype} ({declared:,} bytes) but "
+        raise RnnEdgeError(f"{where} declares an array of shape {fmt_shape(shape)} {dtype} ({declared:,} bytes) but "
                            f"holds {max(held, 0):,} bytes of data: the file is truncated or its header is wrong; "
                            "write it again with numpy.save")
     return shape
@@ -115,7 +115,7 @@ def _load_npy(path: Path) -> np.ndarray:
     except MemoryError:
         with open(path, "rb") as f:
             shape = _check_header(f, path.stat().st_size, str(path))
-        raise RnnEdgeError(f"{path} declares an array of shape {_fmt_shape(shape)}, too large for this machine's "
+        raise RnnEdgeError(f"{path} declares an array of shape {fmt_shape(shape)}, too large for this machine's "
                            "memory: pass a smaller input (or stream it with --chunk)") from None
 
 
@@ -225,7 +225,7 @@ def _csv_to_input(table: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarray
         features = spec.shape[2]
         if isinstance(features, int) and table.shape[1] != features:
             raise RnnEdgeError(f"{path} has {table.shape[1]} columns but input '{spec.name}' "
-                               f"{_fmt_shape(spec.shape)} takes {features} features per step (one row per step)")
+                               f"{fmt_shape(spec.shape)} takes {features} features per step (one row per step)")
         array = table[None]
     elif rank == 2:
         array = table
@@ -233,7 +233,7 @@ def _csv_to_input(table: np.ndarray, spec: TensorSpec, path: Path) -> np.ndarray
         array = table[:, 0]
     else:
         raise RnnEdgeError(f"cannot map the CSV table {path} ({table.shape[0]}x{table.shape[1]}) onto input "
-                           f"'{spec.name}' {_fmt_shape(spec.shape)}: use .npy or .npz")
+                           f"'{spec.name}' {fmt_shape(spec.shape)}: use .npy or .npz")
     if spec.dtype.startswith("int"):
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
             raise RnnEdgeError(f"{path} holds non-integer values but input '{spec.name}' takes integer ids")
@@ -286,7 +286,7 @@ def _write_csv(path: Path, name: str, array: np.ndarray) -> None:
     elif array.ndim == 2:
         header = [f"{name}_{j}" for j in range(array.shape[1])]
     else:
-        raise RnnEdgeError(f"output '{name}' has shape {_fmt_shape(array.shape)}: a CSV takes 1-D, 2-D, or 3-D "
+        raise RnnEdgeError(f"output '{name}' has shape {fmt_shape(array.shape)}: a CSV takes 1-D, 2-D, or 3-D "
                            "with batch 1; write an .npz")
     fmt = "%d" if array.dtype.kind in "iub" else "%.9g"
     np.savetxt(path, array, fmt=fmt, delimiter=",", header=",".join(header), comments="")

@@ -63,15 +63,15 @@ class Outputs(dict):
         return f"Outputs({body}; provider={self.provider})"
 
 
-def _fmt_shape(shape) -> str:
+def fmt_shape(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _nth(i: int) -> str:
+def nth(i: int) -> str:
     return {1: "1st", 2: "2nd", 3: "3rd"}.get(i, f"{i}th")
 
 
-class _Slot:
+class Slot:
     """One graph input and what is needed to check an array for it quickly."""
 
     __slots__ = ("spec", "name", "rank", "fixed", "named", "dtype", "is_int", "is_bool", "time_axis", "right_padded")
@@ -93,10 +93,10 @@ class _Slot:
         self.time_axis = next((i for i, d in self.named if is_time_axis(d)), None)
 
     def describe(self) -> str:
-        return f"{_fmt_shape(self.spec.shape)} {self.dtype}"
+        return f"{fmt_shape(self.spec.shape)} {self.dtype}"
 
 
-def _as_array(name: str, value, errors: list[str]) -> np.ndarray | None:
+def as_array(name: str, value, errors: list[str]) -> np.ndarray | None:
     if isinstance(value, np.ndarray):
         return value
     if value is None:
@@ -110,7 +110,7 @@ def _as_array(name: str, value, errors: list[str]) -> np.ndarray | None:
         return None
 
 
-def _check_kind(slot: _Slot, a: np.ndarray, errors: list[str]) -> bool:
+def check_kind(slot: Slot, a: np.ndarray, errors: list[str]) -> bool:
     kind = a.dtype.kind
     if slot.is_bool:
         if kind == "b":
@@ -141,11 +141,11 @@ class _Said:
 
     def __str__(self) -> str:
         if self.one_step:
-            return f"shape {_fmt_shape(self.shape[:1] + self.shape[2:])}, one step"
-        return f"shape {_fmt_shape(self.shape)}"
+            return f"shape {fmt_shape(self.shape[:1] + self.shape[2:])}, one step"
+        return f"shape {fmt_shape(self.shape)}"
 
 
-def _check_shape(slot: _Slot, a: np.ndarray, axes: dict[str, tuple[int, str]], errors: list[str],
+def check_shape(slot: Slot, a: np.ndarray, axes: dict[str, tuple[int, str]], errors: list[str],
                  one_step: bool = False) -> None:
     """Rank, fixed dimensions, and named axes that must agree across inputs (`axes` collects them).
     `one_step`: `a` is a chunk the user gave without its time axis (dimension 1, added back here):
@@ -153,13 +153,13 @@ def _check_shape(slot: _Slot, a: np.ndarray, axes: dict[str, tuple[int, str]], e
     shape = a.shape
     said = _Said(shape, one_step)
     if len(shape) != slot.rank:
-        errors.append(f"input '{slot.name}': expected {slot.rank} dimensions {_fmt_shape(slot.spec.shape)}, "
+        errors.append(f"input '{slot.name}': expected {slot.rank} dimensions {fmt_shape(slot.spec.shape)}, "
                       f"got {len(shape)} ({said})")
         return
     for i, d in slot.fixed:
         if shape[i] != d:
             where = f"dimension {i - 1 if one_step and i > 1 else i}"
-            errors.append(f"input '{slot.name}': {where} must be {d} ({_fmt_shape(slot.spec.shape)}), "
+            errors.append(f"input '{slot.name}': {where} must be {d} ({fmt_shape(slot.spec.shape)}), "
                           f"got {shape[i]} ({said})")
     for i, axis in slot.named:
         n = shape[i]
@@ -180,13 +180,13 @@ def _check_shape(slot: _Slot, a: np.ndarray, axes: dict[str, tuple[int, str]], e
 
 
 def _first_index(mask: np.ndarray) -> str:
-    return _fmt_shape(int(i) for i in np.argwhere(mask)[0])
+    return fmt_shape(int(i) for i in np.argwhere(mask)[0])
 
 
 NONFINITE_ADVICE = "clean the data or pass allow_nonfinite=True"  # what a Python caller can do
 
 
-def _check_values(slot: _Slot, a: np.ndarray, allow_nonfinite: bool, errors: list[str],
+def check_values(slot: Slot, a: np.ndarray, allow_nonfinite: bool, errors: list[str],
                   nonfinite_advice: str = NONFINITE_ADVICE) -> np.ndarray | None:
     """Cast to what the graph takes and check ids and finiteness. Padded (masked) steps may be
     anywhere: the graph reproduces Keras' masking for any pattern."""
@@ -234,13 +234,13 @@ def _check_values(slot: _Slot, a: np.ndarray, allow_nonfinite: bool, errors: lis
     return a
 
 
-def _raise(errors: list[str]) -> None:
+def raise_problems(errors: list[str]) -> None:
     if len(errors) == 1:
         raise RnnEdgeError(errors[0])
     raise RnnEdgeError(f"{len(errors)} input problems: " + "; ".join(errors))
 
 
-def _ort_run(model, call, feeds: dict[str, np.ndarray]):
+def ort_run(model, call, feeds: dict[str, np.ndarray]):
     """onnxruntime's own errors (an input that passed rnnedge's checks but not the graph's) as one line."""
     import onnxruntime as ort
 
@@ -248,7 +248,7 @@ def _ort_run(model, call, feeds: dict[str, np.ndarray]):
         return call()
     except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument,
             ort.capi.onnxruntime_pybind11_state.RuntimeException) as e:
-        given = ", ".join(f"{n} {_fmt_shape(a.shape)} {a.dtype}" for n, a in feeds.items())
+        given = ", ".join(f"{n} {fmt_shape(a.shape)} {a.dtype}" for n, a in feeds.items())
         reason = " ".join(str(e).split())[:300]
-        raise RnnEdgeError(f"{model.path.name} refused inputs {given} (outputs {', '.join(model._output_names)}): "
+        raise RnnEdgeError(f"{model.path.name} refused inputs {given} (outputs {', '.join(model.output_names)}): "
                            f"{reason}") from None

@@ -16,17 +16,17 @@ from rnnedge.manifest import MODEL, Manifest, TensorSpec
 from rnnedge.runtime.inputs import (
     NONFINITE_ADVICE,
     Outputs,
-    _as_array,
-    _check_kind,
-    _check_shape,
-    _check_values,
-    _fmt_shape,
-    _nth,
-    _ort_run,
-    _raise,
-    _Slot,
+    as_array,
+    check_kind,
+    check_shape,
+    check_values,
+    fmt_shape,
+    nth,
+    ort_run,
+    raise_problems,
+    Slot,
 )
-from rnnedge.runtime.providers import TRT_SHAPES, _make_session, _provider_options, _resolve_providers, session_options
+from rnnedge.runtime.providers import TRT_SHAPES, make_session, provider_options_for, resolve_providers, session_options
 from rnnedge.runtime.stream import Stream
 from rnnedge.tables import NUMPY_DTYPES, ORT_DTYPES
 
@@ -82,11 +82,11 @@ def load(
     if verify:
         manifest.verify(folder, [path.name])
     so = session_options(threads)
-    chosen = _resolve_providers(provider, fallback)
+    chosen = resolve_providers(provider, fallback)
     shapes = {**TRT_SHAPES, **dict(trt_shapes or {})}
-    options = _provider_options(chosen, provider_options, folder, manifest, shapes)
+    options = provider_options_for(chosen, provider_options, folder, manifest, shapes)
     auto = isinstance(provider, str) and provider.strip().lower() == "auto"
-    session = _make_session(path, so, chosen, options, fallback, auto)
+    session = make_session(path, so, chosen, options, fallback, auto)
     return Model(folder, manifest, session, variant=variant, path=path)
 
 
@@ -96,6 +96,11 @@ class Model:
     inputs / outputs: the manifest's TensorSpecs (data first, then state) in graph order.
     provider: the execution provider that actually runs (first of the session's providers).
     session: the onnxruntime InferenceSession, for anything this class does not cover.
+
+    What a stream builds on (`Stream` uses nothing else of a Model): `slots` (input name -> its
+    checks), `data_slots`, `state_slots`; `output_names`, `data_output_names`; `gather` (arguments
+    -> arrays by name), `prepare` (every check, arrays ready for onnxruntime), `state_shape` (a
+    state's shape for bound axes) and `why_not_streamable`.
     """
 
     # what a caller that meets non-finite inputs can do (a server's clients cannot pass allow_nonfinite)
@@ -122,38 +127,38 @@ class Model:
         _check_against_graph(manifest, graph_in, graph_out, self.path.name)
         ort_types = {i.name: i.type for i in graph_in}
         legacy = manifest.format < 2
-        self._slots = {t.name: _Slot(t, ort_types.get(t.name), legacy) for t in self.inputs}
-        self._data_slots = [self._slots[t.name] for t in manifest.data_inputs]
-        self._state_slots = [self._slots[t.name] for t in manifest.state_inputs]
-        self._output_names = names_out
-        self._data_output_names = [t.name for t in manifest.data_outputs]
+        self.slots = {t.name: Slot(t, ort_types.get(t.name), legacy) for t in self.inputs}
+        self.data_slots = [self.slots[t.name] for t in manifest.data_inputs]
+        self.state_slots = [self.slots[t.name] for t in manifest.state_inputs]
+        self.output_names = names_out
+        self.data_output_names = [t.name for t in manifest.data_outputs]
 
     @property
     def name(self) -> str:
         return str(self.manifest.source.get("name") or self.folder.name)
 
     def __repr__(self) -> str:
-        ins = ", ".join(f"{t.name}{_fmt_shape(t.shape)}" for t in self.inputs)
+        ins = ", ".join(f"{t.name}{fmt_shape(t.shape)}" for t in self.inputs)
         return f"<rnnedge.Model {self.name!r} ({self.variant}) on {self.provider}: {ins}>"
 
     # -- argument handling -------------------------------------------------------------------
 
-    def _gather(self, arrays: tuple, named: dict, *, allow_state: bool) -> dict[str, Any]:
+    def gather(self, arrays: tuple, named: dict, *, allow_state: bool) -> dict[str, Any]:
         """Positional arrays -> data inputs in order, plus named ones; name errors raised together."""
         if len(arrays) == 1 and not named and isinstance(arrays[0], Mapping):
             arrays, named = (), dict(arrays[0])
         errors: list[str] = []
         given: dict[str, Any] = {}
-        data = self._data_slots
+        data = self.data_slots
         if len(arrays) > len(data):
             errors.append(f"got {len(arrays)} positional arrays but the model takes {len(data)} data input(s) "
                           f"({', '.join(s.name for s in data)})")
         for slot, value in zip(data, arrays):
             given[slot.name] = value
         for name, value in named.items():
-            slot = self._slots.get(name)
+            slot = self.slots.get(name)
             if slot is None:
-                close = difflib.get_close_matches(name, list(self._slots), n=1)
+                close = difflib.get_close_matches(name, list(self.slots), n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 errors.append(f"unknown input '{name}': {hint}this model takes {self._describe_inputs()}")
             elif slot.spec.role == "state" and not allow_state:
@@ -165,47 +170,47 @@ class Model:
                 given[name] = value
         for i, slot in enumerate(data, 1):
             if slot.name not in given:
-                errors.append(f"missing input '{slot.name}' {slot.describe()}: pass it as the {_nth(i)} array "
+                errors.append(f"missing input '{slot.name}' {slot.describe()}: pass it as the {nth(i)} array "
                               f"or by name ({slot.name}=...)")
         if errors:
-            _raise(errors)
+            raise_problems(errors)
         return given
 
     def _describe_inputs(self) -> str:
-        data = ", ".join(s.name for s in self._data_slots)
-        state = ", ".join(s.name for s in self._state_slots)
+        data = ", ".join(s.name for s in self.data_slots)
+        state = ", ".join(s.name for s in self.state_slots)
         return f"{data} (data)" + (f" and {state} (state, optional)" if state else "")
 
-    def _prepare(self, given: dict[str, Any], allow_nonfinite: bool, axes: dict[str, tuple[int, str]],
+    def prepare(self, given: dict[str, Any], allow_nonfinite: bool, axes: dict[str, tuple[int, str]],
                  one_step: frozenset = frozenset()) -> dict[str, np.ndarray]:
         """Shapes then values; returns arrays ready for onnxruntime. `axes` may hold pre-bound axes;
         `one_step`: inputs a stream was given without their time axis (added back)."""
         errors: list[str] = []
         arrays: dict[str, np.ndarray] = {}
         for name, value in given.items():
-            slot = self._slots[name]
-            a = value if type(value) is np.ndarray else _as_array(name, value, errors)
-            if a is None or (a.dtype != slot.dtype and not _check_kind(slot, a, errors)):
+            slot = self.slots[name]
+            a = value if type(value) is np.ndarray else as_array(name, value, errors)
+            if a is None or (a.dtype != slot.dtype and not check_kind(slot, a, errors)):
                 continue
-            _check_shape(slot, a, axes, errors, name in one_step)
+            check_shape(slot, a, axes, errors, name in one_step)
             arrays[name] = a
         if errors:
-            _raise(errors)
+            raise_problems(errors)
         feeds: dict[str, np.ndarray] = {}
         for name, a in arrays.items():
-            checked = _check_values(self._slots[name], a, allow_nonfinite, errors, self.nonfinite_advice)
+            checked = check_values(self.slots[name], a, allow_nonfinite, errors, self.nonfinite_advice)
             if checked is not None:
                 feeds[name] = checked
         if errors:
-            _raise(errors)
+            raise_problems(errors)
         return feeds
 
-    def _state_shape(self, slot: _Slot, axes: Mapping[str, tuple[int, str]]) -> tuple[int, ...]:
+    def state_shape(self, slot: Slot, axes: Mapping[str, tuple[int, str]]) -> tuple[int, ...]:
         shape = []
         for d in slot.spec.shape:
             if isinstance(d, str):
                 if d not in axes:
-                    raise RnnEdgeError(f"state input '{slot.name}' {_fmt_shape(slot.spec.shape)} has axis '{d}' "
+                    raise RnnEdgeError(f"state input '{slot.name}' {fmt_shape(slot.spec.shape)} has axis '{d}' "
                                        f"that no data input sets: pass {slot.name}=... explicitly")
                 d = axes[d][0]
             shape.append(d)
@@ -220,17 +225,17 @@ class Model:
         A single dict positional argument is taken as name -> array. Returns every output,
         state outputs included, as `Outputs` in graph order.
         """
-        given = self._gather(arrays, named, allow_state=True)
+        given = self.gather(arrays, named, allow_state=True)
         axes: dict[str, tuple[int, str]] = {}
-        feeds = self._prepare(given, allow_nonfinite, axes)
-        for slot in self._state_slots:
+        feeds = self.prepare(given, allow_nonfinite, axes)
+        for slot in self.state_slots:
             if slot.name not in feeds:
-                feeds[slot.name] = np.zeros(self._state_shape(slot, axes), slot.dtype)
+                feeds[slot.name] = np.zeros(self.state_shape(slot, axes), slot.dtype)
         for name, a in feeds.items():
             if not a.flags.c_contiguous:
                 feeds[name] = np.ascontiguousarray(a)
-        values = _ort_run(self, lambda: self.session.run(self._output_names, feeds), feeds)
-        return Outputs(zip(self._output_names, values), self.provider, self._data_output_names)
+        values = ort_run(self, lambda: self.session.run(self.output_names, feeds), feeds)
+        return Outputs(zip(self.output_names, values), self.provider, self.data_output_names)
 
     __call__ = run
 
@@ -238,7 +243,7 @@ class Model:
         """A stream of `batch` independent sequences whose state is carried between `push` calls."""
         return Stream(self, batch, allow_nonfinite=allow_nonfinite)
 
-    def _not_streamable(self) -> str:
+    def why_not_streamable(self) -> str:
         """Why this model has no state to carry, as one line."""
         reason = self._recurrent_directions()
         if reason:

@@ -45,7 +45,7 @@ def _not_available(provider: str, asked: str, available: list[str]) -> str:
             f"(available: {', '.join(available)}); to use it: {hint}; or pass fallback=True to run on CPU")
 
 
-def _resolve_providers(provider, fallback: bool) -> list[str]:
+def resolve_providers(provider, fallback: bool) -> list[str]:
     available = available_providers()
     if isinstance(provider, str) and provider.strip().lower() == "auto":
         return [p for p in AUTO_ORDER if p in available] or [CPU]
@@ -96,7 +96,7 @@ def _trt_profiles(inputs: list[TensorSpec], shapes: Mapping[str, tuple[int, int,
     return {key: ",".join(p) for key, p in zip(keys, parts)}
 
 
-def _provider_options(chosen: list[str], options: Mapping | None, folder: Path, manifest: Manifest,
+def provider_options_for(chosen: list[str], options: Mapping | None, folder: Path, manifest: Manifest,
                       trt_shapes: Mapping[str, tuple[int, int, int]]) -> list[dict[str, Any]]:
     """One options dict per provider in `chosen`.
 
@@ -147,7 +147,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return so
 
 
-def _make_session(path: Path, so, chosen, options, fallback: bool, auto: bool = False) -> ort.InferenceSession:
+def make_session(path: Path, so, chosen, options, fallback: bool, auto: bool = False) -> ort.InferenceSession:
     """The session; a GPU provider that does not start raises, or warns with `fallback`/`auto`.
 
     With "auto", TensorRT listed by onnxruntime-gpu but not installed is no news when CUDA runs.
@@ -164,7 +164,7 @@ def _make_session(path: Path, so, chosen, options, fallback: bool, auto: bool = 
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if gpu and (fallback or auto):
             warnings.warn(f"{gpu[0]} could not start ({first}); falling back to {CPU}", RuntimeWarning, stacklevel=3)
-            return _make_session(path, so, [CPU], [{}], False)
+            return make_session(path, so, [CPU], [{}], False)
         if gpu:
             raise RnnEdgeError(f"{gpu[0]} could not start for {path} ({first}); check the CUDA/cuDNN/TensorRT "
                                "libraries, or pass fallback=True to run on CPU") from None

@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import BATCH, is_time_axis
-from rnnedge.runtime.inputs import STREAM, Outputs, _as_array, _check_kind, _check_values, _fmt_shape, _ort_run, _raise
+from rnnedge.runtime.inputs import STREAM, Outputs, as_array, check_kind, check_values, fmt_shape, ort_run, raise_problems
 from rnnedge.tables import GPU_PROVIDERS
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ class Stream:
     def __init__(self, model: Model, batch: int = 1, *, allow_nonfinite: bool = False):
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise RnnEdgeError(f"batch must be a whole number >= 1, got {batch!r}")
-        if not model._state_slots:
-            raise RnnEdgeError(model._not_streamable())
+        if not model.state_slots:
+            raise RnnEdgeError(model.why_not_streamable())
         self.model = model
         self.batch = int(batch)
         self.allow_nonfinite = allow_nonfinite
@@ -52,17 +52,17 @@ class Stream:
         # state input -> the state output that feeds it
         feeds_from: dict[str, str] = {}
         for out in m.state_outputs:
-            if out.feeds not in model._slots or model._slots[out.feeds].spec.role != "state":
+            if out.feeds not in model.slots or model.slots[out.feeds].spec.role != "state":
                 raise RnnEdgeError(f"manifest.json: state output '{out.name}' feeds {out.feeds!r}, which is not a "
                                    "state input; re-export the model")
             feeds_from[out.feeds] = out.name
-        unfed = [s.name for s in model._state_slots if s.name not in feeds_from]
+        unfed = [s.name for s in model.state_slots if s.name not in feeds_from]
         if unfed:
             raise RnnEdgeError(f"manifest.json: no state output feeds state input(s) {', '.join(unfed)}; "
                                "re-export the model with `rnnedge export --streaming`")
         self._feeds_from = feeds_from
         self._axes0 = {BATCH: (self.batch, STREAM)}
-        self._shapes = {s.name: model._state_shape(s, self._axes0) for s in model._state_slots}
+        self._shapes = {s.name: model.state_shape(s, self._axes0) for s in model.state_slots}
 
         provider = model.provider
         self._on_cpu = provider not in GPU_PROVIDERS
@@ -75,12 +75,12 @@ class Stream:
         self._host: list[dict[str, np.ndarray]] = []
         self._values: list[dict[str, ort.OrtValue]] = []
         for _ in range(2):
-            host = {s.name: np.zeros(self._shapes[s.name], s.dtype) for s in model._state_slots}
+            host = {s.name: np.zeros(self._shapes[s.name], s.dtype) for s in model.state_slots}
             self._host.append(host)
             self._values.append({n: ort.OrtValue.ortvalue_from_numpy(a, *self._device) for n, a in host.items()})
-        self._data_in = [s.name for s in model._data_slots]
-        self._data_out = model._data_output_names
-        self._all_out = model._output_names
+        self._data_in = [s.name for s in model.data_slots]
+        self._data_out = model.data_output_names
+        self._all_out = model.output_names
         if self._all_out[: len(self._data_out)] != self._data_out:
             raise RnnEdgeError(f"manifest.json lists state outputs before data outputs ({self._all_out}); "
                                "re-export the model")
@@ -89,9 +89,9 @@ class Stream:
         self._bindings = []
         for k in range(2):
             io = session.io_binding()
-            for s in model._state_slots:
+            for s in model.state_slots:
                 io.bind_ortvalue_input(s.name, self._values[k][s.name])
-            state_out = {feeds_from[s.name]: s.name for s in model._state_slots}
+            state_out = {feeds_from[s.name]: s.name for s in model.state_slots}
             for name in self._all_out:  # bound in graph order: results come back in that order
                 if name in state_out:
                     io.bind_ortvalue_output(name, self._values[1 - k][state_out[name]])
@@ -106,11 +106,11 @@ class Stream:
         # of those buffers shaped as that chunk, whether it was one step). A chunk like it needs only
         # its values checked: where every data input is float (finiteness is the only value check).
         self._fast: list[tuple | None] = [None, None]
-        self._plain = all(s.dtype.kind == "f" and not s.right_padded for s in model._data_slots)
+        self._plain = all(s.dtype.kind == "f" and not s.right_padded for s in model.data_slots)
         self._current = 0
         # Inputs with a time axis: a chunk that lacks it is one step, and then the outputs with a
         # time axis lose it too.
-        self._step_ranks = [(s.name, s.rank) for s in model._data_slots if s.time_axis == 1]
+        self._step_ranks = [(s.name, s.rank) for s in model.data_slots if s.time_axis == 1]
         self._step_names = {name for name, _ in self._step_ranks}
         self._time_outputs = {t.name for t in m.data_outputs if len(t.shape) > 1 and is_time_axis(t.shape[1])}
         self._squeeze = [name in self._time_outputs for name in self._data_out]
@@ -138,13 +138,13 @@ class Stream:
                 view[...] = a
             feeds, single = None, fast[2]
         else:
-            given = dict(zip(self._data_in, arrays)) if key is not None else model._gather(arrays, named, allow_state=False)
+            given = dict(zip(self._data_in, arrays)) if key is not None else model.gather(arrays, named, allow_state=False)
             feeds, single = self._check(given, allow)
             self._bind_inputs(k, io, feeds)
             if key is not None and self._plain:
                 buffers = self._inputs[k]
                 self._fast[k] = (key, [buffers[n].reshape(a.shape) for n, a in zip(self._data_in, arrays)], single)
-        _ort_run(model, lambda: self._session.run_with_iobinding(io), feeds or dict(zip(self._data_in, arrays)))
+        ort_run(model, lambda: self._session.run_with_iobinding(io), feeds or dict(zip(self._data_in, arrays)))
         outputs = self._outputs[k]
         if outputs is not None:  # onnxruntime wrote into our buffers: hand out copies
             data = [b.copy() for b in outputs]
@@ -193,7 +193,7 @@ class Stream:
             if a.ndim == rank - 1 and a.dtype != object:
                 given[name] = a[:, None]
                 expanded.add(name)
-        feeds = self.model._prepare(given, allow, self._axes0.copy(), frozenset(expanded))
+        feeds = self.model.prepare(given, allow, self._axes0.copy(), frozenset(expanded))
         if self.time_stride > 1 and self._step_ranks:
             self._check_stride(feeds[self._step_ranks[0][0]].shape[1])
         return feeds, bool(self._step_ranks) and len(expanded) == len(self._step_ranks)
@@ -239,28 +239,28 @@ class Stream:
         errors = []
         arrays = {}
         for name, value in state.items():
-            slot = self.model._slots.get(name)
+            slot = self.model.slots.get(name)
             if slot is None or slot.spec.role != "state":
                 errors.append(f"'{name}' is not a state input (state inputs: "
-                              f"{', '.join(s.name for s in self.model._state_slots)})")
+                              f"{', '.join(s.name for s in self.model.state_slots)})")
                 continue
-            a = _as_array(name, value, errors)
-            if a is None or not _check_kind(slot, a, errors):
+            a = as_array(name, value, errors)
+            if a is None or not check_kind(slot, a, errors):
                 continue
             if a.shape != self._shapes[name]:
-                errors.append(f"state '{name}': expected shape {_fmt_shape(self._shapes[name])} for this stream, "
-                              f"got {_fmt_shape(a.shape)}")
+                errors.append(f"state '{name}': expected shape {fmt_shape(self._shapes[name])} for this stream, "
+                              f"got {fmt_shape(a.shape)}")
                 continue
             arrays[name] = a
         if errors:
-            _raise(errors)
+            raise_problems(errors)
         for name, a in arrays.items():
-            checked = _check_values(self.model._slots[name], a, self.allow_nonfinite, errors,
+            checked = check_values(self.model.slots[name], a, self.allow_nonfinite, errors,
                                     self.model.nonfinite_advice)
             if checked is not None:
                 arrays[name] = checked
         if errors:
-            _raise(errors)
+            raise_problems(errors)
         for name, a in arrays.items():
             self._write_state(name, a)
 
@@ -290,15 +290,15 @@ def run_chunked(model: Model, inputs: Mapping[str, Any], chunk: int) -> tuple[Ou
     inputs = dict(inputs)
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise RnnEdgeError(f"chunk must be a whole number of steps >= 1, got {chunk!r}")
-    timed = [s for s in model._data_slots if s.time_axis == 1]
+    timed = [s for s in model.data_slots if s.time_axis == 1]
     if not timed:
         raise RnnEdgeError(f"the export {model.folder} has no input with a time axis: run it without chunk")
-    state = {s.name: inputs.pop(s.name) for s in model._state_slots if s.name in inputs}
+    state = {s.name: inputs.pop(s.name) for s in model.state_slots if s.name in inputs}
     arrays = {n: np.asarray(v) for n, v in inputs.items()}
     first = arrays[timed[0].name]
     if first.ndim < 2:
-        raise RnnEdgeError(f"input '{timed[0].name}' has shape {_fmt_shape(first.shape)}: streaming in chunks "
-                           f"needs {_fmt_shape(timed[0].spec.shape)} with the time axis second")
+        raise RnnEdgeError(f"input '{timed[0].name}' has shape {fmt_shape(first.shape)}: streaming in chunks "
+                           f"needs {fmt_shape(timed[0].spec.shape)} with the time axis second")
     batch, steps = int(first.shape[0]), int(first.shape[1])
     stream = model.stream(batch)
     if state:

@@ -26,7 +26,8 @@ import numpy as np
 from rnnedge.bench import BenchRow, percentiles, random_inputs
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import Manifest, is_time_axis
-from rnnedge.serve.client import ATOL, REQUEST_TIMEOUT_S, RUNTIME, TRITON, TritonRunner
+from rnnedge.serve.client import REQUEST_TIMEOUT_S, RUNTIME, TRITON, TritonRunner
+from rnnedge.tables import ATOL
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from rnnedge.zoo.entries import _METRICS, _SPECS, ZOO_VERSION, ZooModel, _unknown
-from rnnedge.zoo.tasks import _SEED, _TRAINERS
+from rnnedge.tables import ZOO, ZOO_TASK_METRICS
+from rnnedge.zoo.entries import ZOO_VERSION, ZooModel, unknown_model
+from rnnedge.zoo.tasks import SEED, TRAINERS
 
 _DEFAULT_CACHE = Path("~/.cache/rnnedge/zoo")
 
@@ -31,10 +32,10 @@ def _predict(model: keras.Model, x_test: tuple[np.ndarray, ...]) -> list[np.ndar
 
 
 def _train(name: str) -> ZooModel:
-    task, cell = _SPECS[name]
-    keras.utils.set_random_seed(_SEED)
-    trained = _TRAINERS[task](cell)
-    unscored = ZooModel(name, task, cell, _METRICS[task], trained.model, trained.x_test,
+    task, cell = ZOO[name]
+    keras.utils.set_random_seed(SEED)
+    trained = TRAINERS[task](cell)
+    unscored = ZooModel(name, task, cell, ZOO_TASK_METRICS[task], trained.model, trained.x_test,
                         trained.y_test, keras_score=float("nan"), baseline=trained.baseline)
     return replace(unscored, keras_score=unscored.score(_predict(trained.model, trained.x_test)))
 
@@ -79,14 +80,14 @@ def _read(name: str, cache_dir: Path) -> ZooModel | None:
     model_path, data_path = _paths(name, cache_dir)
     if not (model_path.is_file() and data_path.is_file()):
         return None
-    task, cell = _SPECS[name]
+    task, cell = ZOO[name]
     with np.load(data_path) as data:
         n_inputs = sum(key.startswith("x_test_") for key in data.files)
         x_test = tuple(data[f"x_test_{i}"] for i in range(n_inputs))
         y_test = data["y_test"]
         keras_score, baseline = float(data["keras_score"]), float(data["baseline"])
     model = keras.models.load_model(model_path)
-    return ZooModel(name, task, cell, _METRICS[task], model, x_test, y_test, keras_score, baseline)
+    return ZooModel(name, task, cell, ZOO_TASK_METRICS[task], model, x_test, y_test, keras_score, baseline)
 
 
 def load(name: str, cache_dir: str | Path | None = None, retrain: bool = False) -> ZooModel:
@@ -95,8 +96,8 @@ def load(name: str, cache_dir: str | Path | None = None, retrain: bool = False) 
     `cache_dir` defaults to `~/.cache/rnnedge/zoo`; `retrain=True` ignores both caches and
     overwrites the files.
     """
-    if name not in _SPECS:
-        raise _unknown(name)
+    if name not in ZOO:
+        raise unknown_model(name)
     folder = Path(cache_dir if cache_dir is not None else _DEFAULT_CACHE).expanduser().resolve()
     key = (name, str(folder))
     if not retrain:

@@ -16,14 +16,12 @@ from rnnedge.tables import METRICS, ZOO, ZOO_TASK_METRICS
 ZOO_VERSION = 2
 
 NAMES: tuple[str, ...] = tuple(ZOO)
-_SPECS = ZOO  # name -> (task, cell)
-_METRICS = ZOO_TASK_METRICS
 
 # tasks whose first output holds class probabilities on its last axis
 _CLASS_PROBABILITY_TASKS = {"digits", "digits-conv", "seq2seq", "kws"}
 
 
-def _unknown(name: str) -> RnnEdgeError:
+def unknown_model(name: str) -> RnnEdgeError:
     return RnnEdgeError(f"unknown zoo model {name!r}; expected one of: {', '.join(NAMES)}")
 
 
@@ -42,12 +40,12 @@ class ZooModel:
     baseline: float
 
     def __post_init__(self):
-        if self.name not in _SPECS:
-            raise _unknown(self.name)
-        if (self.task, self.cell) != _SPECS[self.name] or self.metric != _METRICS[self.task]:
+        if self.name not in ZOO:
+            raise unknown_model(self.name)
+        if (self.task, self.cell) != ZOO[self.name] or self.metric != ZOO_TASK_METRICS[self.task]:
             raise RnnEdgeError(
                 f"zoo model {self.name!r} must have task/cell/metric "
-                f"{_SPECS[self.name] + (_METRICS[_SPECS[self.name][0]],)}, "
+                f"{ZOO[self.name] + (ZOO_TASK_METRICS[ZOO[self.name][0]],)}, "
                 f"got {(self.task, self.cell, self.metric)}"
             )
         if len(self.x_test) != len(self.model.inputs):

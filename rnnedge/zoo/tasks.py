@@ -19,7 +19,7 @@ _RNN_LAYERS = {
     "GRU": keras.layers.GRU,
 }
 
-_SEED = 1234
+SEED = 1234
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def _train_airline(cell: str) -> _Trained:
     low, high = series[: n_train + _LOOK_BACK].min(), series[: n_train + _LOOK_BACK].max()
     windows = np.stack([series[i : i + _LOOK_BACK + 1] for i in range(n_windows)])  # + target
     train, test = windows[:n_train], windows[n_train:]
-    rng = np.random.default_rng(_SEED)
+    rng = np.random.default_rng(SEED)
     factors = rng.uniform(0.75, 1.5, n_train * (_AIRLINE_COPIES - 1))
     train = np.concatenate([train] * _AIRLINE_COPIES) * np.r_[np.ones(n_train), factors][:, None]
     train = ((train - low) / (high - low)).astype(np.float32)
@@ -133,7 +133,7 @@ def _events_data(rng: np.random.Generator, n: int, frames: int) -> tuple[np.ndar
 
 
 def _train_events(cell: str) -> _Trained:
-    rng = np.random.default_rng(_SEED)
+    rng = np.random.default_rng(SEED)
     # Short clips train faster; the test clips are longer (the time axis is dynamic).
     x_train, y_train = _events_data(rng, 512, 16)
     x_test, y_test = _events_data(rng, 96, 64)
@@ -178,7 +178,7 @@ def _kws_data(rng: np.random.Generator, n: int, frames: int) -> tuple[np.ndarray
 
 def _train_kws(cell: str) -> _Trained:
     """A streaming keyword spotter: a causal Conv1D front end, two GRUs, a softmax per frame."""
-    rng = np.random.default_rng(_SEED)
+    rng = np.random.default_rng(SEED)
     x_train, y_train = _kws_data(rng, 512, 64)
     x_test, y_test = _kws_data(rng, 96, 100)
     rnn = _RNN_LAYERS[cell]
@@ -211,7 +211,7 @@ def _sentiment_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nd
 
 
 def _train_sentiment(cell: str) -> _Trained:  # cell is always "Bidirectional(LSTM)"
-    rng = np.random.default_rng(_SEED)
+    rng = np.random.default_rng(SEED)
     x_train, y_train = _sentiment_data(rng, 640)
     x_test, y_test = _sentiment_data(rng, 400)
     inputs = keras.Input(shape=(_MAX_TOKENS,), dtype="int32", name="tokens")
@@ -237,7 +237,7 @@ def _seq2seq_data(rng: np.random.Generator, n: int):
 
 
 def _train_seq2seq(cell: str) -> _Trained:
-    rng = np.random.default_rng(_SEED)
+    rng = np.random.default_rng(SEED)
     enc_train, dec_train, y_train = _seq2seq_data(rng, 2048)
     enc_test, dec_test, y_test = _seq2seq_data(rng, 400)
     rnn = _RNN_LAYERS[cell]
@@ -264,7 +264,7 @@ def _cells_data(rng: np.random.Generator, n: int, steps: int) -> tuple[np.ndarra
 
 
 def _train_cells(cell: str) -> _Trained:
-    rng = np.random.default_rng(_SEED)
+    rng = np.random.default_rng(SEED)
     x_train, y_train = _cells_data(rng, 1024, 12)
     x_test, y_test = _cells_data(rng, 128, 32)  # longer than training: the time axis is dynamic
     inputs = keras.Input(shape=(None, 1), name="x")
@@ -313,7 +313,7 @@ def _reviews_data(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
 
 
 def _train_reviews(cell: str) -> _Trained:
-    rng = np.random.default_rng(_SEED + 1)
+    rng = np.random.default_rng(SEED + 1)
     x_train, y_train = _reviews_data(rng, 640)
     x_test, y_test = _reviews_data(rng, 400)
     inputs = keras.Input(shape=(None,), dtype="int32", name="tokens")
@@ -325,7 +325,7 @@ def _train_reviews(cell: str) -> _Trained:
     return _Trained(model, (x_test,), y_test, metrics.majority_accuracy(y_test.astype(np.int32)))
 
 
-_TRAINERS = {
+TRAINERS = {
     "digits": _train_digits,
     "airline": _train_airline,
     "events": _train_events,

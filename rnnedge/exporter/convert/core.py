@@ -13,7 +13,6 @@ import onnx
 from rnnedge.exporter.convert import layers, recurrent, registry, splice, temporal  # noqa: F401 - they declare converters
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
-from rnnedge.exporter.convert.registry import CONVERTERS
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import TensorSpec
 
@@ -85,7 +84,7 @@ def _route(ctx: Context, op, kwargs) -> registry.Route | None:
         return None
     found = registry.route(op, kwargs.get("mask"))
     if found.refusal:
-        raise UnsupportedLayerError(op, found.refusal, advice="rnnedge exports recurrent layers it can fuse")
+        raise UnsupportedLayerError(op, found.refusal)
     if found.converter is None and isinstance(op, splice.RECURRENT_TYPES):
         raise UnsupportedLayerError(op, f"layer type {type(op).__name__} is not supported by rnnedge's converter")
     if found.note:
