@@ -20,10 +20,11 @@ from typing import Annotated, Optional
 import typer
 
 from rnnedge import preflight
-from rnnedge.interrupts import interrupted, interrupted_line, said_interrupted
 from rnnedge.errors import RnnEdgeError
 from rnnedge.files import disk_error, new_folder
+from rnnedge.interrupts import interrupted, interrupted_line, said_interrupted
 from rnnedge.tables import ATOL, METRICS, RTOL
+
 
 def _help_types():
     """--help's type column: a flag takes no value and an argument is named by its metavar, so neither

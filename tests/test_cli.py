@@ -14,8 +14,8 @@ import typer
 from keras import layers as L
 from typer.testing import CliRunner
 
-from tests.helpers import invoke
 from tests.blocking import BLOCK_TENSORFLOW
+from tests.helpers import invoke
 from tests.kmodels import functional, seq_input, sequential
 
 runner = CliRunner()

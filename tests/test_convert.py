@@ -13,9 +13,9 @@ import pytest
 from keras import layers as L
 
 from rnnedge.check import read_golden
+from rnnedge.exporter import export
 from rnnedge.exporter.convert import UnsupportedLayerError
 from rnnedge.exporter.convert.registry import CONVERTERS
-from rnnedge.exporter import export
 from tests.helpers import assert_fused
 from tests.kmodels import CELLS, ONNX_OP, functional, seq_input, sequential, tokens_input
 

@@ -29,8 +29,8 @@ from rnnedge import interrupts
 from rnnedge.check import check_dir, read_golden
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import Manifest
-from tests.helpers import invoke
 from rnnedge.runtime import load, read_inputs
+from tests.helpers import invoke
 
 REPO = Path(__file__).resolve().parent.parent
 AIRLINE = REPO / "exported" / "airline-gru"
@@ -97,7 +97,7 @@ def test_atomic_path_keeps_the_old_file_on_error(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with files.atomic_path(target) as tmp:
             tmp.write_text("half")
-            1 / 0
+            raise ZeroDivisionError("the writer fails halfway")
     assert target.read_text() == "old" and hidden(tmp_path) == []
     files.write_text(target, "new")
     assert target.read_text() == "new" and hidden(tmp_path) == [] and (target.stat().st_mode & 0o777) != 0o600

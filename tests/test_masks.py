@@ -19,9 +19,9 @@ import pytest
 from keras import layers as L
 
 import rnnedge
-from rnnedge.exporter.convert import convert
 from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import export
+from rnnedge.exporter.convert import convert
 from tests.helpers import assert_fused
 from tests.kmodels import CELLS, ONNX_OP, randomize
 

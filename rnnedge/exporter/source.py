@@ -9,9 +9,9 @@ from importlib import metadata
 import keras
 import numpy as np
 
-from rnnedge.tables import VERSION as __version__
 from rnnedge.errors import RnnEdgeError
 from rnnedge.preflight import keras_file
+from rnnedge.tables import VERSION as __version__
 
 
 def load_keras(source, *, unsafe: bool = False):
