@@ -20,10 +20,11 @@ from typing import Annotated, Optional
 import typer
 
 from rnnedge import preflight
-from rnnedge.interrupts import interrupted, interrupted_line, said_interrupted
 from rnnedge.errors import RnnEdgeError
 from rnnedge.files import disk_error, new_folder
+from rnnedge.interrupts import interrupted, interrupted_line, said_interrupted
 from rnnedge.tables import ATOL, METRICS, RTOL
+
 
 def _help_types():
     """--help's type column: a flag takes no value and an argument is named by its metavar, so neither
@@ -67,29 +68,14 @@ def _main(
     """Keras recurrent models to fused, verified ONNX: export, check, run, quantize, bench."""
 
 
-# The library's messages name Python arguments; on the command line they name flags.
-_FLAGS = (
-    ("pass fallback=True to run on CPU", "pass --fallback to run on CPU", "use --provider cpu"),
-    ("pass fallback=True to accept that", "pass --fallback to accept that", "use --provider cpu"),
-    ("clean the data or pass allow_nonfinite=True", "clean the data", "clean the data"),
-)
-
-
-def cli_words(message: str, fallback: bool = False) -> str:
-    """`message` with Python arguments replaced by this command's flags (`fallback`: it has --fallback)."""
-    for python, flag, otherwise in _FLAGS:
-        message = message.replace(python, flag if fallback else otherwise)
-    return message
-
-
 @contextlib.contextmanager
-def user_errors(fallback: bool = False):
+def user_errors():
     """A user's mistake prints one line and exits 1; anything else is a bug and keeps its traceback."""
     shown = warnings.formatwarning
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # third-party noise, not the user's concern
-            warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {cli_words(str(msg), fallback)}\n"
+            warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
             yield
     except BaseException as e:
         if interrupted() or isinstance(e, KeyboardInterrupt):  # whatever Ctrl-C turned into (an ImportError...)
@@ -98,7 +84,7 @@ def user_errors(fallback: bool = False):
             said_interrupted()
             raise typer.Exit(130) from None
         if isinstance(e, RnnEdgeError):
-            typer.echo(f"error: {cli_words(str(e), fallback)}", err=True)
+            typer.echo(f"error: {e.cli or e}", err=True)
             raise typer.Exit(1) from None
         if isinstance(e, OSError) and e.errno == errno.EPIPE:  # `rnnedge ... | head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when stdout is flushed at exit
@@ -303,7 +289,7 @@ def check(
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")] = False,
 ):
     """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed)."""
-    with user_errors(fallback=True):
+    with user_errors():
         from rnnedge.check import check_dir
         from rnnedge.manifest import Manifest
 
@@ -338,7 +324,7 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Replace --output if it exists.")] = False,
 ):
     """Run an exported model on inputs from a file (numpy + onnxruntime only)."""
-    with user_errors(fallback=True):
+    with user_errors():
         from rnnedge.runtime import run_file
 
         _outputs(folder, [output], force, inputs=[input])

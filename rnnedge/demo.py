@@ -52,8 +52,8 @@ def recurrent_ops(path: Path) -> str:
 
 def export_zoo_model(name: str, out: Path, force: bool) -> DemoRow:
     from rnnedge import zoo
-    from rnnedge.exporter.convert import UnsupportedLayerError
     from rnnedge.exporter import export
+    from rnnedge.exporter.convert import UnsupportedLayerError
 
     started = time.perf_counter()
     entry = zoo.load(name)
@@ -167,7 +167,7 @@ def benchmarks_markdown(results) -> str:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rows in results:
         for r in rows:
-            ratio = lambda k: f"{r.ratios[k]:.1f}x" if k in r.ratios else "-"  # noqa: E731
+            ratio = lambda k, r=r: f"{r.ratios[k]:.1f}x" if k in r.ratios else "-"  # noqa: E731
             lines.append(f"| {name} | {r.candidate} | {r.time if r.time is not None else '-'} | {r.p50_ms:.3f} | "
                          f"{r.p99_ms:.3f} | {r.seq_per_s:,.0f} | {'-' if r.error is None else f'{r.error:.1e}'} | "
                          f"{ratio('keras')} | {ratio('tf2onnx')} | {ratio('litert')} | {ratio('litert-int8')} |")

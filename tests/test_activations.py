@@ -22,6 +22,7 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import export
 from rnnedge.exporter.convert import activations, scan
 from rnnedge.exporter.convert.activations import RNN_ACTIVATIONS
+from tests.helpers import op_counts
 from tests.kmodels import functional, seq_input, sequential, tokens_input
 
 # Checked fused here (tanh, sigmoid, relu, linear, hard_sigmoid: tests/test_convert.py).
@@ -46,7 +47,7 @@ MATRIX = [(act, layer, role) for act in FUSED + SCANNED for layer in LAYERS
 
 
 def ops(folder) -> collections.Counter:
-    return collections.Counter(n.op_type for n in onnx.load(folder / "model.onnx").graph.node)
+    return op_counts(folder / "model.onnx")
 
 
 def assert_route(result, folder, layer: str, act: str | None, op: str, n: int = 1):

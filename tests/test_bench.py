@@ -13,7 +13,18 @@ import pytest
 from onnx import helper
 
 from rnnedge import RnnEdgeError
-from rnnedge.bench import BenchRow, bench_dir, markdown, measure, plot, random_inputs, read_json, rich_table, write_csv, write_json
+from rnnedge.bench import (
+    BenchRow,
+    bench_dir,
+    markdown,
+    measure,
+    plot,
+    random_inputs,
+    read_json,
+    rich_table,
+    write_csv,
+    write_json,
+)
 from rnnedge.manifest import MODEL, Manifest, TensorSpec
 from rnnedge.quantize import quantize_file
 

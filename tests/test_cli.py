@@ -14,15 +14,11 @@ import typer
 from keras import layers as L
 from typer.testing import CliRunner
 
-from rnnedge.cli import app
 from tests.blocking import BLOCK_TENSORFLOW
+from tests.helpers import invoke
 from tests.kmodels import functional, seq_input, sequential
 
 runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def assert_user_error(result, *phrases):

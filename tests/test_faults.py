@@ -27,10 +27,10 @@ from typer.testing import CliRunner
 import rnnedge.files as files
 from rnnedge import interrupts
 from rnnedge.check import check_dir, read_golden
-from rnnedge.cli import app
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import Manifest
 from rnnedge.runtime import load, read_inputs
+from tests.helpers import invoke
 
 REPO = Path(__file__).resolve().parent.parent
 AIRLINE = REPO / "exported" / "airline-gru"
@@ -52,10 +52,6 @@ class Ended:
     returncode: int
     stdout: str
     stderr: str
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def one_line_error(text: str, *phrases: str) -> str:
@@ -101,7 +97,7 @@ def test_atomic_path_keeps_the_old_file_on_error(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with files.atomic_path(target) as tmp:
             tmp.write_text("half")
-            1 / 0
+            raise ZeroDivisionError("the writer fails halfway")
     assert target.read_text() == "old" and hidden(tmp_path) == []
     files.write_text(target, "new")
     assert target.read_text() == "new" and hidden(tmp_path) == [] and (target.stat().st_mode & 0o777) != 0o600

@@ -14,11 +14,9 @@ import numpy as np
 import pytest
 
 import rnnedge
-from rnnedge import RnnEdgeError
-from rnnedge import runtime
-from rnnedge.runtime import providers
+from rnnedge import RnnEdgeError, runtime
 from rnnedge.manifest import Manifest, TensorSpec
-from rnnedge.runtime import Outputs, available_providers, load, read_inputs, run_file, write_outputs
+from rnnedge.runtime import Outputs, available_providers, load, providers, read_inputs, run_file, write_outputs
 
 try:
     from tests.onnx_fixtures import bidirectional_folder, gru_folder, identity_folder, token_folder

@@ -134,8 +134,8 @@ def test_front_ends_that_mix_steps_refuse_to_stream(front, tmp_path):
     refused by name at export, instead of an export whose chunked runs differ from Keras."""
     import keras
 
-    from rnnedge.exporter.convert import UnsupportedLayerError
     from rnnedge.exporter import export
+    from rnnedge.exporter.convert import UnsupportedLayerError
 
     if front == "conv2d_same":
         x = keras.Input((8, 8, 1))

@@ -96,13 +96,13 @@ def main(argv=None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
+    from rnnedge.exporter import litert_export, tf2onnx_export
     from rnnedge.exporter.baselines import litert_call, litert_interpreter
+    from rnnedge.exporter.convert import convert
     from rnnedge.logs import quiet_native_stderr
+    from rnnedge.quantize import quantize_file
     from rnnedge.runtime import session_options
     from rnnedge.timing import measure, percentiles
-    from rnnedge.exporter.convert import convert
-    from rnnedge.exporter import litert_export, tf2onnx_export
-    from rnnedge.quantize import quantize_file
 
     cells = [c.strip() for c in args.cells.split(",") if c.strip()]
     unknown = [c for c in cells if c not in CELLS]

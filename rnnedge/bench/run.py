@@ -11,15 +11,15 @@ from pathlib import Path
 from rnnedge.bench.candidates import (
     FLOOR,
     STREAM_PREFIX,
-    keras_source,
-    load_variant,
-    variant_files,
     baseline_runners,
     floor_folder,
+    keras_source,
+    load_variant,
     stream_calls,
+    variant_files,
     whole_sequence_calls,
 )
-from rnnedge.bench.cases import time_axes_of, cases_for
+from rnnedge.bench.cases import cases_for, time_axes_of
 from rnnedge.bench.results import BenchRow
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import Manifest

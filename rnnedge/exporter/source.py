@@ -13,10 +13,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from rnnedge.tables import VERSION as __version__
 from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import keras2
 from rnnedge.preflight import keras_file
+from rnnedge.tables import VERSION as __version__
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.quantize.common import (cpu_session, facts, load_fp32, op_counts, quiet_quantizer, room_for, slim,
-                                     temp_disk)
+from rnnedge.quantize.common import cpu_session, facts, load_fp32, op_counts, quiet_quantizer, room_for, slim, temp_disk
 
 _STATIC_OPS = ("MatMul", "Gemm", "Conv")  # onnxruntime's quantize_static (QDQ), with calibration
 _WEIGHT_ONLY_OPS = ("LSTM", "GRU", "RNN", "MatMul", "Gemm", "Conv")  # whatever the integer kernels left

@@ -312,6 +312,7 @@ def run_file(
     start the stream. Returns the data outputs; writes them to `output_path` when given.
     """
     model = load(folder, provider, variant=variant, threads=threads, fallback=fallback, verify=verify)
+    model.nonfinite_advice = "clean the data in the file"  # a file cannot pass allow_nonfinite
     inputs = read_inputs(input_path, model)
     if chunk is None:
         out = model.run(**inputs)

@@ -16,6 +16,7 @@ from rnnedge.manifest import MODEL, Manifest, TensorSpec
 from rnnedge.runtime.inputs import (
     NONFINITE_ADVICE,
     Outputs,
+    Slot,
     as_array,
     check_kind,
     check_shape,
@@ -24,7 +25,6 @@ from rnnedge.runtime.inputs import (
     nth,
     ort_run,
     raise_problems,
-    Slot,
 )
 from rnnedge.runtime.providers import TRT_SHAPES, make_session, provider_options_for, resolve_providers, session_options
 from rnnedge.runtime.stream import Stream

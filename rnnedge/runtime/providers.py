@@ -39,10 +39,15 @@ def _normalize_provider(name: str) -> str:
                        f"such as {CUDA}")
 
 
-def _not_available(provider: str, asked: str, available: list[str]) -> str:
+# What to do where a provider does not run: for Python callers, and for the command line.
+ON_CPU, ON_CPU_CLI = "pass fallback=True to run on CPU", "pass --fallback (or --provider cpu) to run on CPU"
+
+
+def _not_available(provider: str, asked: str, available: list[str]) -> RnnEdgeError:
     hint = (PROVIDERS[provider].install if provider in PROVIDERS else "install an onnxruntime build that includes it")
-    return (f"provider {asked!r} ({provider}) is not available in onnxruntime {ort.__version__} "
-            f"(available: {', '.join(available)}); to use it: {hint}; or pass fallback=True to run on CPU")
+    said = (f"provider {asked!r} ({provider}) is not available in onnxruntime {ort.__version__} "
+            f"(available: {', '.join(available)}); to use it: {hint}; or ")
+    return RnnEdgeError(said + ON_CPU, cli=said + ON_CPU_CLI)
 
 
 def resolve_providers(provider, fallback: bool) -> list[str]:
@@ -56,10 +61,11 @@ def resolve_providers(provider, fallback: bool) -> list[str]:
     for name in asked:
         full = _normalize_provider(name)
         if full not in available:
-            message = _not_available(full, name, available)
+            error = _not_available(full, name, available)
             if not fallback:
-                raise RnnEdgeError(message)
-            warnings.warn(message.split("; or pass")[0] + f"; falling back to {CPU}", RuntimeWarning, stacklevel=3)
+                raise error
+            warnings.warn(str(error).removesuffix("; or " + ON_CPU) + f"; falling back to {CPU}", RuntimeWarning,
+                          stacklevel=3)
             continue
         if full not in chosen:
             chosen.append(full)
@@ -166,8 +172,8 @@ def make_session(path: Path, so, chosen, options, fallback: bool, auto: bool = F
             warnings.warn(f"{gpu[0]} could not start ({first}); falling back to {CPU}", RuntimeWarning, stacklevel=3)
             return make_session(path, so, [CPU], [{}], False)
         if gpu:
-            raise RnnEdgeError(f"{gpu[0]} could not start for {path} ({first}); check the CUDA/cuDNN/TensorRT "
-                               "libraries, or pass fallback=True to run on CPU") from None
+            said = f"{gpu[0]} could not start for {path} ({first}); check the CUDA/cuDNN/TensorRT libraries, or "
+            raise RnnEdgeError(said + ON_CPU, cli=said + ON_CPU_CLI) from None
         raise RnnEdgeError(f"onnxruntime {ort.__version__} could not load {path} ({first}); "
                            "upgrade onnxruntime or re-export the model") from None
     started = session.get_providers()
@@ -175,6 +181,7 @@ def make_session(path: Path, so, chosen, options, fallback: bool, auto: bool = F
         message = (f"{gpu[0]} is installed but did not start (running on {started[0]}); "
                    "check the CUDA/cuDNN/TensorRT libraries (`nvidia-smi`, LD_LIBRARY_PATH)")
         if not (fallback or auto):
-            raise RnnEdgeError(message + ", or pass fallback=True to accept that")
+            raise RnnEdgeError(message + ", or pass fallback=True to accept that",
+                               cli=message + ", or pass --fallback to accept that")
         warnings.warn(message, RuntimeWarning, stacklevel=3)
     return session

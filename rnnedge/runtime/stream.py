@@ -17,7 +17,16 @@ import onnxruntime as ort
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import BATCH, is_time_axis
-from rnnedge.runtime.inputs import STREAM, Outputs, as_array, check_kind, check_values, fmt_shape, ort_run, raise_problems
+from rnnedge.runtime.inputs import (
+    STREAM,
+    Outputs,
+    as_array,
+    check_kind,
+    check_values,
+    fmt_shape,
+    ort_run,
+    raise_problems,
+)
 from rnnedge.tables import GPU_PROVIDERS
 
 if TYPE_CHECKING:

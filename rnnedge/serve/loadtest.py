@@ -29,7 +29,6 @@ from rnnedge.manifest import Manifest, is_time_axis
 from rnnedge.serve.client import REQUEST_TIMEOUT_S, RUNTIME, TRITON, TritonRunner
 from rnnedge.tables import ATOL
 
-
 # --------------------------------------------------------------------------------------------
 # Whole sequences as the reference
 

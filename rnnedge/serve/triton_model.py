@@ -38,8 +38,8 @@ _apply_pythonpath()
 try:
     import numpy as np
 
-    from rnnedge.runtime import load as runtime_load
     from rnnedge.errors import RnnEdgeError
+    from rnnedge.runtime import load as runtime_load
 except ImportError as e:
     raise ImportError(f"rnnedge's Triton model needs numpy, onnxruntime and rnnedge, but {e.name} cannot be imported "
                       f"by the python backend stub (Python {sys.version.split()[0]} at {sys.prefix}): start the "

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rnnedge.exporter.convert.graph import GraphBuilder, Sym
 from rnnedge.errors import RnnEdgeError
+from rnnedge.exporter.convert.graph import GraphBuilder, Sym
 
 
 class UnsupportedLayerError(RnnEdgeError):

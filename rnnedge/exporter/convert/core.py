@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import keras
 import onnx
 
+from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter.convert import layers, recurrent, registry, splice, temporal  # noqa: F401 - they declare converters
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
-from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import TensorSpec
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto
 from keras import layers as L
 from keras import ops as K
 from keras.src.ops import numpy as knp
+from onnx import TensorProto
 
 from rnnedge.exporter.convert import activations
 from rnnedge.exporter.convert.context import Context
