@@ -13,7 +13,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import pytest  # noqa: E402
 from keras import layers as L  # noqa: E402
@@ -24,6 +23,7 @@ from rnnedge.cli import app  # noqa: E402
 from rnnedge.errors import RnnEdgeError  # noqa: E402
 from rnnedge.exporter import export, keras2  # noqa: E402
 from tests import k2models  # noqa: E402
+from tests.helpers import op_counts
 from tests.kmodels import randomize  # noqa: E402
 
 FUSED_OPS = ("LSTM", "GRU", "RNN")
@@ -31,12 +31,14 @@ FORMATS = ("h5", "savedmodel")
 
 
 @pytest.fixture(scope="session")
-def suite(request) -> Path:
-    """The Keras 2 suite saved both ways, cached between runs (a SavedModel takes seconds to
-    write); the cache key changes with the builders and the tf_keras version."""
+def suite(request, tmp_path_factory) -> Path:
+    """The Keras 2 suite saved both ways, cached between runs in pytest's cache (a SavedModel takes
+    seconds to write; a run with `-p no:cacheprovider` writes it afresh); the cache key changes with
+    the builders and the tf_keras version."""
     tf_keras = pytest.importorskip("tf_keras")
     key = hashlib.sha256(Path(k2models.__file__).read_bytes() + tf_keras.__version__.encode()).hexdigest()[:12]
-    folder = request.config.cache.mkdir(f"keras2-suite-{key}")
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir(f"keras2-suite-{key}") if cache is not None else tmp_path_factory.mktemp("keras2-suite")
     for name in k2models.SUITE:
         done = folder / f"{name}.done"
         if not done.exists():
@@ -46,7 +48,7 @@ def suite(request) -> Path:
 
 
 def ops(folder: Path) -> collections.Counter:
-    return collections.Counter(n.op_type for n in onnx.load(folder / "model.onnx").graph.node)
+    return op_counts(folder / "model.onnx")
 
 
 def source_of(suite: Path, name: str, fmt: str) -> Path:

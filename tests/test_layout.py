@@ -4,6 +4,7 @@ stage above its own (read from the modules' syntax trees, imports inside functio
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,28 @@ def test_the_dtype_table_uses_onnxs_own_codes():
 
     for name, (np_type, code, _) in DTYPES.items():
         assert onnx.helper.tensor_dtype_to_np_dtype(code) == np.dtype(np_type), name
+
+
+def test_no_module_imports_another_modules_underscore_names():
+    """What another module needs is public: `from rnnedge.x import _name` is a seam nobody declared."""
+    found = []
+    for module, path in _modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rnnedge"):
+                found += [f"{module}: {node.module}.{a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not found, found
+
+
+KERAS_PRIVATE = ("keras.src", "_nodes_by_depth", "_inbound_nodes", "_keras_history", "_keras_mask", "_call_signature",
+                 "_call_context_args", "_flatten_layers", "_call_has_mask_arg", "_call_has_training_arg", "_functional",
+                 "_could_use_gpu_kernel")
+
+
+def test_keras_private_api_lives_in_one_module():
+    """Keras' (and tf_keras') private API is used in rnnedge/exporter/keras_api.py only, so a Keras
+    release that moves it breaks one module."""
+    found = [f"{path.relative_to(PACKAGE.parent)}:{n}: {name}" for _, path in _modules() if path.name != "keras_api.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) for name in KERAS_PRIVATE
+             if re.search(rf"(?<![\w]){re.escape(name)}\b", line)]
+    assert not found, found

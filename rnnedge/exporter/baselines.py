@@ -13,7 +13,7 @@ import onnx
 from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter.convert import functional_graph, recurrent_layers
 from rnnedge.exporter.convert.core import interface
-from rnnedge.exporter.truth import _stateful_layers
+from rnnedge.exporter.truth import stateful_layers
 
 
 def keras_function(model, shapes: list[tuple[int, ...]] | None = None):
@@ -64,7 +64,7 @@ def litert_export(model, shapes: list[tuple[int, ...]], *, int8: bool = False) -
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     shown = ", ".join(str(tuple(s)) for s in shapes)
-    stateful = [layer.name for layer in _stateful_layers(model)]
+    stateful = [layer.name for layer in stateful_layers(model)]
     if stateful:
         raise RnnEdgeError(f"LiteRT could not convert model '{model.name}': stateful layer(s) {', '.join(stateful)} "
                            "keep their state in variables, which the conversion would freeze; leave litert out of "

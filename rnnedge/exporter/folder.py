@@ -19,7 +19,7 @@ from rnnedge.exporter.convert import UnsupportedLayerError, convert, functional_
 from rnnedge.exporter.convert.core import Converted, interface
 from rnnedge.exporter.convert.splice import SpliceError
 from rnnedge.exporter.source import load_source, versions
-from rnnedge.exporter.truth import _keras_truth, _stateful_layers, keras_outputs, zoo_case
+from rnnedge.exporter.truth import keras_outputs, keras_truth, stateful_layers, zoo_case
 from rnnedge.files import atomic_path, discard_dir, new_folder, recover_dir, replace_dir, temp_dir
 from rnnedge.manifest import MANIFEST, MODEL, Manifest, TensorSpec
 from rnnedge.quantize import parse_variants, quantize_dir
@@ -76,14 +76,14 @@ def export(
         except UnsupportedLayerError as e:
             if not allow_loop or isinstance(e, SpliceError):  # tf2onnx refused that layer already
                 raise
-            if streaming or _stateful_layers(model):
+            if streaming or stateful_layers(model):
                 raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
             proto, converted = _fallback(model, e)
             looped = loop_layers(proto, model)
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                           f"{', '.join(looped) or 'no layer'} stayed as Loop", stacklevel=2)
 
-        cases, converted, proto = _keras_truth(model, converted, proto, seed, found.truth)
+        cases, converted, proto = keras_truth(model, converted, proto, seed, found.truth)
         with atomic_path(tmp / MODEL) as path:
             onnx.save(proto, str(path))
         if entry is not None:
@@ -109,7 +109,7 @@ def export(
         # A stateful layer's masked step before the call's first valid one outputs zeros in Keras
         # (each call starts its "previous output" afresh), so such a model fed in chunks is Keras
         # called chunk by chunk, not Keras on the whole sequence: no chunked comparison for it.
-        chunks = {} if not (_stateful_layers(model) and any(s.pad_value is not None for s in converted.inputs)) \
+        chunks = {} if not (stateful_layers(model) and any(s.pad_value is not None for s in converted.inputs)) \
             else {"stream_chunks": []}
         manifest.parity = {"passed": False, "overrides": {k: list(v) for k, v in (overrides or {}).items()}, **chunks}
         manifest.save(tmp)

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.exporter.keras_api import standard_kernel_only
 
 INSTALL = "pip install 'rnnedge[export,keras2]'"
 RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
@@ -146,7 +147,7 @@ def _standard_kernels() -> dict:
     def standard(base):
         def __init__(self, *args, **kwargs):
             base.__init__(self, *args, **kwargs)
-            self._could_use_gpu_kernel = False
+            standard_kernel_only(self)
 
         return type(base.__name__, (base,), {"__init__": __init__, "__module__": base.__module__,
                                              "__qualname__": base.__qualname__})

@@ -15,6 +15,7 @@ import numpy as np
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import keras2
+from rnnedge.exporter.keras_api import graph_nodes, has_graph
 from rnnedge.preflight import keras_file
 from rnnedge.tables import VERSION as __version__
 
@@ -43,7 +44,7 @@ def load_source(source, *, unsafe: bool = False) -> Source:
     SavedModel folder, `zoo:NAME` or a loaded `rnnedge.zoo.ZooModel`."""
     keras3 = {"format": "keras3", "truth": {"framework": "keras", "version": keras.__version__}}
     if isinstance(source, keras.Model):
-        if _has_graph(source):
+        if has_graph(source):
             return Source(source, source.name, _weights_sha256(source), origin=keras3)
         traced = trace(source)
         return Source(traced, source.name, _weights_sha256(traced), origin={**keras3, "format": "subclassed"})
@@ -91,17 +92,15 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _has_graph(model) -> bool:
-    return isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
 
 
 def _operations() -> dict:
     """Keras operations a Keras 3 legacy .h5 stores as layers of its graph (the mask of
     Embedding(mask_zero=True) is `NotEqual`), which its loader does not look up by itself."""
-    from keras.src.ops import numpy as knp
+    from rnnedge.exporter.keras_api import ops_classes
 
-    return {name: getattr(knp, name) for name in ("NotEqual", "Equal", "Any", "All", "Cast")
-            if hasattr(knp, name)}
+    return {name: getattr(ops_classes, name) for name in ("NotEqual", "Equal", "Any", "All", "Cast")
+            if hasattr(ops_classes, name)}
 
 
 def trace(model) -> keras.Model:
@@ -162,11 +161,10 @@ def _traced_call(model, shapes: list, nested: bool, free_time: bool, tokens=froz
 def _token_inputs(traced) -> frozenset:
     """The inputs every reader of which is an Embedding (or the `NotEqual` of its zero mask)."""
     readers: dict[int, list] = {}
-    for nodes in traced._nodes_by_depth.values():
-        for node in nodes:
-            if node.operation is not None and not node.is_input:
-                for t in node.arguments.keras_tensors:
-                    readers.setdefault(id(t), []).append(node.operation)
+    for node in graph_nodes(traced):
+        if node.operation is not None and not node.is_input:
+            for t in node.arguments.keras_tensors:
+                readers.setdefault(id(t), []).append(node.operation)
     return frozenset(k for k, t in enumerate(traced.inputs)
                      if readers.get(id(t)) and all(isinstance(r, keras.layers.Embedding) or type(r).__name__ == "NotEqual"
                                                    for r in readers[id(t)]))

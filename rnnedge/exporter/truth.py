@@ -72,7 +72,7 @@ def random_cases(inputs: list[TensorSpec], seed: int = 0, random_states: bool = 
     return cases
 
 
-def _stateful_layers(model) -> list:
+def stateful_layers(model) -> list:
     return [layer for layer in recurrent_layers(functional_graph(model)) if getattr(layer, "stateful", False)]
 
 
@@ -104,7 +104,7 @@ def keras_outputs(model, converted, feeds: dict, truth=None) -> dict[str, np.nda
     State inputs and outputs are matched to Keras' state variables by the layer they belong to:
     the converter meets layers in graph order, which need not be the order of `model.layers`."""
     data_in = [feeds[s.name] for s in converted.inputs if s.role == "data"]
-    stateful = {layer.name: layer for layer in _stateful_layers(model)}
+    stateful = {layer.name: layer for layer in stateful_layers(model)}
     if truth is not None:
         stateful = {name: _named(truth, name) for name in stateful}
     runner = model if truth is None else truth
@@ -131,11 +131,11 @@ def keras_outputs(model, converted, feeds: dict, truth=None) -> dict[str, np.nda
     return out
 
 
-def _keras_truth(model, converted, proto, seed: int, truth=None):
+def keras_truth(model, converted, proto, seed: int, truth=None):
     """Keras' outputs on the random cases. Inputs with time axes of their own get different
     lengths; where Keras refuses that (the model joins them step by step), the export declares
     one shared "time" axis instead, so the runtime checks that their lengths agree."""
-    random_states = bool(_stateful_layers(model))
+    random_states = bool(stateful_layers(model))
     samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=random_states,
                            time_stride=converted.time_stride, min_steps=converted.min_steps)
     try:

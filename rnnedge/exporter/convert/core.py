@@ -14,6 +14,7 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter.convert import layers, recurrent, registry, splice, temporal  # noqa: F401 - they declare converters
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
+from rnnedge.exporter.keras_api import graph_nodes, has_graph, producer, sequential_graph
 from rnnedge.manifest import TensorSpec
 
 
@@ -38,14 +39,14 @@ class Converted:
 def functional_graph(model):
     """The functional graph behind a Keras model (Sequential models keep one once built)."""
     if isinstance(model, keras.Sequential):
-        graph = getattr(model, "_functional", None)
+        graph = sequential_graph(model)
         if graph is None:
             raise RnnEdgeError(
                 f"Sequential model '{model.name}' has no input shape: expected it to start with keras.Input(...) "
                 "or to have been built; add an Input layer and export again"
             )
         return graph
-    if not hasattr(model, "_nodes_by_depth"):
+    if not has_graph(model):
         raise RnnEdgeError(
             f"model '{model.name}' ({type(model).__name__}) is a subclassed model without a functional graph: "
             "expected a Sequential or functional keras.Model"
@@ -66,10 +67,6 @@ def recurrent_layers(model) -> list:
     return found
 
 
-def _has_graph(model) -> bool:
-    return isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
-
-
 def _check_dtype(op):
     policy = getattr(op, "dtype_policy", None)
     if getattr(policy, "compute_dtype", "float32") in ("float16", "bfloat16", "float64"):
@@ -80,7 +77,7 @@ def _check_dtype(op):
 def _route(ctx: Context, op, kwargs) -> registry.Route | None:
     """How `op` is converted (registry.route's rules 1 and 2), its note recorded; None for a nested
     functional model (converted layer by layer). A recurrent layer never goes to tf2onnx."""
-    if isinstance(op, keras.Model) and _has_graph(op):
+    if isinstance(op, keras.Model) and has_graph(op):
         return None
     found = registry.route(op, kwargs.get("mask"))
     if found.refusal:
@@ -151,8 +148,7 @@ def run_graph(ctx: Context, graph, inputs: list[Sym]) -> list[Sym]:
     """Run the converters over a functional graph in dependency order (as Keras itself does).
     Consecutive operations that go to tf2onnx are held back and converted in one call."""
     values = {id(t): s for t, s in zip(graph.inputs, inputs)}
-    nodes = [node for depth in sorted(graph._nodes_by_depth, reverse=True) for node in graph._nodes_by_depth[depth]
-             if node.operation and not node.is_input]
+    nodes = [node for node in graph_nodes(graph) if node.operation and not node.is_input]
     readers: dict[int, list] = {}
     for node in nodes:
         masks = [m for m in keras.tree.flatten(list(_masks(node).values())) if m is not None]
@@ -217,11 +213,10 @@ def _value(ctx: Context, consumer, t, values: dict, held: bool):
     """The converted value of a mask tensor, converting the operations that compute it where no node
     of the graph reads it (so the graph walk did not reach them)."""
     if id(t) not in values:
-        history = getattr(t, "_keras_history", None)
-        if history is None:
+        node = producer(t)
+        if node is None:
             ctx.fail(consumer.operation, "Keras passes it a mask computed outside the model's graph, which rnnedge "
                                          "cannot follow")
-        node = history.operation._inbound_nodes[history.node_index]
         for source in node.arguments.keras_tensors:
             _value(ctx, consumer, source, values, False)
         names = convert_layer(ctx, node.operation, *_arguments(ctx, node, values), node.outputs)

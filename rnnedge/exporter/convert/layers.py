@@ -11,27 +11,28 @@ import numpy as np
 import onnx
 from keras import layers as L
 from keras import ops as K
-from keras.src.ops import numpy as knp
 from onnx import TensorProto
 
 from rnnedge.exporter.convert import activations
 from rnnedge.exporter.convert.context import Context
 from rnnedge.exporter.convert.graph import Sym
 from rnnedge.exporter.convert.registry import CONVERTERS, WHOLE, converts
+from rnnedge.exporter.keras_api import ops_classes as knp
+from rnnedge.exporter.keras_api import takes_mask
 
 
-def _np(variable) -> np.ndarray:
+def weights_of(variable) -> np.ndarray:
     return np.asarray(K.convert_to_numpy(variable), dtype=np.float32)
 
 
-def _activation(ctx: Context, layer, x: str, fn) -> str:
+def apply_activation(ctx: Context, layer, x: str, fn) -> str:
     y = activations.apply(ctx.g, x, fn, hint=layer.name)
     if y is None:
         ctx.fail(layer, f"activation '{activations.keras_name(fn)}' has no ONNX form in rnnedge")
     return y
 
 
-def _channels_last(ctx: Context, layer):
+def require_channels_last(ctx: Context, layer):
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         ctx.fail(layer, "only data_format='channels_last' is supported")
 
@@ -64,15 +65,15 @@ def dense(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
     if getattr(layer, "quantization_mode", None):
         ctx.fail(layer, f"quantized Dense ({layer.quantization_mode}) is not supported")
-    y = g.op("MatMul", [x.name, g.const(_np(layer.kernel), f"{layer.name}/kernel")], hint=layer.name)
+    y = g.op("MatMul", [x.name, g.const(weights_of(layer.kernel), f"{layer.name}/kernel")], hint=layer.name)
     if layer.use_bias:
-        y = g.op("Add", [y, g.const(_np(layer.bias), f"{layer.name}/bias")], hint=layer.name)
-    return [_activation(ctx, layer, y, layer.activation)]
+        y = g.op("Add", [y, g.const(weights_of(layer.bias), f"{layer.name}/bias")], hint=layer.name)
+    return [apply_activation(ctx, layer, y, layer.activation)]
 
 
 @converts(L.Activation, per_step=True)
 def activation(ctx, layer, args, kwargs, outs):
-    return [_activation(ctx, layer, args[0].name, layer.activation)]
+    return [apply_activation(ctx, layer, args[0].name, layer.activation)]
 
 
 @converts(L.Embedding)
@@ -82,7 +83,7 @@ def embedding(ctx: Context, layer, args, kwargs, outs):
         ctx.fail(layer, f"quantized Embedding ({layer.quantization_mode}) is not supported")
     ctx.annotate(x, vocab=int(layer.input_dim), **({"pad_value": 0.0} if layer.mask_zero else {}))
     ids = x.name if x.dtype in ("int32", "int64") else g.op("Cast", [x.name], to=TensorProto.INT64)
-    table = g.const(_np(layer.embeddings), f"{layer.name}/embeddings")
+    table = g.const(weights_of(layer.embeddings), f"{layer.name}/embeddings")
     return [g.op("Gather", [table, ids], hint=layer.name, axis=0)]
 
 
@@ -106,7 +107,7 @@ def _any(g, mask: str, axes, keepdims: int) -> str:
 @converts(L.GlobalAveragePooling1D, mask_aware=True, streaming=WHOLE)
 def global_average_pooling1d(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
-    _channels_last(ctx, layer)
+    require_channels_last(ctx, layer)
     keep = int(bool(layer.keepdims))
     mask = kwargs.get("mask")
     if mask is None:
@@ -121,13 +122,13 @@ def global_average_pooling1d(ctx: Context, layer, args, kwargs, outs):
 
 @converts(L.GlobalMaxPooling1D, streaming=WHOLE)
 def global_max_pooling1d(ctx: Context, layer, args, kwargs, outs):
-    _channels_last(ctx, layer)
+    require_channels_last(ctx, layer)
     return [ctx.g.op("ReduceMax", [args[0].name], hint=layer.name, axes=[1], keepdims=int(bool(layer.keepdims)))]
 
 
 @converts(L.Flatten, streaming=_mixes_time("it flattens the time axis into the features"))
 def flatten(ctx: Context, layer, args, kwargs, outs):
-    _channels_last(ctx, layer)
+    require_channels_last(ctx, layer)
     return [ctx.g.op("Flatten", [args[0].name], hint=layer.name, axis=1)]
 
 
@@ -172,8 +173,8 @@ def layer_normalization(ctx: Context, layer, args, kwargs, outs):
     if axes != list(range(axes[0], x.rank)):
         ctx.fail(layer, f"normalising over axes {layer.axis} is not supported: only trailing axes map to ONNX")
     shape = tuple(x.shape[a] for a in axes)
-    gamma = _np(layer.gamma) if layer.scale else np.ones(shape, np.float32)
-    beta = _np(layer.beta) if layer.center else np.zeros(shape, np.float32)
+    gamma = weights_of(layer.gamma) if layer.scale else np.ones(shape, np.float32)
+    beta = weights_of(layer.beta) if layer.center else np.zeros(shape, np.float32)
     return [g.op("LayerNormalization", [x.name, g.const(gamma.reshape(shape), f"{layer.name}/gamma"),
                                         g.const(beta.reshape(shape), f"{layer.name}/beta")],
                  hint=layer.name, axis=axes[0], epsilon=float(layer.epsilon))]
@@ -184,9 +185,9 @@ def batch_normalization(ctx: Context, layer, args, kwargs, outs):
     """Inference form: one multiply and one add per channel (the mask only matters in training)."""
     g, x = ctx.g, args[0]
     axis = layer.axis % x.rank
-    mean, var = _np(layer.moving_mean), _np(layer.moving_variance)
-    gamma = _np(layer.gamma) if layer.scale else np.ones_like(mean)
-    beta = _np(layer.beta) if layer.center else np.zeros_like(mean)
+    mean, var = weights_of(layer.moving_mean), weights_of(layer.moving_variance)
+    gamma = weights_of(layer.gamma) if layer.scale else np.ones_like(mean)
+    beta = weights_of(layer.beta) if layer.center else np.zeros_like(mean)
     scale = gamma / np.sqrt(var + np.float32(layer.epsilon))
     shift = beta - mean * scale
     shape = [-1] + [1] * (x.rank - 1 - axis)  # broadcast over the axes after the channel axis
@@ -201,7 +202,7 @@ def time_distributed(ctx: Context, layer, args, kwargs, outs):
     inner = layer.layer
     spec = CONVERTERS.get(type(inner))
     per_step = spec is not None and spec.per_step
-    if kwargs.get("mask") is not None and getattr(inner, "_call_has_mask_arg", False) and not per_step:
+    if kwargs.get("mask") is not None and takes_mask(inner) and not per_step:
         ctx.fail(layer, f"its inner layer {type(inner).__name__} uses the mask")
     out_shape = tuple(outs[0].shape)
     if per_step and (not isinstance(inner, L.LayerNormalization) or np.all(np.atleast_1d(inner.axis) == -1)):

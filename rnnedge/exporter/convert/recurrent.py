@@ -34,7 +34,7 @@ from onnx import TensorProto
 from rnnedge.exporter.convert.activations import keras_name, rnn_activation
 from rnnedge.exporter.convert.context import Context, StateIO
 from rnnedge.exporter.convert.graph import Sym
-from rnnedge.exporter.convert.layers import _np
+from rnnedge.exporter.convert.layers import weights_of
 from rnnedge.exporter.convert.registry import STATE, converts
 from rnnedge.exporter.convert.scan import scan_nodes
 
@@ -59,8 +59,8 @@ def _n_states(cells) -> int:
 def _cell_weights(cell):
     """W [G*U, F], R [G*U, U], B [2*G*U] or None, in ONNX gate order."""
     op, units = CELL_OPS[type(cell)], cell.units
-    kernel, recurrent = _np(cell.kernel), _np(cell.recurrent_kernel)
-    bias = _np(cell.bias) if cell.use_bias else None
+    kernel, recurrent = weights_of(cell.kernel), weights_of(cell.recurrent_kernel)
+    bias = weights_of(cell.bias) if cell.use_bias else None
     if op == "LSTM":  # Keras i, f, c, o -> ONNX i, o, f, c
         order = np.concatenate([np.arange(b * units, (b + 1) * units) for b in (0, 3, 1, 2)])
         kernel, recurrent = kernel[:, order], recurrent[:, order]

@@ -75,7 +75,7 @@ def _scan(ctx: Context, layer, op, cell, reverse, x_tbf, lens, h0, c0, hint, wei
     xw_t = body.fresh(f"{hint}/xw_t")
     valid_t = body.fresh(f"{hint}/valid_t") if lens else None
     step = {"LSTM": _lstm_step, "GRU": _gru_step, "RNN": _rnn_step}[op]
-    act = lambda x, fn, name: _activation(ctx, layer, body, x, fn, f"{hint}/{name}")  # noqa: E731
+    act = lambda x, fn, name: apply_activation(ctx, layer, body, x, fn, f"{hint}/{name}")  # noqa: E731
     new = step(body, cell, act, xw_t, state_in, R.T.copy(), inner_bias, hint)
     y = new[0]
     if valid_t:  # an invalid step carries the state and writes zeros
@@ -92,7 +92,7 @@ def _scan(ctx: Context, layer, op, cell, reverse, x_tbf, lens, h0, c0, hint, wei
     return Y, g.unsqueeze(outs[0], [0]), g.unsqueeze(outs[1], [0]) if n_states == 2 else None
 
 
-def _activation(ctx: Context, layer, body: GraphBuilder, x: str, fn, hint: str) -> str:
+def apply_activation(ctx: Context, layer, body: GraphBuilder, x: str, fn, hint: str) -> str:
     """The Keras activation `fn` on x in the body; refused by layer where rnnedge has no ONNX form for it."""
     y = apply(body, x, fn, hint)
     if y is None:

@@ -19,6 +19,7 @@ import onnx
 
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import OPSET, Sym
+from rnnedge.exporter.keras_api import call_parameters, call_spec, mask_of, sublayers, takes_training
 from rnnedge.tables import ATOL, RTOL
 
 RECURRENT_TYPES = (keras.layers.RNN, keras.layers.Bidirectional)
@@ -48,23 +49,19 @@ def recurrent_inside(op):
     """The first recurrent layer a layer runs inside its own call (itself included), or None."""
     if not isinstance(op, keras.layers.Layer):
         return None
-    return next((sub for sub in op._flatten_layers(include_self=True, recursive=True)
-                 if isinstance(sub, RECURRENT_TYPES)), None)
+    return next((sub for sub in sublayers(op) if isinstance(sub, RECURRENT_TYPES)), None)
 
 
 def implicit_masks(op, args, kwargs) -> dict:
     """The mask arguments Keras fills in when it runs the layer (from the masks attached to its input
     tensors) but the functional node does not record: Keras keeps the caller's own kwargs in the node.
     Returns {argument: structure of mask KerasTensors}, empty where there is none."""
-    from keras.src.layers.layer import CallSpec
-
     if not isinstance(op, keras.layers.Layer):
         return {}
-    if not any(n == "mask" or n.endswith("_mask") for n in op._call_signature.parameters):
+    if not any(n == "mask" or n.endswith("_mask") for n in call_parameters(op)):
         return {}
-    spec = CallSpec(op._call_signature, op._call_context_args, args, kwargs)
+    spec = call_spec(op, args, kwargs)
     tensors = spec.tensor_arguments_dict
-    mask_of = lambda t: getattr(t, "_keras_mask", None)  # noqa: E731
     if len(tensors) == 1:
         wanted = {"mask": next(iter(tensors.values()))} if "mask" in spec.argument_names else {}
     else:
@@ -147,7 +144,7 @@ def _call_all(calls, env: dict) -> list[list]:
     for op, args, kwargs in calls:
         value = lambda v: env[v.name] if isinstance(v, Sym) else results[v.call][v.index] if isinstance(v, Pending) else v  # noqa: E731
         args, kwargs = keras.tree.map_structure(value, (args, kwargs))
-        if getattr(op, "_call_has_training_arg", False) and kwargs.get("training") is None:
+        if takes_training(op) and kwargs.get("training") is None:
             kwargs = {**kwargs, "training": False}
         results.append(keras.tree.flatten(op(*args, **kwargs)))
     return results

@@ -24,7 +24,7 @@ from keras import layers as L
 
 from rnnedge.exporter.convert.context import Context, StateIO
 from rnnedge.exporter.convert.graph import Sym
-from rnnedge.exporter.convert.layers import _activation, _channels_last, _np
+from rnnedge.exporter.convert.layers import apply_activation, require_channels_last, weights_of
 from rnnedge.exporter.convert.registry import STATE, converts
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -131,12 +131,12 @@ def _time_conv_args(layer):
 @converts(L.Conv1D, streaming=STATE)
 def conv1d(ctx: Context, layer, args, kwargs, outs):
     x = args[0]
-    _channels_last(ctx, layer)
-    kernel = _np(layer.kernel)  # [k, in/groups, out]
+    require_channels_last(ctx, layer)
+    kernel = weights_of(layer.kernel)  # [k, in/groups, out]
     k, stride, dilation = _time_conv_args(layer)
-    bias = _np(layer.bias) if layer.use_bias else None
+    bias = weights_of(layer.bias) if layer.use_bias else None
     y = _conv(ctx, layer, x, kernel.transpose(2, 1, 0), bias, k, stride, dilation, int(layer.groups), layer.padding)
-    return [_activation(ctx, layer, y, layer.activation)]
+    return [apply_activation(ctx, layer, y, layer.activation)]
 
 
 def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
@@ -148,27 +148,27 @@ def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
 @converts(L.DepthwiseConv1D, streaming=STATE)
 def depthwise_conv1d(ctx: Context, layer, args, kwargs, outs):
     x = args[0]
-    _channels_last(ctx, layer)
-    kernel = _np(layer.kernel)
+    require_channels_last(ctx, layer)
+    kernel = weights_of(layer.kernel)
     k, stride, dilation = _time_conv_args(layer)
-    bias = _np(layer.bias) if layer.use_bias else None
+    bias = weights_of(layer.bias) if layer.use_bias else None
     y = _conv(ctx, layer, x, _depthwise_weight(kernel), bias, k, stride, dilation, kernel.shape[1], layer.padding)
-    return [_activation(ctx, layer, y, layer.activation)]
+    return [apply_activation(ctx, layer, y, layer.activation)]
 
 
 @converts(L.SeparableConv1D, streaming=STATE)
 def separable_conv1d(ctx: Context, layer, args, kwargs, outs):
     """A depthwise convolution over time, then a pointwise one (a MatMul per step), bias, activation."""
     g, x = ctx.g, args[0]
-    _channels_last(ctx, layer)
-    depthwise = _np(layer.depthwise_kernel)
+    require_channels_last(ctx, layer)
+    depthwise = weights_of(layer.depthwise_kernel)
     k, stride, dilation = _time_conv_args(layer)
     y = _conv(ctx, layer, x, _depthwise_weight(depthwise), None, k, stride, dilation, depthwise.shape[1],
               layer.padding)
-    y = g.op("MatMul", [y, g.const(_np(layer.pointwise_kernel)[0], f"{layer.name}/pointwise")], hint=layer.name)
+    y = g.op("MatMul", [y, g.const(weights_of(layer.pointwise_kernel)[0], f"{layer.name}/pointwise")], hint=layer.name)
     if layer.use_bias:
-        y = g.op("Add", [y, g.const(_np(layer.bias), f"{layer.name}/bias")], hint=layer.name)
-    return [_activation(ctx, layer, y, layer.activation)]
+        y = g.op("Add", [y, g.const(weights_of(layer.bias), f"{layer.name}/bias")], hint=layer.name)
+    return [apply_activation(ctx, layer, y, layer.activation)]
 
 
 @converts(L.ZeroPadding1D, streaming=STATE)
@@ -191,7 +191,7 @@ def _pool1d(op_type, keras_type):
     @converts(keras_type, streaming=STATE)
     def convert(ctx: Context, layer, args, kwargs, outs):
         g, x = ctx.g, args[0]
-        _channels_last(ctx, layer)
+        require_channels_last(ctx, layer)
         (k,), (s,) = tuple(layer.pool_size), tuple(layer.strides)
         if ctx.streaming and x.rank >= 3 and (k > 1 or s > 1):
             if k != s:
