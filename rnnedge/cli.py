@@ -130,6 +130,34 @@ def _report_line(report) -> str:
     return f"{status}: {len(report.cases)} cases on {report.provider}, worst |diff| {report.worst_abs:.2e}"
 
 
+def case_summary(report) -> list[str]:
+    """One line per case: its length and its worst |diff| (which output, at which step)."""
+    width = max((len(c.case) for c in report.cases), default=0)
+    lines = []
+    for case in report.cases:
+        worst = max(case.outputs, key=lambda o: o.max_abs)
+        steps = f"{case.steps:>5} steps" if case.steps is not None else " " * 11
+        at = f", step {worst.worst_step}" if worst.worst_step is not None else ""
+        lines.append(f"  {'ok  ' if case else 'FAIL'} {case.case:<{width}}  {steps}  worst |diff| {worst.max_abs:.2e} "
+                     f"({worst.name}{at})")
+    return lines
+
+
+def case_lines(report) -> list[str]:
+    """One line per case and output: its length, the worst |diff| and the step where it is (0-based)."""
+    width = max((len(c.case) for c in report.cases), default=0)
+    names = max((len(o.name) for c in report.cases for o in c.outputs), default=0)
+    lines = []
+    for case in report.cases:
+        steps = f"{case.steps:>5} steps" if case.steps is not None else " " * 11
+        for o in case.outputs:
+            mark = "ok  " if o else "FAIL"
+            at = f"at step {o.worst_step:<5}" if o.worst_step is not None else " " * 14
+            lines.append(f"{mark} {case.case:<{width}}  {steps}  {o.name:<{names}}  max|diff| {o.max_abs:.2e} {at} "
+                         f"mean {o.mean_abs:.2e}  rel {o.max_rel:.2e}  (atol {o.atol:g}, rtol {o.rtol:g})")
+    return lines
+
+
 def _outputs(folder: Path, paths, force: bool, inputs=()) -> None:
     """Check every output file a command was asked to write before it starts (`files.output_file`):
     never over the export's own files or the command's inputs, nothing replaced without --force."""
@@ -162,13 +190,18 @@ def export(
     rtol: Annotated[float, typer.Option(metavar="TOL", help="Relative tolerance for parity.")] = RTOL,
     tolerance: Annotated[Optional[list[str]], typer.Option(metavar="OUTPUT=ATOL[,RTOL]", help="A tolerance for one output; repeatable.")] = None,
     quantize: Annotated[Optional[str], typer.Option(metavar="LIST", help="Also write quantized variants, e.g. int8,fp16.")] = None,
-    data: Annotated[Optional[Path], typer.Option(metavar="FILE", help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
+    data: Annotated[Optional[Path], typer.Option(metavar="FILE", help=".npz of inputs (by name), and optionally targets 'y': its sequences become parity cases (up to 8, at their length); also calibration and the accuracy gate.")] = None,
     metric: Annotated[Optional[Metric], typer.Option(metavar="METRIC", help="Task metric for --data targets: accuracy, f1 or rmse.")] = None,
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
         _source_ready(model, "`rnnedge export`")
         _data_ready(data)
+        if data is not None:  # a file that cannot fit the model is refused before TensorFlow loads
+            arrays = preflight.data_headers(data)
+            inputs = None if model.startswith("zoo:") else preflight.keras_inputs(model)
+            if inputs:
+                preflight.data_matches(data, arrays, inputs)
         if "fp16" in (quantize or ""):
             preflight.require("quantize", "--quantize fp16")
         from rnnedge.check import Tolerance
@@ -181,6 +214,8 @@ def export(
         spliced = result.manifest.tf2onnx_layers
         via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not result.manifest.loop_layers else ""
         typer.echo(f"wrote {out}: {fused} fused recurrent node(s){via}, {result.manifest.variants['fp32']['size']} bytes")
+        for line in case_summary(result.parity):
+            typer.echo(line)
         typer.echo(_report_line(result.parity))
         if quantize:
             _print_variants(result.manifest)
@@ -271,11 +306,8 @@ def check(
         from rnnedge.manifest import Manifest
 
         report = check_dir(folder, provider, variant=variant, atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify)
-        for case in report.cases:
-            for o in case.outputs:
-                mark = "ok  " if o else "FAIL"
-                typer.echo(f"{mark} {case.case:<40} {o.name:<28} max|diff| {o.max_abs:.2e}  mean {o.mean_abs:.2e}  "
-                           f"rel {o.max_rel:.2e}  (atol {o.atol:g}, rtol {o.rtol:g})")
+        for line in case_lines(report):
+            typer.echo(line)
         typer.echo(_report_line(report))
         passed = report.passed
         if variant == "fp32" and "ort" in Manifest.load(folder).variants:  # `rnnedge ort` wrote model.ort: replay it too

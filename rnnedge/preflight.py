@@ -68,3 +68,96 @@ def zoo_name(name: str) -> str:
     if name not in ZOO:
         raise RnnEdgeError(f"unknown zoo model {name!r}; expected one of: {', '.join(ZOO)}")
     return name
+
+
+def data_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of each array in an .npz, from the members' .npy headers only (nothing
+    loaded, numpy's format reader only): what --data holds, known before TensorFlow loads."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix.lower() != ".npz" or not zipfile.is_zipfile(path):
+        raise RnnEdgeError(f"--data {path}: expected an .npz file of the model's inputs by name (numpy.savez), "
+                           "targets as 'y'")
+    found = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                found[info.filename[:-4]] = (tuple(shape), dtype.str if dtype.kind in "OV" else dtype.name)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise RnnEdgeError(f"--data {path} is not a readable .npz file ({(str(e).splitlines() or [type(e).__name__])[0][:160]}): "
+                           "write it with numpy.savez") from None
+    return found
+
+
+def keras_inputs(path: str | Path) -> list[tuple[str, tuple, str]] | None:
+    """[(name, shape, dtype)] of a .keras file's inputs, read from its config.json (no Keras): None
+    where the file does not say them plainly (a legacy .h5, nested models, ...)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        layers = {layer["config"]["name"]: layer for layer in config["config"]["layers"]}
+        if config["class_name"] == "Sequential":
+            names = [config["config"]["layers"][0]["config"]["name"]]
+        else:
+            wanted = config["config"]["input_layers"]
+            wanted = [wanted] if wanted and isinstance(wanted[0], str) else wanted
+            names = [entry[0] for entry in wanted]
+        out = []
+        for name in names:
+            layer = layers[name]
+            if layer["class_name"] != "InputLayer":
+                return None
+            dtype = layer["config"].get("dtype", "float32")
+            dtype = dtype.get("config", {}).get("name", "float32") if isinstance(dtype, dict) else dtype
+            out.append((name, tuple(layer["config"]["batch_shape"]), str(dtype)))
+        return out
+    except (OSError, KeyError, IndexError, TypeError, ValueError, AttributeError, zipfile.BadZipFile):
+        return None
+
+
+def data_matches(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], str]], inputs) -> None:
+    """Refuse, in one line, --data whose arrays do not fit the model's data inputs `inputs`
+    ([(name, shape, dtype)], shapes with None or axis names for dynamic sizes): a missing input,
+    another rank, another feature size, another kind of number."""
+    if len(inputs) == 1 and inputs[0][0] not in arrays:
+        alias = next((k for k in ("x", "arr_0") if k in arrays), None)
+        if alias is not None:
+            arrays = {**arrays, inputs[0][0]: arrays[alias]}
+    names = ", ".join(name for name, _, _ in inputs)
+    for name, shape, dtype in inputs:
+        if name not in arrays:
+            raise RnnEdgeError(f"--data {path}: no array for input '{name}' (it holds {', '.join(arrays) or 'nothing'}): "
+                               f"save the model's inputs ({names}) under their names, targets as 'y'")
+        got, got_dtype = arrays[name]
+        want = "[" + ", ".join("batch" if i == 0 and not isinstance(d, int) else str(d if d is not None else "time")
+                               for i, d in enumerate(shape)) + "]"
+        if len(got) != len(shape):
+            raise RnnEdgeError(f"--data {path}: '{name}' has shape {list(got)} but the model's input takes {want}: "
+                               f"give one row per sequence, {len(shape)} dimensions")
+        for i, (g, d) in enumerate(zip(got, shape)):
+            if i > 0 and isinstance(d, int) and g != d:
+                what = "features per step" if i == len(shape) - 1 else f"entries on dimension {i}"
+                raise RnnEdgeError(f"--data {path}: '{name}' has {g} {what} (shape {list(got)}) but the model's "
+                                   f"input takes {d} ({want}): give the model's own features")
+        kind = _kind(got_dtype)
+        wanted = _kind(dtype)
+        if kind != wanted and not (wanted == "float" and kind == "integer"):
+            raise RnnEdgeError(f"--data {path}: '{name}' is {got_dtype} but the model's input takes {dtype} ({wanted}): "
+                               f"save it with .astype('{dtype}') if that is what it means")
+
+
+def _kind(dtype: str) -> str:
+    return "bool" if dtype == "bool" else "integer" if dtype.startswith(("int", "uint")) else \
+        "float" if dtype.startswith(("float", "bfloat")) else "not numbers"

@@ -37,15 +37,31 @@ def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32
     if overrides is None:
         overrides = {k: tuple(v) for k, v in manifest.parity.get("overrides", {}).items()}
     cases = []
+    where = time_axes(manifest)
     for name, inputs, expected in read_golden(folder):
         actual = model.run(**inputs)
-        cases.append(compare(name, expected, dict(actual), tolerance, overrides))
+        steps = case_steps(manifest, inputs)
+        cases.append(compare(name, expected, dict(actual), tolerance, overrides, time_axes=where, steps=steps))
         if manifest.streaming:
             for chunk in manifest.parity.get("stream_chunks", STREAM_CHUNKS):
                 streamed = stream_in_chunks(model, inputs, chunk)
                 if streamed is not None:
-                    cases.append(compare(f"{name}, streamed in chunks of {chunk}", expected, streamed, tolerance, overrides))
+                    cases.append(compare(f"{name}, streamed in chunks of {chunk}", expected, streamed, tolerance,
+                                         overrides, time_axes=where, steps=steps))
     return ParityReport(model.provider, tuple(cases), tolerance, dict(overrides))
+
+
+def time_axes(manifest) -> dict[str, int]:
+    """Output -> the index of its time axis, for outputs that have one (sequences, not states)."""
+    return {s.name: next(i for i, d in enumerate(s.shape) if is_time_axis(d))
+            for s in manifest.outputs if any(is_time_axis(d) for d in s.shape[1:])}
+
+
+def case_steps(manifest, inputs: dict) -> int | None:
+    """A case's sequence length: the longest time axis among its data inputs (None without one)."""
+    lengths = [inputs[s.name].shape[i] for s in manifest.data_inputs if s.name in inputs
+               for i, d in enumerate(s.shape) if is_time_axis(d) and i < inputs[s.name].ndim]
+    return max(lengths, default=None)
 
 
 def check_runner(runner, folder: str | Path, tolerance: Tolerance | None = None, verify: bool = True) -> ParityReport:
@@ -67,7 +83,8 @@ def check_runner(runner, folder: str | Path, tolerance: Tolerance | None = None,
         if any(inputs[s].any() for s in states if s in inputs):
             continue
         actual = runner.run({n: inputs[n] for n in data})
-        cases.append(compare(name, {k: expected[k] for k in outputs}, actual, tolerance))
+        cases.append(compare(name, {k: expected[k] for k in outputs}, actual, tolerance,
+                             time_axes=time_axes(manifest), steps=case_steps(manifest, inputs)))
     return ParityReport(runner.name, tuple(cases), tolerance, {})
 
 

@@ -86,7 +86,7 @@ def export(
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                           f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
 
-        cases, converted, proto = _keras_truth(model, converted, proto, seed)
+        cases, converted, proto = _keras_truth(model, converted, proto, seed, data)
         with atomic_path(tmp / MODEL) as path:
             onnx.save(proto, str(path))
         if entry is not None:
