@@ -77,14 +77,16 @@ class ParityReport:
     def worst_abs(self) -> float:
         return max((o.max_abs for c in self.cases for o in c.outputs), default=float("nan"))
 
-    def failures(self) -> list[str]:
+    def failures(self, worst_first: bool = False) -> list[str]:
+        """One line per failing output (`worst_first`: largest |diff| first), with the step where it is largest."""
+        failed = [(c, o) for c in self.cases for o in c.outputs if not o]
+        if worst_first:
+            failed.sort(key=lambda co: -co[1].max_abs)
         return [
             f"{c.case}: {o.name} " + (o.problem or f"max |diff| {o.max_abs:.2e}{o.where}"
                                       + (f" of {c.steps}" if o.worst_step is not None and c.steps else "")
                                       + f" > atol {o.atol:g} + rtol {o.rtol:g}")
-            for c in self.cases
-            for o in c.outputs
-            if not o
+            for c, o in failed
         ]
 
     def to_dict(self) -> dict:

@@ -129,7 +129,7 @@ def export(
         discard_dir(tmp)
         raise
     if not report.passed:
-        raise ParityError(f"{out}: ONNX does not match Keras ({'; '.join(report.failures()[:3])}); "
+        raise ParityError(f"{out}: ONNX does not match Keras (worst first: {'; '.join(report.failures(worst_first=True)[:3])}); "
                           f"files kept for inspection, manifest marked failed")
     return ExportResult(out, manifest, report)
 

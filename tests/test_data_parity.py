@@ -1,0 +1,110 @@
+"""Parity on the user's own data and at length: `export --data` cases at their own length, a long
+case in every export, the step where the error is largest, and --data refused before any work."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from keras import layers as L
+
+import rnnedge.exporter
+from rnnedge.check import read_golden
+from tests.kmodels import seq_input, sequential
+from tests.test_cli import assert_user_error, invoke
+
+STEPS = 1600
+
+
+@pytest.fixture(scope="module")
+def lstm_gru(tmp_path_factory):
+    path = tmp_path_factory.mktemp("models") / "lg.keras"
+    sequential([seq_input(4), L.LSTM(8, return_sequences=True), L.GRU(6, return_sequences=True),
+                L.TimeDistributed(L.Dense(2))], "lg").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "d.npz"
+    np.savez(path, x=np.random.default_rng(1).normal(size=(20, STEPS, 4)).astype("float32"), y=np.zeros(20))
+    return path
+
+
+@pytest.fixture(scope="module")
+def with_data(lstm_gru, long_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports") / "lg"
+    result = invoke("export", lstm_gru, "--out", out, "--data", long_data)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_data_rows_become_cases_at_their_length(with_data, long_data):
+    out, printed = with_data
+    cases = read_golden(out)
+    name, inputs, outputs = cases[-1]
+    x = np.load(long_data)["x"]
+    rows = [0, 3, 5, 8, 11, 14, 16, 19]  # 8 of 20, evenly spaced, named in the case
+    assert name == "--data d.npz, rows 0,3,5,8,11,14,16,19 of 20"
+    np.testing.assert_array_equal(inputs["x"], x[rows])
+    assert outputs["time_distributed"].shape == (8, STEPS, 2)
+    assert f"{STEPS} steps" in printed and "rows 0,3,5,8" in printed
+    parity = json.loads((out / "manifest.json").read_text())["parity"]
+    assert [c["steps"] for c in parity["cases"]] == [7, 16, 1, STEPS]  # the data is the long case: no 500-step one
+    worst = parity["cases"][-1]["outputs"][0]
+    assert 0 <= worst["worst_step"] < STEPS and "per_step" not in worst
+
+
+def test_check_says_where_the_error_is_largest(with_data):
+    out, _ = with_data
+    result = invoke("check", out)
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if "--data d.npz" in ln)
+    assert f"{STEPS} steps" in line and " at step " in line
+
+
+def test_every_export_has_a_long_case(lstm_gru, tmp_path):
+    out = tmp_path / "plain"
+    assert invoke("export", lstm_gru, "--out", out).exit_code == 0
+    steps = [inputs["x"].shape[1] for _, inputs, _ in read_golden(out)]
+    assert max(steps) >= 500
+
+
+def test_short_data_still_gets_a_long_case(lstm_gru, tmp_path):
+    data = tmp_path / "short.npz"
+    np.savez(data, x=np.random.default_rng(2).normal(size=(3, 40, 4)).astype("float32"))
+    out = tmp_path / "short"
+    result = invoke("export", lstm_gru, "--out", out, "--data", data)
+    assert result.exit_code == 0, result.output
+    cases = read_golden(out)
+    assert cases[-1][0] == "--data short.npz, all 3 rows" and cases[-1][1]["x"].shape == (3, 40, 4)
+    assert max(inputs["x"].shape[1] for _, inputs, _ in cases) == 500
+
+
+def test_long_data_failing_parity_names_the_step(lstm_gru, long_data, tmp_path):
+    out = tmp_path / "tight"
+    result = invoke("export", lstm_gru, "--out", out, "--data", long_data, "--atol", 1e-12, "--rtol", 0)
+    assert_user_error(result, "does not match Keras", "--data d.npz", f"of {STEPS}", "at step")
+    manifest = json.loads((out / "manifest.json").read_text())  # kept for inspection
+    data_case = manifest["parity"]["cases"][-1]
+    assert not data_case["passed"] and data_case["steps"] == STEPS
+
+
+@pytest.mark.parametrize("make, phrases", [
+    (lambda: {"x": np.zeros((4, 30, 3), np.float32)}, ("3 features per step", "takes 4")),
+    (lambda: {"x": np.zeros((4, 30), np.float32)}, ("has shape [4, 30]", "3 dimensions")),
+    (lambda: {"x": np.zeros((4, 30, 4), bool)}, ("is bool", "float32")),
+    (lambda: {"x": np.full((4, 30, 4), "a")}, ("is str32", "float32")),
+    (lambda: {"inputs": np.zeros((4, 30, 4), np.float32)}, ("no array for input 'x'", "holds inputs")),
+])
+def test_data_that_does_not_fit_is_one_line_before_any_work(lstm_gru, tmp_path, monkeypatch, make, phrases):
+    def no_work(*args, **kwargs):
+        raise AssertionError("export started")
+
+    monkeypatch.setattr(rnnedge.exporter, "export", no_work)
+    data = tmp_path / "bad.npz"
+    np.savez(data, **make())
+    result = invoke("export", lstm_gru, "--out", tmp_path / "out", "--data", data)
+    assert_user_error(result, f"--data {data}", *phrases)
+    assert not (tmp_path / "out").exists()
