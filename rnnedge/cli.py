@@ -299,9 +299,16 @@ def check(
     rtol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Relative tolerance (default: the provider's).")] = None,
     fallback: Annotated[bool, typer.Option("--fallback", help="Run on CPU if the provider is not available.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")] = False,
+    plot_out: Annotated[Optional[Path], typer.Option("--plot", metavar="PNG", help="Write a PNG: the worst |diff| against the time step per output, a line per case length.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --plot file if it exists.")] = False,
 ):
     """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed)."""
     with user_errors(fallback=True):
+        if plot_out is not None:
+            _outputs(folder, [plot_out], force)
+            if plot_out.suffix.lower() not in (".png", ".svg", ".pdf"):
+                raise RnnEdgeError(f"--plot {plot_out}: expected a .png, .svg or .pdf file name")
+            preflight.require("plot", "--plot")
         from rnnedge.check import check_dir
         from rnnedge.manifest import Manifest
 
@@ -309,6 +316,11 @@ def check(
         for line in case_lines(report):
             typer.echo(line)
         typer.echo(_report_line(report))
+        if plot_out is not None:
+            from rnnedge.check.plot import plot_errors
+
+            plot_errors(report, plot_out, title=f"{folder.name}: worst |diff| against the time step, {report.provider}")
+            typer.echo(f"wrote {plot_out}")
         passed = report.passed
         if variant == "fp32" and "ort" in Manifest.load(folder).variants:  # `rnnedge ort` wrote model.ort: replay it too
             ort_report = check_dir(folder, provider, variant="ort", atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify)

@@ -53,7 +53,7 @@ def test_data_rows_become_cases_at_their_length(with_data, long_data):
     parity = json.loads((out / "manifest.json").read_text())["parity"]
     assert [c["steps"] for c in parity["cases"]] == [7, 16, 1, STEPS]  # the data is the long case: no 500-step one
     worst = parity["cases"][-1]["outputs"][0]
-    assert 0 <= worst["worst_step"] < STEPS and "per_step" not in worst
+    assert 1 <= worst["worst_step"] <= STEPS and "per_step" not in worst  # steps count from 1
 
 
 def test_check_says_where_the_error_is_largest(with_data):
@@ -108,3 +108,28 @@ def test_data_that_does_not_fit_is_one_line_before_any_work(lstm_gru, tmp_path, 
     result = invoke("export", lstm_gru, "--out", tmp_path / "out", "--data", data)
     assert_user_error(result, f"--data {data}", *phrases)
     assert not (tmp_path / "out").exists()
+
+
+def test_check_plots_the_error_against_the_step(with_data, tmp_path):
+    from rnnedge.check import check_dir
+    from rnnedge.check.plot import error_curves
+
+    out, _ = with_data
+    png = tmp_path / "err.png"
+    result = invoke("check", out, "--plot", png)
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {png}" in result.output
+    curves = error_curves(check_dir(out))["time_distributed"]
+    assert sorted(curves) == [1, 7, 16, STEPS]  # one line per case length
+    worst = json.loads((out / "manifest.json").read_text())["parity"]["cases"][-1]["outputs"][0]
+    assert int(np.argmax(curves[STEPS])) + 1 == worst["worst_step"]
+    assert_user_error(invoke("check", out, "--plot", png), "--force")  # not replaced silently
+    assert_user_error(invoke("check", out, "--plot", tmp_path / "err.txt"), ".png, .svg or .pdf")
+
+
+def test_check_plot_needs_a_time_axis(tmp_path):
+    model = tmp_path / "last.keras"
+    sequential([seq_input(3), L.GRU(4)], "last").save(model)
+    out = tmp_path / "last"
+    assert invoke("export", model, "--out", out).exit_code == 0
+    assert_user_error(invoke("check", out, "--plot", tmp_path / "e.png"), "no output has a time axis")

@@ -34,7 +34,7 @@ class OutputParity:
     rtol: float
     passed: bool
     problem: str = ""
-    worst_step: int | None = None  # where the output has a time axis: the step of the largest |diff|
+    worst_step: int | None = None  # where the output has a time axis: the step of the largest |diff| (from 1)
     per_step: tuple[float, ...] = field(default=(), repr=False)  # the worst |diff| at each step (not saved)
 
     def __bool__(self):
@@ -135,5 +135,5 @@ def compare(case: str, expected: dict, actual: dict, default: Tolerance = Tolera
         per_step = () if axis is None or axis >= d.ndim else tuple(np.moveaxis(d, axis, 0).reshape(d.shape[axis], -1).max(axis=1).tolist())
         results.append(OutputParity(name, float(d.max()), float(d.mean()), float(rel.max()), tol.atol, tol.rtol, ok,
                                     "" if same_nonfinite else "has NaN or infinity where Keras has none",
-                                    int(np.argmax(per_step)) if per_step else None, per_step))
+                                    int(np.argmax(per_step)) + 1 if per_step else None, per_step))
     return CaseParity(case, tuple(results), steps)
