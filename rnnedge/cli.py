@@ -136,7 +136,7 @@ def case_summary(report) -> list[str]:
     lines = []
     for case in report.cases:
         worst = max(case.outputs, key=lambda o: o.max_abs)
-        steps = f"{case.steps:>5} steps" if case.steps is not None else " " * 11
+        steps = f"{case.steps:>5} step{'s' if case.steps != 1 else ' '}" if case.steps is not None else " " * 11
         at = f", step {worst.worst_step}" if worst.worst_step is not None else ""
         lines.append(f"  {'ok  ' if case else 'FAIL'} {case.case:<{width}}  {steps}  worst |diff| {worst.max_abs:.2e} "
                      f"({worst.name}{at})")
@@ -149,7 +149,7 @@ def case_lines(report) -> list[str]:
     names = max((len(o.name) for c in report.cases for o in c.outputs), default=0)
     lines = []
     for case in report.cases:
-        steps = f"{case.steps:>5} steps" if case.steps is not None else " " * 11
+        steps = f"{case.steps:>5} step{'s' if case.steps != 1 else ' '}" if case.steps is not None else " " * 11
         for o in case.outputs:
             mark = "ok  " if o else "FAIL"
             at = f"at step {o.worst_step:<5}" if o.worst_step is not None else " " * 14
@@ -213,7 +213,13 @@ def export(
         fused = sum(len(v) for v in result.manifest.fused_nodes.values())
         spliced = result.manifest.tf2onnx_layers
         via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not result.manifest.loop_layers else ""
-        typer.echo(f"wrote {out}: {fused} fused recurrent node(s){via}, {result.manifest.variants['fp32']['size']} bytes")
+        typer.echo(f"wrote {out}: {fused} fused recurrent node(s){via}, {result.manifest.variants['fp32']['size']} bytes, "
+                   f"opset {result.manifest.opset}")
+        import onnx
+
+        graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+        for line in result.manifest.interface_lines({n.name: n.op_type for n in graph.node}):
+            typer.echo(line)
         for line in case_summary(result.parity):
             typer.echo(line)
         typer.echo(_report_line(result.parity))

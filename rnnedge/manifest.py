@@ -119,6 +119,28 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def interface_lines(self, op_types: dict[str, str] | None = None) -> list[str]:
+        """The interface, aligned: each data input and output (name, dtype, shape with its batch and
+        time axes named), each state pair of a streaming export (state in -> state out), and the
+        fused nodes per Keras layer (`op_types`: node name -> ONNX op, where known)."""
+        def shape(s: TensorSpec) -> str:
+            return "[" + ", ".join(str(d) for d in s.shape) + "]"
+
+        def note(s: TensorSpec) -> str:
+            return "  " + ", ".join(filter(None, [f"ids < {s.vocab}" if s.vocab else "",
+                                                 f"padding {s.pad_value:g}" if s.pad_value is not None else ""]))
+
+        rows = [("input", s.name, s.dtype, shape(s), note(s)) for s in self.data_inputs]
+        rows += [("output", s.name, s.dtype, shape(s), "") for s in self.data_outputs]
+        rows += [("state", f"{s.feeds} -> {s.name}", s.dtype, shape(s), f"  ({s.layer})" if s.layer else "")
+                 for s in self.state_outputs]
+        rows += [("fused", layer, "/".join(sorted({(op_types or {}).get(n, "?") for n in nodes})), ", ".join(nodes), "")
+                 for layer, nodes in self.fused_nodes.items()]
+        width = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [f"  {r[0]:<{width[0]}}  {r[1]:<{width[1]}}  {r[2]:<{width[2]}}  {r[3]:<{width[3]}}{r[4]}".rstrip()
+                 for r in rows]
+        return lines
+
     def file_names(self) -> list[str]:
         """The files the folder holds besides the manifest: the model, golden data, each variant's."""
         names = [MODEL, GOLDEN]

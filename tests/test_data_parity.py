@@ -133,3 +133,29 @@ def test_check_plot_needs_a_time_axis(tmp_path):
     out = tmp_path / "last"
     assert invoke("export", model, "--out", out).exit_code == 0
     assert_user_error(invoke("check", out, "--plot", tmp_path / "e.png"), "no output has a time axis")
+
+
+def test_export_prints_its_interface(with_data):
+    _, printed = with_data
+    lines = printed.splitlines()
+    assert "opset 17" in lines[0]
+    assert lines[1].split() == ["input", "x", "float32", "[batch,", "time,", "4]"]
+    assert lines[2].split() == ["output", "time_distributed", "float32", "[batch,", "time,", "2]"]
+    assert [ln.split()[:3] for ln in lines[3:5]] == [["fused", "lstm", "LSTM"], ["fused", "gru", "GRU"]]
+    assert len({ln.index("float32") for ln in lines[1:3]}) == 1  # aligned
+
+
+def test_interface_names_state_pairs():
+    from rnnedge.manifest import Manifest, TensorSpec
+
+    manifest = Manifest(
+        inputs=[TensorSpec("tok", ("batch", "time"), "int32", vocab=50, pad_value=0),
+                TensorSpec("gru/h_in", ("batch", 6), "float32", role="state", layer="gru")],
+        outputs=[TensorSpec("y", ("batch", "time", 2), "float32"),
+                 TensorSpec("gru/h_out", ("batch", 6), "float32", role="state", feeds="gru/h_in", layer="gru")],
+        opset=17, ir_version=8, fused_nodes={"gru": ["gru/GRU"]})
+    lines = manifest.interface_lines({"gru/GRU": "GRU"})
+    assert [ln.split()[0] for ln in lines] == ["input", "output", "state", "fused"]
+    assert "ids < 50, padding 0" in lines[0]
+    assert lines[2].split()[:5] == ["state", "gru/h_in", "->", "gru/h_out", "float32"]
+    assert lines[3].split() == ["fused", "gru", "GRU", "gru/GRU"]
