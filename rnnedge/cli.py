@@ -22,7 +22,7 @@ from rnnedge import preflight
 from rnnedge.interrupts import interrupted, interrupted_line, said_interrupted
 from rnnedge.errors import RnnEdgeError
 from rnnedge.files import disk_error
-from rnnedge.tables import ATOL, METRICS, RTOL
+from rnnedge.tables import ATOL, METRICS, OPSETS, RTOL, opset_checked
 
 def _help_types():
     """--help's type column: a flag takes no value and an argument is named by its metavar, so neither
@@ -192,9 +192,11 @@ def export(
     quantize: Annotated[Optional[str], typer.Option(metavar="LIST", help="Also write quantized variants, e.g. int8,fp16.")] = None,
     data: Annotated[Optional[Path], typer.Option(metavar="FILE", help=".npz of inputs (by name), and optionally targets 'y': its sequences become parity cases (up to 8, at their length); also calibration and the accuracy gate.")] = None,
     metric: Annotated[Optional[Metric], typer.Option(metavar="METRIC", help="Task metric for --data targets: accuracy, f1 or rmse.")] = None,
+    opset: Annotated[int, typer.Option(metavar="N", help=f"ONNX opset, {min(OPSETS)} to {max(OPSETS)}.")] = 17,
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
+        opset_checked(opset)
         _source_ready(model, "`rnnedge export`")
         _data_ready(data)
         if data is not None:  # a file that cannot fit the model is refused before TensorFlow loads
@@ -209,7 +211,7 @@ def export(
 
         result = run_export(model, out, force=force, streaming=streaming, allow_loop=allow_loop, unsafe=unsafe,
                             tolerance=Tolerance(atol, rtol), overrides=_tolerances(tolerance or []),
-                            quantize=quantize or (), data=data, metric=metric.value if metric else None)
+                            quantize=quantize or (), data=data, metric=metric.value if metric else None, opset=opset)
         fused = sum(len(v) for v in result.manifest.fused_nodes.values())
         spliced = result.manifest.tf2onnx_layers
         via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not result.manifest.loop_layers else ""

@@ -16,14 +16,15 @@ from rnnedge.errors import ParityError, RnnEdgeError
 from rnnedge.exporter.baselines import _loop_layers, tf2onnx_export
 from rnnedge.exporter.convert import UnsupportedLayerError, convert, functional_graph
 from rnnedge.exporter.convert.core import Converted, interface
-from rnnedge.exporter.convert.splice import SpliceError
+from rnnedge.exporter.convert.graph import OPSET
+from rnnedge.exporter.convert.splice import TF2ONNX_OPSET, SpliceError
 from rnnedge.exporter.source import load_keras, versions
 from rnnedge.exporter.truth import _keras_truth, _stateful_layers, keras_outputs, zoo_case
 from rnnedge.files import atomic_path, discard_dir, recover_dir, replace_dir, temp_dir
 from rnnedge.manifest import MANIFEST, MODEL, Manifest, TensorSpec
 from rnnedge.quantize import parse_variants, quantize_dir
 from rnnedge.runtime import load
-from rnnedge.tables import PROVIDER_TOLERANCE
+from rnnedge.tables import PROVIDER_TOLERANCE, opset_checked
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,16 @@ def export(
     quantize=(),
     data: str | Path | None = None,
     metric: str | None = None,
+    opset: int = OPSET,
 ) -> ExportResult:
     """Export a Keras model (object, .keras path or `zoo:NAME`) to `out` and verify it against Keras.
 
+    `opset`: the ONNX opset to write (tables.OPSETS). `data`: an .npz of the model's inputs (and
+    targets 'y'): up to DATA_ROWS of its sequences become golden cases, and quantization uses it.
     Raises RnnEdgeError for bad input (nothing written) and ParityError when ONNX and Keras
     disagree (the folder is written, its manifest marked failed).
     """
+    opset_checked(opset)
     variants = parse_variants(quantize) if quantize else []
     out = Path(out)
     _refuse_out(out)
@@ -74,14 +79,14 @@ def export(
         started = time.perf_counter()
         loop_layers: list[str] = []
         try:
-            converted = convert(model, streaming=streaming)
+            converted = convert(model, streaming=streaming, opset=opset)
             proto = converted.onnx_model
         except UnsupportedLayerError as e:
             if not allow_loop or isinstance(e, SpliceError):  # tf2onnx refused that layer already
                 raise
             if streaming or _stateful_layers(model):
                 raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
-            proto, converted = _fallback(model)
+            proto, converted = _fallback(model, opset)
             loop_layers = _loop_layers(proto, model)
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                           f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
@@ -143,15 +148,16 @@ def task_metrics(entry, folder: Path) -> dict:
             "task": entry.task}
 
 
-def _fallback(model):
+def _fallback(model, opset: int):
     """tf2onnx's graph, described with the same input/output specs as a fused export would have."""
-    proto = tf2onnx_export(model)
+    proto = tf2onnx_export(model, opset=min(opset, TF2ONNX_OPSET))
     graph = functional_graph(model)
     io = interface(graph)
     inputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
     outputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
     routes = {layer.name: "tf2onnx" for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)}
-    return proto, Converted(proto, inputs, outputs, {}, layers=routes)
+    return proto, Converted(proto, inputs, outputs, {}, layers=routes, opset=next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+                            ir_version=proto.ir_version)
 
 
 def _refuse_out(out: Path) -> None:
