@@ -193,17 +193,19 @@ def export(
     data: Annotated[Optional[Path], typer.Option(metavar="FILE", help=".npz of inputs (by name), and optionally targets 'y': its sequences become parity cases (up to 8, at their length); also calibration and the accuracy gate.")] = None,
     metric: Annotated[Optional[Metric], typer.Option(metavar="METRIC", help="Task metric for --data targets: accuracy, f1 or rmse.")] = None,
     opset: Annotated[int, typer.Option(metavar="N", help=f"ONNX opset, {min(OPSETS)} to {max(OPSETS)}.")] = 17,
+    static: Annotated[Optional[str], typer.Option(metavar="AXES", help="Fix axes in the graph: batch=B,time=T (either or both; a streaming export's chunk length).")] = None,
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
         opset_checked(opset)
+        fixed = preflight.static_axes(static)
         _source_ready(model, "`rnnedge export`")
         _data_ready(data)
         if data is not None:  # a file that cannot fit the model is refused before TensorFlow loads
             arrays = preflight.data_headers(data)
             inputs = None if model.startswith("zoo:") else preflight.keras_inputs(model)
             if inputs:
-                preflight.data_matches(data, arrays, inputs)
+                preflight.data_matches(data, arrays, inputs, fixed)
         if "fp16" in (quantize or ""):
             preflight.require("quantize", "--quantize fp16")
         from rnnedge.check import Tolerance
@@ -211,7 +213,8 @@ def export(
 
         result = run_export(model, out, force=force, streaming=streaming, allow_loop=allow_loop, unsafe=unsafe,
                             tolerance=Tolerance(atol, rtol), overrides=_tolerances(tolerance or []),
-                            quantize=quantize or (), data=data, metric=metric.value if metric else None, opset=opset)
+                            quantize=quantize or (), data=data, metric=metric.value if metric else None, opset=opset,
+                            static=fixed)
         fused = sum(len(v) for v in result.manifest.fused_nodes.values())
         spliced = result.manifest.tf2onnx_layers
         via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not result.manifest.loop_layers else ""

@@ -93,6 +93,7 @@ class Manifest:
     streaming: bool = False
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> {"sha256", "size"}; {} on old exports
     export_seconds: float | None = None
+    static: dict[str, int] = field(default_factory=dict)  # axes fixed at export (`--static batch=B,time=T`)
     format: int = FORMAT_VERSION
 
     @property
@@ -182,7 +183,7 @@ class Manifest:
         if not isinstance(d, dict):
             raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         d = dict(d)
-        for key in ("variants", "files", "parity", "recommended", "source", "task"):
+        for key in ("variants", "files", "parity", "recommended", "source", "task", "static"):
             if not isinstance(d.get(key, {}), dict):
                 raise ValueError(f"'{key}' must be an object, got {type(d[key]).__name__}")
         for key, entry in d.get("variants", {}).items():

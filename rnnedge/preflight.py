@@ -127,10 +127,14 @@ def keras_inputs(path: str | Path) -> list[tuple[str, tuple, str]] | None:
         return None
 
 
-def data_matches(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], str]], inputs) -> None:
+def data_matches(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], str]], inputs,
+                 static: dict[str, int] | None = None) -> None:
     """Refuse, in one line, --data whose arrays do not fit the model's data inputs `inputs`
     ([(name, shape, dtype)], shapes with None or axis names for dynamic sizes): a missing input,
-    another rank, another feature size, another kind of number."""
+    another rank, another feature size, another kind of number; another length than `static`'s time."""
+    if static and "time" in static:
+        inputs = [(n, tuple(static["time"] if i == 1 and not isinstance(d, int) else d for i, d in enumerate(shape)), t)
+                  for n, shape, t in inputs]
     if len(inputs) == 1 and inputs[0][0] not in arrays:
         alias = next((k for k in ("x", "arr_0") if k in arrays), None)
         if alias is not None:
@@ -148,9 +152,11 @@ def data_matches(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], str]
                                f"give one row per sequence, {len(shape)} dimensions")
         for i, (g, d) in enumerate(zip(got, shape)):
             if i > 0 and isinstance(d, int) and g != d:
-                what = "features per step" if i == len(shape) - 1 else f"entries on dimension {i}"
+                what = "features per step" if i == len(shape) - 1 and len(shape) >= 3 else \
+                    "steps" if i == 1 and (len(shape) >= 3 or _kind(dtype) != "float") else f"entries on dimension {i}"
                 raise RnnEdgeError(f"--data {path}: '{name}' has {g} {what} (shape {list(got)}) but the model's "
-                                   f"input takes {d} ({want}): give the model's own features")
+                                   f"input takes {d} ({want}): " + ("cut or pad the sequences to that length"
+                                                                    if what == "steps" else "give the model's own features"))
         kind = _kind(got_dtype)
         wanted = _kind(dtype)
         if kind != wanted and not (wanted == "float" and kind == "integer"):
@@ -161,3 +167,26 @@ def data_matches(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], str]
 def _kind(dtype: str) -> str:
     return "bool" if dtype == "bool" else "integer" if dtype.startswith(("int", "uint")) else \
         "float" if dtype.startswith(("float", "bfloat")) else "not numbers"
+
+
+STATIC_KEYS = ("batch", "time")
+
+
+def static_axes(text: str | None) -> dict[str, int]:
+    """`--static batch=B,time=T` (either or both) -> {"batch": B, "time": T}, refused in one line
+    when a key is not batch or time, or a size is not a positive whole number."""
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if key not in STATIC_KEYS or not sep:
+            raise RnnEdgeError(f"--static {text}: {key or item!r} is not an axis rnnedge can fix; expected "
+                               "batch=B and/or time=T, e.g. --static batch=1,time=100")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise RnnEdgeError(f"--static {text}: {key}={value} is not a size; expected a positive whole number, "
+                               f"e.g. {key}=1")
+        if key in out:
+            raise RnnEdgeError(f"--static {text}: {key} is given twice; give each axis once")
+        out[key] = int(value)
+    return out

@@ -51,16 +51,25 @@ def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32
     return ParityReport(model.provider, tuple(cases), tolerance, dict(overrides))
 
 
+def _time_index(spec, manifest) -> int | None:
+    """Where `spec`'s time axis is: a named one, or dimension 1 of a sequence (rank 3, or token ids)
+    where `--static time=T` fixed it to T."""
+    fixed = manifest.static.get("time")
+    for i, d in enumerate(spec.shape[1:], 1):
+        if is_time_axis(d) or (fixed and i == 1 and d == fixed and (len(spec.shape) >= 3 or spec.dtype.startswith("int"))):
+            return i
+    return None
+
+
 def time_axes(manifest) -> dict[str, int]:
     """Output -> the index of its time axis, for outputs that have one (sequences, not states)."""
-    return {s.name: next(i for i, d in enumerate(s.shape) if is_time_axis(d))
-            for s in manifest.outputs if any(is_time_axis(d) for d in s.shape[1:])}
+    return {s.name: i for s in manifest.outputs if s.role == "data" for i in [_time_index(s, manifest)] if i is not None}
 
 
 def case_steps(manifest, inputs: dict) -> int | None:
     """A case's sequence length: the longest time axis among its data inputs (None without one)."""
     lengths = [inputs[s.name].shape[i] for s in manifest.data_inputs if s.name in inputs
-               for i, d in enumerate(s.shape) if is_time_axis(d) and i < inputs[s.name].ndim]
+               for i in [_time_index(s, manifest)] if i is not None and i < inputs[s.name].ndim]
     return max(lengths, default=None)
 
 

@@ -3,6 +3,7 @@ temporary sibling folder and moved into place only when complete."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from rnnedge.exporter.convert.splice import TF2ONNX_OPSET, SpliceError
 from rnnedge.exporter.source import load_keras, versions
 from rnnedge.exporter.truth import _keras_truth, _stateful_layers, keras_outputs, zoo_case
 from rnnedge.files import atomic_path, discard_dir, recover_dir, replace_dir, temp_dir
-from rnnedge.manifest import MANIFEST, MODEL, Manifest, TensorSpec
+from rnnedge.manifest import BATCH, MANIFEST, MODEL, Manifest, TensorSpec, is_time_axis
 from rnnedge.quantize import parse_variants, quantize_dir
 from rnnedge.runtime import load
 from rnnedge.tables import PROVIDER_TOLERANCE, opset_checked
@@ -53,10 +54,13 @@ def export(
     data: str | Path | None = None,
     metric: str | None = None,
     opset: int = OPSET,
+    static: dict[str, int] | None = None,
 ) -> ExportResult:
     """Export a Keras model (object, .keras path or `zoo:NAME`) to `out` and verify it against Keras.
 
-    `opset`: the ONNX opset to write (tables.OPSETS). `data`: an .npz of the model's inputs (and
+    `opset`: the ONNX opset to write (tables.OPSETS). `static`: {"batch": B, "time": T} (either or
+    both) fixes those axes in the graph and the manifest (a streaming export's chunk length), and
+    every golden case has those sizes. `data`: an .npz of the model's inputs (and
     targets 'y'): up to DATA_ROWS of its sequences become golden cases, and quantization uses it.
     Raises RnnEdgeError for bad input (nothing written) and ParityError when ONNX and Keras
     disagree (the folder is written, its manifest marked failed).
@@ -91,10 +95,12 @@ def export(
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                           f"{', '.join(loop_layers) or 'no layer'} stayed as Loop", stacklevel=2)
 
+        if static:
+            converted, proto = _fix_axes(converted, proto, static)
         cases, converted, proto = _keras_truth(model, converted, proto, seed, data)
         with atomic_path(tmp / MODEL) as path:
             onnx.save(proto, str(path))
-        if entry is not None:
+        if entry is not None and not static:  # the zoo's rows have their own batch and length
             name, feeds = zoo_case(entry, converted)
             cases.append((name, feeds, keras_outputs(model, converted, feeds)))
         write_golden(tmp, cases)
@@ -110,12 +116,14 @@ def export(
             layers=converted.layers,
             streaming=any(s.role == "state" for s in converted.inputs),
             variants={"fp32": {"file": MODEL, "size": (tmp / MODEL).stat().st_size}},
+            static=dict(static or {}),
         )
         # A stateful layer's masked step before the call's first valid one outputs zeros in Keras
         # (each call starts its "previous output" afresh), so such a model fed in chunks is Keras
         # called chunk by chunk, not Keras on the whole sequence: no chunked comparison for it.
-        chunks = {} if not (_stateful_layers(model) and any(s.pad_value is not None for s in converted.inputs)) \
-            else {"stream_chunks": []}
+        # A fixed chunk length (--static time) takes whole cases only.
+        chunks = {} if not (_stateful_layers(model) and any(s.pad_value is not None for s in converted.inputs)
+                            or "time" in (static or {})) else {"stream_chunks": []}
         manifest.parity = {"passed": False, "overrides": {k: list(v) for k, v in (overrides or {}).items()}, **chunks}
         manifest.save(tmp)
         report = check_dir(tmp, "cpu", tolerance=tolerance, overrides=overrides or {})
@@ -158,6 +166,29 @@ def _fallback(model, opset: int):
     routes = {layer.name: "tf2onnx" for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)}
     return proto, Converted(proto, inputs, outputs, {}, layers=routes, opset=next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
                             ir_version=proto.ir_version)
+
+
+def _fix_axes(converted: Converted, proto, static: dict[str, int]):
+    """The named batch and time axes of every input and output (states too) fixed to `static`'s
+    sizes, in the specs and in the graph's declared inputs and outputs."""
+    sizes = {**({BATCH: static["batch"]} if "batch" in static else {})}
+    fixed_batch = {s.shape[0] for s in converted.inputs if s.shape and isinstance(s.shape[0], int)}
+    if "batch" in static and fixed_batch and fixed_batch != {static["batch"]}:
+        raise RnnEdgeError(f"--static batch={static['batch']}: this model is stateful with a fixed batch of "
+                           f"{fixed_batch.pop()}; leave batch out of --static")
+    if "time" in static:
+        sizes.update((d, static["time"]) for s in converted.inputs + converted.outputs for d in s.shape if is_time_axis(d))
+        if not any(is_time_axis(d) for s in converted.inputs for d in s.shape):
+            raise RnnEdgeError(f"--static time={static['time']}: the model's inputs have no dynamic time axis "
+                               "(their length is fixed already); leave time out of --static")
+    fix = lambda specs: [dataclasses.replace(s, shape=tuple(sizes.get(d, d) for d in s.shape)) for s in specs or []]  # noqa: E731
+    for value in [*proto.graph.input, *proto.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in sizes:
+                dim.dim_value = sizes[dim.dim_param]  # clears dim_param (one of the two)
+    keras_inputs = fix(converted.keras_inputs) if converted.keras_inputs else None
+    return dataclasses.replace(converted, inputs=fix(converted.inputs), outputs=fix(converted.outputs),
+                               keras_inputs=keras_inputs), proto
 
 
 def _refuse_out(out: Path) -> None:

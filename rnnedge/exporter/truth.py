@@ -71,6 +71,8 @@ def random_cases(inputs: list[TensorSpec], seed: int = 0, random_states: bool = 
             feeds[s.name] = x
         desc = f"random batch {batch}" + (f", time {length}" if time_axes else "") + (", padded" if padded else "")
         cases.append((desc, feeds))
+    if len({d for d, _ in cases}) < len(cases):  # fixed shapes (--static, stateful): the same size each time
+        cases = [(f"{d}, sample {k + 1}", f) for k, (d, f) in enumerate(cases)]
     return cases
 
 

@@ -118,7 +118,8 @@ class Model:
         _check_against_graph(manifest, graph_in, graph_out, self.path.name)
         ort_types = {i.name: i.type for i in graph_in}
         legacy = manifest.format < 2
-        self._slots = {t.name: _Slot(t, ort_types.get(t.name), legacy) for t in self.inputs}
+        self._slots = {t.name: _Slot(t, ort_types.get(t.name), legacy, self.manifest.static.get("time"))
+                       for t in self.inputs}
         self._data_slots = [self._slots[t.name] for t in manifest.data_inputs]
         self._state_slots = [self._slots[t.name] for t in manifest.state_inputs]
         self._output_names = names_out
@@ -185,6 +186,9 @@ class Model:
             _check_shape(slot, a, axes, errors)
             arrays[name] = a
         if errors:
+            if self.manifest.static and any("must be" in e for e in errors):
+                fixed = ",".join(f"{k}={v}" for k, v in self.manifest.static.items())
+                errors[-1] += f" (exported with --static {fixed}: give those sizes, or re-export without --static)"
             _raise(errors)
         feeds: dict[str, np.ndarray] = {}
         for name, a in arrays.items():

@@ -103,7 +103,9 @@ class Stream:
         # Inputs with a time axis: a chunk that lacks it is one step, and then the outputs with a
         # time axis lose it too.
         self._step_ranks = [(s.name, s.rank) for s in model._data_slots if s.time_axis == 1]
-        self._time_outputs = {t.name for t in m.data_outputs if len(t.shape) > 1 and is_time_axis(t.shape[1])}
+        fixed = m.static.get("time")
+        self._time_outputs = {t.name for t in m.data_outputs if len(t.shape) > 1 and (
+            is_time_axis(t.shape[1]) or fixed and len(t.shape) >= 3 and t.shape[1] == fixed)}
         self._squeeze = [name in self._time_outputs for name in self._data_out]
 
     def __repr__(self) -> str:
