@@ -347,7 +347,7 @@ def check(
 def run(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
     input: Annotated[Path, typer.Option("--input", "-i", metavar="FILE", help="Inputs: .npy (one input), .npz (by name) or .csv.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write outputs to .npz, .npy or .csv.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write outputs to .npz, .npy or .csv; - writes JSON to standard output.")] = None,
     chunk: Annotated[Optional[int], typer.Option(metavar="N", help="Stream the input in chunks of N steps, state carried.")] = None,
     provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: auto, cpu, cuda, tensorrt.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(metavar="N", help="Intra-op threads (CPU).")] = None,
@@ -358,12 +358,21 @@ def run(
     """Run an exported model on inputs from a file (numpy + onnxruntime only)."""
     with user_errors(fallback=True):
         from rnnedge.runtime import run_file
+        from rnnedge.runtime.files import outputs_json, preview
 
-        _outputs(folder, [output], force, inputs=[input])
-        outputs = run_file(folder, input, output, chunk=chunk, provider=provider, threads=threads, fallback=fallback,
-                           verify=not no_verify)
+        stdout = output is not None and str(output) == "-"
+        if output is not None and not stdout and output.suffix.lower() not in (".npz", ".npy", ".csv"):
+            raise RnnEdgeError(f"--output {output}: expected a .npz, .npy or .csv file name, or - for JSON on "
+                               "standard output")
+        _outputs(folder, [None if stdout else output], force, inputs=[input])
+        outputs = run_file(folder, input, None if stdout else output, chunk=chunk, provider=provider, threads=threads,
+                           fallback=fallback, verify=not no_verify)
+        if stdout:  # only the JSON on standard output, for a pipe
+            typer.echo(outputs_json(outputs))
+            return
         for name, value in outputs.items():
             typer.echo(f"{name}: shape {tuple(value.shape)} {value.dtype}")
+            typer.echo(preview(value))
         typer.echo(f"provider: {outputs.provider}" + (f"; wrote {output}" if output else ""))
 
 
