@@ -361,10 +361,10 @@ def run(
         from rnnedge.runtime.files import outputs_json, preview
 
         stdout = output is not None and str(output) == "-"
+        _outputs(folder, [None if stdout else output], force, inputs=[input])
         if output is not None and not stdout and output.suffix.lower() not in (".npz", ".npy", ".csv"):
             raise RnnEdgeError(f"--output {output}: expected a .npz, .npy or .csv file name, or - for JSON on "
                                "standard output")
-        _outputs(folder, [None if stdout else output], force, inputs=[input])
         outputs = run_file(folder, input, None if stdout else output, chunk=chunk, provider=provider, threads=threads,
                            fallback=fallback, verify=not no_verify)
         if stdout:  # only the JSON on standard output, for a pipe
