@@ -30,7 +30,9 @@ def error_curves(report: ParityReport) -> dict[str, dict[int, np.ndarray]]:
 def plot_errors(report: ParityReport, path: str | os.PathLike, title: str = "") -> Path:
     """Write the error-against-step figure for `report` (PNG, SVG or PDF by suffix): one panel per
     output, steps counted from 1 on a log axis, the worst step of each length marked, atol dashed.
-    Steps where ONNX and Keras agree exactly leave a gap (a log axis has no 0)."""
+    Steps where ONNX and Keras agree exactly leave a gap (a log axis has no 0); values far below
+    the tolerance (saturated outputs agree to 1e-13) sit on the axis' floor, 1e-4 of atol, so the
+    decades that matter fill the panel."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -49,10 +51,11 @@ def plot_errors(report: ParityReport, path: str | os.PathLike, title: str = "") 
     axes = fig.subplots(len(curves), 1, squeeze=False, sharex=True)[:, 0]
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     for ax, (name, by_length) in zip(axes, curves.items()):
+        floor = min([atol[name] * 1e-4, *(c.max() / 10 for c in by_length.values() if c.max() > 0)])
         for n in lengths:
             if n not in by_length:
                 continue
-            y = np.where(by_length[n] > 0, by_length[n], np.nan)
+            y = np.where(by_length[n] > 0, np.maximum(by_length[n], floor), np.nan)
             x = np.arange(1, n + 1)
             worst = int(np.argmax(by_length[n]))
             ax.plot(x, y, color=colour[n], linewidth=1.3 if n > 1 else 0, marker="o" if n == 1 else None,
@@ -60,6 +63,7 @@ def plot_errors(report: ParityReport, path: str | os.PathLike, title: str = "") 
             ax.plot([x[worst]], [y[worst]], "o", color=colour[n], markersize=5)
         ax.axhline(atol[name], color="0.35", linestyle="--", linewidth=1, label=f"atol {atol[name]:g}")
         ax.set_yscale("log")
+        ax.set_ylim(bottom=floor / 1.5)
         ax.set_xscale("log")
         ax.set_ylabel("worst |diff|")
         ax.set_title(name, fontsize="medium", loc="left")
