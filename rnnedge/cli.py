@@ -539,6 +539,36 @@ def ort(
 
 
 @app.command()
+def view(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
+    variant: Annotated[str, typer.Option(metavar="NAME", help="Model variant: fp32, int8, fp16.")] = "fp32",
+    port: Annotated[int, typer.Option(metavar="N", help="Port on 127.0.0.1.")] = 8080,
+    browse: Annotated[bool, typer.Option("--browse/--no-browse", help="Open the page in a web browser.")] = True,
+):
+    """Open the exported graph in Netron, served on 127.0.0.1 (Ctrl-C stops)."""
+    with user_errors():
+        preflight.require("view", "`rnnedge view`")
+        from rnnedge.manifest import Manifest
+
+        variants = Manifest.load(folder).variants
+        if variant not in variants:
+            raise RnnEdgeError(f"{folder} has no {variant} variant (it has {', '.join(variants)}): pass --variant "
+                               "one of those, or add it with `rnnedge quantize`")
+        path = folder / variants[variant]["file"]
+        if not path.is_file():
+            raise RnnEdgeError(f"{path} is missing: the export folder is incomplete; re-export the model")
+        import netron
+
+        host, bound = netron.start(str(path), address=("127.0.0.1", port), browse=browse)
+        typer.echo(f"serving {path} in Netron at http://{host}:{bound} (Ctrl-C stops)")
+        try:
+            netron.wait()
+        except KeyboardInterrupt:
+            netron.stop()
+            typer.echo("stopped")
+
+
+@app.command()
 def zoo():
     """List the reference zoo's models."""
     with user_errors():

@@ -14,6 +14,7 @@ EXTRAS = {
     "quantize": (("onnxconverter_common",), "onnxconverter-common"),
     "plot": (("matplotlib",), "matplotlib"),
     "serve": (("tritonclient",), "tritonclient"),
+    "view": (("netron",), "Netron"),
 }
 
 # what a Keras model file starts with: a .keras file is a zip, a legacy .h5 file HDF5
