@@ -548,9 +548,9 @@ def view(
     """Open the exported graph in Netron, served on 127.0.0.1 (Ctrl-C stops)."""
     with user_errors():
         preflight.require("view", "`rnnedge view`")
-        from rnnedge.manifest import Manifest
+        from rnnedge.manifest import MODEL, Manifest
 
-        variants = Manifest.load(folder).variants
+        variants = {"fp32": {"file": MODEL}, **Manifest.load(folder).variants}
         if variant not in variants:
             raise RnnEdgeError(f"{folder} has no {variant} variant (it has {', '.join(variants)}): pass --variant "
                                "one of those, or add it with `rnnedge quantize`")
