@@ -218,8 +218,8 @@ def export(
         fused = sum(len(v) for v in result.manifest.fused_nodes.values())
         spliced = result.manifest.tf2onnx_layers
         via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not result.manifest.loop_layers else ""
-        typer.echo(f"wrote {out}: {fused} fused recurrent node(s){via}, {result.manifest.variants['fp32']['size']} bytes, "
-                   f"opset {result.manifest.opset}")
+        size = result.manifest.variants["fp32"]["size"]
+        typer.echo(f"wrote {out}: {fused} fused recurrent node(s){via}, {size} bytes, opset {result.manifest.opset}")
         import onnx
 
         graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph

@@ -90,12 +90,13 @@ def data_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
                     continue
                 with archive.open(info) as f:
                     version = np.lib.format.read_magic(f)
-                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                    fmt = np.lib.format
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
                     shape, _, dtype = read(f)
                 found[info.filename[:-4]] = (tuple(shape), dtype.str if dtype.kind in "OV" else dtype.name)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise RnnEdgeError(f"--data {path} is not a readable .npz file ({(str(e).splitlines() or [type(e).__name__])[0][:160]}): "
-                           "write it with numpy.savez") from None
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise RnnEdgeError(f"--data {path} is not a readable .npz file ({reason}): write it with numpy.savez") from None
     return found
 
 
@@ -143,7 +144,8 @@ def data_matches(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], str]
     names = ", ".join(name for name, _, _ in inputs)
     for name, shape, dtype in inputs:
         if name not in arrays:
-            raise RnnEdgeError(f"--data {path}: no array for input '{name}' (it holds {', '.join(arrays) or 'nothing'}): "
+            held = ", ".join(arrays) or "nothing"
+            raise RnnEdgeError(f"--data {path}: no array for input '{name}' (it holds {held}): "
                                f"save the model's inputs ({names}) under their names, targets as 'y'")
         got, got_dtype = arrays[name]
         want = "[" + ", ".join("batch" if i == 0 and not isinstance(d, int) else str(d if d is not None else "time")
@@ -156,13 +158,14 @@ def data_matches(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], str]
                 what = "features per step" if i == len(shape) - 1 and len(shape) >= 3 else \
                     "steps" if i == 1 and (len(shape) >= 3 or _kind(dtype) != "float") else f"entries on dimension {i}"
                 raise RnnEdgeError(f"--data {path}: '{name}' has {g} {what} (shape {list(got)}) but the model's "
-                                   f"input takes {d} ({want}): " + ("cut or pad the sequences to that length"
-                                                                    if what == "steps" else "give the model's own features"))
+                                   f"input takes {d} ({want}): " + (
+                                       "cut or pad the sequences to that length" if what == "steps"
+                                       else "give the model's own features"))
         kind = _kind(got_dtype)
         wanted = _kind(dtype)
         if kind != wanted and not (wanted == "float" and kind == "integer"):
-            raise RnnEdgeError(f"--data {path}: '{name}' is {got_dtype} but the model's input takes {dtype} ({wanted}): "
-                               f"save it with .astype('{dtype}') if that is what it means")
+            raise RnnEdgeError(f"--data {path}: '{name}' is {got_dtype} but the model's input takes {dtype} "
+                               f"({wanted}): save it with .astype('{dtype}') if that is what it means")
 
 
 def _kind(dtype: str) -> str:

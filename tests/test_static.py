@@ -40,7 +40,8 @@ def test_static_batch_and_time(lstm_file, tmp_path):
     check = invoke("check", out)
     assert check.exit_code == 0 and " at step " in check.output  # the fixed time axis is still one
     np.save(tmp_path / "x.npy", np.zeros((1, 30, 4), np.float32))
-    assert_user_error(invoke("run", out, "--input", tmp_path / "x.npy"), "dimension 0 must be 2", "--static batch=2,time=30")
+    assert_user_error(invoke("run", out, "--input", tmp_path / "x.npy"),
+                      "dimension 0 must be 2", "--static batch=2,time=30")
 
 
 def test_static_time_only_keeps_batch_dynamic(lstm_file, tmp_path):

@@ -132,7 +132,8 @@ def compare(case: str, expected: dict, actual: dict, default: Tolerance = Tolera
         rel = d / np.maximum(np.abs(want), 1e-12)
         ok = same_nonfinite and bool(np.all(d <= tol.atol + tol.rtol * np.abs(np.where(finite, want, 0.0))))
         axis = (time_axes or {}).get(name)
-        per_step = () if axis is None or axis >= d.ndim else tuple(np.moveaxis(d, axis, 0).reshape(d.shape[axis], -1).max(axis=1).tolist())
+        per_step = () if axis is None or axis >= d.ndim else \
+            tuple(np.moveaxis(d, axis, 0).reshape(d.shape[axis], -1).max(axis=1).tolist())
         results.append(OutputParity(name, float(d.max()), float(d.mean()), float(rel.max()), tol.atol, tol.rtol, ok,
                                     "" if same_nonfinite else "has NaN or infinity where Keras has none",
                                     int(np.argmax(per_step)) + 1 if per_step else None, per_step))

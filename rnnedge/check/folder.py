@@ -56,14 +56,16 @@ def _time_index(spec, manifest) -> int | None:
     where `--static time=T` fixed it to T."""
     fixed = manifest.static.get("time")
     for i, d in enumerate(spec.shape[1:], 1):
-        if is_time_axis(d) or (fixed and i == 1 and d == fixed and (len(spec.shape) >= 3 or spec.dtype.startswith("int"))):
+        sequence = len(spec.shape) >= 3 or spec.dtype.startswith("int")
+        if is_time_axis(d) or (fixed and i == 1 and d == fixed and sequence):
             return i
     return None
 
 
 def time_axes(manifest) -> dict[str, int]:
     """Output -> the index of its time axis, for outputs that have one (sequences, not states)."""
-    return {s.name: i for s in manifest.outputs if s.role == "data" for i in [_time_index(s, manifest)] if i is not None}
+    return {s.name: i for s in manifest.outputs if s.role == "data"
+            for i in [_time_index(s, manifest)] if i is not None}
 
 
 def case_steps(manifest, inputs: dict) -> int | None:

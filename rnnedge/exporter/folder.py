@@ -142,7 +142,8 @@ def export(
         discard_dir(tmp)
         raise
     if not report.passed:
-        raise ParityError(f"{out}: ONNX does not match Keras (worst first: {'; '.join(report.failures(worst_first=True)[:3])}); "
+        worst = "; ".join(report.failures(worst_first=True)[:3])
+        raise ParityError(f"{out}: ONNX does not match Keras (worst first: {worst}); "
                           f"files kept for inspection, manifest marked failed")
     return ExportResult(out, manifest, report)
 
@@ -164,8 +165,8 @@ def _fallback(model, opset: int):
     inputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
     outputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
     routes = {layer.name: "tf2onnx" for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)}
-    return proto, Converted(proto, inputs, outputs, {}, layers=routes, opset=next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-                            ir_version=proto.ir_version)
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return proto, Converted(proto, inputs, outputs, {}, layers=routes, opset=opset, ir_version=proto.ir_version)
 
 
 def _fix_axes(converted: Converted, proto, static: dict[str, int]):
@@ -177,11 +178,15 @@ def _fix_axes(converted: Converted, proto, static: dict[str, int]):
         raise RnnEdgeError(f"--static batch={static['batch']}: this model is stateful with a fixed batch of "
                            f"{fixed_batch.pop()}; leave batch out of --static")
     if "time" in static:
-        sizes.update((d, static["time"]) for s in converted.inputs + converted.outputs for d in s.shape if is_time_axis(d))
+        specs = converted.inputs + converted.outputs
+        sizes.update((d, static["time"]) for s in specs for d in s.shape if is_time_axis(d))
         if not any(is_time_axis(d) for s in converted.inputs for d in s.shape):
             raise RnnEdgeError(f"--static time={static['time']}: the model's inputs have no dynamic time axis "
                                "(their length is fixed already); leave time out of --static")
-    fix = lambda specs: [dataclasses.replace(s, shape=tuple(sizes.get(d, d) for d in s.shape)) for s in specs or []]  # noqa: E731
+
+    def fix(specs):
+        return [dataclasses.replace(s, shape=tuple(sizes.get(d, d) for d in s.shape)) for s in specs or []]
+
     for value in [*proto.graph.input, *proto.graph.output]:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in sizes:

@@ -188,7 +188,8 @@ def layer_normalization(ctx: Context, layer, args, kwargs, outs):
     shape = tuple(x.shape[a] for a in axes)
     gamma = _np(layer.gamma) if layer.scale else np.ones(shape, np.float32)
     beta = _np(layer.beta) if layer.center else np.zeros(shape, np.float32)
-    gamma, beta = g.const(gamma.reshape(shape), f"{layer.name}/gamma"), g.const(beta.reshape(shape), f"{layer.name}/beta")
+    gamma = g.const(gamma.reshape(shape), f"{layer.name}/gamma")
+    beta = g.const(beta.reshape(shape), f"{layer.name}/beta")
     if g.opset >= 17:
         return [g.op("LayerNormalization", [x.name, gamma, beta], hint=layer.name, axis=axes[0],
                      epsilon=float(layer.epsilon))]
