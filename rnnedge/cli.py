@@ -23,7 +23,7 @@ from rnnedge import preflight
 from rnnedge.errors import RnnEdgeError
 from rnnedge.files import disk_error, new_folder
 from rnnedge.interrupts import interrupted, interrupted_line, said_interrupted
-from rnnedge.tables import ATOL, METRICS, RTOL
+from rnnedge.tables import ATOL, METRICS, OPSETS, RTOL, opset_checked
 
 
 def _help_types():
@@ -118,6 +118,34 @@ def _report_line(report) -> str:
     return f"{status}: {len(report.cases)} cases on {report.provider}, worst |diff| {report.worst_abs:.2e}"
 
 
+def case_summary(report) -> list[str]:
+    """One line per case: its length and its worst |diff| (which output, at which step)."""
+    width = max((len(c.case) for c in report.cases), default=0)
+    lines = []
+    for case in report.cases:
+        worst = max(case.outputs, key=lambda o: o.max_abs)
+        steps = f"{case.steps:>5} step{'s' if case.steps != 1 else ' '}" if case.steps is not None else " " * 11
+        at = f", step {worst.worst_step}" if worst.worst_step is not None else ""
+        lines.append(f"  {'ok  ' if case else 'FAIL'} {case.case:<{width}}  {steps}  worst |diff| {worst.max_abs:.2e} "
+                     f"({worst.name}{at})")
+    return lines
+
+
+def case_lines(report) -> list[str]:
+    """One line per case and output: its length, the worst |diff| and the step where it is (0-based)."""
+    width = max((len(c.case) for c in report.cases), default=0)
+    names = max((len(o.name) for c in report.cases for o in c.outputs), default=0)
+    lines = []
+    for case in report.cases:
+        steps = f"{case.steps:>5} step{'s' if case.steps != 1 else ' '}" if case.steps is not None else " " * 11
+        for o in case.outputs:
+            mark = "ok  " if o else "FAIL"
+            at = f"at step {o.worst_step:<5}" if o.worst_step is not None else " " * 14
+            lines.append(f"{mark} {case.case:<{width}}  {steps}  {o.name:<{names}}  max|diff| {o.max_abs:.2e} {at} "
+                         f"mean {o.mean_abs:.2e}  rel {o.max_rel:.2e}  (atol {o.atol:g}, rtol {o.rtol:g})")
+    return lines
+
+
 def _outputs(folder: Path, paths, force: bool, inputs=()) -> None:
     """Check every output file a command was asked to write before it starts (`files.output_file`):
     never over the export's own files or the command's inputs, nothing replaced without --force."""
@@ -172,14 +200,23 @@ def export(
     rtol: Annotated[float, typer.Option(metavar="TOL", help="Relative tolerance for parity.")] = RTOL,
     tolerance: Annotated[Optional[list[str]], typer.Option(metavar="OUTPUT=ATOL[,RTOL]", help="A tolerance for one output; repeatable.")] = None,
     quantize: Annotated[Optional[str], typer.Option(metavar="LIST", help="Also write quantized variants, e.g. int8,fp16.")] = None,
-    data: Annotated[Optional[Path], typer.Option(metavar="FILE", help=".npz of inputs (by name) and targets 'y' for calibration and the accuracy gate.")] = None,
+    data: Annotated[Optional[Path], typer.Option(metavar="FILE", help=".npz of inputs (by name), and optionally targets 'y': its sequences become parity cases (up to 8, at their length); also calibration and the accuracy gate.")] = None,
     metric: Annotated[Optional[MetricChoice], typer.Option(metavar="METRIC", help="Task metric for --data targets: accuracy, f1 or rmse.")] = None,
+    opset: Annotated[int, typer.Option(metavar="N", help=f"ONNX opset, {min(OPSETS)} to {max(OPSETS)}.")] = 17,
+    static: Annotated[Optional[str], typer.Option(metavar="AXES", help="Fix axes in the graph: batch=B,time=T (either or both; a streaming export's chunk length).")] = None,
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
+        opset_checked(opset)
+        fixed = preflight.static_axes(static)
         new_folder(out, force=force)  # before TensorFlow loads: an --out that would be refused anyway
         _source_ready(model, "`rnnedge export`")
         _data_ready(data)
+        if data is not None:  # a file that cannot fit the model is refused before TensorFlow loads
+            arrays = preflight.data_headers(data)
+            inputs = None if model.startswith("zoo:") else preflight.keras_inputs(model)
+            if inputs:
+                preflight.data_matches(data, arrays, inputs, fixed)
         if "fp16" in (quantize or ""):
             preflight.require("quantize", "--quantize fp16")
         from rnnedge.check import Tolerance
@@ -187,12 +224,21 @@ def export(
 
         result = run_export(model, out, force=force, streaming=streaming, allow_loop=allow_loop, unsafe=unsafe,
                             tolerance=Tolerance(atol, rtol), overrides=_tolerances(tolerance or []),
-                            quantize=quantize or (), data=data, metric=metric.value if metric else None)
+                            quantize=quantize or (), data=data, metric=metric.value if metric else None, opset=opset,
+                            static=fixed)
         fused = sum(len(v) for v in result.manifest.fused_nodes.values())
         spliced = result.manifest.tf2onnx_layers
         via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not result.manifest.loop_layers else ""
-        typer.echo(f"wrote {out}: {fused} fused recurrent node(s){_scanned(result.manifest)}{via}, "
-                   f"{result.manifest.variants['fp32']['size']} bytes")
+        size = result.manifest.variants["fp32"]["size"]
+        typer.echo(f"wrote {out}: {fused} fused recurrent node(s){_scanned(result.manifest)}{via}, {size} bytes, "
+                   f"opset {result.manifest.opset}")
+        import onnx
+
+        graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+        for line in result.manifest.interface_lines({n.name: n.op_type for n in graph.node}):
+            typer.echo(line)
+        for line in case_summary(result.parity):
+            typer.echo(line)
         truth = result.manifest.source.get("truth", {})
         against = f" against {truth['framework']} {truth['version']}" if truth.get("framework") == "tf_keras" else ""
         typer.echo(_report_line(result.parity) + against)
@@ -287,19 +333,28 @@ def check(
     rtol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Relative tolerance (default: the provider's).")] = None,
     fallback: Annotated[bool, typer.Option("--fallback", help="Run on CPU if the provider is not available.")] = False,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")] = False,
+    plot_out: Annotated[Optional[Path], typer.Option("--plot", metavar="PNG", help="Write a PNG: the worst |diff| against the time step per output, a line per case length.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --plot file if it exists.")] = False,
 ):
     """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed)."""
     with user_errors():
+        if plot_out is not None:
+            _outputs(folder, [plot_out], force)
+            if plot_out.suffix.lower() not in (".png", ".svg", ".pdf"):
+                raise RnnEdgeError(f"--plot {plot_out}: expected a .png, .svg or .pdf file name")
+            preflight.require("plot", "--plot")
         from rnnedge.check import check_dir
         from rnnedge.manifest import Manifest
 
         report = check_dir(folder, provider, variant=variant, atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify)
-        for case in report.cases:
-            for o in case.outputs:
-                mark = "ok  " if o else "FAIL"
-                typer.echo(f"{mark} {case.case:<40} {o.name:<28} max|diff| {o.max_abs:.2e}  mean {o.mean_abs:.2e}  "
-                           f"rel {o.max_rel:.2e}  (atol {o.atol:g}, rtol {o.rtol:g})")
+        for line in case_lines(report):
+            typer.echo(line)
         typer.echo(_report_line(report))
+        if plot_out is not None:
+            from rnnedge.check.plot import plot_errors
+
+            plot_errors(report, plot_out, title=f"{folder.name}: worst |diff| against the time step, {report.provider}")
+            typer.echo(f"wrote {plot_out}")
         passed = report.passed
         if variant == "fp32" and "ort" in Manifest.load(folder).variants:  # `rnnedge ort` wrote model.ort: replay it too
             ort_report = check_dir(folder, provider, variant="ort", atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify)
@@ -315,7 +370,7 @@ def check(
 def run(
     folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
     input: Annotated[Path, typer.Option("--input", "-i", metavar="FILE", help="Inputs: .npy (one input), .npz (by name) or .csv.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write outputs to .npz, .npy or .csv.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Write outputs to .npz, .npy or .csv; - writes JSON to standard output.")] = None,
     chunk: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Stream the input in chunks of N steps, state carried.")] = None,
     provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: auto, cpu, cuda, tensorrt.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(metavar="N", min=1, max=THREADS_MAX, help="Intra-op threads (CPU).")] = None,
@@ -326,12 +381,21 @@ def run(
     """Run an exported model on inputs from a file (numpy + onnxruntime only)."""
     with user_errors():
         from rnnedge.runtime import run_file
+        from rnnedge.runtime.files import outputs_json, preview
 
-        _outputs(folder, [output], force, inputs=[input])
-        outputs = run_file(folder, input, output, chunk=chunk, provider=provider, threads=threads, fallback=fallback,
-                           verify=not no_verify)
+        stdout = output is not None and str(output) == "-"
+        _outputs(folder, [None if stdout else output], force, inputs=[input])
+        if output is not None and not stdout and output.suffix.lower() not in (".npz", ".npy", ".csv"):
+            raise RnnEdgeError(f"--output {output}: expected a .npz, .npy or .csv file name, or - for JSON on "
+                               "standard output")
+        outputs = run_file(folder, input, None if stdout else output, chunk=chunk, provider=provider, threads=threads,
+                           fallback=fallback, verify=not no_verify)
+        if stdout:  # only the JSON on standard output, for a pipe
+            typer.echo(outputs_json(outputs))
+            return
         for name, value in outputs.items():
             typer.echo(f"{name}: shape {tuple(value.shape)} {value.dtype}")
+            typer.echo(preview(value))
         typer.echo(f"provider: {outputs.provider}" + (f"; wrote {output}" if output else ""))
 
 
@@ -495,6 +559,36 @@ def ort(
                    f"rnnedge.load(DIR, variant=\"ort\")")
         if not entry["gate"]["passed"]:
             raise typer.Exit(1)
+
+
+@app.command()
+def view(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")],
+    variant: Annotated[str, typer.Option(metavar="NAME", help="Model variant: fp32, int8, fp16.")] = "fp32",
+    port: Annotated[int, typer.Option(metavar="N", help="Port on 127.0.0.1.")] = 8080,
+    browse: Annotated[bool, typer.Option("--browse/--no-browse", help="Open the page in a web browser.")] = True,
+):
+    """Open the exported graph in Netron, served on 127.0.0.1 (Ctrl-C stops)."""
+    with user_errors():
+        preflight.require("view", "`rnnedge view`")
+        from rnnedge.manifest import MODEL, Manifest
+
+        variants = {"fp32": {"file": MODEL}, **Manifest.load(folder).variants}
+        if variant not in variants:
+            raise RnnEdgeError(f"{folder} has no {variant} variant (it has {', '.join(variants)}): pass --variant "
+                               "one of those, or add it with `rnnedge quantize`")
+        path = folder / variants[variant]["file"]
+        if not path.is_file():
+            raise RnnEdgeError(f"{path} is missing: the export folder is incomplete; re-export the model")
+        import netron
+
+        host, bound = netron.start(str(path), address=("127.0.0.1", port), browse=browse)
+        typer.echo(f"serving {path} in Netron at http://{host}:{bound} (Ctrl-C stops)")
+        try:
+            netron.wait()
+        except KeyboardInterrupt:
+            netron.stop()
+            typer.echo("stopped")
 
 
 @app.command()

@@ -98,6 +98,7 @@ class Manifest:
     time_stride: int = 1  # a streaming export's chunks, but a sequence's last, are multiples of this many steps
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> {"sha256", "size"}; {} on old exports
     export_seconds: float | None = None
+    static: dict[str, int] = field(default_factory=dict)  # axes fixed at export (`--static batch=B,time=T`)
     format: int = FORMAT_VERSION
 
     @property
@@ -128,6 +129,28 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def interface_lines(self, op_types: dict[str, str] | None = None) -> list[str]:
+        """The interface, aligned: each data input and output (name, dtype, shape with its batch and
+        time axes named), each state pair of a streaming export (state in -> state out), and the
+        fused nodes per Keras layer (`op_types`: node name -> ONNX op, where known)."""
+        def shape(s: TensorSpec) -> str:
+            return "[" + ", ".join(str(d) for d in s.shape) + "]"
+
+        def note(s: TensorSpec) -> str:
+            return "  " + ", ".join(filter(None, [f"ids < {s.vocab}" if s.vocab else "",
+                                                 f"padding {s.pad_value:g}" if s.pad_value is not None else ""]))
+
+        rows = [("input", s.name, s.dtype, shape(s), note(s)) for s in self.data_inputs]
+        rows += [("output", s.name, s.dtype, shape(s), "") for s in self.data_outputs]
+        rows += [("state", f"{s.feeds} -> {s.name}", s.dtype, shape(s), f"  ({s.layer})" if s.layer else "")
+                 for s in self.state_outputs]
+        rows += [("fused", layer, "/".join(sorted({(op_types or {}).get(n, "?") for n in nodes})), ", ".join(nodes), "")
+                 for layer, nodes in self.fused_nodes.items()]
+        width = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [f"  {r[0]:<{width[0]}}  {r[1]:<{width[1]}}  {r[2]:<{width[2]}}  {r[3]:<{width[3]}}{r[4]}".rstrip()
+                 for r in rows]
+        return lines
 
     def file_names(self) -> list[str]:
         """The files the folder holds besides the manifest: the model, golden data, each variant's."""
@@ -170,7 +193,8 @@ class Manifest:
         if not isinstance(d, dict):
             raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         d = dict(d)
-        for key in ("variants", "files", "parity", "recommended", "source", "task", "not_kept", "scan_nodes", "notes"):
+        for key in ("variants", "files", "parity", "recommended", "source", "task", "not_kept", "scan_nodes", "notes",
+                    "static"):
             if not isinstance(d.get(key, {}), dict):
                 raise ValueError(f"'{key}' must be an object, got {type(d[key]).__name__}")
         for key, entry in d.get("variants", {}).items():

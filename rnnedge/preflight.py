@@ -14,6 +14,7 @@ EXTRAS = {
     "quantize": (("onnxconverter_common",), "onnxconverter-common"),
     "plot": (("matplotlib",), "matplotlib"),
     "serve": (("tritonclient",), "tritonclient"),
+    "view": (("netron",), "Netron"),
 }
 
 # what a Keras model file starts with: a .keras file is a zip, a legacy .h5 file HDF5
@@ -71,3 +72,128 @@ def zoo_name(name: str) -> str:
     if name not in ZOO:
         raise RnnEdgeError(f"unknown zoo model {name!r}; expected one of: {', '.join(ZOO)}")
     return name
+
+
+def data_headers(path: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of each array in an .npz, from the members' .npy headers only (nothing
+    loaded, numpy's format reader only): what --data holds, known before TensorFlow loads."""
+    import zipfile
+
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix.lower() != ".npz" or not zipfile.is_zipfile(path):
+        raise RnnEdgeError(f"--data {path}: expected an .npz file of the model's inputs by name (numpy.savez), "
+                           "targets as 'y'")
+    found = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with archive.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    fmt = np.lib.format
+                    read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                    shape, _, dtype = read(f)
+                found[info.filename[:-4]] = (tuple(shape), dtype.str if dtype.kind in "OV" else dtype.name)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise RnnEdgeError(f"--data {path} is not a readable .npz file ({reason}): write it with numpy.savez") from None
+    return found
+
+
+def keras_inputs(path: str | Path) -> list[tuple[str, tuple, str]] | None:
+    """[(name, shape, dtype)] of a .keras file's inputs, read from its config.json (no Keras): None
+    where the file does not say them plainly (a legacy .h5, nested models, ...)."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        layers = {layer["config"]["name"]: layer for layer in config["config"]["layers"]}
+        if config["class_name"] == "Sequential":
+            names = [config["config"]["layers"][0]["config"]["name"]]
+        else:
+            wanted = config["config"]["input_layers"]
+            wanted = [wanted] if wanted and isinstance(wanted[0], str) else wanted
+            names = [entry[0] for entry in wanted]
+        out = []
+        for name in names:
+            layer = layers[name]
+            if layer["class_name"] != "InputLayer":
+                return None
+            dtype = layer["config"].get("dtype", "float32")
+            dtype = dtype.get("config", {}).get("name", "float32") if isinstance(dtype, dict) else dtype
+            out.append((name, tuple(layer["config"]["batch_shape"]), str(dtype)))
+        return out
+    except (OSError, KeyError, IndexError, TypeError, ValueError, AttributeError, zipfile.BadZipFile):
+        return None
+
+
+def data_matches(path: str | Path, arrays: dict[str, tuple[tuple[int, ...], str]], inputs,
+                 static: dict[str, int] | None = None) -> None:
+    """Refuse, in one line, --data whose arrays do not fit the model's data inputs `inputs`
+    ([(name, shape, dtype)], shapes with None or axis names for dynamic sizes): a missing input,
+    another rank, another feature size, another kind of number; another length than `static`'s time."""
+    if static and "time" in static:
+        inputs = [(n, tuple(static["time"] if i == 1 and not isinstance(d, int) else d for i, d in enumerate(shape)), t)
+                  for n, shape, t in inputs]
+    if len(inputs) == 1 and inputs[0][0] not in arrays:
+        alias = next((k for k in ("x", "arr_0") if k in arrays), None)
+        if alias is not None:
+            arrays = {**arrays, inputs[0][0]: arrays[alias]}
+    names = ", ".join(name for name, _, _ in inputs)
+    for name, shape, dtype in inputs:
+        if name not in arrays:
+            held = ", ".join(arrays) or "nothing"
+            raise RnnEdgeError(f"--data {path}: no array for input '{name}' (it holds {held}): "
+                               f"save the model's inputs ({names}) under their names, targets as 'y'")
+        got, got_dtype = arrays[name]
+        want = "[" + ", ".join("batch" if i == 0 and not isinstance(d, int) else str(d if d is not None else "time")
+                               for i, d in enumerate(shape)) + "]"
+        if len(got) != len(shape):
+            raise RnnEdgeError(f"--data {path}: '{name}' has shape {list(got)} but the model's input takes {want}: "
+                               f"give one row per sequence, {len(shape)} dimensions")
+        for i, (g, d) in enumerate(zip(got, shape)):
+            if i > 0 and isinstance(d, int) and g != d:
+                what = "features per step" if i == len(shape) - 1 and len(shape) >= 3 else \
+                    "steps" if i == 1 and (len(shape) >= 3 or _kind(dtype) != "float") else f"entries on dimension {i}"
+                raise RnnEdgeError(f"--data {path}: '{name}' has {g} {what} (shape {list(got)}) but the model's "
+                                   f"input takes {d} ({want}): " + (
+                                       "cut or pad the sequences to that length" if what == "steps"
+                                       else "give the model's own features"))
+        kind = _kind(got_dtype)
+        wanted = _kind(dtype)
+        if kind != wanted and not (wanted == "float" and kind == "integer"):
+            raise RnnEdgeError(f"--data {path}: '{name}' is {got_dtype} but the model's input takes {dtype} "
+                               f"({wanted}): save it with .astype('{dtype}') if that is what it means")
+
+
+def _kind(dtype: str) -> str:
+    return "bool" if dtype == "bool" else "integer" if dtype.startswith(("int", "uint")) else \
+        "float" if dtype.startswith(("float", "bfloat")) else "not numbers"
+
+
+STATIC_KEYS = ("batch", "time")
+
+
+def static_axes(text: str | None) -> dict[str, int]:
+    """`--static batch=B,time=T` (either or both) -> {"batch": B, "time": T}, refused in one line
+    when a key is not batch or time, or a size is not a positive whole number."""
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if key not in STATIC_KEYS or not sep:
+            raise RnnEdgeError(f"--static {text}: {key or item!r} is not an axis rnnedge can fix; expected "
+                               "batch=B and/or time=T, e.g. --static batch=1,time=100")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise RnnEdgeError(f"--static {text}: {key}={value} is not a size; expected a positive whole number, "
+                               f"e.g. {key}=1")
+        if key in out:
+            raise RnnEdgeError(f"--static {text}: {key} is given twice; give each axis once")
+        out[key] = int(value)
+    return out

@@ -23,6 +23,10 @@ CASES = {}  # id -> (builder, {"LSTM": n, ...})
 # Unbounded activations make random recurrent weights explode (Keras itself gives NaN after a few
 # steps): smaller weights keep those cases in float32 range.
 UNBOUNDED = {"linear": 0.12, "relu": 0.2}
+# A GRU whose gates are tanh lets (1 - z) reach 2: with 0.4-scale weights its state amplifies rounding
+# exponentially, so over the export's 500-step case Keras against itself (inputs moved by 1e-6 of
+# their size) drifts to |diff| 8.5, and no implementation can match it; at 0.2 it stays below 4e-6.
+CHAOTIC = {("GRU", "tanh"): 0.2}
 
 
 def case(name, counts):
@@ -56,9 +60,9 @@ for cell, (Layer, Cell) in CELLS.items():
                                            scale=UNBOUNDED.get(act, 0.4)))
         if cell != "SimpleRNN":
             for act in ("sigmoid", "hard_sigmoid", "tanh", "linear", "relu"):
-                case(f"{cell}-recurrent-activation-{act}", one)(lambda act=act: functional(
+                case(f"{cell}-recurrent-activation-{act}", one)(lambda act=act, cell=cell: functional(
                     x := seq_input(), Layer(6, recurrent_activation=act, return_sequences=True)(x), "m",
-                    scale=UNBOUNDED.get(act, 0.4)))
+                    scale=UNBOUNDED.get(act, CHAOTIC.get((cell, act), 0.4))))
         case(f"{cell}-sequential-stacked", {op: 2})(lambda: sequential(
             [seq_input(), Layer(6, return_sequences=True), L.Dropout(0.2), Layer(4), L.Dense(3, activation="softmax")], "s"))
         case(f"{cell}-rnn-cell", one)(

@@ -9,7 +9,7 @@ from pathlib import Path
 from rnnedge.bench.candidates import FLOOR, STREAM_PREFIX
 from rnnedge.bench.results import BenchRow, parent_folder, ratio_keys
 from rnnedge.errors import RnnEdgeError
-from rnnedge.tables import label
+from rnnedge.tables import BASELINES, label
 
 
 def _ms(v: float) -> str:
@@ -138,6 +138,36 @@ def _label_ticks(axis, values):
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 _LINES = ("-", "--", "-.", ":")
+# One colour and marker per candidate, the same in every plot (matplotlib's tab10 by index): rnnedge's
+# variants in blues and greens, baselines in warm colours; a streamed variant keeps its variant's.
+_STYLE = {"fp32": (0, "o"), "int8": (2, "s"), "fp16": (9, "D"), "ort": (8, "v"),
+          "tf2onnx": (1, "^"), "keras": (3, "P"), "litert": (4, "X"), "litert-int8": (6, "*"), FLOOR: (7, "v")}
+
+
+def candidate_label(candidate: str) -> str:
+    """How a plot names a candidate: rnnedge's own variants say so ("rnnedge fp32", "rnnedge fp32,
+    streamed"), baselines keep their names ("tf2onnx", "keras"), the floor says what it is."""
+    if candidate == FLOOR:
+        return "floor (a trivial model)"
+    variant = candidate.removeprefix(STREAM_PREFIX)
+    if variant in _STYLE and variant not in BASELINES and variant != FLOOR:
+        return f"rnnedge {variant}" + (", streamed" if candidate.startswith(STREAM_PREFIX) else "")
+    return candidate
+
+
+def _candidate_style(candidate: str, k: int) -> tuple[str, str]:
+    """(colour, marker): the candidate's own from _STYLE, else by its place among the others."""
+    colour, marker = _STYLE.get(candidate.removeprefix(STREAM_PREFIX), (k % 10, _MARKERS[k % len(_MARKERS)]))
+    return f"C{colour}", marker
+
+
+def _plain_log_axis(axis) -> None:
+    """Ticks at 1, 2 and 5 times each power of ten, written as plain numbers (0.2, 0.5, 1, 2, 5 ms)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _plot_title(rows: Sequence[BenchRow], model: str | None) -> str:
@@ -173,11 +203,12 @@ def plot(rows: Sequence[BenchRow], path: str | os.PathLike, model: str | None = 
     several = len(set(where.values())) > 1
 
     def name_of(candidate: str) -> str:  # "keras, TensorFlow" where the candidates run in several places
-        return f"{candidate}, {where[candidate]}" if several else candidate
+        return f"{candidate_label(candidate)}, {where[candidate]}" if several else candidate_label(candidate)
 
     def style(k: int) -> dict:  # hollow markers on every other line, so a line under another still shows
-        return dict(color=f"C{k % 10}", marker=_MARKERS[k % len(_MARKERS)], markersize=6 if k % 2 else 7,
-                    markerfacecolor="none" if k % 2 else f"C{k % 10}", linewidth=1.6)
+        colour, marker = _candidate_style(names[k], k)
+        return dict(color=colour, marker=marker, markersize=6 if k % 2 else 7,
+                    markerfacecolor="none" if k % 2 else colour, linewidth=1.6)
 
     stream = any(r.candidate == FLOOR or r.candidate.startswith(STREAM_PREFIX) for r in rows)
     steps = "steps per push" if stream else "sequence length (steps)"
@@ -202,7 +233,7 @@ def plot(rows: Sequence[BenchRow], path: str | os.PathLike, model: str | None = 
         _label_ticks(ax.xaxis, sorted(batches))
     else:
         ax.bar([name_of(n) for n in names], [next(r.p50_ms for r in rows if r.candidate == n) for n in names],
-               color=[f"C{k % 10}" for k in range(len(names))])
+               color=[_candidate_style(n, k)[0] for k, n in enumerate(names)])
         ax.tick_params(axis="x", labelrotation=20 if len(names) > 3 else 0)
         if times[0] is not None:
             each = f"{times[0]} step{'s' if times[0] != 1 else ''}{' per push' if stream else ''}"
@@ -212,6 +243,7 @@ def plot(rows: Sequence[BenchRow], path: str | os.PathLike, model: str | None = 
     values = [r.p50_ms for r in rows]
     if min(values) > 0 and max(values) / min(values) > 20:
         ax.set_yscale("log")
+        _plain_log_axis(ax.yaxis)
     ax.set_ylabel("p50 latency (ms)")
     ax.set_title(_plot_title(rows, model))
     ax.grid(True, which="both", alpha=0.3)

@@ -34,15 +34,22 @@ class OutputParity:
     rtol: float
     passed: bool
     problem: str = ""
+    worst_step: int | None = None  # where the output has a time axis: the step of the largest |diff| (from 1)
+    per_step: tuple[float, ...] = field(default=(), repr=False)  # the worst |diff| at each step (not saved)
 
     def __bool__(self):
         return self.passed
+
+    @property
+    def where(self) -> str:
+        return "" if self.worst_step is None else f" at step {self.worst_step}"
 
 
 @dataclass(frozen=True)
 class CaseParity:
     case: str
     outputs: tuple[OutputParity, ...]
+    steps: int | None = None  # the case's sequence length, where its inputs have a time axis
 
     @property
     def passed(self) -> bool:
@@ -70,12 +77,16 @@ class ParityReport:
     def worst_abs(self) -> float:
         return max((o.max_abs for c in self.cases for o in c.outputs), default=float("nan"))
 
-    def failures(self) -> list[str]:
+    def failures(self, worst_first: bool = False) -> list[str]:
+        """One line per failing output (`worst_first`: largest |diff| first), with the step where it is largest."""
+        failed = [(c, o) for c in self.cases for o in c.outputs if not o]
+        if worst_first:
+            failed.sort(key=lambda co: -co[1].max_abs)
         return [
-            f"{c.case}: {o.name} " + (o.problem or f"max |diff| {o.max_abs:.2e} > atol {o.atol:g} + rtol {o.rtol:g}")
-            for c in self.cases
-            for o in c.outputs
-            if not o
+            f"{c.case}: {o.name} " + (o.problem or f"max |diff| {o.max_abs:.2e}{o.where}"
+                                      + (f" of {c.steps}" if o.worst_step is not None and c.steps else "")
+                                      + f" > atol {o.atol:g} + rtol {o.rtol:g}")
+            for c, o in failed
         ]
 
     def to_dict(self) -> dict:
@@ -83,6 +94,8 @@ class ParityReport:
         d["passed"], d["worst_abs"] = self.passed, self.worst_abs
         for case in d["cases"]:
             case["passed"] = all(o["passed"] for o in case["outputs"])
+            for o in case["outputs"]:
+                del o["per_step"]  # the plot's data, not the manifest's
         return d
 
 
@@ -93,8 +106,10 @@ def tolerance_for(name: str, default: Tolerance, overrides: dict | None) -> Tole
     return over if isinstance(over, Tolerance) else Tolerance(*over)
 
 
-def compare(case: str, expected: dict, actual: dict, default: Tolerance = Tolerance(), overrides: dict | None = None) -> CaseParity:
-    """Compare every expected output: names first, then shapes, then values; collect every failure."""
+def compare(case: str, expected: dict, actual: dict, default: Tolerance = Tolerance(), overrides: dict | None = None,
+            *, time_axes: dict[str, int] | None = None, steps: int | None = None) -> CaseParity:
+    """Compare every expected output: names first, then shapes, then values; collect every failure.
+    `time_axes`: output -> the index of its time axis, for the step where its error is largest."""
     results = []
     for name, want in expected.items():
         tol = tolerance_for(name, default, overrides)
@@ -116,6 +131,10 @@ def compare(case: str, expected: dict, actual: dict, default: Tolerance = Tolera
         d = np.where(finite, diff, 0.0)
         rel = d / np.maximum(np.abs(want), 1e-12)
         ok = same_nonfinite and bool(np.all(d <= tol.atol + tol.rtol * np.abs(np.where(finite, want, 0.0))))
+        axis = (time_axes or {}).get(name)
+        per_step = () if axis is None or axis >= d.ndim else \
+            tuple(np.moveaxis(d, axis, 0).reshape(d.shape[axis], -1).max(axis=1).tolist())
         results.append(OutputParity(name, float(d.max()), float(d.mean()), float(rel.max()), tol.atol, tol.rtol, ok,
-                                    "" if same_nonfinite else "has NaN or infinity where Keras has none"))
-    return CaseParity(case, tuple(results))
+                                    "" if same_nonfinite else "has NaN or infinity where Keras has none",
+                                    int(np.argmax(per_step)) + 1 if per_step else None, per_step))
+    return CaseParity(case, tuple(results), steps)

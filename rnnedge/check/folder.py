@@ -37,16 +37,43 @@ def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32
     if overrides is None:
         overrides = {k: tuple(v) for k, v in manifest.parity.get("overrides", {}).items()}
     cases = []
+    where = time_axes(manifest)
     for name, inputs, expected in read_golden(folder):
         actual = model.run(**inputs)
-        cases.append(compare(name, expected, dict(actual), tolerance, overrides))
+        steps = case_steps(manifest, inputs)
+        cases.append(compare(name, expected, dict(actual), tolerance, overrides, time_axes=where, steps=steps))
         if manifest.streaming:
             for chunk in manifest.parity.get("stream_chunks", STREAM_CHUNKS):
                 chunk *= manifest.time_stride  # strided layers stream chunks that keep their stride in phase
                 streamed = stream_in_chunks(model, inputs, chunk)
                 if streamed is not None:
-                    cases.append(compare(f"{name}, streamed in chunks of {chunk}", expected, streamed, tolerance, overrides))
+                    cases.append(compare(f"{name}, streamed in chunks of {chunk}", expected, streamed, tolerance,
+                                         overrides, time_axes=where, steps=steps))
     return ParityReport(model.provider, tuple(cases), tolerance, dict(overrides))
+
+
+def _time_index(spec, manifest) -> int | None:
+    """Where `spec`'s time axis is: a named one, or dimension 1 of a sequence (rank 3, or token ids)
+    where `--static time=T` fixed it to T."""
+    fixed = manifest.static.get("time")
+    for i, d in enumerate(spec.shape[1:], 1):
+        sequence = len(spec.shape) >= 3 or spec.dtype.startswith("int")
+        if is_time_axis(d) or (fixed and i == 1 and d == fixed and sequence):
+            return i
+    return None
+
+
+def time_axes(manifest) -> dict[str, int]:
+    """Output -> the index of its time axis, for outputs that have one (sequences, not states)."""
+    return {s.name: i for s in manifest.outputs if s.role == "data"
+            for i in [_time_index(s, manifest)] if i is not None}
+
+
+def case_steps(manifest, inputs: dict) -> int | None:
+    """A case's sequence length: the longest time axis among its data inputs (None without one)."""
+    lengths = [inputs[s.name].shape[i] for s in manifest.data_inputs if s.name in inputs
+               for i in [_time_index(s, manifest)] if i is not None and i < inputs[s.name].ndim]
+    return max(lengths, default=None)
 
 
 def check_runner(runner, folder: str | Path, tolerance: Tolerance | None = None, verify: bool = True) -> ParityReport:
@@ -68,7 +95,8 @@ def check_runner(runner, folder: str | Path, tolerance: Tolerance | None = None,
         if any(inputs[s].any() for s in states if s in inputs):
             continue
         actual = runner.run({n: inputs[n] for n in data})
-        cases.append(compare(name, {k: expected[k] for k in outputs}, actual, tolerance))
+        cases.append(compare(name, {k: expected[k] for k in outputs}, actual, tolerance,
+                             time_axes=time_axes(manifest), steps=case_steps(manifest, inputs)))
     return ParityReport(runner.name, tuple(cases), tolerance, {})
 
 

@@ -3,6 +3,7 @@ temporary sibling folder and moved into place only when complete."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import warnings
@@ -17,14 +18,15 @@ from rnnedge.errors import ParityError, RnnEdgeError
 from rnnedge.exporter.baselines import loop_layers, tf2onnx_export
 from rnnedge.exporter.convert import UnsupportedLayerError, convert, functional_graph
 from rnnedge.exporter.convert.core import Converted, interface
-from rnnedge.exporter.convert.splice import SpliceError
+from rnnedge.exporter.convert.graph import OPSET
+from rnnedge.exporter.convert.splice import TF2ONNX_OPSET, SpliceError
 from rnnedge.exporter.source import load_source, versions
 from rnnedge.exporter.truth import keras_outputs, keras_truth, stateful_layers, zoo_case
 from rnnedge.files import atomic_path, discard_dir, new_folder, recover_dir, replace_dir, temp_dir
-from rnnedge.manifest import MANIFEST, MODEL, Manifest, TensorSpec
+from rnnedge.manifest import BATCH, MANIFEST, MODEL, Manifest, TensorSpec, is_time_axis
 from rnnedge.quantize import parse_variants, quantize_dir
 from rnnedge.runtime import load
-from rnnedge.tables import PROVIDER_TOLERANCE
+from rnnedge.tables import PROVIDER_TOLERANCE, opset_checked
 
 
 @dataclass(frozen=True)
@@ -52,13 +54,20 @@ def export(
     quantize=(),
     data: str | Path | None = None,
     metric: str | None = None,
+    opset: int = OPSET,
+    static: dict[str, int] | None = None,
 ) -> ExportResult:
     """Export a Keras model (Keras 3 or tf_keras object, .keras / .h5 path, SavedModel folder or
     `zoo:NAME`) to `out` and verify it against the framework that trained it.
 
+    `opset`: the ONNX opset to write (tables.OPSETS). `static`: {"batch": B, "time": T} (either or
+    both) fixes those axes in the graph and the manifest (a streaming export's chunk length), and
+    every golden case has those sizes. `data`: an .npz of the model's inputs (and
+    targets 'y'): up to DATA_ROWS of its sequences become golden cases, and quantization uses it.
     Raises RnnEdgeError for bad input (nothing written) and ParityError when ONNX and Keras
     disagree (the folder is written, its manifest marked failed).
     """
+    opset_checked(opset)
     variants = parse_variants(quantize) if quantize else []
     out = Path(out)
     new_folder(out, force=force, marker=MANIFEST)
@@ -71,22 +80,24 @@ def export(
         started = time.perf_counter()
         looped: list[str] = []
         try:
-            converted = convert(model, streaming=streaming)
+            converted = convert(model, streaming=streaming, opset=opset)
             proto = converted.onnx_model
         except UnsupportedLayerError as e:
             if not allow_loop or isinstance(e, SpliceError):  # tf2onnx refused that layer already
                 raise
             if streaming or stateful_layers(model):
                 raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
-            proto, converted = _fallback(model, e)
+            proto, converted = _fallback(model, e, opset)
             looped = loop_layers(proto, model)
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                           f"{', '.join(looped) or 'no layer'} stayed as Loop", stacklevel=2)
 
-        cases, converted, proto = keras_truth(model, converted, proto, seed, found.truth)
+        if static:
+            converted, proto = _fix_axes(converted, proto, static)
+        cases, converted, proto = keras_truth(model, converted, proto, seed, found.truth, data)
         with atomic_path(tmp / MODEL) as path:
             onnx.save(proto, str(path))
-        if entry is not None:
+        if entry is not None and not static:  # the zoo's rows have their own batch and length
             name, feeds = zoo_case(entry, converted)
             cases.append((name, feeds, keras_outputs(model, converted, feeds)))
         write_golden(tmp, cases)
@@ -105,12 +116,14 @@ def export(
             streaming=any(s.role == "state" for s in converted.inputs),
             time_stride=converted.time_stride,
             variants={"fp32": {"file": MODEL, "size": (tmp / MODEL).stat().st_size}},
+            static=dict(static or {}),
         )
         # A stateful layer's masked step before the call's first valid one outputs zeros in Keras
         # (each call starts its "previous output" afresh), so such a model fed in chunks is Keras
         # called chunk by chunk, not Keras on the whole sequence: no chunked comparison for it.
-        chunks = {} if not (stateful_layers(model) and any(s.pad_value is not None for s in converted.inputs)) \
-            else {"stream_chunks": []}
+        # A fixed chunk length (--static time) takes whole cases only.
+        chunks = {} if not (stateful_layers(model) and any(s.pad_value is not None for s in converted.inputs)
+                            or "time" in (static or {})) else {"stream_chunks": []}
         manifest.parity = {"passed": False, "overrides": {k: list(v) for k, v in (overrides or {}).items()}, **chunks}
         manifest.save(tmp)
         report = check_dir(tmp, "cpu", tolerance=tolerance, overrides=overrides or {})
@@ -129,7 +142,8 @@ def export(
         discard_dir(tmp)
         raise
     if not report.passed:
-        raise ParityError(f"{out}: ONNX does not match Keras ({'; '.join(report.failures()[:3])}); "
+        worst = "; ".join(report.failures(worst_first=True)[:3])
+        raise ParityError(f"{out}: ONNX does not match Keras (worst first: {worst}); "
                           f"files kept for inspection, manifest marked failed")
     return ExportResult(out, manifest, report)
 
@@ -143,7 +157,7 @@ def task_metrics(entry, folder: Path) -> dict:
             "task": entry.task}
 
 
-def _fallback(model, why: UnsupportedLayerError):
+def _fallback(model, why: UnsupportedLayerError, opset: int):
     """tf2onnx's graph (for the layer `why` names), described with the same input/output specs as a
     fused export would have. Refused in one line, naming the layer and the op, where tf2onnx fails
     or onnxruntime cannot run its graph."""
@@ -151,7 +165,7 @@ def _fallback(model, why: UnsupportedLayerError):
 
     where = f"layer '{why.layer_name}' ({why.layer_type}): --allow-loop fell back to tf2onnx's graph"
     try:
-        proto = tf2onnx_export(model)
+        proto = tf2onnx_export(model, opset=min(opset, TF2ONNX_OPSET))
     except Exception as err:  # noqa: BLE001 - tf2onnx's own failure, said in one line
         raise RnnEdgeError(_one_line(f"{where}, which tf2onnx could not convert: {_first_line(err)}")) from None
     try:
@@ -168,7 +182,35 @@ def _fallback(model, why: UnsupportedLayerError):
     inputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
     outputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
     routes = {layer.name: "tf2onnx" for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)}
-    return proto, Converted(proto, inputs, outputs, {}, layers=routes)
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return proto, Converted(proto, inputs, outputs, {}, layers=routes, opset=opset, ir_version=proto.ir_version)
+
+
+def _fix_axes(converted: Converted, proto, static: dict[str, int]):
+    """The named batch and time axes of every input and output (states too) fixed to `static`'s
+    sizes, in the specs and in the graph's declared inputs and outputs."""
+    sizes = {**({BATCH: static["batch"]} if "batch" in static else {})}
+    fixed_batch = {s.shape[0] for s in converted.inputs if s.shape and isinstance(s.shape[0], int)}
+    if "batch" in static and fixed_batch and fixed_batch != {static["batch"]}:
+        raise RnnEdgeError(f"--static batch={static['batch']}: this model is stateful with a fixed batch of "
+                           f"{fixed_batch.pop()}; leave batch out of --static")
+    if "time" in static:
+        specs = converted.inputs + converted.outputs
+        sizes.update((d, static["time"]) for s in specs for d in s.shape if is_time_axis(d))
+        if not any(is_time_axis(d) for s in converted.inputs for d in s.shape):
+            raise RnnEdgeError(f"--static time={static['time']}: the model's inputs have no dynamic time axis "
+                               "(their length is fixed already); leave time out of --static")
+
+    def fix(specs):
+        return [dataclasses.replace(s, shape=tuple(sizes.get(d, d) for d in s.shape)) for s in specs or []]
+
+    for value in [*proto.graph.input, *proto.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in sizes:
+                dim.dim_value = sizes[dim.dim_param]  # clears dim_param (one of the two)
+    keras_inputs = fix(converted.keras_inputs) if converted.keras_inputs else None
+    return dataclasses.replace(converted, inputs=fix(converted.inputs), outputs=fix(converted.outputs),
+                               keras_inputs=keras_inputs), proto
 
 
 def _unknown_ops(graph: onnx.GraphProto) -> list[str]:

@@ -4,17 +4,21 @@ every kind), Keras' outputs for them (states of stateful layers included), the z
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import keras
 import numpy as np
 
+from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter.convert import functional_graph, recurrent_layers
 from rnnedge.manifest import TIME, TensorSpec, is_time_axis
 from rnnedge.samples import sample, sized
 
 BATCHES = (1, 3, 2)  # batch sizes tried where the batch axis is dynamic
 LENGTHS = (7, 16, 1)  # sequence lengths tried where a time axis is dynamic
+LONG_STEPS = 500  # every export with a dynamic time axis is also checked on one sequence this long
 ZOO_GOLDEN_ROWS = 16  # rows of the zoo's real test data stored in golden.npz
+DATA_ROWS = 8  # at most this many of the user's --data sequences become golden cases (evenly spaced)
 ROW_KINDS = ("gaps", "full", "empty", "front", "back")
 
 
@@ -39,22 +43,25 @@ def _keep_row(kind: str, steps: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def random_cases(inputs: list[TensorSpec], seed: int = 0, random_states: bool = True,
-                 time_stride: int = 1, min_steps: int = 0) -> list[tuple[str, dict]]:
-    """Random inputs at several batch sizes and sequence lengths. Inputs that carry a mask (or
-    are one) get rows of each kind in ROW_KINDS in turn: padding at the front, at the back, in
-    gaps, a full row and a fully padded one. State inputs are zero in the first case (a fresh
-    stream), random in the others if `random_states`. Lengths are multiplied by `time_stride`, plus
-    `min_steps` (rounded up to a multiple of it)."""
+                 time_stride: int = 1, min_steps: int = 0, long: int | None = None) -> list[tuple[str, dict]]:
+    """Random inputs at several batch sizes and sequence lengths, and one sequence of `long` steps
+    where a time axis is dynamic. Inputs that carry a mask (or are one) get rows of each kind in
+    ROW_KINDS in turn: padding at the front, at the back, in gaps, a full row and a fully padded
+    one. State inputs are zero in the first case (a fresh stream), random in the others if
+    `random_states`. Lengths are multiplied by `time_stride` (the long one rounded up to a multiple
+    of it), plus `min_steps` (rounded up to a multiple of it)."""
     rng = np.random.default_rng(seed)
     time_axes = sorted({d for s in inputs for d in s.shape[1:] if isinstance(d, str)})
     fixed_batch = next((s.shape[0] for s in inputs if isinstance(s.shape[0], int)), None)  # stateful models
     padded = next((s for s in inputs if s.pad_value is not None and len(s.shape) >= 2), None)
     cases, row = [], 0
-    for i, (batch, length) in enumerate(zip(BATCHES, LENGTHS)):
+    sizes = list(zip(BATCHES, LENGTHS)) + ([(1, long)] if long and time_axes else [])
+    for i, (batch, length) in enumerate(sizes):
         batch = fixed_batch or batch
         # a model that strides over time gets whole strides, one whose 'valid' windows shorten the
         # sequence gets that many steps more (a multiple of the stride), so every case has an output
-        length = length * time_stride + -(-min_steps // time_stride) * time_stride
+        whole = -(-length // time_stride) if i >= len(LENGTHS) else length  # strides in the long case: its length
+        length = whole * time_stride + -(-min_steps // time_stride) * time_stride
         dims = {"batch": batch, **{t: length + 2 * k for k, t in enumerate(time_axes)}}
         keep = None
         if padded is not None:
@@ -69,6 +76,8 @@ def random_cases(inputs: list[TensorSpec], seed: int = 0, random_states: bool = 
             feeds[s.name] = x
         desc = f"random batch {batch}" + (f", time {length}" if time_axes else "") + (", padded" if padded else "")
         cases.append((desc, feeds))
+    if len({d for d, _ in cases}) < len(cases):  # fixed shapes (--static, stateful): the same size each time
+        cases = [(f"{d}, sample {k + 1}", f) for k, (d, f) in enumerate(cases)]
     return cases
 
 
@@ -131,13 +140,17 @@ def keras_outputs(model, converted, feeds: dict, truth=None) -> dict[str, np.nda
     return out
 
 
-def keras_truth(model, converted, proto, seed: int, truth=None):
-    """Keras' outputs on the random cases. Inputs with time axes of their own get different
-    lengths; where Keras refuses that (the model joins them step by step), the export declares
-    one shared "time" axis instead, so the runtime checks that their lengths agree."""
+def keras_truth(model, converted, proto, seed: int, truth=None, data=None):
+    """The truth's outputs (Keras', or `truth`'s: tf_keras for a Keras 2 model) on the random cases, a
+    long one (LONG_STEPS, or the user's longest), and the user's `data` (an .npz) if given. Inputs
+    with time axes of their own get different lengths; where Keras refuses that (the model joins
+    them step by step), the export declares one shared "time" axis instead, so the runtime checks
+    that their lengths agree."""
     random_states = bool(stateful_layers(model))
+    users, steps = data_cases(data, converted) if data is not None else ([], None)  # a bad file: refused first
+    long = LONG_STEPS if not steps or steps < LONG_STEPS else None
     samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=random_states,
-                           time_stride=converted.time_stride, min_steps=converted.min_steps)
+                           time_stride=converted.time_stride, min_steps=converted.min_steps, long=long) + users
     try:
         cases = [(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples]
         return cases, *_observed_widths(converted, proto, cases)
@@ -153,7 +166,7 @@ def keras_truth(model, converted, proto, seed: int, truth=None):
             if dim.dim_param in own:
                 dim.dim_param = TIME
     samples = random_cases(converted.keras_inputs, seed, random_states=random_states, time_stride=converted.time_stride,
-                           min_steps=converted.min_steps)
+                           min_steps=converted.min_steps, long=long) + users
     cases = [(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples]
     return cases, *_observed_widths(converted, proto, cases)
 
@@ -191,3 +204,38 @@ def zoo_case(entry, converted) -> tuple[str, dict]:
         if s.role == "state":
             feeds[s.name] = np.zeros((rows, *s.shape[1:]), np.float32)
     return f"{entry.task} test split ({rows} rows)", feeds
+
+
+def data_cases(path, converted) -> tuple[list[tuple[str, dict]], int | None]:
+    """The user's --data sequences as golden cases, at their own length: every row, or DATA_ROWS
+    rows evenly spaced when there are more (the case's name says which); and their length. Stateful models (a fixed
+    batch) get their rows in cases of that batch; state inputs start at zero (a fresh stream)."""
+    from rnnedge import preflight
+    from rnnedge.runtime.files import read_npz
+
+    specs = [s for s in (converted.keras_inputs or converted.inputs) if s.role == "data"]
+    preflight.data_matches(path, preflight.data_headers(path), [(s.name, s.shape, s.dtype) for s in specs])
+    arrays = read_npz(path)
+    if len(specs) == 1 and specs[0].name not in arrays:
+        arrays[specs[0].name] = arrays[next(k for k in ("x", "arr_0") if k in arrays)]
+    data = {s.name: np.asarray(arrays[s.name]).astype(s.dtype, copy=False) for s in specs}
+    rows = len(next(iter(data.values())))
+    if rows == 0 or any(len(a) != rows for a in data.values()):
+        raise RnnEdgeError(f"--data {path}: expected the same number of rows (at least one) in every input, got "
+                           + ", ".join(f"'{n}' {len(a)}" for n, a in data.items()))
+    picked = np.unique(np.linspace(0, rows - 1, min(rows, DATA_ROWS)).round().astype(int))
+    which = f"all {rows} rows" if len(picked) == rows else f"rows {','.join(map(str, picked))} of {rows}"
+    batch = next((s.shape[0] for s in converted.inputs if isinstance(s.shape[0], int)), None)  # stateful models
+    groups = [picked] if batch is None else \
+        [g for g in np.resize(picked, max(batch, len(picked) // batch * batch)).reshape(-1, batch)]
+    steps = max((data[s.name].shape[1] for s in specs if len(s.shape) >= 3 or is_time_axis(s.shape[1])),
+                default=None)
+    cases = []
+    for i, rows_of in enumerate(groups):
+        feeds = {n: a[rows_of] for n, a in data.items()}
+        for s in converted.inputs:
+            if s.role == "state":
+                feeds[s.name] = np.zeros((len(rows_of), *s.shape[1:]), s.dtype)
+        part = f", part {i + 1} of {len(groups)}" if len(groups) > 1 else ""
+        cases.append((f"--data {Path(path).name}, {which}{part}", feeds))
+    return cases, steps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import zipfile
@@ -275,6 +276,24 @@ def write_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray] | n
             _write_csv(tmp, name, array)
     committed(path)
     return path
+
+
+def outputs_json(outputs: Mapping[str, np.ndarray]) -> str:
+    """Outputs as one JSON object: name -> nested lists (NaN and infinities as null, which JSON lacks)."""
+    def plain(a: np.ndarray):
+        a = np.asarray(a)
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            return np.where(np.isfinite(a), a, None).tolist()
+        return a.tolist()
+
+    return json.dumps({name: plain(value) for name, value in outputs.items()})
+
+
+def preview(array: np.ndarray, threshold: int = 100) -> str:
+    """numpy's own rendering of `array`: whole up to `threshold` values, else its first and last
+    rows and columns with "..." between (np.array2string under printoptions)."""
+    with np.printoptions(threshold=threshold, edgeitems=3, precision=5, suppress=True, linewidth=110):
+        return np.array2string(np.asarray(array), separator=", ")
 
 
 def _write_csv(path: Path, name: str, array: np.ndarray) -> None:

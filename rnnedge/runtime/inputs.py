@@ -76,7 +76,8 @@ class Slot:
 
     __slots__ = ("spec", "name", "rank", "fixed", "named", "dtype", "is_int", "is_bool", "time_axis", "right_padded")
 
-    def __init__(self, spec: TensorSpec, ort_type: str | None, right_padded: bool = False):
+    def __init__(self, spec: TensorSpec, ort_type: str | None, right_padded: bool = False,
+                 static_time: int | None = None):
         self.spec = spec
         self.name = spec.name
         self.rank = len(spec.shape)
@@ -91,6 +92,9 @@ class Slot:
         # format-1 exports turned masks into sequence_lens: only right-padded rows are exact there
         self.right_padded = right_padded and spec.pad_value is not None and self.rank >= 2
         self.time_axis = next((i for i, d in self.named if is_time_axis(d)), None)
+        if self.time_axis is None and static_time and self.rank >= 2 and spec.shape[1] == static_time \
+                and (self.rank >= 3 or self.is_int or self.is_bool) and spec.role == "data":
+            self.time_axis = 1  # a time axis fixed at export (--static time=T): a stream's chunk length
 
     def describe(self) -> str:
         return f"{fmt_shape(self.spec.shape)} {self.dtype}"

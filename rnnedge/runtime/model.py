@@ -127,7 +127,8 @@ class Model:
         _check_against_graph(manifest, graph_in, graph_out, self.path.name)
         ort_types = {i.name: i.type for i in graph_in}
         legacy = manifest.format < 2
-        self.slots = {t.name: Slot(t, ort_types.get(t.name), legacy) for t in self.inputs}
+        self.slots = {t.name: Slot(t, ort_types.get(t.name), legacy, self.manifest.static.get("time"))
+                      for t in self.inputs}
         self.data_slots = [self.slots[t.name] for t in manifest.data_inputs]
         self.state_slots = [self.slots[t.name] for t in manifest.state_inputs]
         self.output_names = names_out
@@ -195,6 +196,9 @@ class Model:
             check_shape(slot, a, axes, errors, name in one_step)
             arrays[name] = a
         if errors:
+            if self.manifest.static and any("must be" in e for e in errors):
+                fixed = ",".join(f"{k}={v}" for k, v in self.manifest.static.items())
+                errors[-1] += f" (exported with --static {fixed}: give those sizes, or re-export without --static)"
             raise_problems(errors)
         feeds: dict[str, np.ndarray] = {}
         for name, a in arrays.items():

@@ -121,7 +121,9 @@ class Stream:
         # time axis lose it too.
         self._step_ranks = [(s.name, s.rank) for s in model.data_slots if s.time_axis == 1]
         self._step_names = {name for name, _ in self._step_ranks}
-        self._time_outputs = {t.name for t in m.data_outputs if len(t.shape) > 1 and is_time_axis(t.shape[1])}
+        fixed = m.static.get("time")
+        self._time_outputs = {t.name for t in m.data_outputs if len(t.shape) > 1 and (
+            is_time_axis(t.shape[1]) or fixed and len(t.shape) >= 3 and t.shape[1] == fixed)}
         self._squeeze = [name in self._time_outputs for name in self._data_out]
         # Strided layers over time (convolutions or pooling striding S steps in all): every chunk is a
         # multiple of S steps, so each strided window starts where it would over the whole sequence.

@@ -285,8 +285,8 @@ def interface(graph, *, streaming: bool = False) -> Interface:
     return Interface(input_names, output_names, input_shapes, keras_shapes, output_shapes)
 
 
-def convert(model, *, streaming: bool = False, name: str | None = None) -> Converted:
-    """Convert a Keras model to ONNX with one fused node per recurrent cell (and direction)."""
+def convert(model, *, streaming: bool = False, name: str | None = None, opset: int = OPSET) -> Converted:
+    """Convert a Keras model to ONNX with one fused node per recurrent cell (and direction), at `opset`."""
     from rnnedge.tables import VERSION as __version__
 
     graph = functional_graph(model)
@@ -295,7 +295,7 @@ def convert(model, *, streaming: bool = False, name: str | None = None) -> Conve
             f"model '{model.name}' has no recurrent layer (LSTM, GRU, SimpleRNN, RNN, Bidirectional): "
             "rnnedge exports recurrent models; use tf2onnx or keras' own ONNX export for others"
         )
-    ctx = Context(GraphBuilder(name or model.name), streaming=streaming, convert_layer=convert_layer)
+    ctx = Context(GraphBuilder(name or model.name, opset), streaming=streaming, convert_layer=convert_layer)
     io = interface(graph, streaming=streaming)
     syms = []
     for i, (t, n, shape) in enumerate(zip(graph.inputs, io.input_names, io.input_shapes)):
@@ -324,7 +324,8 @@ def convert(model, *, streaming: bool = False, name: str | None = None) -> Conve
     onnx.checker.check_model(onnx_model)
     keras_inputs += [s for s in inputs if s.role == "state"]
     return Converted(onnx_model, inputs, outputs, ctx.fused, keras_inputs, layers=ctx.routes, scan_nodes=ctx.scans,
-                     notes=ctx.notes, time_stride=ctx.time_stride, min_steps=ctx.min_steps)
+                     notes=ctx.notes, time_stride=ctx.time_stride, min_steps=ctx.min_steps, opset=opset,
+                     ir_version=onnx_model.ir_version)
 
 
 def _facts(annotation: dict) -> dict:

@@ -12,8 +12,13 @@ from onnx import helper, numpy_helper
 
 from rnnedge.tables import ONNX_TYPES
 
-OPSET = 17
-IR_VERSION = 8  # what opset 17 needs; onnxruntime >= 1.14 loads it
+from rnnedge.tables import OPSETS
+
+OPSET = 17  # the default; `--opset` picks any of tables.OPSETS
+IR_VERSION = OPSETS[OPSET]  # what opset 17 needs; onnxruntime >= 1.14 loads it
+# ops whose `axes` attribute became an input at opset 18 (ReduceSum and Squeeze/Unsqueeze did at 13)
+AXES_INPUT_FROM_18 = {"ReduceMax", "ReduceMin", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2",
+                      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}
 
 
 
@@ -31,9 +36,10 @@ class Sym:
 
 
 class GraphBuilder:
-    def __init__(self, name: str, parent: GraphBuilder | None = None):
+    def __init__(self, name: str, opset: int = OPSET, parent: GraphBuilder | None = None):
         self.name = name
         self.parent = parent  # the graph a Scan/Loop body is nested in
+        self.opset = parent.opset if parent is not None else opset
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self.inputs: list[onnx.ValueInfoProto] = []
@@ -41,13 +47,13 @@ class GraphBuilder:
         self._used: set[str] = set()
         self._consts: dict[tuple, str] = {}
         self._tensors: dict[tuple, str] = {}  # (dtype, dims, sha256) -> name, for spliced initializers
-        self.opsets: dict[str, int] = {"": OPSET}  # domain -> version (spliced graphs may add ai.onnx.ml)
+        self.opsets: dict[str, int] = {"": self.opset}  # domain -> version (spliced graphs may add ai.onnx.ml)
         if parent is not None:
             self._used = parent._used  # names stay unique across the model: a body never shadows an outer name
 
     def body(self, name: str) -> GraphBuilder:
-        """A builder for a Scan/Loop body nested in this graph. Its names are unique across the model;
-        its constants are its own initializers, so the body reads nothing from outside but its
+        """A builder for a Scan/Loop body nested in this graph (at its opset). Its names are unique across
+        the model; its constants are its own initializers, so the body reads nothing from outside but its
         inputs (tools that rewrite the outer graph, such as quantizers, cannot break it)."""
         return GraphBuilder(name, parent=self)
 
@@ -92,7 +98,10 @@ class GraphBuilder:
         return self._tensors[key]
 
     def op(self, op_type: str, inputs, hint: str | None = None, outputs: int = 1, **attrs):
-        """Add a node; returns its output name (or a list of names when outputs > 1)."""
+        """Add a node; returns its output name (or a list of names when outputs > 1). An `axes`
+        attribute of a Reduce op becomes its input where the opset wants it so (18 on)."""
+        if op_type in AXES_INPUT_FROM_18 and self.opset >= 18 and attrs.get("axes") is not None:
+            inputs = [*inputs, self.const(np.array(attrs.pop("axes"), np.int64), "axes")]
         names = [self.fresh(f"{hint or op_type}" + (f"/out{i}" if outputs > 1 else "")) for i in range(outputs)]
         node = helper.make_node(
             op_type,
@@ -144,7 +153,7 @@ class GraphBuilder:
             producer_name=producer,
             producer_version=version,
         )
-        model.ir_version = IR_VERSION
+        model.ir_version = OPSETS[self.opset]
         return model
 
     def graph(self, inputs: list[tuple[str, str]], outputs: list[tuple[str, str]]) -> onnx.GraphProto:
@@ -156,7 +165,10 @@ class GraphBuilder:
     # Shape helpers used by several converters.
     def dims(self, x: str, start: int, end: int) -> str:
         """Shape(x)[start:end] as an int64 1-D tensor."""
-        return self.op("Shape", [x], start=start, end=end)
+        if self.opset >= 15:
+            return self.op("Shape", [x], start=start, end=end)
+        return self.op("Slice", [self.op("Shape", [x]), self.const(np.array([start], np.int64), "start"),
+                                 self.const(np.array([end], np.int64), "end")])  # Shape's start/end are from 15
 
     def unsqueeze(self, x: str, axes) -> str:
         return self.op("Unsqueeze", [x, self.const(np.array(axes, np.int64), "axes")])

@@ -175,9 +175,16 @@ def layer_normalization(ctx: Context, layer, args, kwargs, outs):
     shape = tuple(x.shape[a] for a in axes)
     gamma = weights_of(layer.gamma) if layer.scale else np.ones(shape, np.float32)
     beta = weights_of(layer.beta) if layer.center else np.zeros(shape, np.float32)
-    return [g.op("LayerNormalization", [x.name, g.const(gamma.reshape(shape), f"{layer.name}/gamma"),
-                                        g.const(beta.reshape(shape), f"{layer.name}/beta")],
-                 hint=layer.name, axis=axes[0], epsilon=float(layer.epsilon))]
+    gamma = g.const(gamma.reshape(shape), f"{layer.name}/gamma")
+    beta = g.const(beta.reshape(shape), f"{layer.name}/beta")
+    if g.opset >= 17:
+        return [g.op("LayerNormalization", [x.name, gamma, beta], hint=layer.name, axis=axes[0],
+                     epsilon=float(layer.epsilon))]
+    # before opset 17: (x - mean) / sqrt(var + epsilon) * gamma + beta, in plain ops
+    centred = g.op("Sub", [x.name, g.op("ReduceMean", [x.name], axes=axes, keepdims=1)])
+    var = g.op("ReduceMean", [g.op("Mul", [centred, centred])], axes=axes, keepdims=1)
+    scale = g.op("Sqrt", [g.op("Add", [var, g.const(np.float32(layer.epsilon))])])
+    return [g.op("Add", [g.op("Mul", [g.op("Div", [centred, scale]), gamma]), beta], hint=layer.name)]
 
 
 @converts(L.BatchNormalization, per_step=True, mask_aware=True)

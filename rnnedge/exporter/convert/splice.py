@@ -18,9 +18,13 @@ import numpy as np
 import onnx
 
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
-from rnnedge.exporter.convert.graph import OPSET, Sym
+from rnnedge.exporter.convert.graph import Sym
 from rnnedge.exporter.keras_api import call_parameters, call_spec, mask_of, sublayers, takes_training
 from rnnedge.tables import ATOL, RTOL
+
+# tf2onnx writes at most this opset; at a higher one its nodes are kept as written (the ops it uses
+# changed only in the types they accept from 19 to 21), and the export's parity check runs them
+TF2ONNX_OPSET = 18
 
 RECURRENT_TYPES = (keras.layers.RNN, keras.layers.Bidirectional)
 DOMAINS = ("", "ai.onnx", "ai.onnx.ml")  # what onnxruntime and other runtimes all implement
@@ -156,7 +160,7 @@ def _eager(calls, env: dict) -> list[np.ndarray]:
 
 def _splice(ctx: Context, calls, wanted) -> list[str]:
     inputs = _inputs(calls)
-    return _copy(ctx, _tf2onnx(calls, inputs, wanted), calls[0][0], inputs)
+    return _copy(ctx, _tf2onnx(calls, inputs, wanted, ctx.g.opset), calls[0][0], inputs)
 
 
 def _inputs(calls) -> list[Sym]:
@@ -168,7 +172,7 @@ def _inputs(calls) -> list[Sym]:
     return list(found.values())
 
 
-def _tf2onnx(calls, inputs: list[Sym], wanted) -> onnx.ModelProto:
+def _tf2onnx(calls, inputs: list[Sym], wanted, opset: int) -> onnx.ModelProto:
     import tensorflow as tf
     import tf2onnx
 
@@ -186,7 +190,7 @@ def _tf2onnx(calls, inputs: list[Sym], wanted) -> onnx.ModelProto:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fn = tf.function(run, input_signature=specs)
-            proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=OPSET)
+            proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=min(opset, TF2ONNX_OPSET))
     except Exception as e:  # tracing the user's layer or tf2onnx failed: that is the layer's refusal
         raise SpliceError(layer, _one_line(f"{type(e).__name__}: {e}")) from None
     finally:

@@ -1,0 +1,79 @@
+"""The error against the time step: for each output with a time axis, the worst |diff| at each
+step, one line per case length (cases of one length merged by their worst), on log axes, with
+the tolerance beside it. matplotlib (the `plot` extra) only, imported when called."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from rnnedge.check.compare import ParityReport
+from rnnedge.errors import RnnEdgeError
+
+
+def error_curves(report: ParityReport) -> dict[str, dict[int, np.ndarray]]:
+    """output -> {case length: the worst |diff| at each step over the cases of that length}."""
+    curves: dict[str, dict[int, np.ndarray]] = {}
+    for case in report.cases:
+        for o in case.outputs:
+            if not o.per_step:
+                continue
+            steps = np.asarray(o.per_step)
+            by_length = curves.setdefault(o.name, {})
+            seen = by_length.get(len(steps))
+            by_length[len(steps)] = steps if seen is None else np.maximum(seen, steps)
+    return curves
+
+
+def plot_errors(report: ParityReport, path: str | os.PathLike, title: str = "") -> Path:
+    """Write the error-against-step figure for `report` (PNG, SVG or PDF by suffix): one panel per
+    output, steps counted from 1 on a log axis, the worst step of each length marked, atol dashed.
+    Steps where ONNX and Keras agree exactly leave a gap (a log axis has no 0); values far below
+    the tolerance (saturated outputs agree to 1e-13) sit on the axis' floor, 1e-4 of atol, so the
+    decades that matter fill the panel."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    except ImportError:
+        raise RnnEdgeError("--plot needs matplotlib: pip install 'rnnedge[plot]'") from None
+    curves = error_curves(report)
+    if not curves:
+        raise RnnEdgeError("no output has a time axis: there is no error against the time step to plot")
+    path = Path(path)
+    lengths = sorted({n for by_length in curves.values() for n in by_length})
+    colour = {n: f"C{k % 10}" for k, n in enumerate(lengths)}  # one colour per length in every panel
+    atol = {o.name: o.atol for c in report.cases for o in c.outputs}
+    fig = Figure(figsize=(8.5, 1.0 + 2.9 * len(curves)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(curves), 1, squeeze=False, sharex=True)[:, 0]
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    for ax, (name, by_length) in zip(axes, curves.items()):
+        floor = min([atol[name] * 1e-4, *(c.max() / 10 for c in by_length.values() if c.max() > 0)])
+        for n in lengths:
+            if n not in by_length:
+                continue
+            y = np.where(by_length[n] > 0, np.maximum(by_length[n], floor), np.nan)
+            x = np.arange(1, n + 1)
+            worst = int(np.argmax(by_length[n]))
+            ax.plot(x, y, color=colour[n], linewidth=1.3 if n > 1 else 0, marker="o" if n == 1 else None,
+                    label=f"{n} step{'s' if n != 1 else ''} (worst {by_length[n][worst]:.1e} at step {worst + 1})")
+            ax.plot([x[worst]], [y[worst]], "o", color=colour[n], markersize=5)
+        ax.axhline(atol[name], color="0.35", linestyle="--", linewidth=1, label=f"atol {atol[name]:g}")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=floor / 1.5)
+        ax.set_xscale("log")
+        ax.set_ylabel("worst |diff|")
+        ax.set_title(name, fontsize="medium", loc="left")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+    axes[-1].set_xlabel("time step (from 1)")
+    axes[-1].set_xlim(0.8, max(lengths) * 1.25)
+    fig.suptitle(title or f"worst |diff| against the time step, {report.provider}")
+    fig.savefig(path, dpi=120)
+    return path
