@@ -39,11 +39,16 @@ LAYERS = {  # name -> (Keras layer, extra arguments, ONNX op)
 # the 16 steps of the parity cases, in Keras too (a gate above 1 or below 0 compounds every step).
 SCALE = 0.25
 GATE_SCALE = {"exponential": 0.1, "relu6": 0.2, "log_softmax": 0.1, "selu": 0.1}
-# log_softmax is negative everywhere: as GRU gates, h = z*h + (1-z)*h~ grows without bound at any scale
-# (Keras gives inf within 16 steps), so that pair has no meaningful parity case.
+# A GRU's gate z mixes h = z*h + (1-z)*h~: an unbounded gate activation (elu, softplus, exponential,
+# leaky_relu...) past [0, 1] makes h grow every step, to infinity within the 500-step case at any
+# larger scale (where float rounding alone decides which framework overflows first).
+GRU_GATE_SCALE = 0.05
+# log_softmax is negative everywhere, exponential above 1 for any positive input: as GRU gates,
+# h = z*h + (1-z)*h~ grows without bound at any scale (Keras gives inf or NaN within the 500-step
+# case), so those pairs have no meaningful parity case.
 MATRIX = [(act, layer, role) for act in FUSED + SCANNED for layer in LAYERS
           for role in ("activation", "recurrent_activation") if not (layer == "SimpleRNN" and role != "activation")
-          and not (act == "log_softmax" and layer.startswith("GRU") and role == "recurrent_activation")]
+          and not (act in ("log_softmax", "exponential") and layer.startswith("GRU") and role == "recurrent_activation")]
 
 
 def ops(folder) -> collections.Counter:
@@ -69,8 +74,8 @@ def test_activation_matches_keras(act, layer, role, tmp_path):
     Layer, extra, op = LAYERS[layer]
     keras.utils.set_random_seed(0)
     x = seq_input()
-    model = functional(x, Layer(4, return_sequences=True, name="rec", **{role: act}, **extra)(x), "m",
-                       scale=GATE_SCALE.get(act, SCALE))
+    scale = GRU_GATE_SCALE if layer.startswith("GRU") and role == "recurrent_activation" else GATE_SCALE.get(act, SCALE)
+    model = functional(x, Layer(4, return_sequences=True, name="rec", **{role: act}, **extra)(x), "m", scale=scale)
     result = export(model, tmp_path / "o")  # raises ParityError on a mismatch
     assert result.passed and len(result.parity.cases) >= 3
     keras_out = np.concatenate([v.ravel() for _, _, out in read_golden(tmp_path / "o") for v in out.values()])
@@ -237,7 +242,8 @@ def test_a_scan_model_quantizes(tmp_path):
     behind Casts; the accuracy gate judges both against Keras' golden outputs."""
     keras.utils.set_random_seed(0)
     x = seq_input(64)  # int8 is kept only when smaller than fp32: a Scan's own weights stay float32
-    model = functional(x, L.Dense(3)(L.GRU(16, activation="gelu", return_sequences=True, name="rec")(x)), "m")
+    model = functional(x, L.Dense(3)(L.GRU(16, activation="gelu", return_sequences=True, name="rec")(x)), "m",
+                       scale=0.1)  # gelu is unbounded: larger weights drift apart over the 500-step case
     result = export(model, tmp_path / "o", quantize="int8,fp16")
     variants = result.manifest.variants
     for name in ("int8", "fp16"):
