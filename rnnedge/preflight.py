@@ -197,3 +197,97 @@ def static_axes(text: str | None) -> dict[str, int]:
             raise RnnEdgeError(f"--static {text}: {key} is given twice; give each axis once")
         out[key] = int(value)
     return out
+
+
+def source(model: str, what: str) -> None:
+    """A Keras source that can work (the export extra installed, the file, folder or zoo name there),
+    before TensorFlow loads."""
+    if model.startswith("zoo:"):
+        zoo_name(model[4:])
+    else:
+        keras_file(model)
+    require("export", what)
+
+
+def data_file(data: Path | None) -> None:
+    """--data names an existing file (what it holds is checked by `data_matches`)."""
+    if data is not None and not Path(data).is_file():
+        raise RnnEdgeError(f"--data {data}: no such file; expected an .npz of inputs (by name) and targets 'y'")
+
+
+def export_ready(model: str, out: Path, *, force: bool, data: Path | None, static: dict | None, quantize: str | None):
+    """Everything `rnnedge export` can refuse before TensorFlow loads: the --out folder, the source,
+    --data that cannot fit the model (its .npz headers against the .keras file's inputs), the extras."""
+    from rnnedge.files import new_folder
+
+    new_folder(out, force=force)
+    source(model, "`rnnedge export`")
+    data_file(data)
+    if data is not None:
+        arrays = data_headers(data)
+        inputs = None if model.startswith("zoo:") else keras_inputs(model)
+        if inputs:
+            data_matches(data, arrays, inputs, static)
+    if "fp16" in (quantize or ""):
+        require("quantize", "--quantize fp16")
+
+
+def outputs_writable(folder: Path, paths, *, force: bool, inputs=()) -> None:
+    """Every output file a command was asked to write, checked before it starts (`files.output_file`):
+    never over the export's own files or the command's inputs, nothing replaced without --force."""
+    from rnnedge.files import output_file
+    from rnnedge.manifest import MANIFEST, Manifest
+
+    keep = {p: "the input file" for p in inputs if p is not None}
+    try:
+        names = [MANIFEST, *Manifest.load(folder).file_names()]
+    except RnnEdgeError:
+        names = [MANIFEST]  # the command itself says what is wrong with the folder
+    keep.update({folder / n: f"a file of the export {folder}" for n in names})
+    for path in paths:
+        if path is not None:
+            output_file(path, force=force, keep=keep)
+
+
+def plot_file(path: Path | None) -> None:
+    """A --plot file name matplotlib can write, with the plot extra installed."""
+    if path is None:
+        return
+    if path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise RnnEdgeError(f"--plot {path}: expected a .png, .svg or .pdf file name")
+    require("plot", "--plot")
+
+
+def run_output(folder: Path, input_path: Path, output: Path | None, *, force: bool) -> bool:
+    """`rnnedge run`'s --output checked before any work: a .npz, .npy or .csv file it may write, or '-'
+    (JSON on standard output: returns True)."""
+    stdout = output is not None and str(output) == "-"
+    outputs_writable(folder, [None if stdout else output], force=force, inputs=[input_path])
+    if output is not None and not stdout and output.suffix.lower() not in (".npz", ".npy", ".csv"):
+        raise RnnEdgeError(f"--output {output}: expected a .npz, .npy or .csv file name, or - for JSON on "
+                           "standard output")
+    return stdout
+
+
+def bench_ready(folder: Path, writes, *, force: bool, plot: Path | None, baseline: str | None,
+                source_model: str | None, triton: str | None) -> None:
+    """What `rnnedge bench` can refuse before it times anything: the files it writes, the plot, the
+    baselines' model and extras, the serve extra for --triton."""
+    outputs_writable(folder, writes, force=force)
+    plot_file(plot)
+    if baseline:
+        if source_model is not None and not source_model.startswith("zoo:"):
+            keras_file(source_model)
+        require("export", f"--baseline {baseline}")
+    if triton is not None:
+        require("serve", "--triton")
+
+
+def demo_ready(models, benchmark: bool) -> None:
+    """`rnnedge demo`'s zoo names and extras, before TensorFlow loads."""
+    for name in models or ():
+        zoo_name(name)
+    require("export", "`rnnedge demo`")
+    require("quantize", "`rnnedge demo` (its fp16 variants)")
+    if benchmark:
+        require("plot", "`rnnedge demo` (its latency plot; or pass --no-benchmark)")

@@ -158,3 +158,14 @@ def test_keras_private_api_lives_in_one_module():
              for n, line in enumerate(path.read_text().splitlines(), 1) for name in KERAS_PRIVATE
              if re.search(rf"(?<![\w]){re.escape(name)}\b", line)]
     assert not found, found
+
+
+def test_the_command_line_module_stays_thin():
+    """cli.py parses arguments and calls the library: under 450 lines, and it changes no other
+    package's behaviour when imported (no assignment to another module's attributes)."""
+    cli = PACKAGE / "cli.py"
+    assert len(cli.read_text().splitlines()) < 450
+    patched = [node.lineno for node in ast.walk(ast.parse(cli.read_text())) if isinstance(node, ast.Assign)
+               for t in node.targets if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
+               and t.value.id[0].isupper()]
+    assert not patched, f"cli.py sets attributes of classes at lines {patched}"

@@ -18,7 +18,7 @@ from tests.test_cli import assert_user_error, invoke
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    layers = [seq_input(3), L.GRU(4, return_sequences=True), L.TimeDistributed(L.Dense(2))]
+    layers = [seq_input(3), L.GRU(4, return_sequences=True), L.TimeDistributed(L.Dense(2), name="time_distributed")]
     sequential(layers, "g").save(root / "g.keras")
     assert invoke("export", root / "g.keras", "--out", root / "exp").exit_code == 0
     return root

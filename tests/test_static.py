@@ -18,7 +18,8 @@ from tests.test_cli import assert_user_error, invoke
 @pytest.fixture(scope="module")
 def lstm_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "lstm.keras"
-    sequential([seq_input(4), L.LSTM(5, return_sequences=True), L.GRU(3, return_sequences=True)], "lstm_gru").save(path)
+    sequential([seq_input(4), L.LSTM(5, return_sequences=True), L.GRU(3, return_sequences=True, name="gru")],
+               "lstm_gru").save(path)
     return path
 
 

@@ -178,15 +178,16 @@ def test_the_keyword_spotter_streams_hop_by_hop_as_keras_runs_the_whole_clip(zoo
 
 
 def test_sample_cases_are_long_enough_for_valid_windows_and_no_longer(exports, tmp_path):
-    """Golden cases are 7, 16 and 1 steps (times the time stride); 'valid' windows, which shorten a
-    sequence, lengthen them by what they consume; padding and kept frames do not."""
+    """Golden cases are 7, 16, 1 and 500 steps (times the time stride, the long one rounded up to it);
+    'valid' windows, which shorten a sequence, lengthen them by what they consume; padding and kept
+    frames do not."""
     from rnnedge.check import read_golden
 
     def lengths(folder):
         return [inputs["x"].shape[1] for _, inputs, _ in read_golden(folder)]
 
-    assert lengths(exports["causal_gru"][1].folder) == [7, 16, 1]
-    assert lengths(exports["pooled"][1].folder) == [28, 64, 4]
+    assert lengths(exports["causal_gru"][1].folder) == [7, 16, 1, 500]
+    assert lengths(exports["pooled"][1].folder) == [28, 64, 4, 500]
     x = seq_input(4)
     shrinking = export(functional(x, L.GRU(3)(L.Conv1D(3, 3)(L.Conv1D(3, 2)(x))), "m"), tmp_path / "valid")
-    assert lengths(shrinking.folder) == [10, 19, 4]
+    assert lengths(shrinking.folder) == [10, 19, 4, 503]

@@ -6,11 +6,20 @@ provider where TensorFlow is absent. Steps: `compare` (the comparison and its re
 (golden.npz), `folder` (`check_dir`, streamed replays, `check_runner` for any other runner).
 """
 
-from rnnedge.check.compare import CaseParity, OutputParity, ParityReport, Tolerance, compare, tolerance_for
+from rnnedge.check.compare import (
+           CaseParity,
+           OutputParity,
+           ParityReport,
+           Tolerance,
+           compare,
+           parse_tolerances,
+           tolerance_for,
+)
 from rnnedge.check.folder import STREAM_CHUNKS, check_dir, check_runner, stream_in_chunks
 from rnnedge.check.golden import read_golden, write_golden
 from rnnedge.tables import ATOL, PROVIDER_TOLERANCE, RTOL
 
 __all__ = ["ATOL", "PROVIDER_TOLERANCE", "RTOL", "STREAM_CHUNKS", "CaseParity", "OutputParity", "ParityReport",
-           "Tolerance", "check_dir", "check_runner", "compare", "read_golden", "stream_in_chunks", "tolerance_for",
+           "Tolerance", "check_dir", "check_runner", "compare", "parse_tolerances", "read_golden", "stream_in_chunks",
+           "tolerance_for",
            "write_golden"]

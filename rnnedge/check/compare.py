@@ -89,6 +89,35 @@ class ParityReport:
             for c, o in failed
         ]
 
+    def summary(self) -> str:
+        """'PASS: 10 cases on CPUExecutionProvider, worst |diff| 1.70e-06' (or FAIL)."""
+        return (f"{'PASS' if self.passed else 'FAIL'}: {len(self.cases)} cases on {self.provider}, "
+                f"worst |diff| {self.worst_abs:.2e}")
+
+    def case_summaries(self) -> list[str]:
+        """One line per case: its length and its worst |diff| (which output, at which step)."""
+        width = max((len(c.case) for c in self.cases), default=0)
+        lines = []
+        for case in self.cases:
+            worst = max(case.outputs, key=lambda o: o.max_abs)
+            at = f", step {worst.worst_step}" if worst.worst_step is not None else ""
+            lines.append(f"  {'ok  ' if case else 'FAIL'} {case.case:<{width}}  {_steps(case.steps)}  worst |diff| "
+                         f"{worst.max_abs:.2e} ({worst.name}{at})")
+        return lines
+
+    def case_lines(self) -> list[str]:
+        """One line per case and output: its length, the worst |diff| and the step where it is."""
+        width = max((len(c.case) for c in self.cases), default=0)
+        names = max((len(o.name) for c in self.cases for o in c.outputs), default=0)
+        lines = []
+        for case in self.cases:
+            for o in case.outputs:
+                at = f"at step {o.worst_step:<5}" if o.worst_step is not None else " " * 14
+                lines.append(f"{'ok  ' if o else 'FAIL'} {case.case:<{width}}  {_steps(case.steps)}  {o.name:<{names}}  "
+                             f"max|diff| {o.max_abs:.2e} {at} mean {o.mean_abs:.2e}  rel {o.max_rel:.2e}  "
+                             f"(atol {o.atol:g}, rtol {o.rtol:g})")
+        return lines
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["passed"], d["worst_abs"] = self.passed, self.worst_abs
@@ -97,6 +126,23 @@ class ParityReport:
             for o in case["outputs"]:
                 del o["per_step"]  # the plot's data, not the manifest's
         return d
+
+
+def _steps(steps: int | None) -> str:
+    return f"{steps:>5} step{'s' if steps != 1 else ' '}" if steps is not None else " " * 11
+
+
+def parse_tolerances(items: list[str]) -> dict[str, tuple[float, float]]:
+    """["NAME=ATOL[,RTOL]", ...] -> per-output tolerance overrides (rtol defaults to RTOL)."""
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            parts = [float(v) for v in value.split(",")]
+            out[name] = (parts[0], parts[1] if len(parts) > 1 else RTOL)
+        except (ValueError, IndexError):
+            raise RnnEdgeError(f"--tolerance {item!r}: expected OUTPUT=ATOL[,RTOL], e.g. dense=1e-4,1e-3") from None
+    return out
 
 
 def tolerance_for(name: str, default: Tolerance, overrides: dict | None) -> Tolerance:

@@ -39,6 +39,34 @@ class ExportResult:
     def passed(self) -> bool:
         return self.parity.passed
 
+    def lines(self) -> list[str]:
+        """What `rnnedge export` prints: what was written (fused nodes, Scans, tf2onnx layers, size,
+        opset), the interface, each case's parity, the verdict (against which framework)."""
+        m = self.manifest
+        fused = sum(len(v) for v in m.fused_nodes.values())
+        spliced = m.tf2onnx_layers
+        via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not m.loop_layers else ""
+        graph = onnx.load(str(self.folder / MODEL), load_external_data=False).graph
+        truth = m.source.get("truth", {})
+        against = f" against {truth['framework']} {truth['version']}" if truth.get("framework") == "tf_keras" else ""
+        return [f"wrote {self.folder}: {fused} fused recurrent node(s){_scanned(m)}{via}, "
+                f"{m.variants['fp32']['size']} bytes, opset {m.opset}",
+                *m.interface_lines({n.name: n.op_type for n in graph.node}),
+                *self.parity.case_summaries(), self.parity.summary() + against]
+
+
+def _scanned(manifest) -> str:
+    """", N layer(s) as an exact Scan (names): no fused form for 'gelu'", or "" where none."""
+    scans = manifest.scan_layers
+    if not scans:
+        return ""
+    acts = dict.fromkeys(a for n in scans for a in re.findall(r"'([^']+)'", manifest.notes.get(n, "")))
+    return f", {len(scans)} layer(s) as an exact Scan ({_names(scans)}: no fused form for {_names(list(acts))})"
+
+
+def _names(names: list[str], shown: int = 6) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
 
 def export(
     source,

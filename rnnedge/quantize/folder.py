@@ -278,3 +278,18 @@ def _scratch_write(final: Path):
             raise
         raise disk_error(final, e) from None
 
+
+
+def zoo_evaluator(source: str):
+    """(the zoo model's task metric on its test split as a function of a loaded variant, a note or
+    None) for an export whose source is `zoo:NAME`; (None, None) for any other source. Without
+    TensorFlow the test split cannot be rebuilt: (None, a note saying how variants are judged)."""
+    if not source.startswith("zoo:"):
+        return None, None
+    try:
+        from rnnedge import zoo
+    except ImportError:
+        return None, ("note: TensorFlow is not installed, so the zoo's test split cannot be rebuilt: variants are "
+                      "judged on Keras' golden outputs (pass --data with targets 'y' for a task metric)")
+    entry = zoo.load(source[4:])
+    return (lambda m: entry.score(m.run(*entry.x_test).data)), None

@@ -231,3 +231,21 @@ def local_server(repo: str | os.PathLike, *, http_port: int | None = None, grpc_
             yield Server(f"{HOST}:{http_port}", f"{HOST}:{grpc_port}", log_path, process)
         finally:
             _stop(process)
+
+
+def serve_forever(repo: str | os.PathLike, *, http_port: int, grpc_port: int, timeout: float, say) -> None:
+    """`rnnedge serve`: tritonserver on REPO in the foreground until Ctrl-C or SIGTERM (`say` prints
+    each line); RnnEdgeError if the server exits by itself."""
+    def stop(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # `kill PID` stops the server too, not only Ctrl-C
+    with local_server(repo, http_port=http_port, grpc_port=grpc_port, timeout=timeout) as server:
+        say(f"serving {repo}: http://{server.http_url}  grpc://{server.grpc_url}  (Ctrl-C stops)")
+        try:
+            while server.alive():
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            say("stopping")
+            return
+        raise RnnEdgeError(f"tritonserver exited: {server.log_tail(1)}")

@@ -1,0 +1,28 @@
+"""`rnnedge view`: an export's graph in Netron (the `view` extra), served on 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rnnedge.errors import RnnEdgeError
+from rnnedge.manifest import MODEL, Manifest
+
+
+def view(folder: Path, variant: str, *, port: int, browse: bool, say) -> None:
+    """Serve the variant's model file in Netron until Ctrl-C (`say` prints each line)."""
+    variants = {"fp32": {"file": MODEL}, **Manifest.load(folder).variants}
+    if variant not in variants:
+        raise RnnEdgeError(f"{folder} has no {variant} variant (it has {', '.join(variants)}): pass --variant "
+                           "one of those, or add it with `rnnedge quantize`")
+    path = folder / variants[variant]["file"]
+    if not path.is_file():
+        raise RnnEdgeError(f"{path} is missing: the export folder is incomplete; re-export the model")
+    import netron
+
+    host, bound = netron.start(str(path), address=("127.0.0.1", port), browse=browse)
+    say(f"serving {path} in Netron at http://{host}:{bound} (Ctrl-C stops)")
+    try:
+        netron.wait()
+    except KeyboardInterrupt:
+        netron.stop()
+        say("stopped")
