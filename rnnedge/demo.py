@@ -92,8 +92,9 @@ def table(rows: list[DemoRow]):
                     "size", "int8 size", "int8 metric", "fp16 size", "fp16 metric", "train s", "export s", "parity"),
                    left=(0, 1, 2, 7))
     for r in rows:
-        t.add_row(r.model, r.cell, r.metric, f"{r.keras:.4f}", f"{r.onnx:.4f}", f"{r.baseline:.4f}", f"{r.worst_abs:.1e}",
-                  r.ops, "yes" if r.streaming else "no", f"{r.size / 1024:.1f} KB", *_variant_cells(r), f"{r.train_s:.1f}", f"{r.export_s:.1f}",
+        t.add_row(r.model, r.cell, r.metric, f"{r.keras:.4f}", f"{r.onnx:.4f}", f"{r.baseline:.4f}",
+                  f"{r.worst_abs:.1e}", r.ops, "yes" if r.streaming else "no", f"{r.size / 1024:.1f} KB",
+                  *_variant_cells(r), f"{r.train_s:.1f}", f"{r.export_s:.1f}",
                   "[green]pass[/]" if r.passed else "[red]FAIL[/]")
     return t
 
@@ -104,7 +105,8 @@ def markdown(rows: list[DemoRow]) -> str:
              "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         lines.append(f"| {r.model} | {r.cell} | {r.metric} | {r.keras:.4f} | {r.onnx:.4f} | {r.baseline:.4f} | "
-                     f"{r.worst_abs:.1e} | {r.ops} | {'yes' if r.streaming else 'no'} | {r.size / 1024:.1f} KB | {' | '.join(_variant_cells(r))} | "
+                     f"{r.worst_abs:.1e} | {r.ops} | {'yes' if r.streaming else 'no'} | {r.size / 1024:.1f} KB | "
+                     f"{' | '.join(_variant_cells(r))} | "
                      f"{r.variants.get('int8', {}).get('setting') or '-'} | {r.export_s:.1f} |")
     return "\n".join(lines) + "\n"
 
@@ -158,12 +160,13 @@ def benchmarks_markdown(results) -> str:
              "alternate in one process, so drift cancels). The `vs` columns are speed-ups: the baseline's p50 ",
              "over this row's. Keras runs under `tf.function`; tf2onnx is the plain export of the same model in ",
              "onnxruntime; litert is the same model converted by TensorFlow Lite's converter for the case's fixed ",
-             "shapes, in the LiteRT interpreter (XNNPACK, one thread), and litert-int8 the same with its dynamic-range ",
+             "shapes, in the LiteRT interpreter (XNNPACK, one thread), and litert-int8 the same with its "
+             "dynamic-range ",
              "quantization (which leaves tensors under 1024 weights in float). Figures from a shared 2-core machine: ",
              "read the ratios, not the absolute times. `max abs diff` is each variant's worst error against Keras ",
              "on the export's golden data (from the manifest).", "",
-             "| model | candidate | time | p50 ms | p99 ms | seq/s | max abs diff | vs keras | vs tf2onnx | vs litert | "
-             "vs litert-int8 |",
+             "| model | candidate | time | p50 ms | p99 ms | seq/s | max abs diff | vs keras | vs tf2onnx | "
+             "vs litert | vs litert-int8 |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, rows in results:
         for r in rows:

@@ -9,7 +9,8 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import BATCH, Manifest, TensorSpec, is_time_axis
 
 
-def sample(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator, keep: np.ndarray | None = None) -> np.ndarray:
+def sample(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator,
+           keep: np.ndarray | None = None) -> np.ndarray:
     """One array for `spec`: floats from N(0, 1), token ids in [0, vocab) ([1, vocab) where 0 pads),
     bool masks all True (random where no padding is declared). `keep` ([batch, time] bool) marks
     the real steps; the others get the spec's padding value."""

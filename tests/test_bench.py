@@ -79,8 +79,9 @@ def test_export_against_baselines(exported, keras_gru):
         assert all(v > 0 for v in r.ratios.values())
     for b in baselines:
         assert next(r for r in rows if r.candidate == b).ratios[b] == pytest.approx(1.0)
-    assert {r.candidate: r.provider for r in rows} == {"fp32": "CPUExecutionProvider", "tf2onnx": "CPUExecutionProvider",
-                                                       "keras": "TensorFlow", "litert": "LiteRT (CPU)",
+    assert {r.candidate: r.provider for r in rows} == {"fp32": "CPUExecutionProvider",
+                                                       "tf2onnx": "CPUExecutionProvider", "keras": "TensorFlow",
+                                                       "litert": "LiteRT (CPU)",
                                                        "litert-int8": "LiteRT (CPU)"}
 
 
@@ -103,7 +104,8 @@ def test_litert_baseline_computes_what_keras_computes(tmp_path):
     (out,) = [s.name for s in manifest.data_outputs]
     lite = LiteRTRunner(model, ["a", "b"], [out], threads=1)
     np.testing.assert_allclose(lite.run({"b": feeds["b"], "a": feeds["a"]})[out], want, atol=1e-5)  # by name
-    int8 = LiteRTRunner(model, ["a", "b"], [out], threads=1, int8=True).run(feeds)[out]  # int8 weights: close, not equal
+    # int8 weights: close, not equal
+    int8 = LiteRTRunner(model, ["a", "b"], [out], threads=1, int8=True).run(feeds)[out]
     assert 0 < np.abs(int8 - want).max() < 0.05
 
 
@@ -124,7 +126,8 @@ def test_check_and_bench_take_the_same_runners(tmp_path, keras_gru):
     for runner in runners:
         report = check_runner(runner, tmp_path / "m", Tolerance(1e-5, 1e-4))
         assert report.passed and report.provider == runner.name, report.failures()
-        assert measure({runner.name: runner.bind(random_inputs(manifest, 1, 5))}, runs=3, warmup=1)[runner.name].size == 3
+        assert measure({runner.name: runner.bind(random_inputs(manifest, 1, 5))},
+                       runs=3, warmup=1)[runner.name].size == 3
 
     class Off:
         name = "off by one"
@@ -142,7 +145,8 @@ def test_litert_conversion_failure_is_one_line(monkeypatch, keras_gru):
 
     class Refuses:
         def convert(self):
-            raise RuntimeError("trace.py:1:1: note: here\ntrace.py:2:1: error: 'tf.Foo' op is neither a custom op nor flex op\nmore")
+            raise RuntimeError("trace.py:1:1: note: here\n"
+                               "trace.py:2:1: error: 'tf.Foo' op is neither a custom op nor flex op\nmore")
 
     monkeypatch.setattr(tf.lite.TFLiteConverter, "from_concrete_functions", staticmethod(lambda *a, **k: Refuses()))
     with pytest.raises(RnnEdgeError, match=r"^LiteRT could not convert model 'tiny_gru' for input shapes \(1, 5, 4\): "
@@ -322,8 +326,8 @@ def test_tables_stay_whole_at_80_columns_and_when_piped():
 
     from rnnedge.bench import BenchRow
 
-    rows = [BenchRow(candidate=c, provider=p, batch=1, time=t, threads=1, p50_ms=1094.25 * k, p90_ms=5000.0, p99_ms=6000.0,
-                     seq_per_s=123456.0, steps_per_s=98765432.0, error=1e-7 if c == "fp32" else None,
+    rows = [BenchRow(candidate=c, provider=p, batch=1, time=t, threads=1, p50_ms=1094.25 * k, p90_ms=5000.0,
+                     p99_ms=6000.0, seq_per_s=123456.0, steps_per_s=98765432.0, error=1e-7 if c == "fp32" else None,
                      ratios={"keras": 12.5, "tf2onnx": 3.25, "litert": 1.5, "litert-int8": 0.75})
             for k, (c, p) in enumerate((("fp32", "CPUExecutionProvider"), ("litert-int8", "LiteRT (CPU)")), 1)
             for t in (16, 400)]

@@ -23,7 +23,8 @@ def test_missing_outputs_and_wrong_shapes_are_named_and_collected():
     want = {"y": np.zeros((2, 3)), "h": np.zeros((2, 4)), "c": np.zeros(2)}
     result = compare("case", want, {"y": np.zeros((2, 3, 1)), "c": np.zeros(2)})
     problems = {o.name: o.problem for o in result.outputs}
-    assert problems == {"y": "has shape (2, 3, 1), Keras gives (2, 3)", "h": "is missing from the ONNX outputs", "c": ""}
+    assert problems == {"y": "has shape (2, 3, 1), Keras gives (2, 3)", "h": "is missing from the ONNX outputs",
+                        "c": ""}
     report = ParityReport("CPUExecutionProvider", (result,))
     assert not report and [f.split(": ")[1].split()[0] for f in report.failures()] == ["y", "h"]
 

@@ -121,8 +121,8 @@ def test_unsupported_layer_names_it(tmp_path):
 def test_export_line_says_which_layers_went_through_a_scan_and_why(tmp_path):
     path = tmp_path / "gelu.keras"
     x = seq_input()
-    functional(x, L.GRU(3, return_sequences=True)(L.LSTM(3, activation="gelu", return_sequences=True, name="odd_lstm")(x)),
-               "m").save(path)
+    functional(x, L.GRU(3, return_sequences=True)(
+        L.LSTM(3, activation="gelu", return_sequences=True, name="odd_lstm")(x)), "m").save(path)
     result = invoke("export", path, "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and "1 fused recurrent node(s), 1 layer(s) as an exact Scan (odd_lstm: no fused " \
@@ -297,7 +297,8 @@ def test_bench_refuses_sizes_the_fixed_axes_forbid(fixed_export):
     assert_user_error(invoke("bench", fixed_export, "--batch", "5", "--runs", "2"), "batch")
 
 
-@pytest.mark.skipif(bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(__import__("onnxruntime").get_available_providers())),
+@pytest.mark.skipif(bool({"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+                         & set(__import__("onnxruntime").get_available_providers())),
                     reason="a GPU provider is installed")
 def test_providers_that_are_not_installed(fixed_export):
     assert_user_error(invoke("bench", fixed_export, "--provider", "tensorrt", "--runs", "2"), "TensorRT")
@@ -406,7 +407,8 @@ def test_demo_prints_progress_lines_and_a_summary_not_every_benchmark_table(tmp_
     monkeypatch.setattr(demo, "export_zoo_model", lambda name, out, force: row)
     candidates = ["fp32", "int8", "fp16", "keras", "tf2onnx", "litert", "litert-int8"]
     bench_rows = [BenchRow(c, "CPU", 1, 12, 1, 0.1 * (k + 1), 0.1 * (k + 1), 0.1 * (k + 1), 100.0, 1200.0,
-                           ratios={"keras": 40.0, "tf2onnx": 2.5} if c == "fp32" else {}) for k, c in enumerate(candidates)]
+                           ratios={"keras": 40.0, "tf2onnx": 2.5} if c == "fp32" else {})
+                  for k, c in enumerate(candidates)]
 
     def benchmark(out, names, progress):
         task = progress.add_task("benchmark", total=len(names))

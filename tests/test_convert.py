@@ -64,13 +64,15 @@ for cell, (Layer, Cell) in CELLS.items():
                     x := seq_input(), Layer(6, recurrent_activation=act, return_sequences=True)(x), "m",
                     scale=UNBOUNDED.get(act, CHAOTIC.get((cell, act), 0.4))))
         case(f"{cell}-sequential-stacked", {op: 2})(lambda: sequential(
-            [seq_input(), Layer(6, return_sequences=True), L.Dropout(0.2), Layer(4), L.Dense(3, activation="softmax")], "s"))
+            [seq_input(), Layer(6, return_sequences=True), L.Dropout(0.2), Layer(4), L.Dense(3, activation="softmax")],
+            "s"))
         case(f"{cell}-rnn-cell", one)(
             lambda: functional(x := seq_input(), L.RNN(Cell(6), return_sequences=True, return_state=True)(x), "m"))
         case(f"{cell}-stacked-cells", {op: 3})(lambda: functional(
             x := seq_input(), L.RNN(L.StackedRNNCells([Cell(4), Cell(7), Cell(3)]), return_state=True)(x), "m"))
         case(f"{cell}-stacked-cells-backwards", {op: 2})(lambda: functional(x := seq_input(), L.RNN(
-            L.StackedRNNCells([Cell(4), Cell(5)]), go_backwards=True, return_sequences=True, return_state=True)(x), "m"))
+            L.StackedRNNCells([Cell(4), Cell(5)]), go_backwards=True, return_sequences=True, return_state=True)(x),
+            "m"))
         n_states = 2 if cell == "LSTM" else 1
         case(f"{cell}-initial-state-inputs", one)(lambda: functional(
             [x := seq_input(), *(s := [keras.Input((6,), name=f"s{i}") for i in range(n_states)])],
@@ -88,7 +90,8 @@ for cell, (Layer, Cell) in CELLS.items():
         case(f"{cell}-embedding-mask-zero-output-last", one)(lambda: functional(t := tokens_input(), Layer(
             6, zero_output_for_mask=True)(L.Embedding(12, 5, mask_zero=True)(t)), "m"))
         case(f"{cell}-embedding-mask-backwards", one)(lambda: functional(t := tokens_input(), Layer(
-            6, go_backwards=True, return_sequences=True, return_state=True)(L.Embedding(12, 5, mask_zero=True)(t)), "m"))
+            6, go_backwards=True, return_sequences=True, return_state=True)(L.Embedding(12, 5, mask_zero=True)(t)),
+            "m"))
         case(f"{cell}-masking-layer", {op: 2})(lambda: sequential(
             [seq_input(), L.Masking(0.0), Layer(6, return_sequences=True), Layer(4)], "s"))
         case(f"{cell}-mask-initial-state", one)(lambda: functional(
@@ -105,33 +108,38 @@ for cell, (Layer, Cell) in CELLS.items():
             case(f"{cell}-bidirectional-{merge}", one)(lambda merge=merge: functional(
                 x := seq_input(), L.Bidirectional(Layer(6, return_sequences=True), merge_mode=merge)(x), "m"))
             case(f"{cell}-bidirectional-{merge}-masked-last", one)(lambda merge=merge: functional(
-                t := tokens_input(), L.Bidirectional(Layer(6), merge_mode=merge)(L.Embedding(12, 5, mask_zero=True)(t)), "m"))
+                t := tokens_input(),
+                L.Bidirectional(Layer(6), merge_mode=merge)(L.Embedding(12, 5, mask_zero=True)(t)), "m"))
         case(f"{cell}-bidirectional-state", one)(lambda: functional(x := seq_input(), L.Bidirectional(
             Layer(6, return_sequences=True, return_state=True))(x), "m"))
-        case(f"{cell}-bidirectional-masked-sequences-state", one)(lambda: functional(t := tokens_input(), L.Bidirectional(
-            Layer(6, return_sequences=True, return_state=True))(L.Embedding(12, 5, mask_zero=True)(t)), "m"))
+        case(f"{cell}-bidirectional-masked-sequences-state", one)(lambda: functional(
+            t := tokens_input(), L.Bidirectional(
+                Layer(6, return_sequences=True, return_state=True))(L.Embedding(12, 5, mask_zero=True)(t)), "m"))
         case(f"{cell}-bidirectional-initial-state", one)(lambda: functional(
             [x := seq_input(), *(s := [keras.Input((6,), name=f"s{i}") for i in range(2 * n_states)])],
             L.Bidirectional(Layer(6, return_state=True))(x, initial_state=s), "m"))
         case(f"{cell}-bidirectional-custom-backward", one)(lambda: functional(x := seq_input(), L.Bidirectional(
             Layer(6, return_sequences=True), backward_layer=Layer(6, go_backwards=True, return_sequences=True,
                                                                   activation="relu"))(x), "m"))
-        case(f"{cell}-bidirectional-custom-backward-units", {op: 2})(lambda: functional(x := seq_input(), L.Bidirectional(
-            Layer(6), backward_layer=Layer(4, go_backwards=True), merge_mode=None)(x), "m"))
+        case(f"{cell}-bidirectional-custom-backward-units", {op: 2})(lambda: functional(
+            x := seq_input(), L.Bidirectional(
+                Layer(6), backward_layer=Layer(4, go_backwards=True), merge_mode=None)(x), "m"))
         case(f"{cell}-bidirectional-stacked-cells", {op: 4})(lambda: functional(x := seq_input(), L.Bidirectional(
             L.RNN(L.StackedRNNCells([Cell(4), Cell(3)]), return_sequences=True))(x), "m"))
 
     _reg()
 
-case("GRU-reset-before", {"GRU": 1})(lambda: functional(x := seq_input(), L.GRU(6, reset_after=False, return_sequences=True)(x), "m"))
+case("GRU-reset-before", {"GRU": 1})(
+    lambda: functional(x := seq_input(), L.GRU(6, reset_after=False, return_sequences=True)(x), "m"))
 case("GRU-reset-before-bidirectional", {"GRU": 1})(
     lambda: functional(x := seq_input(), L.Bidirectional(L.GRU(6, reset_after=False, return_state=True))(x), "m"))
 case("mixed-stacked-cells", {"LSTM": 1, "GRU": 1, "RNN": 1})(lambda: functional(x := seq_input(), L.RNN(
-    L.StackedRNNCells([L.LSTMCell(4), L.GRUCell(5, reset_after=False), L.SimpleRNNCell(3)]), return_state=True)(x), "m"))
+    L.StackedRNNCells([L.LSTMCell(4), L.GRUCell(5, reset_after=False), L.SimpleRNNCell(3)]), return_state=True)(x),
+    "m"))
 case("surrounding-conv-pool-norm", {"GRU": 1, "LSTM": 1})(lambda: functional(x := seq_input(4), L.Dense(2)(
     L.LayerNormalization()(L.Concatenate()([
-        L.GlobalAveragePooling1D()(g := L.GRU(8, return_sequences=True)(L.BatchNormalization()(L.MaxPooling1D(2, padding="same")(
-            L.Conv1D(6, 3, padding="same", activation="relu")(x))))),
+        L.GlobalAveragePooling1D()(g := L.GRU(8, return_sequences=True)(L.BatchNormalization()(
+            L.MaxPooling1D(2, padding="same")(L.Conv1D(6, 3, padding="same", activation="relu")(x))))),
         L.GlobalMaxPooling1D()(g),
         L.LSTM(5)(L.AveragePooling1D(2, padding="same")(L.Conv1D(3, 2, padding="causal", dilation_rate=2)(x))),
     ]))), "m"))
@@ -149,8 +157,9 @@ case("surrounding-timedistributed-dynamic", {"GRU": 2})(lambda: sequential([
     L.TimeDistributed(L.Dense(4, activation="sigmoid"))], "s"))
 case("surrounding-timedistributed-fold", {"LSTM": 1})(lambda: functional(x := keras.Input((None, 6, 2)), L.LSTM(3)(
     L.TimeDistributed(L.Flatten())(L.TimeDistributed(L.Conv1D(2, 2))(x))), "m"))
-case("surrounding-masked-pooling", {"LSTM": 1})(lambda: functional(t := tokens_input(), L.Dense(1, activation="sigmoid")(
-    L.GlobalAveragePooling1D()(L.LSTM(6, return_sequences=True)(L.Embedding(12, 5, mask_zero=True)(t)))), "m"))
+case("surrounding-masked-pooling", {"LSTM": 1})(lambda: functional(
+    t := tokens_input(), L.Dense(1, activation="sigmoid")(
+        L.GlobalAveragePooling1D()(L.LSTM(6, return_sequences=True)(L.Embedding(12, 5, mask_zero=True)(t)))), "m"))
 case("surrounding-float-token-input", {"GRU": 1})(lambda: functional(
     t := keras.Input((None,), name="ids"), L.GRU(4)(L.Embedding(12, 5, mask_zero=True)(t)), "m"))
 case("masked-concatenate-two-inputs", {"LSTM": 1})(lambda: functional(
@@ -168,10 +177,11 @@ case("nested-model", {"LSTM": 1, "GRU": 1})(lambda: functional(x := seq_input(),
 case("layer-norm-multi-axis", {"LSTM": 1})(lambda: functional(
     x := seq_input(time=5), L.LayerNormalization(axis=[1, 2])(L.LSTM(4, return_sequences=True)(x)), "m"))
 case("elementwise-subtract-average-max-min", {"GRU": 1})(lambda: functional(x := seq_input(), L.Concatenate()([
-    L.Subtract()([g := L.GRU(4, return_sequences=True)(x), d := L.Dense(4)(x)]), L.Average()([g, d]), L.Maximum()([g, d]),
-    L.Minimum()([g, d])]), "m"))
+    L.Subtract()([g := L.GRU(4, return_sequences=True)(x), d := L.Dense(4)(x)]), L.Average()([g, d]),
+    L.Maximum()([g, d]), L.Minimum()([g, d])]), "m"))
 case("dropouts-and-noise", {"LSTM": 1})(lambda: sequential([seq_input(), L.GaussianNoise(0.1), L.SpatialDropout1D(0.2),
-                                                           L.LSTM(4), L.GaussianDropout(0.1), L.AlphaDropout(0.1), L.Dense(1)], "s"))
+                                                           L.LSTM(4), L.GaussianDropout(0.1), L.AlphaDropout(0.1),
+                                                           L.Dense(1)], "s"))
 
 
 def layer_types(model) -> set:
@@ -199,7 +209,8 @@ def test_fused_export_matches_keras(name, tmp_path):
     assert all(len(c.outputs) >= n_outputs for c in result.parity.cases)
     assert len(result.parity.cases) >= 3
     assert_fused(tmp_path / "out" / "model.onnx", expected)
-    assert sum(len(v) for v in result.manifest.fused_nodes.values()) == sum(expected.get(o, 0) for o in ("LSTM", "GRU", "RNN"))
+    assert (sum(len(v) for v in result.manifest.fused_nodes.values())
+            == sum(expected.get(o, 0) for o in ("LSTM", "GRU", "RNN")))
     # The declared output sizes are those Keras computes (not always those it reports).
     for _, _, outputs in read_golden(tmp_path / "out"):
         for spec in result.manifest.outputs:

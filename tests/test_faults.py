@@ -375,11 +375,13 @@ def battery(tmp_path_factory):
     cli = shlex.join(CLI)
     full = in_namespace(f"""d={root}/full; mkdir $d; mount -t tmpfs -o size=40k tmpfs $d
         mkdir $d/m; cp {AIRLINE}/model.onnx {AIRLINE}/golden.npz $d/m/
-        {sys.executable} -c "import json; d=json.load(open('{AIRLINE}/manifest.json')); d['variants']={{'fp32': d['variants']['fp32']}}; d['source']={{}}; json.dump(d, open('$d/m/manifest.json', 'w'))"
+        {sys.executable} -c "import json; d=json.load(open('{AIRLINE}/manifest.json')); \
+d['variants']={{'fp32': d['variants']['fp32']}}; d['source']={{}}; json.dump(d, open('$d/m/manifest.json', 'w'))"
         before=$(sha256sum $d/m/*)
         {cli} quantize $d/m --variants fp16 && exit 9 || true
         {cli} run $d/m -i {x} -o $d/y.npz && exit 9 || true
-        [ "$before" = "$(sha256sum $d/m/*)" ] && [ -z "$(ls -A $d/m | grep '^[.]')" ] && [ ! -e $d/y.npz ] && echo INTACT""")
+        [ "$before" = "$(sha256sum $d/m/*)" ] && [ -z "$(ls -A $d/m | grep '^[.]')" ] && \
+[ ! -e $d/y.npz ] && echo INTACT""")
     readonly = in_namespace(f"""d={root}/ro; mkdir $d; mount -t tmpfs tmpfs $d; cp -r {ro_source} $d/m
         mount -o remount,ro $d
         {cli} quantize $d/m --variants fp16 && exit 9 || true
@@ -497,9 +499,11 @@ def test_quantize_on_a_nearly_full_disk_is_one_line_and_changes_nothing(tmp_path
     tmp = f"{d}/tmp" if tmp_there else f"{tmp_path}/tmp"
     proc = in_namespace(f"""d={d}; mkdir $d {tmp_path}/tmp; mount -t tmpfs -o size=1m tmpfs $d; mkdir $d/tmp
         mkdir $d/m; cp {AIRLINE}/model.onnx {AIRLINE}/golden.npz $d/m/
-        {sys.executable} -c "import json; d=json.load(open('{AIRLINE}/manifest.json')); d['variants']={{'fp32': d['variants']['fp32']}}; d['source']={{}}; json.dump(d, open('$d/m/manifest.json', 'w'))"
+        {sys.executable} -c "import json; d=json.load(open('{AIRLINE}/manifest.json')); \
+d['variants']={{'fp32': d['variants']['fp32']}}; d['source']={{}}; json.dump(d, open('$d/m/manifest.json', 'w'))"
         TMPDIR={tmp} {sys.executable} -c "import onnxruntime"  # which leaves its .ses there, once
-        {sys.executable} -c "import os; s=os.statvfs('$d'); open('$d/filler', 'wb').write(bytes(s.f_bavail * s.f_frsize - {free}))"
+        {sys.executable} -c "import os; s=os.statvfs('$d'); \
+open('$d/filler', 'wb').write(bytes(s.f_bavail * s.f_frsize - {free}))"
         {sys.executable} -c "import os; s=os.statvfs('$d'); print('free', s.f_bavail * s.f_frsize)"
         before=$(sha256sum $d/m/*; ls -A $d/m {tmp})
         TMPDIR={tmp} {shlex.join(CLI)} quantize $d/m --variants {variants} && echo rc=0 || echo rc=$?
@@ -600,7 +604,8 @@ def test_fuzz_runtime():
     from hypothesis.extra import numpy as hnp
 
     model = load(AIRLINE, "cpu", threads=1)
-    wild_dtypes = st.sampled_from(["float32", "float64", "float16", "int64", "int8", "uint16", "bool", "complex64", "U2"])
+    wild_dtypes = st.sampled_from(["float32", "float64", "float16", "int64", "int8", "uint16", "bool", "complex64",
+                                   "U2"])
     real = st.sampled_from(["float32", "float32", "float64", "float16", "int64", "int8", "uint16"])
     wild = st.one_of(
         hnp.arrays(wild_dtypes, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)),
@@ -611,7 +616,8 @@ def test_fuzz_runtime():
     # mostly nearly right: [batch, time, 1] (or a step [batch, 1] for push) of any real dtype, any values
     def near(draw, rank3: bool, stream: bool, odd):
         batch = draw(st.integers(0, 3)) if odd() else 1 if stream else draw(st.integers(1, 3))
-        shape = (batch, draw(st.integers(0, 6)) if odd() else draw(st.integers(1, 6)), draw(st.integers(0, 2)) if odd() else 1)
+        shape = (batch, draw(st.integers(0, 6)) if odd() else draw(st.integers(1, 6)),
+                 draw(st.integers(0, 2)) if odd() else 1)
         return draw(hnp.arrays(draw(real), shape if rank3 else (shape[0], shape[2])))
 
     @st.composite

@@ -76,7 +76,8 @@ class WrappedLSTM(L.Layer):
 @case("conv2d-pool-reshape", {"LSTM": 1}, [L.Conv2D, L.MaxPooling2D, L.AveragePooling2D])
 def _():
     x = keras.Input((12, 6, 1), name="image")  # [batch, time (width), height, channels]
-    y = L.AveragePooling2D((1, 2))(L.MaxPooling2D((2, 1), padding="same")(L.Conv2D(3, 3, padding="same", activation="relu")(x)))
+    y = L.AveragePooling2D((1, 2))(L.MaxPooling2D((2, 1), padding="same")(
+        L.Conv2D(3, 3, padding="same", activation="relu")(x)))
     return functional(x, L.LSTM(5)(L.Reshape((6, 3 * 3))(y)), "m")
 
 
@@ -91,7 +92,8 @@ def _():
 @case("flatten-per-step-timedistributed-video", {"LSTM": 1}, [L.Conv2D, L.MaxPooling2D, L.GlobalAveragePooling2D])
 def _():
     x = keras.Input((None, 6, 6, 2), name="video")  # [batch, time, H, W, C]
-    block = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(3, 3, activation="relu"), L.MaxPooling2D(2)], name="block")
+    block = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(3, 3, activation="relu"), L.MaxPooling2D(2)],
+                             name="block")
     y = L.TimeDistributed(block)(x)
     y = L.TimeDistributed(L.Flatten())(L.TimeDistributed(L.Conv2D(2, 1))(y))
     z = L.TimeDistributed(L.GlobalAveragePooling2D())(L.TimeDistributed(L.Conv2D(2, 2))(x))
@@ -295,7 +297,8 @@ def test_consecutive_layers_share_one_tf2onnx_call(tmp_path, monkeypatch):
 
     runs = []
     original = splice._tf2onnx
-    monkeypatch.setattr(splice, "_tf2onnx", lambda calls, *a: runs.append([c[0].name for c in calls]) or original(calls, *a))
+    monkeypatch.setattr(splice, "_tf2onnx",
+                        lambda calls, *a: runs.append([c[0].name for c in calls]) or original(calls, *a))
     result = export(CASES["example-crnn-ocr"][0](), tmp_path / "o")
     assert result.passed
     assert runs == [["Conv1", "pool1", "Conv2", "pool2"]]  # Reshape and Dense are rnnedge's own

@@ -55,7 +55,8 @@ def test_outputs_never_replace_inputs_exports_or_special_files(folder, x, tmp_pa
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     refused("run", folder, "-i", x, "-o", x, phrases=["is the input file"])
     refused("run", folder, "-i", x, "-o", folder / "golden.npz", "--force", phrases=["is a file of the export"])
-    refused("bench", folder, "--runs", "2", "--json", folder / "manifest.json", "--force", phrases=["a file of the export"])
+    refused("bench", folder, "--runs", "2", "--json", folder / "manifest.json", "--force",
+            phrases=["a file of the export"])
     fifo = tmp_path / "fifo.npz"
     os.mkfifo(fifo)
     refused("run", folder, "-i", x, "-o", fifo, phrases=["is not a regular file"])
@@ -104,7 +105,8 @@ def test_force_replaces_only_what_rnnedge_wrote(folder, tmp_path):
     notes = tmp_path / "thesis"
     notes.mkdir()
     (notes / "thesis.txt").write_text("precious")
-    refused("export", "zoo:airline-gru", "--out", notes, "--force", phrases=["is not an export folder (no manifest.json)"])
+    refused("export", "zoo:airline-gru", "--out", notes, "--force",
+            phrases=["is not an export folder (no manifest.json)"])
     assert (notes / "thesis.txt").read_text() == "precious"
     a_file = tmp_path / "x.npy"
     a_file.write_text("")

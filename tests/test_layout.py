@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rnnedge"
 
 # Stages from the bottom up: a module may import its own stage and the ones below it.
 STAGES = [
-    {"errors", "files", "tables", "manifest", "metrics", "samples", "timing", "logs", "preflight", "interrupts"},  # facts every stage reads
+    # facts every stage reads
+    {"errors", "files", "tables", "manifest", "metrics", "samples", "timing", "logs", "preflight", "interrupts"},
     {"runtime"},  # numpy + onnxruntime: load, run, stream
     {"check"},  # parity against golden data, on any runner
     {"quantize", "zoo"},  # variants of an export; the reference models
@@ -60,7 +61,8 @@ def _imports(module: str, path: Path) -> list[tuple[str, int]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                + ([base] if base else []))
             if base.split(".")[0] == "rnnedge":
                 found += [(f"{base}.{a.name}", node.lineno) for a in node.names]  # a module, or a name in one
     return found
@@ -93,7 +95,8 @@ def test_no_import_cycles_between_modules():
         return target or None
 
     # a package's __init__ re-exporting its modules is not a cycle with them: edges to a parent are left out
-    edges = {m: {r for t in ts if (r := resolve(t)) and r != m and not m.startswith(r + ".")} for m, ts in graph.items()}
+    edges = {m: {r for t in ts if (r := resolve(t)) and r != m and not m.startswith(r + ".")}
+             for m, ts in graph.items()}
     cycles, state = [], {}
 
     def visit(m, stack):

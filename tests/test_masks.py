@@ -66,7 +66,8 @@ def layer(cell, direction, return_sequences, **kw):
     Layer = CELLS[cell][0]
     if direction == "bidirectional":
         return L.Bidirectional(Layer(UNITS, return_sequences=return_sequences, return_state=True, **kw))
-    return Layer(UNITS, return_sequences=return_sequences, return_state=True, go_backwards=direction == "backwards", **kw)
+    return Layer(UNITS, return_sequences=return_sequences, return_state=True, go_backwards=direction == "backwards",
+                 **kw)
 
 
 @functools.cache
@@ -231,7 +232,8 @@ def test_explicit_mask_input_keeps_its_dtype(exported, dtype):
     spec = next(s for s in result.manifest.inputs if s.name == "m")
     assert spec.dtype == dtype and spec.shape == ("batch", "time")
     declared = next(i for i in onnx.load(folder / "model.onnx").graph.input if i.name == "m")
-    assert declared.type.tensor_type.elem_type == {"bool": onnx.TensorProto.BOOL, "int32": onnx.TensorProto.INT32}[dtype]
+    assert declared.type.tensor_type.elem_type == {"bool": onnx.TensorProto.BOOL,
+                                                   "int32": onnx.TensorProto.INT32}[dtype]
     from rnnedge.check import read_golden
 
     masks = np.concatenate([i["m"].reshape(-1, i["m"].shape[-1])[:, :4] != 0 for _, i, _ in read_golden(folder)

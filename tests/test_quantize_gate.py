@@ -71,7 +71,8 @@ def test_the_range_is_kerass_not_the_variants():
     only 1.97% of its own, stretched one: the bound must come from the golden outputs."""
     e = np.linspace(-1.0, 1.0, 101, dtype=np.float32)
     result = gate.golden_gate([({"y": e}, {"y": e * np.float32(1.041)})], {})
-    assert result["outputs"]["y"]["range"] == pytest.approx(2.0) and result["outputs"]["y"]["limit"] == pytest.approx(0.04)
+    assert (result["outputs"]["y"]["range"] == pytest.approx(2.0)
+            and result["outputs"]["y"]["limit"] == pytest.approx(0.04))
     assert not result["passed"] and not result["outputs"]["y"]["passed"]
 
 

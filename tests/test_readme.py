@@ -256,7 +256,8 @@ def test_readme_block_runs_as_written(line, language, text, workdir, monkeypatch
                  "chunks = [np.zeros((1, k, 40), np.float32) for k in (1, 3, 5)]\n")
         code = BLOCK_TENSORFLOW + "import rnnedge\n" + setup + runtime_part + (
             "\nassert not [k for k in sys.modules if k.split('.')[0] in BLOCKED]\nprint('ok')\n")
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root, env=ENV)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=root,
+                              env=ENV)
         assert done.returncode == 0 and "ok" in done.stdout, (done.stdout + done.stderr)[-2000:]
         return
     assert language == "bash", f"README.md:{line}: a ```{language} block this test cannot run"

@@ -442,7 +442,8 @@ def test_stream_allow_nonfinite(gru):
     x[0, 0, 0] = np.nan
     for pushed in (gru.stream(allow_nonfinite=True).push(x), gru.stream().push(x, allow_nonfinite=True)):
         assert pushed["y"].shape == (1, 2, 8)
-        assert not np.isfinite(pushed["y"][0, 0]).all() or not np.array_equal(pushed["y"], gru.run(np.nan_to_num(x))["y"])
+        assert (not np.isfinite(pushed["y"][0, 0]).all()
+                or not np.array_equal(pushed["y"], gru.run(np.nan_to_num(x))["y"]))
 
 
 def test_stream_keeps_its_state_buffers(gru):
@@ -543,7 +544,8 @@ def test_provider_options_layout(folders):
     assert flat[0]["device_id"] == "1" and flat[0]["trt_fp16_enable"] == "True"
     assert flat[0]["trt_profile_max_shapes"] == "x:32x1000x4,h:32x8"
     assert flat[1] == {"device_id": "1"} and flat[2] == {}
-    nested = providers.provider_options_for(chosen[1:], {"cuda": {"device_id": 2}}, folders["gru"], m, runtime.TRT_SHAPES)
+    nested = providers.provider_options_for(chosen[1:], {"cuda": {"device_id": 2}}, folders["gru"], m,
+                                            runtime.TRT_SHAPES)
     assert nested == [{"device_id": "2"}, {}]
 
 

@@ -428,7 +428,8 @@ def test_twenty_two_interleaved_sequences_each_equal_keras(server):
     for i in range(n):
         assert_keras(names[i], {"events": wanted[i]}, {"events": np.concatenate(pieces[i], axis=1)}, PER_STEP)
     stats = grpc_client.get_inference_statistics("events-gru").model_stats[0]
-    executions, inferences = stats.execution_count - stats0.execution_count, stats.inference_count - stats0.inference_count
+    executions, inferences = (stats.execution_count - stats0.execution_count,
+                              stats.inference_count - stats0.inference_count)
     assert inferences == sum(len(p) for p in pieces)
     assert executions < inferences  # several sequences' requests were handled in one execute()
     assert "PyCapsule" not in server.log.read_text(errors="replace")  # outputs leave no destructor noise
@@ -443,7 +444,8 @@ def test_bad_requests_get_tritons_clear_errors_and_the_server_keeps_serving(serv
     x = np.ones((1, 4, 1), np.float32)
     cases = [
         ({"sequence_id": 424242}, x, "must specify the START flag"),  # unknown sequence
-        ({"sequence_id": 5, "sequence_start": True}, np.ones((1, 4, 2), np.float32), "unexpected shape for input 'window'"),
+        ({"sequence_id": 5, "sequence_start": True}, np.ones((1, 4, 2), np.float32),
+         "unexpected shape for input 'window'"),
         ({"sequence_id": 5, "sequence_start": True}, x.astype(np.float64), "data-type is 'FP64', but model"),
         ({}, x, "non-zero or non-empty correlation ID"),  # a streaming model without a sequence id
     ]

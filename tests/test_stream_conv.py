@@ -130,7 +130,8 @@ def test_a_chunk_that_is_not_a_multiple_of_the_time_stride_is_refused(exports):
     stream = load(result.folder, "cpu").stream()
     x = np.ones((1, 10, 4), np.float32)
     stream.push(x[:, :8])
-    with pytest.raises(RnnEdgeError, match=r"a chunk of 2 step\(s\): this model strides over time by 4 .*multiple of 4"):
+    with pytest.raises(RnnEdgeError, match=r"a chunk of 2 step\(s\): this model strides over time by 4 "
+                                           r".*multiple of 4"):
         stream.push(x[:, 8:10])
     stream.push(x[:, :4])  # the refused chunk changed nothing
 

@@ -147,7 +147,8 @@ def test_front_ends_that_mix_steps_refuse_to_stream(front, tmp_path):
         x = keras.Input((8, 6))
         h = keras.layers.MaxPooling1D(3, strides=2, name="front")(x)
     model = keras.Model(x, keras.layers.GRU(5)(h))
-    with pytest.raises(UnsupportedLayerError, match=r"layer 'front' .* cannot run chunk by chunk; export without --streaming$"):
+    with pytest.raises(UnsupportedLayerError,
+                       match=r"layer 'front' .* cannot run chunk by chunk; export without --streaming$"):
         export(model, tmp_path / "s", streaming=True)
     assert not (tmp_path / "s").exists()
     assert export(model, tmp_path / "whole").passed  # the same model exports whole

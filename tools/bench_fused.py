@@ -7,9 +7,10 @@
 For each cell (LSTM, GRU, SimpleRNN): one Keras model, batch 1, 100 steps, 32 features, one
 recurrent layer returning its last output (with --frontend conv2d, the input is [batch, 100, 32, 1]
 and a 3x3 Conv2D with 8 filters runs first, reshaped into 100 steps of 256 features: rnnedge
-routes the Conv2D through tf2onnx and fuses the recurrent layer). It is exported twice, by `rnnedge.exporter.convert` (one fused
-LSTM/GRU/RNN node) and by `rnnedge.exporter.tf2onnx_export` (tf2onnx: a `Loop` for GRU and
-SimpleRNN, a fused LSTM), and both run in onnxruntime with one thread; Keras runs under
+routes the Conv2D through tf2onnx and fuses the recurrent layer). It is exported twice, by
+`rnnedge.exporter.convert` (one fused LSTM/GRU/RNN node) and by `rnnedge.exporter.tf2onnx_export`
+(tf2onnx: a `Loop` for GRU and SimpleRNN, a fused LSTM), and both run in onnxruntime with one
+thread; Keras runs under
 `tf.function` with one TensorFlow thread; LiteRT runs the Keras model as TensorFlow Lite's
 converter writes it for these fixed shapes (`rnnedge.exporter.litert_export`), in its interpreter
 with one thread and XNNPACK. With --int8 the fused model's int8 variant
@@ -170,7 +171,8 @@ def main(argv=None) -> int:
             return f"   (target >= {target:g}x at {args.units} units: {'met' if ratio >= target else 'NOT met'})"
 
         plain_target = (CONV_TARGETS if args.frontend == "conv2d" else TARGETS["tf2onnx"]).get(cell)
-        print(f"  tf2onnx / fused {r_plain:5.2f}x" + (verdict("tf2onnx", r_plain, plain_target) if plain_target else ""))
+        print(f"  tf2onnx / fused {r_plain:5.2f}x"
+              + (verdict("tf2onnx", r_plain, plain_target) if plain_target else ""))
         print(f"  keras / fused   {r_keras:5.2f}x{verdict('keras', r_keras, TARGETS['keras'])}")
         print(f"  litert / fused  {r_lite:5.2f}x")
         row = {"cell": cell, "fused": p50["fused"], "tf2onnx": p50["tf2onnx"], "r_plain": r_plain,

@@ -40,7 +40,8 @@ with np.load(sys.argv[3]) as z:
 t3 = time.perf_counter()
 out = m.run(**x)
 t4 = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "runtime": t1b - t1, "load": t2 - t1b, "run": t4 - t3, "total": (t4 - t0) - (t3 - t2),
+print(json.dumps({"import": t1 - t0, "runtime": t1b - t1, "load": t2 - t1b, "run": t4 - t3,
+                  "total": (t4 - t0) - (t3 - t2),
                   "imported": [k for k in ("tensorflow", "keras", "tf2onnx", "onnx") if k in sys.modules],
                   "provider": m.provider}))
 """

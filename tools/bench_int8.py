@@ -85,7 +85,8 @@ def main(argv=None) -> int:
                     ratio = sorted(c["ratios"])[len(c["ratios"]) // 2]
                     kept = "<-" if c["name"] == int8["setting"]["name"] else ""
                     print(f"{name:<16} {c['name']:<20} {'yes' if c['portable'] else 'NO':<5} {err:>9.2e} "
-                          f"{c['error']:>7.2%} {c['size_ratio']:>6.0%} {c['latency_ms_p50']:>8.3f} {ratio:>6.2f}x  {kept}")
+                          f"{c['error']:>7.2%} {c['size_ratio']:>6.0%} {c['latency_ms_p50']:>8.3f} "
+                          f"{ratio:>6.2f}x  {kept}")
                 print(f"{'':<16} kept {int8['setting']['name']}: {int8['chosen_because']}; "
                       f"gate {'pass' if int8['gate']['passed'] else 'FAIL'}; "
                       f"recommended on CPU: {result.manifest.recommended['CPUExecutionProvider']}")

@@ -97,7 +97,8 @@ def main(argv=None) -> int:
             key = f"{cell}/{name}"
             nodes, diff = facts[key]
             ratio = p[key][0] / base
-            verdict = "" if name == "unmasked" else f"  {ratio:4.2f}x unmasked ({'met' if ratio <= TARGET else 'NOT met'}: <= {TARGET}x)"
+            verdict = "" if name == "unmasked" else (f"  {ratio:4.2f}x unmasked "
+                                                     f"({'met' if ratio <= TARGET else 'NOT met'}: <= {TARGET}x)")
             print(f"  {name:<10} p50 {p[key][0]:7.3f} ms  p90 {p[key][1]:7.3f} ms  {nodes:3d} nodes  "
                   f"max|diff| vs Keras {diff:.1e}{verdict}")
     return 0

@@ -21,7 +21,8 @@ def variant_files(folder: Path, manifest: Manifest, variants: Sequence[str]) -> 
     have = sorted({"fp32", *manifest.variants})
     missing = [v for v in variants if v != "fp32" and v not in manifest.variants]
     if missing:
-        raise RnnEdgeError(f"{folder} has no {', '.join(repr(v) for v in missing)} variant (it has: {', '.join(have)}); "
+        raise RnnEdgeError(f"{folder} has no {', '.join(repr(v) for v in missing)} variant "
+                           f"(it has: {', '.join(have)}); "
                            f"make it with `rnnedge quantize {folder} --variants {','.join(missing)}` or bench those")
     for v in variants:
         entry = manifest.variants.get(v) or {"file": MODEL}
@@ -93,7 +94,8 @@ def floor_folder(manifest: Manifest, folder: str | os.PathLike) -> Path:
     def value(spec: TensorSpec):
         return helper.make_tensor_value_info(spec.name, ONNX_TYPES.get(spec.dtype, 1), list(spec.shape))
 
-    data_out = [dataclasses.replace(s, name=f"{s.name}_floor", pad_value=None, vocab=None) for s in manifest.data_inputs]
+    data_out = [dataclasses.replace(s, name=f"{s.name}_floor", pad_value=None, vocab=None)
+                for s in manifest.data_inputs]
     state_out = [TensorSpec(f"{s.name}_floor", s.shape, s.dtype, role="state", feeds=s.name, layer=s.layer)
                  for s in manifest.state_inputs]
     inputs = [*manifest.data_inputs, *manifest.state_inputs]

@@ -52,9 +52,9 @@ def bench_dir(
         the fixed time axis where the model has one, else 100 steps (1 step per push with
         `stream`). A size that differs from a fixed axis of an input raises RnnEdgeError.
     variants: "fp32" and keys of the manifest's `variants` ("int8", "fp16": `rnnedge quantize`).
-    baselines: any of "keras", "tf2onnx", "litert", "litert-int8", timed with the same inputs; they need TensorFlow and the
-        Keras model: `source` (a keras.Model, a .keras path, zoo:NAME or a `rnnedge.zoo.ZooModel`),
-        else the manifest's source when it is a file here or zoo:NAME.
+    baselines: any of "keras", "tf2onnx", "litert", "litert-int8", timed with the same inputs; they
+        need TensorFlow and the Keras model: `source` (a keras.Model, a .keras path, zoo:NAME or a
+        `rnnedge.zoo.ZooModel`), else the manifest's source when it is a file here or zoo:NAME.
     stream: per-push latency of `model.stream(batch).push(chunk)` of `time` steps for every
         variant ("stream-fp32", ...) and of the "floor" (see `floor_folder`); needs a streaming
         export, and takes no baselines.
@@ -72,7 +72,8 @@ def bench_dir(
         raise RnnEdgeError("give at least one variant to bench (fp32, int8, fp16)")
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
-        raise RnnEdgeError(f"unknown baseline {unknown[0]!r}: expected a comma-separated list of {', '.join(BASELINES)}")
+        raise RnnEdgeError(f"unknown baseline {unknown[0]!r}: "
+                           f"expected a comma-separated list of {', '.join(BASELINES)}")
     variant_files(folder, manifest, variants)
     if stream and not manifest.state_inputs:
         raise RnnEdgeError(f"{folder} has no state inputs, so it cannot stream: re-export it with "
@@ -109,8 +110,8 @@ def bench_dir(
                 a, b, c = percentiles(samples)
                 per_s = batch * 1e3 / a if a > 0 else math.inf
                 rows.append(BenchRow(
-                    candidate=name, provider=BASELINES.get(name) or provider_name, batch=batch, time=steps, threads=threads,
-                    p50_ms=a, p90_ms=b, p99_ms=c, seq_per_s=per_s, steps_per_s=per_s * (steps or 1),
+                    candidate=name, provider=BASELINES.get(name) or provider_name, batch=batch, time=steps,
+                    threads=threads, p50_ms=a, p90_ms=b, p99_ms=c, seq_per_s=per_s, steps_per_s=per_s * (steps or 1),
                     ratios={r: p50[r] / a if a > 0 else math.inf for r in references}, runs=runs,
                     error=variant_error(manifest, name.removeprefix(STREAM_PREFIX)),
                 ))
@@ -133,8 +134,8 @@ def _baseline_fits(keras_model, manifest: Manifest, cases) -> None:
         fixed = t.shape[1] if len(t.shape) > 1 else None
         for _, steps in cases:
             if fixed is not None and steps is not None and time_axes_of(spec) and steps != fixed:
-                raise RnnEdgeError(f"baselines: the Keras model's input '{spec.name}' takes {fixed} steps, not {steps}; "
-                                   f"pass --time {fixed} to compare with the baselines")
+                raise RnnEdgeError(f"baselines: the Keras model's input '{spec.name}' takes {fixed} steps, "
+                                   f"not {steps}; pass --time {fixed} to compare with the baselines")
 
 
 def _progress(progress, total: int) -> Callable[[int], None]:

@@ -161,7 +161,8 @@ def compare(case: str, expected: dict, actual: dict, default: Tolerance = Tolera
         tol = tolerance_for(name, default, overrides)
         got = actual.get(name)
         if got is None:
-            results.append(OutputParity(name, np.inf, np.inf, np.inf, tol.atol, tol.rtol, False, "is missing from the ONNX outputs"))
+            results.append(OutputParity(name, np.inf, np.inf, np.inf, tol.atol, tol.rtol, False,
+                                        "is missing from the ONNX outputs"))
             continue
         want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
         if want.shape != got.shape:

@@ -79,7 +79,8 @@ def litert_export(model, shapes: list[tuple[int, ...]], *, int8: bool = False) -
     except Exception as e:  # the converter's MLIR diagnostics: keep the first error line
         lines = [ln.strip() for ln in str(e).splitlines() if "error:" in ln] or [str(e).strip() or type(e).__name__]
         reason = lines[0].split("error:", 1)[-1].strip()
-        raise RnnEdgeError(f"LiteRT could not convert model '{model.name}' for input shapes {shown}: {reason}") from None
+        raise RnnEdgeError(f"LiteRT could not convert model '{model.name}' "
+                           f"for input shapes {shown}: {reason}") from None
 
 
 def loop_layers(proto: onnx.ModelProto, model) -> list[str]:

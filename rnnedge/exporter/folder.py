@@ -114,7 +114,8 @@ def export(
             if not allow_loop or isinstance(e, SpliceError):  # tf2onnx refused that layer already
                 raise
             if streaming or stateful_layers(model):
-                raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls (stateful or --streaming)") from None
+                raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls "
+                                   "(stateful or --streaming)") from None
             proto, converted = _fallback(model, e, opset)
             looped = loop_layers(proto, model)
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
@@ -155,8 +156,9 @@ def export(
         manifest.parity = {"passed": False, "overrides": {k: list(v) for k, v in (overrides or {}).items()}, **chunks}
         manifest.save(tmp)
         report = check_dir(tmp, "cpu", tolerance=tolerance, overrides=overrides or {})
-        manifest.parity = {**report.to_dict(), "overrides": {k: list(v) for k, v in (overrides or {}).items()}, **chunks,
-                           "provider_tolerances": {p: {"atol": a, "rtol": r} for p, (a, r) in PROVIDER_TOLERANCE.items()}}
+        manifest.parity = {**report.to_dict(), "overrides": {k: list(v) for k, v in (overrides or {}).items()},
+                           **chunks, "provider_tolerances": {p: {"atol": a, "rtol": r}
+                                                             for p, (a, r) in PROVIDER_TOLERANCE.items()}}
         if entry is not None:
             manifest.task = task_metrics(entry, tmp)
         manifest.export_seconds = round(time.perf_counter() - started, 3)
@@ -207,8 +209,10 @@ def _fallback(model, why: UnsupportedLayerError, opset: int):
                                      "replace that layer or its activation")) from None
     graph = functional_graph(model)
     io = interface(graph)
-    inputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
-    outputs = [TensorSpec(n, tuple(shape), str(t.dtype)) for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
+    inputs = [TensorSpec(n, tuple(shape), str(t.dtype))
+              for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
+    outputs = [TensorSpec(n, tuple(shape), str(t.dtype))
+               for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
     routes = {layer.name: "tf2onnx" for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)}
     opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     return proto, Converted(proto, inputs, outputs, {}, layers=routes, opset=opset, ir_version=proto.ir_version)

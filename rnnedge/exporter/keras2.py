@@ -44,7 +44,8 @@ class Rebuilt:
             truth = {"framework": "tf_keras", "version": _version("tf-keras") or _version("tf_keras")}
         else:
             truth = {"framework": "keras", "version": keras.__version__,
-                     "note": "tf_keras not installed: parity is against the Keras 3 rebuild of the stored configuration"}
+                     "note": "tf_keras not installed: parity is against the Keras 3 rebuild "
+                             "of the stored configuration"}
         return {"format": self.source_format, "truth": truth, "translated": self.translated}
 
 

@@ -166,8 +166,9 @@ def _token_inputs(traced) -> frozenset:
             for t in node.arguments.keras_tensors:
                 readers.setdefault(id(t), []).append(node.operation)
     return frozenset(k for k, t in enumerate(traced.inputs)
-                     if readers.get(id(t)) and all(isinstance(r, keras.layers.Embedding) or type(r).__name__ == "NotEqual"
-                                                   for r in readers[id(t)]))
+                     if readers.get(id(t))
+                     and all(isinstance(r, keras.layers.Embedding) or type(r).__name__ == "NotEqual"
+                             for r in readers[id(t)]))
 
 
 def _branches(error: Exception) -> bool:
@@ -185,7 +186,8 @@ def _weights_sha256(model) -> str:
 
 def versions() -> dict[str, str]:
     found = {"rnnedge": __version__}
-    for pkg in ("keras", "tf-keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
+    for pkg in ("keras", "tf-keras", "tensorflow", "tensorflow-cpu", "tf2onnx", "onnx", "onnxruntime",
+                "onnxruntime-gpu", "numpy"):
         try:
             found[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:

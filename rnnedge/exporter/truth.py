@@ -158,7 +158,8 @@ def keras_truth(model, converted, proto, seed: int, truth=None, data=None):
         own = {d for s in converted.inputs for d in s.shape if is_time_axis(d) and d != TIME}
         if not own:
             raise
-    shared = lambda specs: [dataclasses.replace(s, shape=tuple(TIME if d in own else d for d in s.shape)) for s in specs]  # noqa: E731
+    shared = lambda specs: [dataclasses.replace(s, shape=tuple(TIME if d in own else d for d in s.shape))  # noqa: E731
+                            for s in specs]
     converted = dataclasses.replace(converted, inputs=shared(converted.inputs), outputs=shared(converted.outputs),
                                     keras_inputs=shared(converted.keras_inputs or converted.inputs))
     for value in [*proto.graph.input, *proto.graph.output]:

@@ -116,7 +116,8 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
     fp32_model = onnx.load(folder / MODEL)
     kinds = gate.output_kinds(fp32_model)
     golden = read_golden(folder)
-    steps = 100 if any(isinstance(d, str) and d != "batch" for s in manifest.data_inputs for d in s.shape[1:2]) else None
+    steps = 100 if any(isinstance(d, str) and d != "batch"
+                       for s in manifest.data_inputs for d in s.shape[1:2]) else None
     feeds = random_inputs(manifest, 1, steps)
     fp32_size = (folder / MODEL).stat().st_size
 
@@ -133,7 +134,8 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
     with scratch as tmp:
         written: dict[str, tuple[dict, Path]] = {}  # candidate -> (facts, file)
         if "int8" in names:
-            settings = [setting_named(setting)] if setting else candidate_settings(fp32_model, calibrated=calibration is not None)
+            settings = ([setting_named(setting)] if setting
+                        else candidate_settings(fp32_model, calibrated=calibration is not None))
             for s in settings:
                 path = Path(tmp) / f"int8-{s.name}.onnx"
                 with _scratch_write(folder / "model.int8.onnx"):
@@ -188,7 +190,8 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
                                        "size_ratio": facts["size_ratio"], "error": worst,
                                        "max_abs_error": facts["max_abs_error"], "metric": facts["metric"],
                                        "latency_ms_p50": facts["latency_ms_p50"], "ratios": facts["speedup_rounds"],
-                                       "u8s8_weight_range": facts["u8s8_weight_range"], "passed": facts["gate"]["passed"],
+                                       "u8s8_weight_range": facts["u8s8_weight_range"],
+                                       "passed": facts["gate"]["passed"],
                                        "smaller_than_fp32": facts["size"] < fp32_size})
             chosen, why = gate.choose_int8(candidates, fp32_size)
             manifest.variants.pop("int8", None)
@@ -209,7 +212,8 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
         fp32 = manifest.variants.setdefault("fp32", {"file": MODEL})
         fp32.update({"size": fp32_size, "max_abs_error": {n: 0.0 for n in measured["fp32"]["outputs"]},
                      "metric": scores["fp32"], "latency_ms_p50": round(float(np.percentile(times["fp32"], 50)), 4),
-                     "gate": {"passed": True, "by": "reference", "rule": "the reference every variant is judged against"}})
+                     "gate": {"passed": True, "by": "reference",
+                              "rule": "the reference every variant is judged against"}})
         for v in [v for v in manifest.variants if v not in ("fp32", *names)]:  # variants made earlier: re-time
             manifest.variants[v].pop("speedup_rounds", None)
 

@@ -92,7 +92,8 @@ def _transposes_after_recurrent(model: onnx.ModelProto) -> list[str]:
             return False
         if node.op_type in ("LSTM", "GRU", "RNN", "Scan"):
             return True
-        return node.op_type in ("Squeeze", "Unsqueeze", "Gather", "Where", "Slice") and any(from_recurrent(i, hops - 1) for i in node.input)
+        return (node.op_type in ("Squeeze", "Unsqueeze", "Gather", "Where", "Slice")
+                and any(from_recurrent(i, hops - 1) for i in node.input))
 
     return [n.name for n in model.graph.node
             if n.op_type == "Transpose" and n.name and from_recurrent(n.input[0]) and not set(n.output) & graph_outputs]

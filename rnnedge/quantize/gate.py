@@ -85,7 +85,8 @@ def _decisions(kind: str, expected: list, actual: list) -> float:
 def task_gate(metric: str, reference: float, value: float) -> dict:
     direction, amount = TASK_GATE[metric]
     passed = value >= reference - amount if direction == "higher" else value <= reference * (1 + amount)
-    rule = f"{direction} is better; at most {amount:g} " + ("points lower" if direction == "higher" else "relatively higher")
+    rule = (f"{direction} is better; at most {amount:g} "
+            + ("points lower" if direction == "higher" else "relatively higher"))
     return {"metric": metric, "reference": reference, "value": value, "passed": bool(passed), "rule": rule}
 
 

@@ -25,7 +25,7 @@ the same file was right on a VNNI CPU. With `reduce_range` the weights are 7-bit
 2 x 255 x 64 = 32,640 cannot saturate, so the file computes the same on every CPU. Settings
 with 8-bit integer weights are measured and reported, never chosen; `u8s8_weight_range` reads
 the range back from a written file, so the property is checked on the file itself.
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 

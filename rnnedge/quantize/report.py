@@ -33,7 +33,8 @@ def variant_lines(manifest) -> list[str]:
         p50 = v.get("latency_ms_p50")
         lines.append(f"{name:<8}{v['size']:>9,} ({v['size'] / fp32_size:>4.0%}) {err:>9.2e} "
                      f"{'-' if name == 'fp32' else _worst_share(v):>7} {metric:>7} "
-                     f"{'-' if p50 is None else f'{p50:.3f}':>6} {'1.00x' if name == 'fp32' else _ratio(v):>6}  {verdict}")
+                     f"{'-' if p50 is None else f'{p50:.3f}':>6} "
+                     f"{'1.00x' if name == 'fp32' else _ratio(v):>6}  {verdict}")
     for entry in manifest.not_kept.values():
         lines.append(entry["because"])  # "no int8 variant kept: ..."
     lines.append("gate (task): the task metric decides; (golden): Keras' golden outputs")
@@ -73,7 +74,8 @@ def explain_lines(manifest) -> list[str]:
                          f"{o['range']:.3g} (limit {o['limit']:.2e}){extra}: {'pass' if o['passed'] else 'FAIL'}")
         task = g.get("task")
         if task:
-            lines.append(f"  task metric ({'pass' if task['passed'] else 'FAIL'}): {task['metric']} {task['value']:.4f} "
+            lines.append(f"  task metric ({'pass' if task['passed'] else 'FAIL'}): "
+                         f"{task['metric']} {task['value']:.4f} "
                          f"against {task['reference']:.4f}; {task['rule']}")
         else:
             lines.append("  task metric: none (pass --data with targets 'y' and --metric to judge on one)")

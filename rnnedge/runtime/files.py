@@ -38,8 +38,8 @@ def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndar
     .npy: one array, for a model with one data input.
     .npz: keys are input names (state inputs allowed), or arr_0, arr_1, ... for the data inputs
         in order (what `np.savez(path, a, b)` writes).
-    .csv: numbers only (one header row of names is skipped; a UTF-8 BOM is ignored), for a model with one data input. For an input
-        of rank 3 [batch, time, features] the table is [time, features] of one sequence (batch 1);
+    .csv: numbers only (one header row of names is skipped; a UTF-8 BOM is ignored), for a model with one data input.
+        For an input of rank 3 [batch, time, features] the table is [time, features] of one sequence (batch 1);
         for rank 2 each row is one batch entry ([batch, time] ids or [batch, features]); for rank 1
         the single column. Integer inputs need whole numbers.
     """

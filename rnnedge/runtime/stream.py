@@ -149,7 +149,8 @@ class Stream:
                 view[...] = a
             feeds, single = None, fast[2]
         else:
-            given = dict(zip(self._data_in, arrays)) if key is not None else model.gather(arrays, named, allow_state=False)
+            given = (dict(zip(self._data_in, arrays)) if key is not None
+                     else model.gather(arrays, named, allow_state=False))
             feeds, single = self._check(given, allow)
             self._bind_inputs(k, io, feeds)
             if key is not None and self._plain:

@@ -199,7 +199,8 @@ def local_server(repo: str | os.PathLike, *, http_port: int | None = None, grpc_
         raise RnnEdgeError(f"model repository {repo} does not exist: write one with `rnnedge triton DIR --out {repo}`")
     tidy_repository(repo)
     if not any(p.is_dir() and (p / "config.pbtxt").is_file() for p in repo.iterdir()):
-        raise RnnEdgeError(f"{repo} holds no model (no <name>/config.pbtxt): write one with `rnnedge triton DIR --out {repo}`")
+        raise RnnEdgeError(f"{repo} holds no model (no <name>/config.pbtxt): "
+                           f"write one with `rnnedge triton DIR --out {repo}`")
     install = find_tritonserver()
     for what, port in (("HTTP", http_port), ("gRPC", grpc_port)):
         if port is not None and not _port_free(port):

@@ -168,7 +168,8 @@ def model_config(manifest: Manifest, options: RepositoryOptions) -> str:
                 controls.append(f"    {{ name: {_q(name)} control [ {{ kind: {kind} {value} }} ] }}")
             lines += [",\n".join(controls), "  ]"]
         else:
-            lines += [f"  direct {{ max_queue_delay_microseconds: {round(options.queue_delay_ms * 1000)} }}", "  state ["]
+            lines += [f"  direct {{ max_queue_delay_microseconds: {round(options.queue_delay_ms * 1000)} }}",
+                      "  state ["]
             states = []
             for s_in, s_out in _state_pairs(manifest):
                 dims = _dims(s_in, batched)
@@ -245,9 +246,10 @@ def write_repository(folder: str | os.PathLike, out: str | os.PathLike, *, name:
     """
     folder = Path(folder)
     manifest = Manifest.load(folder)
-    options = RepositoryOptions(name=folder.resolve().name if name is None else name, backend=backend, max_batch=max_batch,
-                                instances=instances, gpu=gpu, tensorrt=tensorrt, idle_seconds=idle_seconds,
-                                max_sequences=max_sequences, threads=threads, queue_delay_ms=queue_delay_ms)
+    options = RepositoryOptions(name=folder.resolve().name if name is None else name, backend=backend,
+                                max_batch=max_batch, instances=instances, gpu=gpu, tensorrt=tensorrt,
+                                idle_seconds=idle_seconds, max_sequences=max_sequences, threads=threads,
+                                queue_delay_ms=queue_delay_ms)
     model_file = folder / MODEL
     if not model_file.is_file():
         raise RnnEdgeError(f"{model_file} is missing: the export folder is incomplete; re-export the model")

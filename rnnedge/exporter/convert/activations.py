@@ -69,7 +69,8 @@ def apply(g: GraphBuilder, x: str, fn, hint: str) -> str | None:
         return g.op("LeakyRelu", [x], hint=hint, alpha=0.2)
     if name == "gelu":  # Keras default: exact (erf) form
         erf = g.op("Erf", [g.op("Mul", [x, g.const(np.float32(1 / np.sqrt(2)))])])
-        return g.op("Mul", [g.op("Mul", [x, g.const(np.float32(0.5))]), g.op("Add", [erf, g.const(np.float32(1.0))])], hint=hint)
+        return g.op("Mul", [g.op("Mul", [x, g.const(np.float32(0.5))]),
+                            g.op("Add", [erf, g.const(np.float32(1.0))])], hint=hint)
     if name == "mish":
         return g.op("Mul", [x, g.op("Tanh", [g.op("Softplus", [x])])], hint=hint)
     return None

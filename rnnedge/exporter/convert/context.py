@@ -64,7 +64,8 @@ class Context:
 
     def fail_stream(self, layer, reason: str):
         """Refuse `layer` under --streaming: it cannot run chunk by chunk, and `reason` says why."""
-        error = UnsupportedLayerError(layer, f"{reason}, so it cannot run chunk by chunk", advice="export without --streaming")
+        error = UnsupportedLayerError(layer, f"{reason}, so it cannot run chunk by chunk",
+                                      advice="export without --streaming")
         error.streaming = True
         raise error
 

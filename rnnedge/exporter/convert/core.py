@@ -267,7 +267,8 @@ def interface(graph, *, streaming: bool = False) -> Interface:
     """Inputs follow `graph.inputs`, outputs Keras' flattened outputs; one "time" axis, or one
     "<input>_time" axis per input where several inputs have their own."""
     input_names = _unique([t.name for t in graph.inputs])
-    output_names = _unique(list(getattr(graph, "output_names", None) or [f"output_{i}" for i in range(len(graph.outputs))]))
+    output_names = _unique(list(getattr(graph, "output_names", None)
+                                or [f"output_{i}" for i in range(len(graph.outputs))]))
     # A stream takes chunks of any length, so a streaming export frees a fixed time axis too.
     free_time = lambda t: len(t.shape) >= 3 and (t.shape[1] is None or streaming)  # noqa: E731
     dynamic_time = [t for t in graph.inputs if len(t.shape) > 1 and t.shape[1] is None or free_time(t)]

@@ -10,9 +10,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from rnnedge.tables import ONNX_TYPES
-
-from rnnedge.tables import OPSETS
+from rnnedge.tables import ONNX_TYPES, OPSETS
 
 OPSET = 17  # the default; `--opset` picks any of tables.OPSETS
 IR_VERSION = OPSETS[OPSET]  # what opset 17 needs; onnxruntime >= 1.14 loads it

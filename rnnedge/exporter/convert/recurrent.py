@@ -48,7 +48,8 @@ def _cells(ctx: Context, layer) -> list:
     cells = list(cell.cells) if isinstance(cell, L.StackedRNNCells) else [cell]
     for c in cells:
         if type(c) not in CELL_OPS:
-            ctx.fail(layer, f"cell {type(c).__name__} has no fused ONNX op (supported: LSTMCell, GRUCell, SimpleRNNCell)")
+            ctx.fail(layer, f"cell {type(c).__name__} has no fused ONNX op "
+                            "(supported: LSTMCell, GRUCell, SimpleRNNCell)")
     return cells
 
 
@@ -162,7 +163,8 @@ def _mask(ctx: Context, layer, mask: Sym | None) -> _Mask | None:
         ctx.fail(layer, f"expected a [batch, time] mask, got rank {mask.rank}")
     g = ctx.g
     ctx.annotate(mask, pad_value=0.0)  # a mask given as a model input: 0 / False marks a masked step
-    m = mask.name if mask.dtype == "bool" else g.op("Cast", [mask.name], to=TensorProto.BOOL)  # nonzero = valid, as Keras
+    # nonzero = valid, as Keras
+    m = mask.name if mask.dtype == "bool" else g.op("Cast", [mask.name], to=TensorProto.BOOL)
     mi = g.op("Cast", [m], hint="mask_int", to=TensorProto.INT64)
     c = g.op("CumSum", [mi, g.const(np.int64(1))], hint="mask_cumsum")
     n = g.op("Slice", [c, g.const(np.array([-1], np.int64)), g.const(np.array([INT64_MAX], np.int64)),

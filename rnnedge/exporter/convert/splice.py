@@ -36,7 +36,8 @@ class SpliceError(UnsupportedLayerError):
     def __init__(self, layer, reason: str):
         super().__init__(layer, reason)
         self.args = (f"layer '{self.layer_name}' ({self.layer_type}): rnnedge has no converter of its own for it "
-                     f"and tf2onnx could not convert it ({reason}); replace it with layers rnnedge or tf2onnx converts",)
+                     f"and tf2onnx could not convert it ({reason}); "
+                     "replace it with layers rnnedge or tf2onnx converts",)
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ def _call_all(calls, env: dict) -> list[list]:
     run in inference mode."""
     results: list[list] = []
     for op, args, kwargs in calls:
-        value = lambda v: env[v.name] if isinstance(v, Sym) else results[v.call][v.index] if isinstance(v, Pending) else v  # noqa: E731
+        value = lambda v: (env[v.name] if isinstance(v, Sym)  # noqa: E731
+                           else results[v.call][v.index] if isinstance(v, Pending) else v)
         args, kwargs = keras.tree.map_structure(value, (args, kwargs))
         if takes_training(op) and kwargs.get("training") is None:
             kwargs = {**kwargs, "training": False}
@@ -203,7 +205,8 @@ def _tf2onnx(calls, inputs: list[Sym], wanted, opset: int) -> onnx.ModelProto:
         raise SpliceError(layer, _one_line(said or f"it left TensorFlow op(s) {', '.join(unknown)} unconverted"))
     foreign = sorted({f"{n.domain}::{n.op_type}" for n in _all_nodes(proto.graph) if n.domain not in DOMAINS})
     if foreign:
-        raise SpliceError(layer, f"it emitted {', '.join(foreign)}, outside the standard ONNX domains rnnedge exports use")
+        raise SpliceError(layer, f"it emitted {', '.join(foreign)}, "
+                                 "outside the standard ONNX domains rnnedge exports use")
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
