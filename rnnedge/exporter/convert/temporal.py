@@ -1,5 +1,6 @@
-"""Layers whose output at a step reads neighbouring steps: convolutions over time (Conv1D,
-DepthwiseConv1D, SeparableConv1D), ZeroPadding1D and pooling, and how each streams.
+"""Layers over the time axis: those whose output at a step reads neighbouring steps (convolutions
+over time: Conv1D, DepthwiseConv1D, SeparableConv1D; ZeroPadding1D; pooling), those that change
+which steps there are (Cropping1D, UpSampling1D), and how each streams.
 
 Whole sequences: ONNX Conv / Pad / pooling ops with the layer's padding.
 
@@ -13,6 +14,9 @@ convolution reads them). A stride (or pooling with pool size = stride) keeps no 
 its chunks in phase: the model's total time stride S (`ctx.time_stride`, in the manifest) is
 what every chunk but a sequence's last must be a multiple of. What looks ahead ('same' padding,
 right padding, a 'valid' convolution without its left padding) is refused, with how far it looks.
+UpSampling1D streams as it is (each input step gives its `size` steps; its output's rate is a
+Fraction of the input's); Cropping1D streams only where it crops nothing (cropping the end looks
+ahead, cropping the start would make a chunk's output depend on where the chunk sits).
 """
 
 from __future__ import annotations
