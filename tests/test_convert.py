@@ -146,6 +146,10 @@ case("surrounding-conv-pool-norm", {"GRU": 1, "LSTM": 1})(lambda: functional(x :
 case("surrounding-separable-depthwise-padding", {"GRU": 1})(lambda: functional(x := seq_input(4), L.GRU(5)(
     L.SeparableConv1D(6, 3, depth_multiplier=2, dilation_rate=2, activation="relu")(L.ZeroPadding1D((4, 1))(
         L.DepthwiseConv1D(2, depth_multiplier=3, strides=2, padding="valid")(L.ZeroPadding1D(1)(x))))), "m"))
+case("surrounding-cropping-upsampling", {"GRU": 1})(lambda: functional(x := seq_input(4), L.GRU(
+    5, return_sequences=True)(L.UpSampling1D(3)(L.Cropping1D((1, 2))(L.Cropping1D((2, 0))(x)))), "m"))
+case("surrounding-upsampling-strided", {"LSTM": 1})(lambda: functional(x := seq_input(4), L.LSTM(
+    4, return_sequences=True)(L.Conv1D(3, 3, strides=2)(L.UpSampling1D(2)(x))), "m"))
 case("surrounding-merge-activation", {"LSTM": 2})(lambda: functional(x := seq_input(), L.Activation("softmax")(
     L.Multiply()([a := L.LSTM(6, return_sequences=True)(x), L.Add()([a, L.LSTM(6, return_sequences=True)(
         L.Conv1D(5, 1, padding="valid")(x))])])), "m"))

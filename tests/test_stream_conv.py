@@ -1,5 +1,5 @@
 """Streaming edge models as trained: causal and left-padded convolutions (dilated, strided, depthwise,
-separable, stacked), pooling and per-step layers around recurrent layers, exported with
+separable, stacked), pooling, upsampling and per-step layers around recurrent layers, exported with
 `--streaming` and fed chunk by chunk, against Keras on the whole sequence; and the layers that look
 ahead, refused in one line saying how far."""
 
@@ -67,9 +67,23 @@ def conv_after_recurrent():
     return functional(x, y, "m")
 
 
+def upsampled():
+    """Pooling by 2 then UpSampling1D(3): each input step gives its repeated steps, no state kept."""
+    x = seq_input(4)
+    h = L.UpSampling1D(3)(L.MaxPooling1D(2)(L.Conv1D(6, 3, padding="causal")(x)))
+    return functional(x, L.GRU(5, return_sequences=True)(h), "m")
+
+
+def upsampled_then_strided():
+    """UpSampling1D(2) then a convolution strided by 2: the two cancel, so any chunk length streams."""
+    x = seq_input(4)
+    h = L.Conv1D(6, 4, padding="causal", strides=2)(L.UpSampling1D(2)(x))
+    return functional(x, L.GRU(5, return_sequences=True)(h), "m")
+
+
 MODELS = {f.__name__: f for f in (causal_gru, dilated_strided_lstm, tcn_stack, padded_depthwise_separable, pooled,
-                                  per_step_between, conv_after_recurrent)}
-STRIDES = {"dilated_strided_lstm": 2, "pooled": 4}
+                                  per_step_between, conv_after_recurrent, upsampled, upsampled_then_strided)}
+STRIDES = {"dilated_strided_lstm": 2, "pooled": 4, "upsampled": 2}
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +160,10 @@ def test_a_chunk_that_is_not_a_multiple_of_the_time_stride_is_refused(exports):
     (lambda x: L.MaxPooling1D(3, strides=2)(x), ["pools 3 steps with stride 2"]),
     (lambda x: L.AveragePooling1D(2, padding="same")(x), ["padding='same' shifts its windows"]),
     (lambda x: L.GlobalAveragePooling1D()(L.GRU(3, return_sequences=True)(x))[:, None], ["needs the whole sequence"]),
+    (lambda x: L.Cropping1D((0, 2))(x), ["'cropping1d", "crops a sequence's last 2 step(s)", "looks ahead"]),
+    (lambda x: L.Cropping1D((3, 0))(x), ["crops a sequence's first 3 step(s)", "where the chunk sits"]),
 ], ids=["same", "same-dilated", "right-padding", "valid-unpadded", "padding-short", "padding-to-dense", "pool-overlap",
-        "pool-same", "global-pooling"])
+        "pool-same", "global-pooling", "crop-end", "crop-start"])
 def test_what_looks_ahead_or_needs_the_whole_sequence_is_refused_in_one_line(build, phrases, tmp_path):
     x = seq_input(4)
     y = build(x)

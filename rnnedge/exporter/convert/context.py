@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter.convert.graph import GraphBuilder, Sym
@@ -45,12 +46,14 @@ class Context:
     notes: dict[str, str] = field(default_factory=dict)  # layer -> why it took its route, where that needs saying
     scope: str = ""  # "outer/" while the layers of a nested model are converted
     # streaming layers over time (temporal.py): values holding a ZeroPadding1D's kept frames before
-    # the chunk (-> how many), each value's rate against the input's steps (1/n), the total stride
+    # the chunk (-> how many); each value's rate, input steps per step of the value (2 after a
+    # stride of 2, Fraction(1, 2) after an UpSampling1D(2); absent: 1); the total stride
     overlaps: dict[str, int] = field(default_factory=dict)
-    rates: dict[str, int] = field(default_factory=dict)
+    rates: dict[str, int | Fraction] = field(default_factory=dict)
     time_stride: int = 1
-    shortened: dict[str, int] = field(default_factory=dict)  # value -> input steps lost by 'valid' windows before it
-    min_steps: int = 0  # the most steps any 'valid' window loses: sample cases must be longer
+    # value -> input steps lost before it ('valid' windows, cropping)
+    shortened: dict[str, int | Fraction] = field(default_factory=dict)
+    min_steps: int = 0  # the most input steps any value loses: sample cases must be longer
     # core.convert_layer, for converters that convert an inner layer (TimeDistributed): set by core
     convert_layer: Callable | None = None
 

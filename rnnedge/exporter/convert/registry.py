@@ -3,8 +3,13 @@
     @converts(L.Dense, per_step=True)
     def dense(ctx, layer, args, kwargs, outs): ...
 
-A converter is `fn(ctx, layer, args, kwargs, outs) -> list[str]` (see layers.py). Its declaration
-says what core.py needs to route a call; the rules it applies, in one place (`route`):
+A converter is `fn(ctx, layer, args, kwargs, outs) -> list[str]` (see layers.py). Put it in the
+module of its kind, which core.py imports (a new module must be added to that import): layers.py
+(per-step and shape layers, mask ops), temporal.py (layers over the time axis: convolutions,
+padding, pooling, cropping, upsampling), recurrent.py. Tests: a case in tests/test_convert.py's
+matrix (`test_every_supported_layer_type_has_a_test` names the missing ones), and for streaming,
+tests/test_stream_conv.py. Its declaration says what core.py needs to route a call; the rules it
+applies, in one place (`route`):
 
 1. Type: a layer's own type first, then its bases in MRO order. A subclass that keeps its base's
    `call` is converted by the base's converter; one with its own `call` is not (what it computes is
@@ -19,7 +24,11 @@ says what core.py needs to route a call; the rules it applies, in one place (`ro
 5. Streaming (`--streaming`): each chunk runs alone, so `streaming` says how the layer behaves:
    PER_STEP (its output at a step depends on that step only), STATE (it keeps what it needs of
    the past in state inputs and outputs it adds itself) or WHOLE (it needs the whole sequence:
-   refused); a callable `(layer, x) -> reason or None` for layers whose configuration decides.
+   refused); a callable `(layer, x) -> reason or None` for layers whose configuration decides
+   (the reason completes "layer 'name' (Type): <reason>, so it cannot run chunk by chunk").
+   A layer that changes how many steps there are records it for the stream and the sample cases
+   (temporal.py: `_in_phase` for strides, `_shortens` for steps dropped, `ctx.rates` for
+   upsampling); core.py gives every other output its input's rate and length.
    Layers tf2onnx converts are probed in Keras instead (splice.py).
 """
 

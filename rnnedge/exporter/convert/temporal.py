@@ -1,5 +1,6 @@
-"""Layers whose output at a step reads neighbouring steps: convolutions over time (Conv1D,
-DepthwiseConv1D, SeparableConv1D), ZeroPadding1D and pooling, and how each streams.
+"""Layers over the time axis: those whose output at a step reads neighbouring steps (convolutions
+over time: Conv1D, DepthwiseConv1D, SeparableConv1D; ZeroPadding1D; pooling), those that change
+which steps there are (Cropping1D, UpSampling1D), and how each streams.
 
 Whole sequences: ONNX Conv / Pad / pooling ops with the layer's padding.
 
@@ -13,11 +14,15 @@ convolution reads them). A stride (or pooling with pool size = stride) keeps no 
 its chunks in phase: the model's total time stride S (`ctx.time_stride`, in the manifest) is
 what every chunk but a sequence's last must be a multiple of. What looks ahead ('same' padding,
 right padding, a 'valid' convolution without its left padding) is refused, with how far it looks.
+UpSampling1D streams as it is (each input step gives its `size` steps; its output's rate is a
+Fraction of the input's); Cropping1D streams only where it crops nothing (cropping the end looks
+ahead, cropping the start would make a chunk's output depend on where the chunk sits).
 """
 
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 from keras import layers as L
@@ -62,15 +67,20 @@ def _past_frames(ctx: Context, layer, x: Sym, frames: int) -> str:
 def _in_phase(ctx: Context, layer, x: Sym, stride: int, out: str) -> None:
     """Record that `out` runs at 1/stride of `x`'s rate: streamed chunks must keep that stride in
     phase, and the sample cases are at least that long."""
-    rate = ctx.rates.get(x.name, 1) * stride
-    ctx.rates[out] = rate
-    ctx.time_stride = math.lcm(ctx.time_stride, rate)
+    rate = Fraction(ctx.rates.get(x.name, 1)) * stride
+    ctx.rates[out] = _rate(rate)
+    ctx.time_stride = math.lcm(ctx.time_stride, rate.numerator)  # chunks of n input steps give n / rate steps
+
+
+def _rate(rate: Fraction) -> int | Fraction:
+    """A rate as an int where it is one (an UpSampling1D makes it a Fraction below 1)."""
+    return int(rate) if rate.denominator == 1 else rate
 
 
 def _shortens(ctx: Context, x: Sym, out: str, steps: int) -> None:
     """`out` is `steps` input steps shorter than `x`: sample cases must be longer than that."""
     ctx.shortened[out] = ctx.shortened.get(x.name, 0) + steps
-    ctx.min_steps = max(ctx.min_steps, ctx.shortened[out])
+    ctx.min_steps = max(ctx.min_steps, math.ceil(ctx.shortened[out]))  # a Fraction after an UpSampling1D
 
 
 def conv_input(ctx: Context, layer, x: Sym, padding: str, past: int, stride: int) -> tuple[str, list[int]]:
@@ -217,3 +227,47 @@ _pool1d("AveragePool", L.AveragePooling1D)
 
 
 READS_PAST = (conv1d, depthwise_conv1d, separable_conv1d)  # what reads a ZeroPadding1D's kept frames
+
+
+def _cropping_stream(layer, x) -> str | None:
+    """Cropping1D streams only where it crops nothing: cropping the end looks ahead (a step is kept
+    only once the steps after it are known), and cropping the start drops the stream's first steps,
+    so a chunk's output would depend on where the chunk sits in the stream."""
+    start, end = (int(c) for c in layer.cropping)
+    if end:
+        return f"it crops a sequence's last {end} step(s), so whether a step is kept depends on the {end} step(s) " \
+               "after it (it looks ahead)"
+    if start:
+        return f"it crops a sequence's first {start} step(s), so a chunk's output would depend on where the chunk " \
+               "sits in the stream; drop those steps before streaming instead"
+    return None
+
+
+@converts(L.Cropping1D, streaming=_cropping_stream)
+def cropping1d(ctx: Context, layer, args, kwargs, outs):
+    """Slice on axis 1 (time): [start, T - end)."""
+    g, x = ctx.g, args[0]
+    start, end = (int(c) for c in layer.cropping)
+    if not start and not end:
+        return [x.name]
+    c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
+    y = g.op("Slice", [x.name, c(start), c(-end if end else INT64_MAX), c(1)], hint=layer.name)
+    _shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (start + end))
+    return [y]
+
+
+@converts(L.UpSampling1D)
+def upsampling1d(ctx: Context, layer, args, kwargs, outs):
+    """Each step repeated `size` times along time: Tile on a new axis after time, then Reshape.
+    Streams exactly (each input step gives its `size` output steps, looking neither back nor
+    ahead); its output runs at `size` times its input's rate (`ctx.rates`, a Fraction below 1)."""
+    g, x = ctx.g, args[0]
+    size = int(layer.size)
+    if size == 1:
+        return [x.name]
+    tiled = g.op("Tile", [g.unsqueeze(x.name, [2]), g.const(np.array([1, 1, size, 1], np.int64), "repeats")],
+                 hint=layer.name)
+    shape = g.op("Concat", [g.const(np.array([0, -1], np.int64)), g.dims(x.name, 2, 3)], axis=0)
+    y = g.op("Reshape", [tiled, shape], hint=layer.name)
+    ctx.rates[y] = _rate(Fraction(ctx.rates.get(x.name, 1)) / size)
+    return [y]
