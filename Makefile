@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo exported test install clean-venv
+.PHONY: demo exported lint test install clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(STAMP)
 # Regenerate the committed exported/ on purpose (the runtime-only examples and tests read it).
 exported: $(STAMP)
 	$(BIN)/rnnedge demo --out exported --force
+
+# The linter, with the rules pyproject.toml's [tool.ruff] sets (CI runs it before the tests).
+lint: $(STAMP)
+	$(BIN)/ruff check rnnedge tests tools
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

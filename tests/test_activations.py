@@ -48,7 +48,8 @@ GRU_GATE_SCALE = 0.05
 # case), so those pairs have no meaningful parity case.
 MATRIX = [(act, layer, role) for act in FUSED + SCANNED for layer in LAYERS
           for role in ("activation", "recurrent_activation") if not (layer == "SimpleRNN" and role != "activation")
-          and not (act in ("log_softmax", "exponential") and layer.startswith("GRU") and role == "recurrent_activation")]
+          and not (act in ("log_softmax", "exponential") and layer.startswith("GRU")
+                   and role == "recurrent_activation")]
 
 
 def ops(folder) -> collections.Counter:

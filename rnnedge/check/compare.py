@@ -113,9 +113,9 @@ class ParityReport:
         for case in self.cases:
             for o in case.outputs:
                 at = f"at step {o.worst_step:<5}" if o.worst_step is not None else " " * 14
-                lines.append(f"{'ok  ' if o else 'FAIL'} {case.case:<{width}}  {_steps(case.steps)}  {o.name:<{names}}  "
-                             f"max|diff| {o.max_abs:.2e} {at} mean {o.mean_abs:.2e}  rel {o.max_rel:.2e}  "
-                             f"(atol {o.atol:g}, rtol {o.rtol:g})")
+                lines.append(f"{'ok  ' if o else 'FAIL'} {case.case:<{width}}  {_steps(case.steps)}  "
+                             f"{o.name:<{names}}  max|diff| {o.max_abs:.2e} {at} mean {o.mean_abs:.2e}  "
+                             f"rel {o.max_rel:.2e}  (atol {o.atol:g}, rtol {o.rtol:g})")
         return lines
 
     def to_dict(self) -> dict:
