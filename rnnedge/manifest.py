@@ -95,7 +95,8 @@ class Manifest:
     # variants made and measured but not kept: "int8" -> {"because", "candidates"} (none smaller than fp32)
     not_kept: dict[str, dict[str, Any]] = field(default_factory=dict)
     streaming: bool = False
-    time_stride: int = 1  # a streaming export's chunks, but a sequence's last, are multiples of this many steps
+    time_stride: int = 1  # a streaming export's chunks are multiples of this many steps
+    min_steps: int = 0  # steps 'valid' windows (convolutions, pooling, cropping) consume: sequences must be longer
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> {"sha256", "size"}; {} on old exports
     export_seconds: float | None = None
     static: dict[str, int] = field(default_factory=dict)  # axes fixed at export (`--static batch=B,time=T`)
@@ -256,6 +257,8 @@ def _check_json_types(d: dict[str, Any]) -> None:
         raise ValueError(f"'streaming' must be true or false, got {d['streaming']!r}")
     if "time_stride" in d and not (_is_int(d["time_stride"]) and d["time_stride"] >= 1):
         raise ValueError(f"'time_stride' must be a positive integer, got {d['time_stride']!r}")
+    if "min_steps" in d and not (_is_int(d["min_steps"]) and d["min_steps"] >= 0):
+        raise ValueError(f"'min_steps' must be a whole number >= 0, got {d['min_steps']!r}")
     for side in ("inputs", "outputs"):
         for t in d[side]:
             if not isinstance(t, dict):

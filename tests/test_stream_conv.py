@@ -208,3 +208,16 @@ def test_sample_cases_are_long_enough_for_valid_windows_and_no_longer(exports, t
     x = seq_input(4)
     shrinking = export(functional(x, L.GRU(3)(L.Conv1D(3, 3)(L.Conv1D(3, 2)(x))), "m"), tmp_path / "valid")
     assert lengths(shrinking.folder) == [10, 19, 4, 503]
+
+
+def test_a_sequence_shorter_than_the_valid_windows_is_refused_in_one_line(tmp_path):
+    """onnxruntime's recurrent kernels abort the process on a sequence that 'valid' windows shortened to
+    nothing: the runtime refuses such an input first, saying how many steps the model needs."""
+    x = seq_input(4)
+    result = export(functional(x, L.GRU(3)(L.Conv1D(3, 3)(L.Conv1D(3, 2)(x))), "m"), tmp_path / "valid")
+    assert result.manifest.min_steps == 3
+    model = load(result.folder, "cpu")
+    with pytest.raises(RnnEdgeError, match=r"3 step\(s\), but the model's 'valid' windows .* consume 3: give at "
+                                           r"least 4"):
+        model.run(np.ones((1, 3, 4), np.float32))
+    assert model.run(np.ones((1, 4, 4), np.float32))[0].shape == (1, 3)

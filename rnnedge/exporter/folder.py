@@ -144,6 +144,7 @@ def export(
             notes=converted.notes,
             streaming=any(s.role == "state" for s in converted.inputs),
             time_stride=converted.time_stride,
+            min_steps=converted.min_steps,
             variants={"fp32": {"file": MODEL, "size": (tmp / MODEL).stat().st_size}},
             static=dict(static or {}),
         )

@@ -74,11 +74,13 @@ def nth(i: int) -> str:
 class Slot:
     """One graph input and what is needed to check an array for it quickly."""
 
-    __slots__ = ("spec", "name", "rank", "fixed", "named", "dtype", "is_int", "is_bool", "time_axis", "right_padded")
+    __slots__ = ("spec", "name", "rank", "fixed", "named", "dtype", "is_int", "is_bool", "time_axis", "right_padded",
+                 "min_steps")
 
     def __init__(self, spec: TensorSpec, ort_type: str | None, right_padded: bool = False,
-                 static_time: int | None = None):
+                 static_time: int | None = None, min_steps: int = 0):
         self.spec = spec
+        self.min_steps = min_steps  # steps the model's 'valid' windows consume: a sequence needs more
         self.name = spec.name
         self.rank = len(spec.shape)
         self.fixed = tuple((i, d) for i, d in enumerate(spec.shape) if not isinstance(d, str))
@@ -170,6 +172,10 @@ def check_shape(slot: Slot, a: np.ndarray, axes: dict[str, tuple[int, str]], err
         if n == 0 and (axis == BATCH or is_time_axis(axis)):
             what = "row" if axis == BATCH else "step"
             errors.append(f"input '{slot.name}': the '{axis}' axis (dimension {i}) is empty: give at least one {what}")
+            continue
+        if slot.min_steps and is_time_axis(axis) and n <= slot.min_steps:
+            errors.append(f"input '{slot.name}': {n} step(s), but the model's 'valid' windows (convolutions, pooling, "
+                          f"cropping) consume {slot.min_steps}: give at least {slot.min_steps + 1} steps")
             continue
         seen = axes.get(axis)
         if seen is None:

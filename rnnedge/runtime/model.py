@@ -127,7 +127,7 @@ class Model:
         _check_against_graph(manifest, graph_in, graph_out, self.path.name)
         ort_types = {i.name: i.type for i in graph_in}
         legacy = manifest.format < 2
-        self.slots = {t.name: Slot(t, ort_types.get(t.name), legacy, self.manifest.static.get("time"))
+        self.slots = {t.name: Slot(t, ort_types.get(t.name), legacy, manifest.static.get("time"), manifest.min_steps)
                       for t in self.inputs}
         self.data_slots = [self.slots[t.name] for t in manifest.data_inputs]
         self.state_slots = [self.slots[t.name] for t in manifest.state_inputs]
