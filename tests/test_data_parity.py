@@ -20,8 +20,9 @@ STEPS = 1600
 @pytest.fixture(scope="module")
 def lstm_gru(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "lg.keras"
-    sequential([seq_input(4), L.LSTM(8, return_sequences=True), L.GRU(6, return_sequences=True),  # named: Keras' own
-                L.TimeDistributed(L.Dense(2), name="time_distributed")], "lg").save(path)  # names count across tests
+    sequential([seq_input(4), L.LSTM(8, return_sequences=True, name="lstm"),  # named: Keras' own names count
+                L.GRU(6, return_sequences=True, name="gru"),  # across the tests of a session
+                L.TimeDistributed(L.Dense(2), name="time_distributed")], "lg").save(path)
     return path
 
 
