@@ -256,7 +256,7 @@ def run(
     """Run an exported model on inputs from a file (numpy + onnxruntime only)."""
     with user_errors():
         from rnnedge.runtime import run_file
-        from rnnedge.runtime.files import outputs_json, preview
+        from rnnedge.runtime.datafiles import outputs_json, preview
 
         stdout = preflight.run_output(folder, input, output, force=force)
         outputs = run_file(folder, input, None if stdout else output, chunk=chunk, provider=provider, threads=threads,

@@ -17,7 +17,7 @@ from rnnedge.cli import app
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import Manifest
 from rnnedge.quantize.folder import quantize_dir, read_data
-from rnnedge.runtime.files import read_inputs
+from rnnedge.runtime.datafiles import read_inputs
 from rnnedge.runtime.model import load
 
 REPO = Path(__file__).resolve().parent.parent

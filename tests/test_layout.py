@@ -172,3 +172,35 @@ def test_the_command_line_module_stays_thin():
                for t in node.targets if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name)
                and t.value.id[0].isupper()]
     assert not patched, f"cli.py sets attributes of classes at lines {patched}"
+
+
+def test_modules_stay_small_enough_to_read():
+    """Past ~450 lines a module has become a stage of its own (STYLE.md): make it a package."""
+    sizes = {str(path.relative_to(PACKAGE.parent)): len(path.read_text().splitlines()) for _, path in _modules()}
+    assert not {m: n for m, n in sizes.items() if n > 450}, sizes
+
+
+def test_converters_are_declared_in_one_registry():
+    """One declaration per converter (`registry.converts`): no module keeps a table of layer types of its
+    own beside it (CONVERTERS / MASK_AWARE / PER_STEP tables were kept in step by hand)."""
+    convert = PACKAGE / "exporter" / "convert"
+    found = [f"{path.name}: {t.id}" for path in convert.glob("*.py") if path.name != "registry.py"
+             for node in ast.parse(path.read_text()).body if isinstance(node, ast.Assign)
+             for t in node.targets if isinstance(t, ast.Name) and t.id in ("CONVERTERS", "MASK_AWARE", "PER_STEP")]
+    assert not found, found
+
+
+def test_tolerances_come_from_the_tables():
+    """Parity tolerances are one fact (tables.PROVIDERS): no literal atol=/rtol= number elsewhere."""
+    found = [f"{path.relative_to(PACKAGE.parent)}:{n}" for _, path in _modules() if path.name != "tables.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if re.search(r"\b[ar]tol\s*=\s*[0-9.]+e-|\bATOL\s*=\s*[0-9]", line)]
+    assert not found, found
+
+
+def test_plain_pytest_collects_the_suite():
+    """`pytest` (not only `python -m pytest`) finds `tests.*` imports: pyproject sets pythonpath."""
+    pytest = str(Path(sys.executable).with_name("pytest"))
+    done = subprocess.run([pytest, "--collect-only", "-q", "tests/test_runtime.py"], capture_output=True, text=True,
+                          timeout=300, cwd=PACKAGE.parent)  # test_runtime imports tests.onnx_fixtures
+    assert done.returncode == 0 and "tests collected" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]

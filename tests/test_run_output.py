@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from keras import layers as L
 
-from rnnedge.runtime.files import outputs_json, preview
+from rnnedge.runtime.datafiles import outputs_json, preview
 from tests.kmodels import seq_input, sequential
 from tests.test_cli import assert_user_error, invoke
 

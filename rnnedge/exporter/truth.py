@@ -226,7 +226,7 @@ def data_cases(path, converted) -> tuple[list[tuple[str, dict]], int | None]:
     rows evenly spaced when there are more (the case's name says which); and their length. Stateful models (a fixed
     batch) get their rows in cases of that batch; state inputs start at zero (a fresh stream)."""
     from rnnedge import preflight
-    from rnnedge.runtime.files import read_npz
+    from rnnedge.runtime.datafiles import read_npz
 
     specs = [s for s in (converted.keras_inputs or converted.inputs) if s.role == "data"]
     preflight.data_matches(path, preflight.data_headers(path), [(s.name, s.shape, s.dtype) for s in specs])

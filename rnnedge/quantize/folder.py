@@ -22,7 +22,7 @@ from rnnedge.quantize.common import DISK_ERRNOS
 from rnnedge.quantize.fp16 import quantize_fp16
 from rnnedge.quantize.int8 import candidate_settings, quantize_int8, setting_named
 from rnnedge.runtime import Model, load, session_options
-from rnnedge.runtime.files import read_npz
+from rnnedge.runtime.datafiles import read_npz
 from rnnedge.samples import random_inputs
 from rnnedge.tables import CPU, GPU_PROVIDERS, VARIANTS
 from rnnedge.timing import measure

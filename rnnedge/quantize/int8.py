@@ -248,6 +248,47 @@ def u8s8_weight_range(model: onnx.ModelProto) -> tuple[int, int] | None:
 # weight-only int8
 
 
+# Weight-only int8, per op: which input is a weight and which axes share a scale. A handler takes
+# the node, `dequantized(name, reduce_axes) -> float value name or None` and `dims(name)`, rewires
+# the node's weight inputs to their dequantized values, and says whether it did.
+def _recurrent_weights(node, dequantized, dims) -> bool:
+    """LSTM/GRU/RNN W [D, G*U, F] and R [D, G*U, U]: one scale per (direction, row)."""
+    w, r = (dequantized(node.input[i], (2,)) for i in (1, 2))
+    if w and r:
+        node.input[1], node.input[2] = w, r
+    return bool(w and r)
+
+
+def _gemm_weight(node, dequantized, dims) -> bool:
+    """Gemm B [K, N] (or [N, K] with transB): one scale per output column."""
+    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+    b = dequantized(node.input[1], (1,) if trans_b else (0,))
+    if b:
+        node.input[1] = b
+    return bool(b)
+
+
+def _matmul_weight(node, dequantized, dims) -> bool:
+    """MatMul B [K, N] (a 2-D initializer): one scale per output column."""
+    b = dequantized(node.input[1], (0,)) if len(dims(node.input[1])) == 2 else None
+    if b:
+        node.input[1] = b
+    return bool(b)
+
+
+def _conv_weight(node, dequantized, dims) -> bool:
+    """Conv W [M, C/group, k...]: one scale per output channel."""
+    shape = dims(node.input[1])
+    w = dequantized(node.input[1], tuple(range(1, len(shape)))) if len(shape) >= 3 else None
+    if w:
+        node.input[1] = w
+    return bool(w)
+
+
+WEIGHT_ONLY = {"LSTM": _recurrent_weights, "GRU": _recurrent_weights, "RNN": _recurrent_weights,
+               "Gemm": _gemm_weight, "MatMul": _matmul_weight, "Conv": _conv_weight}
+
+
 def _weight_only_int8(model: onnx.ModelProto, ops: tuple[str, ...]) -> Counter:
     """Store the weights of `ops` (LSTM, GRU, RNN, MatMul, Gemm, Conv) and of Gather tables as
     int8; return counts by op.
@@ -293,38 +334,19 @@ def _weight_only_int8(model: onnx.ModelProto, ops: tuple[str, ...]) -> Counter:
         done[name] = out
         return out
 
+    dims = lambda name: _dims(inits, name)  # noqa: E731
     for node in graph.node:
         standard = node.domain in ("", "ai.onnx")
-        if standard and node.op_type in ("LSTM", "GRU", "RNN") and node.op_type in ops:
-            # W [D, G*U, F], R [D, G*U, U]: one scale per (direction, row)
-            w, r = (dequantized(node.input[i], (2,)) for i in (1, 2))
-            if w and r:
-                node.input[1], node.input[2] = w, r
-                counts[node.op_type] += 1
-        elif standard and node.op_type == "Gemm" and "Gemm" in ops:  # B [K, N], or [N, K] with transB
-            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-            b = dequantized(node.input[1], (1,) if trans_b else (0,))
-            if b:
-                node.input[1] = b
-                counts["Gemm"] += 1
-        elif standard and node.op_type == "MatMul" and "MatMul" in ops and len(_dims(inits, node.input[1])) == 2:
-            b = dequantized(node.input[1], (0,))  # B [K, N]: one scale per output column
-            if b:
-                node.input[1] = b
-                counts["MatMul"] += 1
-        elif standard and node.op_type == "Conv" and "Conv" in ops:  # W [M, C/group, k...]
-            dims = _dims(inits, node.input[1])
-            w = dequantized(node.input[1], tuple(range(1, len(dims)))) if len(dims) >= 3 else None
-            if w:
-                node.input[1] = w
-                counts["Conv"] += 1
-        elif standard and node.op_type == "Gather":
+        if standard and node.op_type == "Gather":
             axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
             t = inits.get(node.input[0])
             if axis == 0 and t is not None and t.data_type == TensorProto.FLOAT and len(t.dims) == 2:
                 nodes.extend(_int8_embedding(node, tables, inits, new_inits, fresh))
                 counts["Gather"] += 1
                 continue
+        handler = WEIGHT_ONLY.get(node.op_type) if standard and node.op_type in ops else None
+        if handler is not None and handler(node, dequantized, dims):
+            counts[node.op_type] += 1
         nodes.append(node)
 
     if not counts:

@@ -11,10 +11,10 @@ alone, whole sequences or streamed chunk by chunk with the state carried: no Ten
 
 Steps: `providers` (which execution providers, their options, the session), `inputs` (checks
 every input before onnxruntime sees it), `model` (`load`, `Model.run`), `stream` (`Stream`,
-`run_chunked`), `files` (.npy/.npz/.csv in and out).
+`run_chunked`), `datafiles` (.npy/.npz/.csv in and out).
 """
 
-from rnnedge.runtime.files import read_inputs, run_file, write_outputs
+from rnnedge.runtime.datafiles import read_inputs, run_file, write_outputs
 from rnnedge.runtime.inputs import Outputs
 from rnnedge.runtime.model import Model, load
 from rnnedge.runtime.providers import TRT_SHAPES, available_providers, session_options
