@@ -121,17 +121,24 @@ def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> lis
         progress.update(task, description=f"benchmark {name}")
         entry = zoo.load(name)
         fixed = entry.model.inputs[0].shape[1]  # Keras' own length where it fixes one (streaming exports free it)
-        rows = bench.bench_dir(out / name, variants=("fp32", *VARIANTS), baselines=tuple(BASELINES), source=entry,
+        rows = bench.bench_dir(out / name, variants=_kept(out / name), baselines=tuple(BASELINES), source=entry,
                                times=None if fixed is None else (fixed,), runs=runs, warmup=max(5, runs // 10))
         results.append((name, rows))
         progress.advance(task)
     if PLOT_MODEL in names:
         progress.update(task, description=f"benchmark {PLOT_MODEL} over lengths")
-        rows = bench.bench_dir(out / PLOT_MODEL, variants=("fp32", *VARIANTS), baselines=tuple(BASELINES),
+        rows = bench.bench_dir(out / PLOT_MODEL, variants=_kept(out / PLOT_MODEL), baselines=tuple(BASELINES),
                                source=zoo.load(PLOT_MODEL), times=PLOT_TIMES, runs=runs, warmup=max(5, runs // 10))
         bench.plot(rows, out / f"bench-{PLOT_MODEL}.png", model=PLOT_MODEL)
         results.append((f"{PLOT_MODEL} (over lengths)", rows))
     return results
+
+
+def _kept(folder: Path) -> tuple[str, ...]:
+    """fp32 and the variants the export kept (an int8 no smaller than fp32 is not kept)."""
+    from rnnedge.manifest import Manifest
+
+    return ("fp32", *(v for v in VARIANTS if v in Manifest.load(folder).variants))
 
 
 # tools/bench_triton.py and tools/bench_hop.py --write their figures between these markers; the demo keeps them.

@@ -426,3 +426,19 @@ def test_demo_prints_progress_lines_and_a_summary_not_every_benchmark_table(tmp_
     summary = text.split("benchmark summary")[1].split("wrote")[0]
     assert [ln.split()[1] for ln in summary.splitlines() if ln.startswith("│")] == ["airline-gru"], summary  # one row
     assert "| airline-gru | litert-int8 |" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_the_demo_benchmarks_only_the_variants_an_export_kept(tmp_path):
+    """An int8 variant no smaller than fp32 is not kept (cells-lstm): the demo's benchmark skips it."""
+    import shutil
+
+    from rnnedge import demo
+    from rnnedge.manifest import Manifest
+
+    folder = tmp_path / "m"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "exported" / "airline-gru", folder)
+    assert demo._kept(folder) == ("fp32", "int8", "fp16")
+    m = Manifest.load(folder)
+    m.variants.pop("int8")
+    m.save(folder)
+    assert demo._kept(folder) == ("fp32", "fp16")
