@@ -6,14 +6,14 @@ converter of ours), `truth` (Keras' outputs on sample cases), `folder` (`export`
 move into place), `baselines` (Keras, tf2onnx and LiteRT exports and runners, for comparisons).
 """
 
-from rnnedge.logs import quiet_native_stderr, quiet_tensorflow
+from rnnedge.logs import quiet_tensorflow
 
-quiet_tensorflow()  # before Keras imports TensorFlow
-with quiet_native_stderr():  # TensorFlow's import-time absl/oneDNN lines (AVX-512 CPUs), for Python callers too
-    from rnnedge.exporter.baselines import keras_function, litert_export, tf2onnx_export
-    from rnnedge.exporter.folder import ExportResult, export, task_metrics
-    from rnnedge.exporter.source import load_keras, versions
-    from rnnedge.exporter.truth import BATCHES, LENGTHS, keras_outputs, random_cases, zoo_case
+quiet_tensorflow()  # imports TensorFlow with its native start-up lines held, before Keras does
+
+from rnnedge.exporter.baselines import keras_function, litert_export, tf2onnx_export  # noqa: E402
+from rnnedge.exporter.folder import ExportResult, export, task_metrics  # noqa: E402
+from rnnedge.exporter.source import load_keras, versions  # noqa: E402
+from rnnedge.exporter.truth import BATCHES, LENGTHS, keras_outputs, random_cases, zoo_case  # noqa: E402
 
 __all__ = ["BATCHES", "LENGTHS", "ExportResult", "export", "keras_function", "keras_outputs", "litert_export",
            "load_keras", "random_cases", "task_metrics", "tf2onnx_export", "versions", "zoo_case"]
