@@ -217,7 +217,8 @@ def test_an_int8_variant_no_smaller_than_fp32_is_not_kept(tmp_path):
     m = Manifest.load(folder)
     m.source = {"name": "tiny"}  # not the zoo's: judged on the golden outputs, no TensorFlow
     m.save(folder)
-    assert (folder / "model.int8.onnx").stat().st_size > (folder / "model.onnx").stat().st_size  # as committed
+    assert "int8" not in m.variants and not (folder / "model.int8.onnx").exists()  # as committed
+    shutil.copy(folder / "model.onnx", folder / "model.int8.onnx")  # an earlier run's leftover
     result = CliRunner().invoke(app, ["quantize", str(folder), "--variants", "int8", "--explain"])
     assert result.exit_code == 0, result.output
     m = Manifest.load(folder)

@@ -387,7 +387,8 @@ def test_twenty_two_interleaved_sequences_each_equal_keras(server):
 
     rng = np.random.default_rng(7)
     sequences = [(f"{case}, row {r}", rows(inputs, r)["frames"], rows(expected, r)["events"])
-                 for case, inputs, expected in golden(PER_STEP) for r in range(len(inputs["frames"]))]
+                 for case, inputs, expected in golden(PER_STEP) for r in range(len(inputs["frames"]))
+                 if inputs["frames"].shape[1] <= 64]  # not the 500-step case: its rounds would be most of this test
     order = rng.permutation(len(sequences))
     names, inputs, wanted = zip(*[sequences[k] for k in order])
     n = len(inputs)
