@@ -21,6 +21,7 @@ from rnnedge.exporter.convert.core import Converted, interface
 from rnnedge.exporter.convert.graph import OPSET
 from rnnedge.exporter.convert.splice import TF2ONNX_OPSET, SpliceError
 from rnnedge.exporter.source import load_source, versions
+from rnnedge.exporter.tfgraph import signature_layer
 from rnnedge.exporter.truth import keras_outputs, keras_truth, stateful_layers, zoo_case
 from rnnedge.files import atomic_path, discard_dir, new_folder, recover_dir, replace_dir, temp_dir
 from rnnedge.manifest import BATCH, MANIFEST, MODEL, Manifest, TensorSpec, is_time_axis
@@ -46,9 +47,12 @@ class ExportResult:
         fused = sum(len(v) for v in m.fused_nodes.values())
         spliced = m.tf2onnx_layers
         via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not m.loop_layers else ""
+        if m.loop_layers:  # --allow-loop: tf2onnx's graph of the whole model
+            via = f", tf2onnx's whole graph (Loops for {_names(m.loop_layers)})"
         graph = onnx.load(str(self.folder / MODEL), load_external_data=False).graph
         truth = m.source.get("truth", {})
-        against = f" against {truth['framework']} {truth['version']}" if truth.get("framework") == "tf_keras" else ""
+        other = truth.get("framework") not in (None, "keras")  # tf_keras, or TensorFlow running a plain SavedModel
+        against = f" against {truth['framework']} {truth['version']}" if other else ""
         return [f"wrote {self.folder}: {fused} fused recurrent node(s){_scanned(m)}{via}, "
                 f"{m.variants['fp32']['size']} bytes, opset {m.opset}",
                 *m.interface_lines({n.name: n.op_type for n in graph.node}),
@@ -103,20 +107,28 @@ def export(
     new_folder(out, force=force, marker=MANIFEST)  # recover_dir may have put back an export left aside
     tmp = temp_dir(out)  # first: a disk that cannot take it is refused before any work, and the lock is held
     try:
-        found = load_source(source, unsafe=unsafe)
+        found = load_source(source, unsafe=unsafe, allow_loop=allow_loop)
         model, entry = found.model, found.entry
         started = time.perf_counter()
         looped: list[str] = []
         try:
-            converted = convert(model, streaming=streaming, opset=opset)
-            proto = converted.onnx_model
+            if found.whole_graph:  # a plain tf.Module: nothing to fuse, tf2onnx converts all of it
+                if streaming:
+                    raise RnnEdgeError(f"{found.name}: --streaming needs recurrent layers rnnedge fuses; a plain "
+                                       "tf.Module's graph (--allow-loop) cannot carry state across calls")
+                proto, converted = _fallback(model, f"{found.name}: tf2onnx's graph of its signature", opset)
+                looped = [signature_layer(model).name] if _loop_nodes(proto.graph) else []
+            else:
+                converted = convert(model, streaming=streaming, opset=opset)
+                proto = converted.onnx_model
         except UnsupportedLayerError as e:
             if not allow_loop or isinstance(e, SpliceError):  # tf2onnx refused that layer already
                 raise
             if streaming or stateful_layers(model):
                 raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls "
                                    "(stateful or --streaming)") from None
-            proto, converted = _fallback(model, e, opset)
+            where = f"layer '{e.layer_name}' ({e.layer_type}): --allow-loop fell back to tf2onnx's graph"
+            proto, converted = _fallback(model, where, opset)
             looped = loop_layers(proto, model)
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                           f"{', '.join(looped) or 'no layer'} stayed as Loop", stacklevel=2)
@@ -188,13 +200,12 @@ def task_metrics(entry, folder: Path) -> dict:
             "task": entry.task}
 
 
-def _fallback(model, why: UnsupportedLayerError, opset: int):
-    """tf2onnx's graph (for the layer `why` names), described with the same input/output specs as a
-    fused export would have. Refused in one line, naming the layer and the op, where tf2onnx fails
-    or onnxruntime cannot run its graph."""
+def _fallback(model, where: str, opset: int):
+    """tf2onnx's graph of the whole model, described with the same input/output specs as a fused
+    export would have. Refused in one line, starting with `where` (the layer that made it needed)
+    and naming the op, where tf2onnx fails or onnxruntime cannot run its graph."""
     import onnxruntime as ort
 
-    where = f"layer '{why.layer_name}' ({why.layer_type}): --allow-loop fell back to tf2onnx's graph"
     try:
         proto = tf2onnx_export(model, opset=min(opset, TF2ONNX_OPSET))
     except Exception as err:  # noqa: BLE001 - tf2onnx's own failure, said in one line
@@ -244,6 +255,10 @@ def _fix_axes(converted: Converted, proto, static: dict[str, int]):
     keras_inputs = fix(converted.keras_inputs) if converted.keras_inputs else None
     return dataclasses.replace(converted, inputs=fix(converted.inputs), outputs=fix(converted.outputs),
                                keras_inputs=keras_inputs), proto
+
+
+def _loop_nodes(graph: onnx.GraphProto) -> bool:
+    return any(n.op_type in ("Loop", "Scan") for n in graph.node)
 
 
 def _unknown_ops(graph: onnx.GraphProto) -> list[str]:

@@ -86,6 +86,11 @@ def is_savedmodel(path: Path) -> bool:
     return path.is_dir() and (path / "saved_model.pb").is_file()
 
 
+def has_keras_metadata(path: Path) -> bool:
+    """A SavedModel folder written by tf.keras (model.save), not a plain tf.Module."""
+    return (path / "keras_metadata.pb").is_file()
+
+
 def from_object(model, source_format: str = "tf_keras object") -> Rebuilt:
     """Rebuild a tf_keras model object; it stays the truth."""
     if type(model).__name__ not in ("Functional", "Sequential", "Model") or not hasattr(model, "_is_graph_network") \
@@ -125,11 +130,11 @@ def from_h5(path: Path) -> Rebuilt:
 
 def from_savedmodel(path: Path) -> Rebuilt:
     """A SavedModel folder written by tf.keras 2: tf_keras restores its layers from keras_metadata.pb."""
-    if not (path / "keras_metadata.pb").is_file():
+    if not has_keras_metadata(path):
         raise RnnEdgeError(f"{path} is a SavedModel without Keras metadata (a plain tf.Module, not written by "
-                           "tf.keras model.save): rnnedge exports Keras models; convert it with "
-                           f"`python -m tf2onnx.convert --saved-model {path}` (recurrent layers stay Loops), or export "
-                           "the Keras model it came from")
+                           "tf.keras model.save), so rnnedge cannot fuse its recurrent layers; pass --allow-loop to "
+                           "convert its whole graph with tf2onnx (recurrences stay Loops), or export the Keras model "
+                           "it came from")
     if not has_tf_keras():
         raise RnnEdgeError(f"{path} is a Keras 2 SavedModel folder: reading it needs tf_keras: {INSTALL}")
     import tf_keras

@@ -30,6 +30,7 @@ class Source:
     entry: object | None = None  # a zoo entry
     truth: object | None = None  # a tf_keras model computing the golden outputs; None: `model` does
     origin: dict = field(default_factory=dict)  # {"format", "truth": {"framework", "version"}, "translated"}
+    whole_graph: bool = False  # a plain tf.Module's signature (tfgraph): tf2onnx converts all of it
 
 
 def load_keras(source, *, unsafe: bool = False):
@@ -39,9 +40,10 @@ def load_keras(source, *, unsafe: bool = False):
     return found.model, found.name, found.sha256, found.entry
 
 
-def load_source(source, *, unsafe: bool = False) -> Source:
+def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> Source:
     """The Source of an export from a Keras 3 or tf_keras model object, a .keras / .h5 file, a
-    SavedModel folder, `zoo:NAME` or a loaded `rnnedge.zoo.ZooModel`."""
+    SavedModel folder, `zoo:NAME` or a loaded `rnnedge.zoo.ZooModel`. `allow_loop`: a SavedModel
+    without Keras metadata is taken as its signature's graph (tfgraph) rather than refused."""
     keras3 = {"format": "keras3", "truth": {"framework": "keras", "version": keras.__version__}}
     if isinstance(source, keras.Model):
         if has_graph(source):
@@ -59,6 +61,11 @@ def load_source(source, *, unsafe: bool = False) -> Source:
         entry = zoo.load(text[4:])
         return Source(entry.model, text, _weights_sha256(entry.model), entry, origin=keras3)
     path = keras_file(text)  # missing, empty, or not a .keras/.h5 file or SavedModel: one line, before Keras reads it
+    if keras2.is_savedmodel(path) and not keras2.has_keras_metadata(path) and allow_loop:
+        from rnnedge.exporter import tfgraph
+
+        model = tfgraph.signature_model(path)
+        return Source(model, str(path), _folder_sha256(path), origin=tfgraph.origin(model), whole_graph=True)
     if keras2.is_savedmodel(path):
         return _rebuilt(keras2.from_savedmodel(path), str(path), None)
     if path.suffix == ".h5":
@@ -90,6 +97,14 @@ def _rebuilt(rebuilt: keras2.Rebuilt, name: str, sha256: str | None) -> Source:
 
 def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _folder_sha256(path: Path) -> str:
+    """Every file of a folder, by relative path and content, in path order."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 
