@@ -90,6 +90,10 @@ def test_the_cli_exports_it_with_allow_loop_and_refuses_streaming(plain, tmp_pat
     assert "tf2onnx's whole graph (Loops for serving_default)" in result.output
     assert "against tensorflow" in result.output.splitlines()[-1]
     Manifest.load(tmp_path / "o")  # a complete export folder
+    result = runner.invoke(app, ["bench", str(tmp_path / "o"), "--baseline", "keras,tf2onnx", "--runs", "3",
+                                 "--warmup", "1"])  # the source folder reloaded as it was exported
+    assert result.exit_code == 0, result.output
+    assert all(name in result.output for name in ("fp32", "keras", "tf2onnx"))
     result = runner.invoke(app, ["export", str(plain), "--out", str(tmp_path / "s"), "--allow-loop", "--streaming"])
     assert result.exit_code == 1 and result.output.startswith("error: ") and "--streaming" in result.output
     assert not (tmp_path / "s").exists()

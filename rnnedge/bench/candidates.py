@@ -45,8 +45,9 @@ def keras_source(source, manifest: Manifest, baselines: Sequence[str], threads: 
         name = str(manifest.source.get("name") or "")
         if not name:
             raise RnnEdgeError(f"{need}: the manifest names no source model")
-        if not name.startswith("zoo:") and not Path(name).is_file():
-            raise RnnEdgeError(f"{need}: the manifest's source {name!r} is not a file here or zoo:NAME")
+        if not name.startswith("zoo:") and not Path(name).exists():
+            raise RnnEdgeError(f"{need}: the manifest's source {name!r} is not here (a model file or SavedModel "
+                               "folder) nor zoo:NAME")
         source = name
     from rnnedge.logs import quiet_tensorflow
 
@@ -60,7 +61,7 @@ def keras_source(source, manifest: Manifest, baselines: Sequence[str], threads: 
     _tf_threads(threads)
     from rnnedge.exporter import load_keras
 
-    model = load_keras(source)[0]
+    model = load_keras(source, allow_loop=bool(manifest.loop_layers))[0]  # as exported: a plain tf.Module too
     if len(model.inputs) != len(manifest.data_inputs):
         raise RnnEdgeError(f"the source model has {len(model.inputs)} input(s) but the export takes "
                            f"{len(manifest.data_inputs)} ({', '.join(s.name for s in manifest.data_inputs)}): "

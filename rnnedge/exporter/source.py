@@ -33,10 +33,10 @@ class Source:
     whole_graph: bool = False  # a plain tf.Module's signature (tfgraph): tf2onnx converts all of it
 
 
-def load_keras(source, *, unsafe: bool = False):
+def load_keras(source, *, unsafe: bool = False, allow_loop: bool = False):
     """(keras.Model, description, sha256, zoo entry or None) from a model, a path, `zoo:NAME`
     or a loaded `rnnedge.zoo.ZooModel`."""
-    found = load_source(source, unsafe=unsafe)
+    found = load_source(source, unsafe=unsafe, allow_loop=allow_loop)
     return found.model, found.name, found.sha256, found.entry
 
 
