@@ -25,7 +25,8 @@ from rnnedge.exporter.convert.activations import RNN_ACTIVATIONS
 from tests.helpers import op_counts
 from tests.kmodels import functional, seq_input, sequential, tokens_input
 
-# Checked fused here (tanh, sigmoid, relu, linear, hard_sigmoid: tests/test_convert.py).
+# Checked fused here (tanh, sigmoid, relu, linear, hard_sigmoid: tests/test_convert.py; Keras 2's
+# hard_sigmoid, keras2_hard_sigmoid: tests/test_keras2.py).
 FUSED = ("elu", "softsign", "leaky_relu")
 # No fused ONNX form (softplus: onnxruntime's fused kernels overflow past x = 88): a Scan.
 SCANNED = ("gelu", "silu", "selu", "softplus", "hard_silu", "exponential", "relu6", "mish", "softmax", "log_softmax")
@@ -87,7 +88,7 @@ def test_activation_matches_keras(act, layer, role, tmp_path):
 
 def test_the_fused_table_holds_only_checked_activations():
     """An activation added to RNN_ACTIVATIONS without a parity case here fails this test."""
-    assert set(RNN_ACTIVATIONS) == {"sigmoid", "tanh", "relu", "linear", "hard_sigmoid", *FUSED}
+    assert set(RNN_ACTIVATIONS) == {"sigmoid", "tanh", "relu", "linear", "hard_sigmoid", "keras2_hard_sigmoid", *FUSED}
 
 
 def test_large_softplus_inputs_stay_finite(tmp_path):

@@ -120,12 +120,53 @@ def test_savedmodel_without_tf_keras_is_one_line(suite, tmp_path, monkeypatch):
         export(suite / "irnn", tmp_path / "o")
 
 
-def test_conv_lstm_is_refused_in_one_line(tmp_path):
+def test_conv_lstm_is_refused_in_one_line_and_allow_loop_matches_tf_keras(tmp_path):
+    """ConvLSTM2D has no fused op: one line; with --allow-loop tf2onnx's graph of the rebuild, whose
+    default recurrent_activation is Keras 2's hard_sigmoid, checked against tf_keras."""
     pytest.importorskip("tf_keras")
     k2models.build("conv_lstm", tmp_path, formats=("h5",))
     with pytest.raises(RnnEdgeError, match="conv_lstm2d") as e:
         export(tmp_path / "conv_lstm.h5", tmp_path / "o")
     assert "\n" not in str(e.value)
+    with pytest.warns(UserWarning, match="conv_lstm2d stayed as Loop"):
+        result = export(tmp_path / "conv_lstm.h5", tmp_path / "o", allow_loop=True)
+    assert result.passed and result.manifest.loop_layers == ["conv_lstm2d"]
+    assert result.manifest.source["truth"]["framework"] == "tf_keras"
+    assert any("hard_sigmoid" in note for note in result.manifest.source["translated"]["conv_lstm2d"])
+
+
+def hard_sigmoid_gates():
+    """Keras 2's hard_sigmoid, clip(0.2x + 0.5), as gates and as a Dense activation: Keras 3's
+    function of that name is clip(x/6 + 0.5), so a rebuild that kept the name would differ."""
+    import tf_keras
+
+    L2 = tf_keras.layers
+    model = tf_keras.Sequential([
+        L2.LSTM(5, recurrent_activation="hard_sigmoid", return_sequences=True, input_shape=(None, 3)),
+        L2.GRU(4, recurrent_activation="hard_sigmoid", reset_after=False, return_sequences=True),
+        L2.Dense(2, activation="hard_sigmoid")])
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.8, w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("with_tf_keras", [True, False], ids=["tf_keras-truth", "rebuild-truth"])
+def test_keras2_hard_sigmoid_is_keras2s_function(tmp_path, monkeypatch, with_tf_keras):
+    pytest.importorskip("tf_keras")
+    model = hard_sigmoid_gates()
+    model.save(tmp_path / "gates.h5")
+    if not with_tf_keras:  # the rebuild is the truth: compared with tf_keras here, outside the export
+        monkeypatch.setattr(keras2, "has_tf_keras", lambda: False)
+    result = export(tmp_path / "gates.h5", tmp_path / "o")
+    assert result.passed and ops(tmp_path / "o")["LSTM"] == 1 and ops(tmp_path / "o")["GRU"] == 1
+    x = np.random.default_rng(1).normal(0, 2, (2, 9, 3)).astype("float32")
+    want = model(x).numpy()
+    got = rnnedge.load(tmp_path / "o").run(x).data[0]
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-4)
+    keras3_gates = keras.activations.hard_sigmoid(keras.ops.convert_to_tensor(x)).numpy()
+    assert np.abs(keras3_gates - np.clip(0.2 * x + 0.5, 0, 1)).max() > 0.05  # the two functions differ here
+    notes = result.manifest.source["translated"]
+    assert all(any("hard_sigmoid" in n for n in notes[layer.name]) for layer in model.layers)  # lstm, gru, dense
 
 
 def test_bad_keras2_inputs_are_one_line(tmp_path):

@@ -29,6 +29,17 @@ DROPPED = {
 }
 
 
+ACTIVATION_ARGS = ("activation", "recurrent_activation")
+
+
+@keras.saving.register_keras_serializable(package="rnnedge")  # global: a thread's custom object scope is not
+def keras2_hard_sigmoid(x):
+    """tf.keras 2's hard_sigmoid, clip(0.2 x + 0.5, 0, 1). Keras 3's hard_sigmoid is another
+    function (clip(x / 6 + 0.5, 0, 1)), so a Keras 2 configuration naming it is rebuilt with this
+    one; its name is the converter's key (ONNX HardSigmoid with alpha 0.2, beta 0.5)."""
+    return keras.ops.clip(0.2 * x + 0.5, 0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class Rebuilt:
     """A Keras 3 model equivalent to a Keras 2 one, and what it took."""
@@ -248,6 +259,12 @@ def _translate(obj, translated: dict):
             raise RnnEdgeError(f"layer '{name}': Keras 2 argument {arg}={value!r} has no Keras 3 equivalent; "
                                f"rebuild the model without it (e.g. transpose the inputs instead of time_major)")
         notes.append(f"dropped {arg}={value!r}")
+    for arg in ACTIVATION_ARGS:
+        value = config.get(arg)
+        if value == "hard_sigmoid" or isinstance(value, dict) and value.get("config") == "hard_sigmoid":
+            config[arg] = {"class_name": "function", "config": "rnnedge>keras2_hard_sigmoid", "module": None,
+                           "registered_name": "rnnedge>keras2_hard_sigmoid"}  # a string names only Keras' own
+            notes.append(f"{arg} hard_sigmoid -> Keras 2's clip(0.2x + 0.5) (Keras 3's is clip(x/6 + 0.5))")
     if "batch_input_shape" in config:
         shape = config.pop("batch_input_shape")
         if obj["class_name"] == "InputLayer":

@@ -18,6 +18,7 @@ RNN_ACTIVATIONS = {
     "relu": ("Relu", None, None),
     "linear": ("Affine", 1.0, 0.0),
     "hard_sigmoid": ("HardSigmoid", 1.0 / 6.0, 0.5),
+    "keras2_hard_sigmoid": ("HardSigmoid", 0.2, 0.5),  # tf.keras 2's, in a Keras 2 model's rebuild (keras2.py)
     "elu": ("Elu", 1.0, None),
     "softsign": ("Softsign", None, None),
     "leaky_relu": ("LeakyRelu", 0.2, None),  # Keras' default negative_slope
@@ -57,8 +58,9 @@ def apply(g: GraphBuilder, x: str, fn, hint: str) -> str | None:
         return g.op("Softmax", [x], hint=hint, axis=-1)
     if name == "log_softmax":
         return g.op("LogSoftmax", [x], hint=hint, axis=-1)
-    if name == "hard_sigmoid":
-        return g.op("HardSigmoid", [x], hint=hint, alpha=1.0 / 6.0, beta=0.5)
+    if name in ("hard_sigmoid", "keras2_hard_sigmoid"):
+        _, alpha, beta = RNN_ACTIVATIONS[name]
+        return g.op("HardSigmoid", [x], hint=hint, alpha=alpha, beta=beta)
     if name in ("silu", "swish"):
         return g.op("Mul", [x, g.op("Sigmoid", [x], hint=hint)], hint=hint)
     if name in ("hard_silu", "hard_swish"):
