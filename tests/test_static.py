@@ -87,3 +87,20 @@ def test_static_time_refuses_data_of_another_length(lstm_file, tmp_path):
     np.savez(data, x=np.zeros((3, 40, 4), np.float32))
     result = invoke("export", lstm_file, "--out", tmp_path / "o", "--static", "time=30", "--data", data)
     assert_user_error(result, "40 steps", "takes 30", "cut or pad")
+
+
+def test_a_static_export_quantizes_and_benches_at_its_sizes(lstm_file, tmp_path):
+    """The variants keep the fixed axes and pass their gates on the static golden cases; bench
+    times the fixed sizes by default and refuses another length in one line."""
+    out = tmp_path / "static"
+    assert invoke("export", lstm_file, "--out", out, "--static", "batch=2,time=30").exit_code == 0
+    result = invoke("quantize", out, "--variants", "fp16")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["variants"]["fp16"]["gate"]["passed"], manifest["variants"]["fp16"]
+    assert _dims(onnx.load(str(out / "model.fp16.onnx")).graph.input[0]) == [2, 30, 4]
+    bench = invoke("bench", out, "--variants", "fp32,fp16", "--runs", "3", "--warmup", "1")
+    assert bench.exit_code == 0, bench.output
+    rows = [ln for ln in bench.output.splitlines() if ln.startswith("│ fp")]
+    assert len(rows) == 2 and all(ln.split("│")[2].strip() == "30" for ln in rows), bench.output
+    assert_user_error(invoke("bench", out, "--time", "100"), "fixed time axis", "30", "100")
