@@ -59,3 +59,21 @@ def test_spliced_layers_follow_the_opset(opset, tmp_path):
     proto = onnx.load(str(tmp_path / "out" / "model.onnx"))
     assert {o.domain: o.version for o in proto.opset_import}[""] == opset
     assert [n.op_type for n in proto.graph.node].count("GRU") == 1
+
+
+@pytest.mark.parametrize("opset", [min(OPSETS), max(OPSETS)])
+def test_variants_keep_the_opset_and_pass_their_gates(masked_lstm_gru, opset, tmp_path):
+    """int8 and fp16 written from an export at the lowest and highest opset: the same opset and IR
+    version, each gate passed on the golden cases."""
+    from rnnedge.manifest import Manifest
+    from rnnedge.quantize import quantize_dir
+
+    export(masked_lstm_gru, tmp_path / "out", opset=opset)
+    quantize_dir(tmp_path / "out", ["int8", "fp16"])
+    manifest = Manifest.load(tmp_path / "out")
+    assert set(manifest.variants) >= {"fp16"}, manifest.variants
+    for name, entry in manifest.variants.items():
+        proto = onnx.load(str(tmp_path / "out" / entry["file"]))
+        assert {o.domain: o.version for o in proto.opset_import}[""] == opset, name
+        assert proto.ir_version == OPSETS[opset], name
+        assert name == "fp32" or entry["gate"]["passed"], (name, entry)
