@@ -343,3 +343,77 @@ def test_long_reasons_end_cleanly():
     reason = keras2._reason(ValueError("Unknown layer: 'NotEqual'. Please see https://keras.io/guides/"
                                        "serialization_and_saving/#registering-the-custom-object " + "x" * 200))
     assert reason.endswith(" ...") and "https://keras.io/guides/serialization_and_saving/#reg" not in reason[-10:]
+
+
+def _k2_layers():
+    import tf_keras
+
+    return tf_keras, tf_keras.layers
+
+
+def norms_and_noise():
+    """Layers whose Keras 2 arguments Keras 3 reads otherwise: BatchNormalization's list axis,
+    SpatialDropout1D's trainable and noise_shape, LeakyReLU's alpha (Keras 3: negative_slope,
+    another default), GaussianNoise."""
+    k, L2 = _k2_layers()
+    return k.Sequential([L2.SpatialDropout1D(0.2, input_shape=(None, 3)), L2.LSTM(5, return_sequences=True),
+                         L2.BatchNormalization(), L2.LeakyReLU(0.1), L2.GaussianNoise(0.3),
+                         L2.LayerNormalization(), L2.GRU(4), L2.Dropout(0.2), L2.Dense(2)])
+
+
+def nested_models():
+    """A Sequential with an input shape and a functional model, each nested in a functional model
+    (Keras 2 numbers their calls from 1); the Sequential is called twice."""
+    k, L2 = _k2_layers()
+    inner = k.Sequential([L2.LSTM(4, return_sequences=True, input_shape=(None, 3)), L2.GRU(3)], name="inner")
+    y = L2.Input((None, 3))
+    block = k.Model(y, L2.SimpleRNN(2)(y), name="block")
+    a, b = L2.Input((None, 3)), L2.Input((None, 3))
+    return k.Model([a, b], L2.Dense(2)(L2.Concatenate()([inner(a), inner(b), block(a)])))
+
+
+def backward_layer():
+    """Bidirectional with a backward layer of its own (stored without a module in Keras 2)."""
+    k, L2 = _k2_layers()
+    forward = L2.LSTM(4, return_sequences=True)
+    backward = L2.LSTM(4, return_sequences=True, go_backwards=True, activation="relu")
+    return k.Sequential([L2.Bidirectional(forward, backward_layer=backward, input_shape=(None, 3)), L2.Dense(2)])
+
+
+HELD_OUT = {"norms_and_noise": (norms_and_noise, 2), "nested_models": (nested_models, 5),  # inner called twice
+            "backward_layer": (backward_layer, 1)}
+
+
+@pytest.mark.parametrize("with_tf_keras", [True, False], ids=["tf_keras", "h5py"])
+@pytest.mark.parametrize("name", HELD_OUT)
+def test_keras2_arguments_and_nesting_keras3_reads_otherwise(tmp_path, monkeypatch, name, with_tf_keras):
+    pytest.importorskip("tf_keras")
+    build, fused = HELD_OUT[name]
+    model = build()
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
+    for layer in model.layers:
+        if "BatchNormalization" in type(layer).__name__:  # a variance is positive
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([gamma, beta, mean, np.abs(variance) + 0.1])
+    model.save(tmp_path / "m.h5")
+    if not with_tf_keras:
+        monkeypatch.setattr(keras2, "has_tf_keras", lambda: False)
+    result = export(tmp_path / "m.h5", tmp_path / "o")
+    assert result.passed and sum(ops(tmp_path / "o")[op] for op in FUSED_OPS) == fused
+    feeds = {s.name: np.random.default_rng(1).normal(0, 1, (2, 6, 3)).astype("float32")
+             for s in result.manifest.data_inputs}
+    got = rnnedge.load(tmp_path / "o").run(feeds).data[0]
+    np.testing.assert_allclose(got, model(list(feeds.values()) if len(feeds) > 1 else [*feeds.values()][0]).numpy(),
+                               atol=1e-5, rtol=1e-4)  # tf_keras itself, outside the export
+
+
+def test_a_keras2_argument_keras3_lacks_is_one_line_naming_the_layer():
+    pytest.importorskip("tf_keras")
+    config = {"class_name": "Sequential", "config": norms_and_noise().get_config()}
+    gru = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "GRU")
+    gru["config"]["zoneout"] = 0.1
+    with pytest.raises(RnnEdgeError) as err:
+        keras2.rebuild(config, {}, "m.h5")
+    message = str(err.value)
+    assert "\n" not in message and f"layer '{gru['config']['name']}' (GRU)" in message and "zoneout=0.1" in message
