@@ -345,3 +345,22 @@ def test_a_shared_layer_streams_one_state_per_call(tmp_path):
     assert result.passed, result.parity.failures()
     assert len(result.manifest.state_inputs) == len(result.manifest.state_outputs) == 2
     assert any("streamed in chunks of 1" in c.case for c in result.parity.cases)
+
+
+def test_unnamed_inputs_are_named_after_their_input_layers_object_or_file(tmp_path):
+    """An unnamed keras.Input's tensor is 'keras_tensor_N' (N counts this session's tensors); the
+    export names it after its InputLayer, as the model saved and loaded names it."""
+    from rnnedge.manifest import Manifest
+
+    x, tokens = keras.Input((None, 3)), keras.Input((None,), dtype="int32")
+    embedded = keras.layers.Embedding(9, 3, mask_zero=True)(tokens)
+    joined = keras.layers.Concatenate()([keras.layers.LSTM(2)(x), keras.layers.GRU(2)(embedded)])
+    model = keras.Model([x, tokens], joined)
+    assert x.name.startswith("keras_tensor")  # as Keras names it
+    model.save(tmp_path / "m.keras")
+    names = []
+    for source in (model, tmp_path / "m.keras"):
+        out = tmp_path / f"o{len(names)}"
+        export(source, out)
+        names.append([s.name for s in Manifest.load(out).data_inputs])
+    assert names[0] == names[1] and not any(n.startswith("keras_tensor") for n in names[0]), names

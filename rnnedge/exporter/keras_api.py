@@ -38,6 +38,13 @@ def producer(tensor):
     return history.operation._inbound_nodes[history.node_index]
 
 
+def input_name(tensor) -> str:
+    """A functional model input's name: its InputLayer's, which it keeps once saved and loaded
+    (an unnamed keras.Input's own tensor is called 'keras_tensor_N', N counting this session's)."""
+    history = getattr(tensor, "_keras_history", None)
+    return history.operation.name if history is not None else tensor.name
+
+
 def mask_of(tensor):
     """The mask Keras attached to a tensor (Masking, Embedding(mask_zero=True)...), or None."""
     return getattr(tensor, "_keras_mask", None)

@@ -14,7 +14,7 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter.convert import layers, recurrent, registry, splice, temporal  # noqa: F401 - they declare converters
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
-from rnnedge.exporter.keras_api import graph_nodes, has_graph, producer, sequential_graph
+from rnnedge.exporter.keras_api import graph_nodes, has_graph, input_name, producer, sequential_graph
 from rnnedge.manifest import TensorSpec
 
 
@@ -266,7 +266,7 @@ class Interface:
 def interface(graph, *, streaming: bool = False) -> Interface:
     """Inputs follow `graph.inputs`, outputs Keras' flattened outputs; one "time" axis, or one
     "<input>_time" axis per input where several inputs have their own."""
-    input_names = _unique([t.name for t in graph.inputs])
+    input_names = _unique([input_name(t) for t in graph.inputs])
     output_names = _unique(list(getattr(graph, "output_names", None)
                                 or [f"output_{i}" for i in range(len(graph.outputs))]))
     # A stream takes chunks of any length, so a streaming export frees a fixed time axis too.
