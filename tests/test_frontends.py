@@ -17,7 +17,6 @@ from keras import layers as L
 
 from rnnedge.check import ATOL, RTOL, read_golden
 from rnnedge.exporter import export
-from rnnedge.exporter.convert import UnsupportedLayerError
 from rnnedge.exporter.convert.splice import SpliceError
 from tests.helpers import assert_fused
 from tests.kmodels import functional, randomize, tokens_input
@@ -340,10 +339,12 @@ def test_a_layer_neither_route_converts_is_refused_in_one_line(tmp_path):
 
 
 def test_a_recurrent_layer_inside_a_custom_layer_is_never_given_to_tf2onnx(tmp_path):
+    """The custom layer is opened (tests/test_inline.py): its LSTM is fused, nothing spliced."""
     x = keras.Input((None, 4))
     model = keras.Model(x, L.GRU(3)(L.Reshape((1, 4))(WrappedLSTM(name="wrapped")(x))))
-    with pytest.raises(UnsupportedLayerError, match="'wrapped'.*recurrent layer 'lstm"):
-        export(model, tmp_path / "o")
+    result = export(model, tmp_path / "o")
+    assert len(result.manifest.fused_nodes) == 2 and not result.manifest.tf2onnx_layers  # the LSTM and the GRU
+    assert list(result.manifest.source["opened"]) == ["wrapped"]
 
 
 def test_cli_summary_names_the_tf2onnx_layers(tmp_path):

@@ -275,8 +275,15 @@ def _unknown_ops(graph: onnx.GraphProto) -> list[str]:
 
 
 def _first_line(err: Exception) -> str:
-    """The first line of an error without file paths (a temporary folder means nothing to the user)."""
-    line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    """The first line of an error without file paths (a temporary folder means nothing to the user);
+    for TensorFlow's "in user code:" trace, the first sentence of the error it ends with."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(err).splitlines()]
+    lines = [ln for ln in lines if ln] or [type(err).__name__]
+    line = lines[0]
+    at = next((i for i, ln in enumerate(lines) if re.match(r"\w+(Error|Exception): ", ln)), None)
+    if line.startswith("in user code") and at is not None:
+        said = [lines[at].split(":", 1)[1].strip(), *lines[at + 1:]]
+        line = next((ln for ln in said if not ln.startswith("Exception encountered")), said[0]).split(". ")[0]
     return re.sub(r"(?<![\w.-])(?:[A-Za-z]:)?[\\/][^\s:,;()'\"]*", "<file>", line)
 
 

@@ -45,6 +45,15 @@ def input_name(tensor) -> str:
     return history.operation.name if history is not None else tensor.name
 
 
+def run_graph(graph, inputs: list):
+    """A functional graph's operations called on new (symbolic) `inputs`, a flat list, outputs in
+    the graph's structure: what `Functional.call` does, without its input conversion (which adds a
+    convert_to_tensor node to a symbolic run)."""
+    from keras.src.ops.function import Function
+
+    return Function._run_through_graph(graph, inputs)
+
+
 def mask_of(tensor):
     """The mask Keras attached to a tensor (Masking, Embedding(mask_zero=True)...), or None."""
     return getattr(tensor, "_keras_mask", None)

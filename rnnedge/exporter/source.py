@@ -5,6 +5,7 @@ models are traced into a functional graph."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -15,7 +16,7 @@ import numpy as np
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import keras2
-from rnnedge.exporter.keras_api import graph_nodes, has_graph
+from rnnedge.exporter.keras_api import call_parameters, graph_nodes, has_graph
 from rnnedge.preflight import keras_file
 from rnnedge.tables import VERSION as __version__
 
@@ -28,7 +29,7 @@ class Source:
     name: str
     sha256: str
     entry: object | None = None  # a zoo entry
-    truth: object | None = None  # a tf_keras model computing the golden outputs; None: `model` does
+    truth: object | None = None  # the model as given where `model` translates it (tf_keras; layers opened)
     origin: dict = field(default_factory=dict)  # {"format", "truth": {"framework", "version"}, "translated"}
     whole_graph: bool = False  # a plain tf.Module's signature (tfgraph): tf2onnx converts all of it
 
@@ -47,9 +48,10 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> So
     keras3 = {"format": "keras3", "truth": {"framework": "keras", "version": keras.__version__}}
     if isinstance(source, keras.Model):
         if has_graph(source):
-            return Source(source, source.name, _weights_sha256(source), origin=keras3)
+            return _open(Source(source, source.name, _weights_sha256(source), origin=keras3), source, allow_loop)
         traced = trace(source)
-        return Source(traced, source.name, _weights_sha256(traced), origin={**keras3, "format": "subclassed"})
+        return _open(Source(traced, source.name, _weights_sha256(traced), origin={**keras3, "format": "subclassed"}),
+                     source, allow_loop)
     if keras2.is_tf_keras_model(source):
         return _rebuilt(keras2.from_object(source), source.name, None)
     if hasattr(source, "model") and hasattr(source, "x_test"):  # a ZooModel
@@ -87,7 +89,30 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> So
         raise RnnEdgeError(f"{path} is not a loadable Keras model ({keras2._reason(e)})") from None
     if not isinstance(model, keras.Model):
         raise RnnEdgeError(f"{path} does not hold a keras.Model")
-    return Source(model, str(path), _file_sha256(path), origin={**keras3, "format": path.suffix.lstrip(".")})
+    return _open(Source(model, str(path), _file_sha256(path), origin={**keras3, "format": path.suffix.lstrip(".")}),
+                 model, allow_loop)
+
+
+def _open(found: Source, given, allow_loop: bool) -> Source:
+    """`found` with the custom layers that run recurrent layers in their own call opened
+    (inline.py); the model as `given` computes the truth. Where a layer's call() cannot be traced,
+    `allow_loop` leaves the model as it is (for tf2onnx's graph); otherwise that is one line."""
+    from rnnedge.exporter import inline
+
+    layers = inline.wrapping_layers(found.model)
+    if not layers:
+        return found
+    try:
+        model = inline.opened_graph(found.model)
+    except Exception as e:  # the layer's own call() on symbolic tensors
+        if allow_loop:
+            return found
+        names = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in layers)
+        raise RnnEdgeError(f"layer(s) {names} run recurrent layers inside their own call, which could not be traced "
+                           f"into the graph ({keras2._reason(e)}); use keras layers and keras.ops in call() "
+                           "(keras.ops.cond or keras.ops.where for a branch on a tensor's value)") from None
+    return dataclasses.replace(found, model=model, truth=given,
+                               origin={**found.origin, "opened": inline.described(layers)})
 
 
 def _rebuilt(rebuilt: keras2.Rebuilt, name: str, sha256: str | None) -> Source:
@@ -165,10 +190,12 @@ def _traced_call(model, shapes: list, nested: bool, free_time: bool, tokens=froz
     """keras.Model(inputs, model.call(inputs)) on symbolic inputs of the built shapes (batch free;
     the time axis free too where asked, for sequences of features or of tokens)."""
     inputs = []
+    argument = (call_parameters(model) or ["inputs"])[0]  # the export's input names: call()'s argument's
     for k, shape in enumerate(shapes):
         free = free_time and (len(shape) >= 3 or k in tokens)
         inputs.append(keras.Input(shape=tuple(None if free and i == 0 else d for i, d in enumerate(shape[1:])),
-                                  dtype="int32" if k in tokens else None))
+                                  dtype="int32" if k in tokens else None,
+                                  name=f"{argument}_{k}" if nested else argument))
     outputs = model.call(inputs if nested else inputs[0])
     return keras.Model(inputs if nested else inputs[0], outputs, name=model.name)
 

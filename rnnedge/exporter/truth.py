@@ -129,8 +129,8 @@ def keras_outputs(model, converted, feeds: dict, truth=None) -> dict[str, np.nda
     the converter meets layers in graph order, which need not be the order of `model.layers`."""
     data_in = [feeds[s.name] for s in converted.inputs if s.role == "data"]
     stateful = {layer.name: layer for layer in stateful_layers(model)}
-    if truth is not None:
-        stateful = {name: _named(truth, name) for name in stateful}
+    if truth is not None:  # the truth's own layer of that name (the same object where layers were opened)
+        stateful = {name: _named(truth, name) or layer for name, layer in stateful.items()}
     runner = model if truth is None else truth
     state_specs = [s for s in converted.inputs if s.role == "state"]
     if stateful:

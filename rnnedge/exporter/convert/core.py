@@ -291,7 +291,7 @@ def convert(model, *, streaming: bool = False, name: str | None = None, opset: i
     from rnnedge.tables import VERSION as __version__
 
     graph = functional_graph(model)
-    if not recurrent_layers(graph):
+    if not recurrent_layers(graph) and not any(splice.recurrent_inside(layer) for layer in graph.layers):
         raise RnnEdgeError(
             f"model '{model.name}' has no recurrent layer (LSTM, GRU, SimpleRNN, RNN, Bidirectional): "
             "rnnedge exports recurrent models; use tf2onnx or keras' own ONNX export for others"
