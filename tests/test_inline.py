@@ -69,6 +69,54 @@ class Seq2Seq(keras.Model):
         return self.head(out)
 
 
+@keras.saving.register_keras_serializable(package="rnnedge_tests")
+class TwoTensors(L.Layer):
+    """A call of two tensors: Keras fills `x_mask` from x's mask (not `mask`, which stays None)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.gru = L.GRU(4, return_sequences=True)
+
+    def call(self, x, scale, x_mask=None, mask=None):
+        y = self.gru(x, mask=x_mask) * scale[:, None, :]
+        return y if mask is None else y * 0.0  # wrong if given a mask Keras does not give
+
+
+@keras.saving.register_keras_serializable(package="rnnedge_tests")
+class TrainingDefault(L.Layer):
+    """training=True by default: inference gives it False."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.lstm = L.LSTM(3, return_sequences=True)
+
+    def call(self, x, training=True):
+        y = self.lstm(x)
+        return y * 0.5 if training else y
+
+
+@keras.saving.register_keras_serializable(package="rnnedge_tests")
+class TokenEncoder(keras.Model):
+    """A nested subclassed model that reads token ids: Embedding(mask_zero) and a GRU."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embed, self.gru = L.Embedding(20, 4, mask_zero=True), L.GRU(5)
+
+    def call(self, ids):
+        return self.gru(self.embed(ids))
+
+
+@keras.saving.register_keras_serializable(package="rnnedge_tests")
+class Classifier(keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.head = TokenEncoder(), L.Dense(2)
+
+    def call(self, ids):
+        return self.head(self.encoder(ids))
+
+
 class Branching(L.Layer):
     """Keras builds it into a graph from its declared output shape; its call() cannot be traced."""
 
@@ -155,3 +203,47 @@ def test_a_custom_layer_that_cannot_be_traced_is_one_line(tmp_path):
         export(model, tmp_path / "o", allow_loop=True)
     message = str(err.value)
     assert "\n" not in message and "tf2onnx could not convert" in message and "bool" in message, message
+
+
+def test_masks_and_training_are_what_keras_gives(tmp_path):
+    """Several tensor arguments: Keras fills `x_mask`, not `mask`; training=True by default becomes
+    False in inference. A wrong guess changes the outputs, which the parity check would catch."""
+    x, scale = keras.Input((None, 3), name="x"), keras.Input((4,), name="scale")
+    masked = L.Masking(0.0)(x)
+    y = TrainingDefault(name="train")(TwoTensors(name="two")(masked, scale))
+    model = randomize(keras.Model([x, scale], y))
+    result = export(model, tmp_path / "o")  # every kind of padded row
+    assert result.passed and fused(tmp_path / "o") == 2
+    assert set(result.manifest.source["opened"]) == {"two", "train"}
+
+
+def test_a_subclassed_keras_file_with_a_nested_token_encoder(tmp_path):
+    """A subclassed model saved whole: traced as the object is; its input reaches an Embedding only
+    inside the nested model, and is still taken as int32 token ids of any length."""
+    model = Classifier()
+    model(np.array([[1, 2, 0]], np.int32))
+    randomize(model)
+    model.save(tmp_path / "m.keras")
+    result = export(tmp_path / "m.keras", tmp_path / "o")
+    assert result.passed and fused(tmp_path / "o") == 1
+    (ids,) = result.manifest.data_inputs
+    assert ids.name == "ids" and ids.dtype == "int32" and ids.shape == ("batch", "time"), ids
+    assert result.manifest.source["format"] == "keras (subclassed)"
+    tokens = np.array([[0, 0, 3, 4, 5, 6, 7, 8, 9], [1, 2, 0, 0, 0, 0, 0, 0, 0]], np.int32)  # longer than built
+    np.testing.assert_allclose(rnnedge.load(tmp_path / "o").run(tokens).data[0],
+                               keras.ops.convert_to_numpy(model(tokens)), atol=1e-5, rtol=1e-4)
+
+
+def test_a_stateful_subclassed_model_says_why_it_cannot_be_traced(tmp_path):
+    class Streaming(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.lstm = L.LSTM(3, stateful=True)
+
+        def call(self, x):
+            return self.lstm(x)
+
+    model = Streaming()
+    model(np.zeros((2, 4, 3), "float32"))
+    with pytest.raises(RnnEdgeError, match="stateful layer.*create their states at the first call.*functional API"):
+        export(model, tmp_path / "o")

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 import keras
 
 from rnnedge.exporter.convert import functional_graph
-from rnnedge.exporter.convert.splice import RECURRENT_TYPES
-from rnnedge.exporter.keras_api import call_parameters, has_graph, input_name, mask_of, run_graph, sublayers
+from rnnedge.exporter.convert.splice import RECURRENT_TYPES, implicit_masks
+from rnnedge.exporter.keras_api import call_parameters, has_graph, input_name, run_graph, sublayers
 
 
 def wrapping_layers(model) -> list:
@@ -51,14 +51,15 @@ def _restore(classes):
 
 
 def _in_place(self, *args, **kwargs):
+    """What Keras' __call__ gives call() in inference: the masks it fills in (`mask` for a single
+    tensor argument, `<argument>_mask` for several) and training=False (a model called with
+    training=False gives it to every layer of its graph that takes it, whatever the node recorded)."""
     base = type(self).__mro__[1]
-    parameters = call_parameters(self)
-    if "training" not in parameters:
+    if "training" in call_parameters(self):
+        kwargs["training"] = False
+    else:
         kwargs.pop("training", None)
-    if "mask" in parameters and "mask" not in kwargs and args:
-        mask = keras.tree.map_structure(mask_of, args[0])
-        if any(m is not None for m in keras.tree.flatten(mask)):
-            kwargs["mask"] = mask if isinstance(args[0], (list, tuple, dict)) else mask_of(args[0])
+    kwargs.update(implicit_masks(self, args, kwargs))
     return base.call(self, *args, **kwargs)
 
 
@@ -77,6 +78,10 @@ def opened_graph(model) -> keras.Model | None:
 
 def described(layers) -> dict[str, list[str]]:
     """The manifest's record of what was opened: layer -> the recurrent layers it holds."""
-    held = {layer.name: [sub.name for sub in sublayers(layer)[1:] if isinstance(sub, RECURRENT_TYPES)]
-            for layer in layers}
+    def outermost(layer):  # a Bidirectional, not also its two directions
+        found = [sub for sub in sublayers(layer)[1:] if isinstance(sub, RECURRENT_TYPES)]
+        inner = {id(s) for r in found for s in sublayers(r)[1:]}
+        return [sub.name for sub in found if id(sub) not in inner]
+
+    held = {layer.name: outermost(layer) for layer in layers}
     return {name: [f"its call() traced into the graph ({', '.join(subs)} fused)"] for name, subs in held.items()}

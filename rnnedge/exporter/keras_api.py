@@ -47,11 +47,13 @@ def input_name(tensor) -> str:
 
 def run_graph(graph, inputs: list):
     """A functional graph's operations called on new (symbolic) `inputs`, a flat list, outputs in
-    the graph's structure: what `Functional.call` does, without its input conversion (which adds a
+    the graph's structure, in inference (training=False given to every layer that takes it): what
+    `Functional.call(inputs, training=False)` does, without its input conversion (which adds a
     convert_to_tensor node to a symbolic run)."""
+    from keras.src.models.functional import operation_fn
     from keras.src.ops.function import Function
 
-    return Function._run_through_graph(graph, inputs)
+    return Function._run_through_graph(graph, inputs, operation_fn=lambda op: operation_fn(op, training=False))
 
 
 def mask_of(tensor):

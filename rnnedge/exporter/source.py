@@ -16,7 +16,7 @@ import numpy as np
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import keras2
-from rnnedge.exporter.keras_api import call_parameters, graph_nodes, has_graph
+from rnnedge.exporter.keras_api import call_parameters, graph_nodes, has_graph, sublayers
 from rnnedge.preflight import keras_file
 from rnnedge.tables import VERSION as __version__
 
@@ -89,8 +89,12 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> So
         raise RnnEdgeError(f"{path} is not a loadable Keras model ({keras2._reason(e)})") from None
     if not isinstance(model, keras.Model):
         raise RnnEdgeError(f"{path} does not hold a keras.Model")
-    return _open(Source(model, str(path), _file_sha256(path), origin={**keras3, "format": path.suffix.lstrip(".")}),
-                 model, allow_loop)
+    origin = {**keras3, "format": path.suffix.lstrip(".")}
+    if has_graph(model):
+        return _open(Source(model, str(path), _file_sha256(path), origin=origin), model, allow_loop)
+    traced = trace(model)  # a subclassed model saved whole: its call() traced as for the object
+    return _open(Source(traced, str(path), _file_sha256(path), origin={**origin, "format": f"{path.suffix[1:]} "
+                                                                       "(subclassed)"}), model, allow_loop)
 
 
 def _open(found: Source, given, allow_loop: bool) -> Source:
@@ -108,9 +112,15 @@ def _open(found: Source, given, allow_loop: bool) -> Source:
         if allow_loop:
             return found
         names = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in layers)
+        if "NoneType" in str(e):  # ops.zeros((ops.shape(x)[0], n)): the batch size is unknown in a graph
+            advice = ("it uses a size unknown while tracing (the batch, ops.shape(x)[0]); derive such tensors from "
+                      "the input instead (ops.zeros_like(x[:, 0, :1]) + h0), or pass --allow-loop to export it "
+                      "unfused")
+        else:
+            advice = ("use keras layers and keras.ops in call() (keras.ops.cond or keras.ops.where for a branch "
+                      "on a tensor's value)")
         raise RnnEdgeError(f"layer(s) {names} run recurrent layers inside their own call, which could not be traced "
-                           f"into the graph ({keras2._reason(e)}); use keras layers and keras.ops in call() "
-                           "(keras.ops.cond or keras.ops.where for a branch on a tensor's value)") from None
+                           f"into the graph ({keras2._reason(e)}); {advice}") from None
     return dataclasses.replace(found, model=model, truth=given,
                                origin={**found.origin, "opened": inline.described(layers)})
 
@@ -147,6 +157,12 @@ def trace(model) -> keras.Model:
     """A subclassed Keras 3 model as a functional one: its call() run on symbolic inputs shaped
     as it was built (a free time axis where call() allows one), sharing its layers and weights."""
     shapes = getattr(model, "_build_shapes_dict", None) or {}
+    stateful = [layer.name for layer in sublayers(model) if getattr(layer, "stateful", False)]
+    if not shapes and stateful:  # its state variables are made at the first real call, so Keras built it eagerly
+        raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its stateful layer(s) "
+                           f"{', '.join(stateful)} create their states at the first call, so Keras could not "
+                           "trace call() into a graph; build the model with the functional API "
+                           "(keras.Input(batch_shape=...)) to export it")
     if not model.built:
         raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}) is a subclassed model that has not been "
                            "called yet: call it once on a batch (model(x)) and export again")
@@ -165,7 +181,7 @@ def trace(model) -> keras.Model:
     for free_time in (True, False):
         try:
             traced = _traced_call(model, shapes, nested, free_time)
-            tokens = _token_inputs(traced)
+            tokens = _token_inputs(_opened_or_not(traced))
             if tokens:  # what Embeddings read are token ids: int32, with a free time axis
                 traced = _traced_call(model, shapes, nested, free_time, tokens)
         except Exception as e:  # the user's call() on symbolic tensors
@@ -198,6 +214,17 @@ def _traced_call(model, shapes: list, nested: bool, free_time: bool, tokens=froz
                                   name=f"{argument}_{k}" if nested else argument))
     outputs = model.call(inputs if nested else inputs[0])
     return keras.Model(inputs if nested else inputs[0], outputs, name=model.name)
+
+
+def _opened_or_not(traced) -> keras.Model:
+    """The traced graph with custom layers opened where they can be, so that an Embedding inside one
+    (a nested encoder model) is seen reading its input."""
+    from rnnedge.exporter import inline
+
+    try:
+        return inline.opened_graph(traced) or traced
+    except Exception:  # noqa: BLE001 - a call() that cannot be opened: said when the export opens it
+        return traced
 
 
 def _token_inputs(traced) -> frozenset:
