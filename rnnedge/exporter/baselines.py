@@ -83,8 +83,13 @@ def litert_export(model, shapes: list[tuple[int, ...]], *, int8: bool = False) -
                            f"for input shapes {shown}: {reason}") from None
 
 
+def loop_nodes(proto: onnx.ModelProto) -> list[str]:
+    """The names of the graph's Loop and Scan nodes (tf2onnx's recurrences)."""
+    return [n.name for n in proto.graph.node if n.op_type in ("Loop", "Scan")]
+
+
 def loop_layers(proto: onnx.ModelProto, model) -> list[str]:
-    loops = [n.name for n in proto.graph.node if n.op_type in ("Loop", "Scan")]
+    loops = loop_nodes(proto)
     names = [layer.name for layer in recurrent_layers(functional_graph(model))]
     hit = [n for n in names if any(f"/{n}/" in f"/{loop}/" for loop in loops)]
     return hit or (names if loops else [])

@@ -15,7 +15,7 @@ import onnx
 
 from rnnedge.check import ParityReport, Tolerance, check_dir, write_golden
 from rnnedge.errors import ParityError, RnnEdgeError
-from rnnedge.exporter.baselines import loop_layers, tf2onnx_export
+from rnnedge.exporter.baselines import loop_layers, loop_nodes, tf2onnx_export
 from rnnedge.exporter.convert import UnsupportedLayerError, convert, functional_graph
 from rnnedge.exporter.convert.core import Converted, interface
 from rnnedge.exporter.convert.graph import OPSET
@@ -117,7 +117,7 @@ def export(
                     raise RnnEdgeError(f"{found.name}: --streaming needs recurrent layers rnnedge fuses; a plain "
                                        "tf.Module's graph (--allow-loop) cannot carry state across calls")
                 proto, converted = _fallback(model, f"{found.name}: tf2onnx's graph of its signature", opset)
-                looped = [signature_layer(model).name] if _loop_nodes(proto.graph) else []
+                looped = [signature_layer(model).name] if loop_nodes(proto) else []
             else:
                 converted = convert(model, streaming=streaming, opset=opset)
                 proto = converted.onnx_model
@@ -255,10 +255,6 @@ def _fix_axes(converted: Converted, proto, static: dict[str, int]):
     keras_inputs = fix(converted.keras_inputs) if converted.keras_inputs else None
     return dataclasses.replace(converted, inputs=fix(converted.inputs), outputs=fix(converted.outputs),
                                keras_inputs=keras_inputs), proto
-
-
-def _loop_nodes(graph: onnx.GraphProto) -> bool:
-    return any(n.op_type in ("Loop", "Scan") for n in graph.node)
 
 
 def _unknown_ops(graph: onnx.GraphProto) -> list[str]:

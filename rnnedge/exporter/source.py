@@ -17,6 +17,7 @@ import numpy as np
 from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import keras2
 from rnnedge.exporter.keras_api import call_parameters, graph_nodes, has_graph, sublayers
+from rnnedge.files import digest
 from rnnedge.preflight import keras_file
 from rnnedge.tables import VERSION as __version__
 
@@ -131,14 +132,14 @@ def _rebuilt(rebuilt: keras2.Rebuilt, name: str, sha256: str | None) -> Source:
 
 
 def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest(path)["sha256"]
 
 
 def _folder_sha256(path: Path) -> str:
-    """Every file of a folder, by relative path and content, in path order."""
+    """Every file of a folder, by relative path and content digest, in path order."""
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(f.relative_to(path).as_posix().encode() + b"\0" + f.read_bytes())
+        h.update(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n".encode())
     return h.hexdigest()
 
 
