@@ -87,7 +87,7 @@ def test_the_cli_exports_it_with_allow_loop_and_refuses_streaming(plain, tmp_pat
     runner = CliRunner()
     result = runner.invoke(app, ["export", str(plain), "--out", str(tmp_path / "o"), "--allow-loop"])
     assert result.exit_code == 0, result.output
-    assert "tf2onnx's whole graph (Loops for serving_default)" in result.output
+    assert "tf2onnx's whole graph (0 recurrent node(s) of its own, Loops for serving_default)" in result.output
     assert "against tensorflow" in result.output.splitlines()[-1]
     Manifest.load(tmp_path / "o")  # a complete export folder
     result = runner.invoke(app, ["bench", str(tmp_path / "o"), "--baseline", "keras,tf2onnx", "--runs", "3",
@@ -106,3 +106,31 @@ def test_a_savedmodel_without_signatures_is_one_line(tmp_path):
     with pytest.raises(RnnEdgeError, match="without signatures.*signatures=module.__call__") as err:
         export(tmp_path / "bare", tmp_path / "o", allow_loop=True)
     assert "\n" not in str(err.value) and not (tmp_path / "o").exists()
+
+
+def test_a_subclassed_tf_keras_savedmodel_goes_through_its_signature_with_allow_loop(tmp_path):
+    """No configuration to rebuild it from: one line naming --allow-loop; with it, the serving
+    signature tf_keras wrote, converted whole and checked against TensorFlow."""
+    tf_keras = pytest.importorskip("tf_keras")
+
+    class Net(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.gru, self.head = tf_keras.layers.GRU(4), tf_keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.head(self.gru(x))
+
+    net = Net()
+    x = np.random.default_rng(0).normal(size=(2, 6, 3)).astype("float32")
+    net(x)
+    net.save(str(tmp_path / "net"), save_format="tf")
+    with pytest.raises(RnnEdgeError, match="subclassed tf_keras model.*pass --allow-loop") as err:
+        export(tmp_path / "net", tmp_path / "o")
+    assert "\n" not in str(err.value)
+    result = export(tmp_path / "net", tmp_path / "o", allow_loop=True)
+    m = result.manifest
+    assert result.parity.passed and m.source["format"] == "savedmodel (subclassed tf_keras model)"
+    assert m.source["truth"]["framework"] == "tensorflow" and m.fused_nodes == {}
+    (name,) = [s.name for s in m.data_inputs]
+    np.testing.assert_allclose(rnnedge.load(result.folder).run({name: x}).data[0], net(x).numpy(), atol=1e-5, rtol=1e-4)

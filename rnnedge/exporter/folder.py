@@ -46,10 +46,12 @@ class ExportResult:
         m = self.manifest
         fused = sum(len(v) for v in m.fused_nodes.values())
         spliced = m.tf2onnx_layers
-        via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not m.loop_layers else ""
-        if m.loop_layers:  # --allow-loop: tf2onnx's graph of the whole model
-            via = f", tf2onnx's whole graph (Loops for {_names(m.loop_layers)})"
         graph = onnx.load(str(self.folder / MODEL), load_external_data=False).graph
+        via = f", {len(spliced)} layer(s) through tf2onnx ({_names(spliced)})" if spliced and not m.loop_layers else ""
+        if m.loop_layers or m.source.get("whole_graph"):  # --allow-loop: tf2onnx's graph of the whole model
+            own = sum(n.op_type in ("LSTM", "GRU", "RNN") for n in graph.node)  # tf2onnx fuses some patterns
+            loops = f"Loops for {_names(m.loop_layers)}" if m.loop_layers else "no Loop"
+            via = f", tf2onnx's whole graph ({own} recurrent node(s) of its own, {loops})"
         truth = m.source.get("truth", {})
         other = truth.get("framework") not in (None, "keras")  # tf_keras, or TensorFlow running a plain SavedModel
         against = f" against {truth['framework']} {truth['version']}" if other else ""

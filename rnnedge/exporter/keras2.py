@@ -41,6 +41,10 @@ def keras2_hard_sigmoid(x):
     return keras.ops.clip(0.2 * x + 0.5, 0.0, 1.0)
 
 
+class SubclassedError(RnnEdgeError):
+    """A subclassed tf_keras model: no configuration to rebuild it from."""
+
+
 @dataclass(frozen=True)
 class Rebuilt:
     """A Keras 3 model equivalent to a Keras 2 one, and what it took."""
@@ -107,9 +111,9 @@ def from_object(model, source_format: str = "tf_keras object") -> Rebuilt:
     """Rebuild a tf_keras model object; it stays the truth."""
     if type(model).__name__ not in ("Functional", "Sequential", "Model") or not hasattr(model, "_is_graph_network") \
             or not model._is_graph_network:
-        raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}) is a subclassed tf_keras model: expected a "
-                           "Sequential or functional tf_keras model; rebuild it as a Keras 3 model (subclassed "
-                           "Keras 3 models export) or build it with the functional API")
+        raise SubclassedError(f"model '{model.name}' ({type(model).__name__}) is a subclassed tf_keras model: "
+                              "expected a Sequential or functional tf_keras model; rebuild it as a Keras 3 model "
+                              "(subclassed Keras 3 models export) or build it with the functional API")
     kind = "Sequential" if type(model).__name__ == "Sequential" else "Functional"
     config = {"class_name": kind, "config": model.get_config()}
     weights = {}

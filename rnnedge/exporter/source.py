@@ -65,12 +65,15 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> So
         return Source(entry.model, text, _weights_sha256(entry.model), entry, origin=keras3)
     path = keras_file(text)  # missing, empty, or not a .keras/.h5 file or SavedModel: one line, before Keras reads it
     if keras2.is_savedmodel(path) and not keras2.has_keras_metadata(path) and allow_loop:
-        from rnnedge.exporter import tfgraph
-
-        model = tfgraph.signature_model(path)
-        return Source(model, str(path), _folder_sha256(path), origin=tfgraph.origin(model), whole_graph=True)
+        return _signature(path, "tf.Module")
     if keras2.is_savedmodel(path):
-        return _rebuilt(keras2.from_savedmodel(path), str(path), None)
+        try:
+            return _rebuilt(keras2.from_savedmodel(path), str(path), None)
+        except keras2.SubclassedError as e:
+            if allow_loop:
+                return _signature(path, "subclassed tf_keras model")
+            raise RnnEdgeError(f"{e}; or pass --allow-loop to convert the SavedModel's signature whole with "
+                               "tf2onnx (recurrent layers stay Loops)") from None
     if path.suffix == ".h5":
         version = keras2.h5_keras_version(path)
         if version is None:
@@ -96,6 +99,14 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> So
     traced = trace(model)  # a subclassed model saved whole: its call() traced as for the object
     return _open(Source(traced, str(path), _file_sha256(path), origin={**origin, "format": f"{path.suffix[1:]} "
                                                                        "(subclassed)"}), model, allow_loop)
+
+
+def _signature(path: Path, kind: str) -> Source:
+    """A SavedModel's serving signature as the model (tfgraph): tf2onnx converts it whole."""
+    from rnnedge.exporter import tfgraph
+
+    model = tfgraph.signature_model(path)
+    return Source(model, str(path), _folder_sha256(path), origin=tfgraph.origin(model, kind), whole_graph=True)
 
 
 def _open(found: Source, given, allow_loop: bool) -> Source:

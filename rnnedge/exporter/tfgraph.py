@@ -79,10 +79,12 @@ def signature_layer(model: keras.Model) -> Signature:
     return next(layer for layer in model.layers if isinstance(layer, Signature))
 
 
-def origin(model: keras.Model) -> dict:
-    """The manifest's record: TensorFlow computed the truth; nothing was translated, tf2onnx converted it whole."""
+def origin(model: keras.Model, kind: str = "tf.Module") -> dict:
+    """The manifest's record: TensorFlow computed the truth; nothing was translated, tf2onnx converted
+    the signature whole. `kind`: what the SavedModel holds (a plain tf.Module, a subclassed tf_keras model)."""
     import tensorflow as tf
 
-    return {"format": "savedmodel (tf.Module)", "truth": {"framework": "tensorflow", "version": tf.__version__},
-            "translated": {signature_layer(model).name: ["a plain tf.Module's signature: its whole graph converted by "
-                                                   "tf2onnx (--allow-loop), no fused recurrent node"]}}
+    return {"format": f"savedmodel ({kind})", "truth": {"framework": "tensorflow", "version": tf.__version__},
+            "whole_graph": True,
+            "translated": {signature_layer(model).name: [f"a {kind}'s signature: its whole graph converted by "
+                                                         "tf2onnx (--allow-loop), no fused recurrent node"]}}
