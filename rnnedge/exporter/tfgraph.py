@@ -1,7 +1,8 @@
-"""A SavedModel without Keras metadata (a plain `tf.Module` saved with `tf.saved_model.save`), for
-`--allow-loop`: its serving signature, called as the one layer of a Keras model, so that tf2onnx
-converts its whole graph (recurrences stay the `Loop`s / `Scan`s it writes) and TensorFlow itself
-computes the golden outputs the ONNX file is checked against."""
+"""A SavedModel rnnedge cannot rebuild as Keras layers (a plain `tf.Module` saved with
+`tf.saved_model.save`, or a subclassed tf_keras model), for `--allow-loop`: its serving signature,
+called as the one layer of a Keras model, so that tf2onnx converts its whole graph (recurrences
+stay the `Loop`s / `Scan`s it writes, unless it fuses them itself) and TensorFlow itself computes
+the golden outputs the ONNX file is checked against."""
 
 from __future__ import annotations
 
