@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -134,3 +135,29 @@ def test_a_subclassed_tf_keras_savedmodel_goes_through_its_signature_with_allow_
     assert m.source["truth"]["framework"] == "tensorflow" and m.fused_nodes == {}
     (name,) = [s.name for s in m.data_inputs]
     np.testing.assert_allclose(rnnedge.load(result.folder).run({name: x}).data[0], net(x).numpy(), atol=1e-5, rtol=1e-4)
+
+
+def test_a_subclassed_tf_keras_object_goes_through_a_savedmodel_of_it_with_allow_loop(tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+
+    class Tagger(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.lstm = tf_keras.layers.LSTM(3, return_sequences=True)
+
+        def call(self, x):
+            return self.lstm(x) * 2.0
+
+    model = Tagger()
+    x = np.random.default_rng(2).normal(size=(2, 5, 4)).astype("float32")
+    model(x)
+    with pytest.raises(RnnEdgeError, match="subclassed tf_keras model.*allow_loop=True") as err:
+        export(model, tmp_path / "o")
+    assert "\n" not in str(err.value)
+    result = export(model, tmp_path / "o", allow_loop=True)
+    assert result.parity.passed and result.manifest.source["format"] == "tf_keras object (subclassed)"
+    source = result.manifest.source
+    assert source["name"] == model.name and "rnnedge-tf-keras-" not in json.dumps(source)  # no temporary path
+    (name,) = [s.name for s in result.manifest.data_inputs]
+    np.testing.assert_allclose(rnnedge.load(result.folder).run({name: x}).data[0], model(x).numpy(), atol=1e-5,
+                               rtol=1e-4)

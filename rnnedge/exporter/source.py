@@ -54,7 +54,13 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> So
         return _open(Source(traced, source.name, _weights_sha256(traced), origin={**keras3, "format": "subclassed"}),
                      source, allow_loop)
     if keras2.is_tf_keras_model(source):
-        return _rebuilt(keras2.from_object(source), source.name, None)
+        try:
+            return _rebuilt(keras2.from_object(source), source.name, None)
+        except keras2.SubclassedError as e:
+            if allow_loop:
+                return _object_signature(source)
+            raise RnnEdgeError(f"{e}; or pass allow_loop=True to convert it whole with tf2onnx (through a "
+                               "SavedModel of it; recurrent layers may stay Loops)") from None
     if hasattr(source, "model") and hasattr(source, "x_test"):  # a ZooModel
         return Source(source.model, f"zoo:{source.name}", _weights_sha256(source.model), source, origin=keras3)
     text = str(source)
@@ -107,6 +113,26 @@ def _signature(path: Path, kind: str) -> Source:
 
     model = tfgraph.signature_model(path)
     return Source(model, str(path), _folder_sha256(path), origin=tfgraph.origin(model, kind), whole_graph=True)
+
+
+def _object_signature(model) -> Source:
+    """A subclassed tf_keras model object through a SavedModel of it (tf_keras writes the serving
+    signature of the shapes it was called with), then as `_signature`."""
+    import tempfile
+
+    from rnnedge.logs import quiet_native_stderr
+
+    with tempfile.TemporaryDirectory(prefix="rnnedge-tf-keras-") as folder:
+        path = Path(folder) / model.name
+        try:
+            with quiet_native_stderr():
+                model.save(str(path), save_format="tf")
+        except Exception as e:  # tf_keras cannot save a model it has never run
+            raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): tf_keras could not save it as a "
+                               f"SavedModel ({keras2._reason(e)}); call it once on a batch and export again") from None
+        found = _signature(path, "subclassed tf_keras model")  # its variables are read into memory here
+    origin = {**found.origin, "format": "tf_keras object (subclassed)"}
+    return dataclasses.replace(found, name=model.name, origin=origin)
 
 
 def _open(found: Source, given, allow_loop: bool) -> Source:
