@@ -20,3 +20,12 @@ class RnnEdgeError(Exception):
 
 class ParityError(RnnEdgeError):
     """The exported ONNX model does not match Keras within tolerance (files are kept)."""
+
+
+def first_line(e: Exception, limit: int = 160) -> str:
+    """The first line of an exception (its type's name if it has none), cut at a word boundary
+    (never mid-URL) after `limit` characters: for a one-line message that quotes a library's error."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if len(text) <= limit:
+        return text.rstrip(". ")
+    return text[:limit].rsplit(" ", 1)[0].rstrip(".,;: ") + " ..."

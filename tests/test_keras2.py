@@ -20,7 +20,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 import rnnedge  # noqa: E402
 from rnnedge.cli import app  # noqa: E402
-from rnnedge.errors import RnnEdgeError  # noqa: E402
+from rnnedge.errors import RnnEdgeError, first_line  # noqa: E402
 from rnnedge.exporter import export, keras2  # noqa: E402
 from tests import k2models  # noqa: E402
 from tests.helpers import op_counts
@@ -340,7 +340,7 @@ def test_keras3_h5_with_embedding_mask(tmp_path):
 
 
 def test_long_reasons_end_cleanly():
-    reason = keras2._reason(ValueError("Unknown layer: 'NotEqual'. Please see https://keras.io/guides/"
+    reason = first_line(ValueError("Unknown layer: 'NotEqual'. Please see https://keras.io/guides/"
                                        "serialization_and_saving/#registering-the-custom-object " + "x" * 200))
     assert reason.endswith(" ...") and "https://keras.io/guides/serialization_and_saving/#reg" not in reason[-10:]
 

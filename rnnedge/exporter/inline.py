@@ -63,12 +63,8 @@ def _in_place(self, *args, **kwargs):
     return base.call(self, *args, **kwargs)
 
 
-def opened_graph(model) -> keras.Model | None:
-    """The functional (or Sequential) model traced again with its wrapping layers opened, or None
-    where it has none."""
-    layers = wrapping_layers(model)
-    if not layers:
-        return None
+def opened_graph(model, layers: list) -> keras.Model:
+    """The functional (or Sequential) model traced again with `layers` (its wrapping_layers) opened."""
     graph = functional_graph(model)
     inputs = [keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=input_name(t)) for t in graph.inputs]
     with opened(layers):

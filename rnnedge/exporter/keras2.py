@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from rnnedge.errors import RnnEdgeError
+from rnnedge.errors import RnnEdgeError, first_line
 from rnnedge.exporter.keras2_fit import fit_arguments, is_layer, renumber_nested_calls
 from rnnedge.exporter.keras_api import standard_kernel_only
 
@@ -185,7 +185,7 @@ def _load(fn, path):
         return fn()
     except Exception as e:  # tf_keras raises many types for a file it cannot read
         _unknown_layer(e, path)
-        raise RnnEdgeError(f"{path} is not a loadable tf_keras model ({_reason(e)})") from None
+        raise RnnEdgeError(f"{path} is not a loadable tf_keras model ({first_line(e)})") from None
 
 
 def _unknown_layer(e: Exception, what) -> None:
@@ -198,21 +198,13 @@ def _unknown_layer(e: Exception, what) -> None:
                            "the model object") from None
 
 
-def _reason(e: Exception) -> str:
-    """The first line of an exception, cut at a word boundary (never mid-URL)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if len(text) <= 160:
-        return text.rstrip(". ")
-    return text[:160].rsplit(" ", 1)[0].rstrip(".,;: ") + " ..."
-
-
 def _rebuild_reason(e: Exception) -> str:
     """Keras wraps a layer's failure in its model's ("could not be deserialized properly ...
     Exception encountered: ..."): the innermost cause, with the class it was building."""
     text = str(e)
     classes = re.findall(r"deserializing class '(\w+)'", text)
     inner = text.rsplit("Exception encountered:", 1)[-1].strip() if "Exception encountered:" in text else text
-    reason = _reason(type(e)(inner) if inner else e)
+    reason = first_line(type(e)(inner) if inner else e)
     return f"layer class {classes[-1]}: {reason}" if classes else reason
 
 
@@ -247,7 +239,7 @@ def rebuild(config: dict, weights: dict[str, list[np.ndarray]], what: str) -> tu
             layer.set_weights(stored)
         except ValueError as e:
             raise RnnEdgeError(f"{what}: layer '{layer.name}' weights do not fit its Keras 3 rebuild "
-                               f"({_reason(e)})") from None
+                               f"({first_line(e)})") from None
     return model, translated
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from rnnedge.errors import RnnEdgeError
+from rnnedge.errors import RnnEdgeError, first_line
 from rnnedge.exporter import keras2
 from rnnedge.exporter.keras_api import call_parameters, graph_nodes, has_graph, sublayers
 from rnnedge.files import digest
@@ -96,7 +96,7 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> So
                 f"{path} holds a Lambda layer, which can run arbitrary code when loaded; "
                 "pass --unsafe only if you trust the file"
             ) from None
-        raise RnnEdgeError(f"{path} is not a loadable Keras model ({keras2._reason(e)})") from None
+        raise RnnEdgeError(f"{path} is not a loadable Keras model ({first_line(e)})") from None
     if not isinstance(model, keras.Model):
         raise RnnEdgeError(f"{path} does not hold a keras.Model")
     origin = {**keras3, "format": path.suffix.lstrip(".")}
@@ -129,7 +129,7 @@ def _object_signature(model) -> Source:
                 model.save(str(path), save_format="tf")
         except Exception as e:  # tf_keras cannot save a model it has never run
             raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): tf_keras could not save it as a "
-                               f"SavedModel ({keras2._reason(e)}); call it once on a batch and export again") from None
+                               f"SavedModel ({first_line(e)}); call it once on a batch and export again") from None
         found = _signature(path, "subclassed tf_keras model")  # its variables are read into memory here
     origin = {**found.origin, "format": "tf_keras object (subclassed)"}
     return dataclasses.replace(found, name=model.name, origin=origin)
@@ -145,7 +145,7 @@ def _open(found: Source, given, allow_loop: bool) -> Source:
     if not layers:
         return found
     try:
-        model = inline.opened_graph(found.model)
+        model = inline.opened_graph(found.model, layers)
     except Exception as e:  # the layer's own call() on symbolic tensors
         if allow_loop:
             return found
@@ -158,7 +158,7 @@ def _open(found: Source, given, allow_loop: bool) -> Source:
             advice = ("use keras layers and keras.ops in call() (keras.ops.cond or keras.ops.where for a branch "
                       "on a tensor's value)")
         raise RnnEdgeError(f"layer(s) {names} run recurrent layers inside their own call, which could not be traced "
-                           f"into the graph ({keras2._reason(e)}); {advice}") from None
+                           f"into the graph ({first_line(e)}); {advice}") from None
     return dataclasses.replace(found, model=model, truth=given,
                                origin={**found.origin, "opened": inline.described(layers)})
 
@@ -237,7 +237,7 @@ def trace(model) -> keras.Model:
                            "tensor's value, which cannot be traced into a graph; use keras.ops.cond or "
                            "keras.ops.where, or move the branch out of call()") from None
     raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): its call() cannot be traced on symbolic "
-                       f"inputs ({keras2._reason(error)}); use keras layers and keras.ops in call()") from None
+                       f"inputs ({first_line(error)}); use keras layers and keras.ops in call()") from None
 
 
 def _traced_call(model, shapes: list, nested: bool, free_time: bool, tokens=frozenset()) -> keras.Model:
@@ -259,8 +259,11 @@ def _opened_or_not(traced) -> keras.Model:
     (a nested encoder model) is seen reading its input."""
     from rnnedge.exporter import inline
 
+    layers = inline.wrapping_layers(traced)
+    if not layers:
+        return traced
     try:
-        return inline.opened_graph(traced) or traced
+        return inline.opened_graph(traced, layers)
     except Exception:  # noqa: BLE001 - a call() that cannot be opened: said when the export opens it
         return traced
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from rnnedge.errors import RnnEdgeError
+from rnnedge.errors import RnnEdgeError, first_line
 
 SIGNATURE = "serving_default"
 HOW_TO_SAVE = "save it with tf.saved_model.save(module, folder, signatures=module.__call__)"
@@ -49,8 +49,7 @@ def signature_model(path: Path) -> keras.Model:
         with quiet_native_stderr():
             loaded = tf.saved_model.load(str(path))
     except Exception as e:  # TensorFlow raises many types for a bad folder; all mean "not loadable"
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise RnnEdgeError(f"{path} is not a loadable SavedModel ({first[:200]})") from None
+        raise RnnEdgeError(f"{path} is not a loadable SavedModel ({first_line(e)})") from None
     keys = list(loaded.signatures.keys())
     if not keys:
         raise RnnEdgeError(f"{path} is a SavedModel without signatures, so its inputs are unknown: {HOW_TO_SAVE}")
@@ -88,4 +87,4 @@ def origin(model: keras.Model, kind: str = "tf.Module") -> dict:
     return {"format": f"savedmodel ({kind})", "truth": {"framework": "tensorflow", "version": tf.__version__},
             "whole_graph": True,
             "translated": {signature_layer(model).name: [f"a {kind}'s signature: its whole graph converted by "
-                                                         "tf2onnx (--allow-loop), no fused recurrent node"]}}
+                                                         "tf2onnx (--allow-loop), nothing fused by rnnedge"]}}
