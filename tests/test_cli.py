@@ -386,9 +386,10 @@ def test_dash_h_is_help_everywhere():
 def test_check_and_run_default_to_the_same_provider():
     import inspect
 
-    from rnnedge import cli
+    from rnnedge.cli import check as commands
 
-    defaults = {name: inspect.signature(getattr(cli, name)).parameters["provider"].default for name in ("check", "run")}
+    defaults = {name: inspect.signature(getattr(commands, name)).parameters["provider"].default
+                for name in ("check", "run")}
     assert defaults["check"] == defaults["run"] == "auto", defaults
 
 
