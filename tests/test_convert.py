@@ -213,6 +213,7 @@ def test_fused_export_matches_keras(name, tmp_path):
     assert all(len(c.outputs) >= n_outputs for c in result.parity.cases)
     assert len(result.parity.cases) >= 3
     assert_fused(tmp_path / "out" / "model.onnx", expected)
+    assert_only_non_default_attributes(tmp_path / "out" / "model.onnx")
     assert (sum(len(v) for v in result.manifest.fused_nodes.values())
             == sum(expected.get(o, 0) for o in ("LSTM", "GRU", "RNN")))
     # The declared output sizes are those Keras computes (not always those it reports).
@@ -220,6 +221,26 @@ def test_fused_export_matches_keras(name, tmp_path):
         for spec in result.manifest.outputs:
             fixed = [(i, d) for i, d in enumerate(spec.shape) if isinstance(d, int)]
             assert [outputs[spec.name].shape[i] for i, _ in fixed] == [d for _, d in fixed], spec
+
+
+# ONNX's defaults: accelerators refuse a fused node that spells one out ("QNN EP doesn't support
+# non-default activations for LSTM" even for ["Sigmoid", "Tanh", "Tanh"]).
+ONNX_DEFAULTS = {"direction": b"forward", "linear_before_reset": 0, "input_forget": 0, "layout": 0,
+                 "activations": {"LSTM": [b"Sigmoid", b"Tanh", b"Tanh"], "GRU": [b"Sigmoid", b"Tanh"],
+                                 "RNN": [b"Tanh"]}}
+
+
+def assert_only_non_default_attributes(path):
+    for node in onnx.load(path).graph.node:
+        if node.op_type not in ("LSTM", "GRU", "RNN"):
+            continue
+        for attr in node.attribute:
+            value = onnx.helper.get_attribute_value(attr)
+            default = ONNX_DEFAULTS.get(attr.name)
+            if attr.name == "activations":
+                per_direction = default[node.op_type]
+                default = per_direction * (len(value) // len(per_direction))
+            assert value != default, f"{node.name} spells out the default {attr.name}={value!r}"
 
 
 def test_every_supported_layer_type_has_a_test():

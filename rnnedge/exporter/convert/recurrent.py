@@ -97,6 +97,33 @@ def scan_note(layer) -> str:
     return f"activations {listed} have no exact fused ONNX form: exported as an exact Scan"
 
 
+# ONNX's default activations per direction (onnx/defs/rnn): a node that spells them out is the same
+# node to onnxruntime's CPU provider, but QNN refuses the attribute whatever its value.
+DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
+
+
+def fused_attributes(op: str, units: int, direction: str, acts: list, reset_after: bool = False) -> dict:
+    """The fused node's attributes, only those that differ from ONNX's defaults (accelerators such
+    as QNN refuse an attribute even when it holds the default value).
+
+    `acts` is (ONNX name, alpha, beta) per activation slot, for every direction in order."""
+    attrs: dict = {"hidden_size": units}
+    if direction != "forward":
+        attrs["direction"] = direction
+    names = [a for a, _, _ in acts]
+    alphas = [al for _, al, _ in acts if al is not None]
+    betas = [be for _, _, be in acts if be is not None]
+    if alphas or betas or names != DEFAULT_ACTIVATIONS[op] * (len(names) // len(DEFAULT_ACTIVATIONS[op])):
+        attrs["activations"] = names
+    if alphas:
+        attrs["activation_alpha"] = alphas
+    if betas:
+        attrs["activation_beta"] = betas
+    if reset_after:
+        attrs["linear_before_reset"] = 1
+    return attrs
+
+
 def _fused_node(ctx: Context, layer, cells, direction, x_tbf, lens, h0, c0, hint):
     """One ONNX LSTM/GRU/RNN node over 1 cell (forward/reverse) or 2 cells (bidirectional); an
     exact Scan per cell instead where an activation has no fused form (see convert/scan.py).
@@ -114,16 +141,8 @@ def _fused_node(ctx: Context, layer, cells, direction, x_tbf, lens, h0, c0, hint
     B = None
     if any(b is not None for _, _, b in weights):
         B = np.stack([b if b is not None else np.zeros(2 * W.shape[1], np.float32) for _, _, b in weights])
-    acts = [rnn_activation(fn) for c in cells for fn in _activation_fns(c)]
-    attrs = {"hidden_size": units, "direction": direction, "activations": [a for a, _, _ in acts]}
-    alphas = [al for _, al, _ in acts if al is not None]
-    betas = [be for _, _, be in acts if be is not None]
-    if alphas:
-        attrs["activation_alpha"] = alphas
-    if betas:
-        attrs["activation_beta"] = betas
-    if op == "GRU":
-        attrs["linear_before_reset"] = int(bool(cells[0].reset_after))
+    attrs = fused_attributes(op, units, direction, [rnn_activation(fn) for c in cells for fn in _activation_fns(c)],
+                             reset_after=op == "GRU" and bool(cells[0].reset_after))
     inputs = [x_tbf, g.const(W, f"{hint}/W"), g.const(R, f"{hint}/R"),
               g.const(B, f"{hint}/B") if B is not None else "", lens or "", h0 or ""]
     if op == "LSTM":
