@@ -33,7 +33,7 @@ pytest.importorskip("tritonclient.grpc", reason="the serve extra is not installe
 pytest.importorskip("tritonclient.http", reason="the serve extra is not installed: pip install 'rnnedge[serve]'")
 
 from rnnedge.serve import triton as tr  # noqa: E402
-from rnnedge.serve.client import TritonRunner, parse_url  # noqa: E402
+from rnnedge.serve.client import OutcomeUnknown, Refused, TritonRunner, parse_url  # noqa: E402
 from rnnedge.serve.loadtest import load_test  # noqa: E402
 
 EXPORTED = Path(__file__).resolve().parent.parent / "exported"
@@ -545,3 +545,207 @@ def test_a_model_that_cannot_load_is_one_line_and_no_server_is_left(tmp_path):
         with local_server(repo, timeout=60):
             pass
     assert "\n" not in str(caught.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Exactly once, in order; client errors as client errors; health and logs that tell the truth
+
+
+def _row_sequence(folder=STREAMING, case=1, row=1):
+    """One row of a golden case (airline-gru: 12 steps) and Keras' outputs for it."""
+    name, inputs, expected = golden(folder)[case]
+    return f"{name}, row {row}", rows(inputs, row), rows(expected, row)
+
+
+def test_the_runtime_stream_refuses_a_chunk_out_of_turn():
+    model = rnnedge.load(STREAMING, "cpu")
+    case, inputs, expected = _row_sequence()
+    x = inputs["window"]
+    stream = model.stream(1)
+    stream.push(x[:, :4], chunk_index=0)
+    with pytest.raises(RnnEdgeError, match="chunk 0 is not this stream's next chunk \\(1\\): it was already applied"):
+        stream.push(x[:, :4], chunk_index=0)
+    with pytest.raises(RnnEdgeError, match="chunk 2 is not this stream's next chunk \\(1\\): push a stream's chunks "
+                                           "in order"):
+        stream.push(x[:, 8:], chunk_index=2)
+    stream.push(x[:, 4:8], chunk_index=1)
+    assert_keras(case, expected, dict(stream.push(x[:, 8:], chunk_index=2)), STREAMING)
+    stream.reset()
+    assert stream.chunks == 0
+    stream.push(x[:, :4], chunk_index=0)
+
+
+@need_server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_retried_chunk_is_answered_again_and_never_applied_twice(server, protocol, monkeypatch):
+    url = f"{protocol}://" + (server.http_url if protocol == "http" else server.grpc_url)
+    triton = TritonRunner(url, STREAMING)
+    case, inputs, expected = _row_sequence()
+    x = inputs["window"]
+    stream = triton.stream()
+    stream.push({"window": x[:, :4]})
+    second = stream.push({"window": x[:, 4:8]})
+    again = triton.infer({"window": x[:, 4:8]}, sequence_id=stream.sequence_id, chunk=1)  # a client's retry
+    np.testing.assert_array_equal(again["next_month"], second["next_month"])
+    with pytest.raises(Refused, match="chunk 1 of sequence .* was already applied with other data") as refused:
+        triton.infer({"window": x[:, 8:]}, sequence_id=stream.sequence_id, chunk=1)
+    assert refused.value.client_error
+    with pytest.raises(Refused, match="chunk 0 of sequence .* was already applied \\(the next is 2\\)"):
+        triton.infer({"window": x[:, :4]}, sequence_id=stream.sequence_id, chunk=0)
+    assert_keras(case, expected, stream.end({"window": x[:, 8:]}), STREAMING)
+    # the answer to a chunk is lost on its way back (the server did run it): the stream sends it again
+    # with the same number and gets the kept answer
+    real, lost = triton.infer, []
+
+    def answer_lost(feeds, **kw):
+        out = real(feeds, **kw)
+        if kw.get("chunk") in (0, 1) and kw["chunk"] not in lost:
+            lost.append(kw["chunk"])
+            raise OutcomeUnknown("Deadline Exceeded")
+        return out
+
+    monkeypatch.setattr(triton, "infer", answer_lost)
+    stream = triton.stream()
+    stream.push({"window": x[:, :4]})
+    stream.push({"window": x[:, 4:8]})
+    assert lost == [0, 1] and stream.next == 2
+    assert_keras(case, expected, stream.end({"window": x[:, 8:]}), STREAMING)
+
+
+@need_server
+def test_an_out_of_order_chunk_is_refused_and_leaves_the_state_alone(server):
+    import tritonclient.grpc as g
+
+    triton = TritonRunner("grpc://" + server.grpc_url, STREAMING)
+    case, inputs, expected = _row_sequence()
+    x = inputs["window"]
+    stream = triton.stream()
+    stream.push({"window": x[:, :4]})
+    with pytest.raises(Refused, match="chunk 2 of sequence .* arrived before chunk 1: send a sequence's chunks in "
+                                      "order") as refused:
+        triton.infer({"window": x[:, 8:]}, sequence_id=stream.sequence_id, chunk=2)
+    assert refused.value.client_error and refused.value.status == "StatusCode.INVALID_ARGUMENT"
+    with pytest.raises(Refused, match="has sequence_start set: the first chunk of a sequence is number 0"):
+        triton.infer({"window": x[:, :4]}, sequence_id=stream.sequence_id, start=True, chunk=3)
+    stream.push({"window": x[:, 4:8]})
+    assert_keras(case, expected, stream.end({"window": x[:, 8:]}), STREAMING)
+    # several chunks of one sequence in flight at once: each is applied in its turn or refused, never out of turn
+    client = g.InferenceServerClient(server.grpc_url)
+    done = queue.Queue()
+    for k, (a, b) in enumerate([(0, 3), (3, 6), (6, 9), (9, 12)]):
+        client.async_infer("airline-gru", [_input(g, "window", x[:, a:b])],
+                           lambda result, error, k=k: done.put((k, result, error)), sequence_id=99_001,
+                           sequence_start=k == 0, sequence_end=k == 3, parameters={"rnnedge_chunk": k})
+    answers = sorted(done.get(timeout=30) for _ in range(4))
+    applied = [k for k, _, error in answers if error is None]
+    assert applied == list(range(len(applied)))  # a prefix: chunk k only after chunks 0..k-1
+    for _, _, error in answers:
+        assert error is None or "arrived before chunk" in error.message() or "START flag" in error.message()
+    if applied == [0, 1, 2, 3]:
+        assert_keras(case, expected, {"next_month": answers[3][1].as_numpy("next_month")}, STREAMING)
+
+
+@need_server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bad_values_are_client_errors_and_a_refused_start_is_named(server, protocol):
+    url = f"{protocol}://" + (server.http_url if protocol == "http" else server.grpc_url)
+    triton = TritonRunner(url, STREAMING)
+    want = "400" if protocol == "http" else "StatusCode.INVALID_ARGUMENT"
+    x = np.ones((1, 4, 1), np.float32)
+    for bad, what in ((np.nan, "non-finite"), (np.inf, "non-finite")):
+        stream = triton.stream()
+        y = x.copy()
+        y[0, 2, 0] = bad
+        with pytest.raises(Refused, match=what) as refused:
+            stream.push({"window": y})
+        assert refused.value.status == want and refused.value.client_error, refused.value.status
+        with pytest.raises(Refused, match="its first request \\(START\\) was refused \\(.*non-finite.*\\); send the "
+                                          "first chunk again with sequence_start") as refused:
+            triton.infer({"window": x}, sequence_id=stream.sequence_id, chunk=1)
+        assert "must set sequence_start" not in str(refused.value) and refused.value.status == want
+        case, inputs, expected = _row_sequence()
+        assert_keras(case, expected, stream.end(inputs), STREAMING)  # the same sequence id, started again
+    with pytest.raises(Refused, match="time") as refused:  # an empty time axis
+        triton.stream().push({"window": np.ones((1, 0, 1), np.float32)})
+    assert refused.value.status == want
+
+
+def _stub_pids(server):
+    from rnnedge.serve.server import backend_processes
+
+    return backend_processes(server.pid)
+
+
+@need_server
+def test_a_killed_backend_is_not_left_ready_and_is_loaded_again(tmp_path):
+    from rnnedge.serve.server import Watcher, local_server
+
+    repo = tmp_path / "repo"
+    target = tr.write_repository(STREAMING, repo, backend="python")
+    case, inputs, expected = _row_sequence()
+    said = []
+    with local_server(repo, log=tmp_path / "server.log") as server:
+        watcher = Watcher(server, said.append, kept_log=True)
+        (instance, (pid, model)), = _stub_pids(server).items()
+        assert model == "airline-gru" and instance.startswith("airline-gru_")
+        triton = TritonRunner("http://" + server.http_url, STREAMING, retries=0)
+        os.kill(pid, 9)
+        deadline = time.monotonic() + 10
+        while pid in [p for p, _ in _stub_pids(server).values()]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with pytest.raises(Refused, match="not healthy"):  # Triton alone: every request fails ...
+            triton.stream().end(inputs)
+        assert triton.client.is_model_ready("airline-gru")  # ... and the model says it is ready
+        watcher.poll()
+        assert any("model 'airline-gru': its backend process" in line and "died" in line for line in said), said
+        assert said[-1] == "model 'airline-gru' loaded again: ready"
+        assert triton.client.is_model_ready("airline-gru")
+        assert_keras(case, expected, triton.stream().end(inputs), STREAMING)
+        # a model that cannot come back: the watcher says so and gives up (`rnnedge serve` exits 1)
+        (target / "1" / "model.py").write_text("raise RuntimeError('broken on purpose')\n")
+        (_, (pid, _)), = _stub_pids(server).items()
+        os.kill(pid, 9)
+        time.sleep(1)
+        with pytest.raises(RnnEdgeError, match="model 'airline-gru' died and could not be loaded again .*broken on "
+                                               "purpose.*; see .*server.log"):
+            watcher.poll()
+        assert not triton.client.is_model_ready("airline-gru")
+        server.kill()
+        with pytest.raises(RnnEdgeError, match="tritonserver stopped by itself \\(killed by SIGKILL\\)") as stopped:
+            watcher.poll()
+        assert "started" not in str(stopped.value) and "\n" not in str(stopped.value)
+
+
+@need_server
+def test_an_abandoned_sequence_holding_every_slot_is_reported(tmp_path):
+    from rnnedge.serve.server import Watcher, local_server
+
+    repo = tmp_path / "repo"
+    tr.write_repository(STREAMING, repo, backend="python", idle_seconds=2, max_sequences=1)
+    case, inputs, expected = _row_sequence()
+    said = []
+    with local_server(repo) as server:
+        watcher = Watcher(server, said.append)
+        triton = TritonRunner("grpc://" + server.grpc_url, STREAMING, timeout=1, retries=0)
+        abandoned = triton.stream()
+        abandoned.push({"window": inputs["window"][:, :4]})  # and never ended
+        with pytest.raises(OutcomeUnknown, match="Deadline"):  # a new sequence waits for a slot
+            triton.stream().push({"window": inputs["window"][:, :4]})
+        deadline = time.monotonic() + 20
+        released = f"sequence {abandoned.sequence_id} released after more than 2 s idle without END"
+        while not any(released in line for line in said):
+            assert time.monotonic() < deadline, said
+            time.sleep(0.5)
+            watcher.poll()
+        full = [line for line in said if "all 1 sequence slots are taken" in line]
+        assert full and "--max-sequences" in full[0] and said.index(full[0]) < len(said) - 1, said
+        assert_keras(case, expected, TritonRunner("grpc://" + server.grpc_url, STREAMING).stream().end(inputs),
+                     STREAMING)
+
+
+def test_cli_serve_keeps_its_log_where_asked(tmp_path):
+    r = runner.invoke(app, ["serve", str(tmp_path / "nothing"), "--log", str(tmp_path / "no" / "such" / "x.log")])
+    assert r.exit_code == 1 and "does not exist" in r.output
+    r = runner.invoke(app, ["serve", "--help"])
+    assert "--log" in r.output

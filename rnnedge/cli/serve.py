@@ -60,12 +60,17 @@ def serve(
     grpc_port: Annotated[int, typer.Option(metavar="N", min=1, max=65535, help="gRPC port on 127.0.0.1.")] = 8001,
     timeout: Annotated[float, typer.Option(metavar="SECONDS", callback=positive, help="Wait this long for models.")
                        ] = 60.0,
+    log: Annotated[Optional[Path], typer.Option(metavar="FILE", dir_okay=False, help="Keep the server's log in "
+                                                "FILE (else a temporary file, deleted at exit).")] = None,
 ):
-    """Run the nvidia-pytriton wheel's tritonserver on REPO in the foreground (127.0.0.1 only; Ctrl-C stops it)."""
+    """Run the nvidia-pytriton wheel's tritonserver on REPO in the foreground (127.0.0.1 only; Ctrl-C stops it).
+
+    It watches the models: one whose backend process dies is loaded again, or the command exits 1; sequences
+    released idle and full sequence slots are printed."""
     with user_errors():
         from rnnedge.serve.server import serve_forever
 
-        serve_forever(repo, http_port=http_port, grpc_port=grpc_port, timeout=timeout, say=typer.echo)
+        serve_forever(repo, http_port=http_port, grpc_port=grpc_port, timeout=timeout, say=typer.echo, log=log)
 
 
 @app.command()

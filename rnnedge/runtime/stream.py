@@ -117,6 +117,7 @@ class Stream:
         self._fast: list[tuple | None] = [None, None]
         self._plain = all(s.dtype.kind == "f" and not s.right_padded for s in model.data_slots)
         self._current = 0
+        self.chunks = 0  # chunks applied since the stream started (or was reset): the next chunk's number
         # Inputs with a time axis: a chunk that lacks it is one step, and then the outputs with a
         # time axis lose it too.
         self._step_ranks = [(s.name, s.rank) for s in model.data_slots if s.time_axis == 1]
@@ -134,8 +135,15 @@ class Stream:
 
     # -- hot path ------------------------------------------------------------------------------
 
-    def push(self, *arrays, allow_nonfinite: bool | None = None, **named) -> Outputs:
-        """Feed the next chunk of every row; returns the data outputs for this chunk."""
+    def push(self, *arrays, allow_nonfinite: bool | None = None, chunk_index: int | None = None,
+             **named) -> Outputs:
+        """Feed the next chunk of every row; returns the data outputs for this chunk. `chunk_index`: the
+        chunk's number (0 first); a chunk that is not the next one is refused, never applied twice."""
+        if chunk_index is not None and chunk_index != self.chunks:
+            raise RnnEdgeError(f"chunk {chunk_index!r} is not this stream's next chunk ({self.chunks}): "
+                               + ("it was already applied; each chunk is applied once"
+                                  if isinstance(chunk_index, int) and 0 <= chunk_index < self.chunks else
+                                  "push a stream's chunks in order, numbered from 0"))
         model = self.model
         allow = self.allow_nonfinite if allow_nonfinite is None else allow_nonfinite
         k = self._current
@@ -168,6 +176,7 @@ class Stream:
                 for name, b in zip(self._data_out, self._outputs[k]):
                     io.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(b))
         self._current = 1 - k
+        self.chunks += 1
         if single:
             data = [d[:, 0] if squeeze and d.ndim > 1 else d for d, squeeze in zip(data, self._squeeze)]
         return Outputs._of(self._data_out, data, model.provider)
@@ -238,6 +247,7 @@ class Stream:
         if index is None:
             for name, a in self._host[self._current].items():
                 self._write_state(name, np.zeros_like(a))
+            self.chunks = 0
             return
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -self.batch <= index < self.batch:
             raise RnnEdgeError(f"reset index must be a row number in [0, {self.batch}) for this stream of "

@@ -13,6 +13,12 @@ on exit, errors included. The stub embeds whichever libpython3.X the loader find
 not read PYTHONPATH itself: this interpreter's libpython is put first on LD_LIBRARY_PATH, and the
 folders holding rnnedge and this environment's site-packages on PYTHONPATH, which the generated
 model.py applies (see `triton_model.py`). There is no onnxruntime backend in the wheel.
+
+Models are loaded with explicit model control (`--load-model=*`), so `Watcher` can reload one:
+Triton keeps a model whose python backend process died "ready" while every request fails, so the
+watcher looks at the stub processes themselves, unloads a model whose stub died (it is then not
+ready), loads it again, and raises RnnEdgeError where it cannot. It also hands on rnnedge's own
+lines from the server's log (sequences released idle, every sequence slot taken).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import sysconfig
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -214,8 +221,14 @@ def local_server(repo: str | os.PathLike, *, http_port: int | None = None, grpc_
         command = [str(install.binary), f"--model-repository={repo}", f"--backend-directory={backends}",
                    "--http-address", HOST, "--http-port", str(http_port), "--grpc-address", HOST,
                    "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), "--allow-metrics", "false",
-                   "--exit-timeout-secs", "5", "--log-verbose", "1" if verbose else "0"]
-        with open(log_path, "wb") as out:
+                   "--exit-timeout-secs", "5", "--log-verbose", "1" if verbose else "0",
+                   "--model-control-mode=explicit", "--load-model=*"]
+        try:
+            out = open(log_path, "wb")  # noqa: SIM115 - closed below, once the server holds it
+        except OSError as e:
+            raise RnnEdgeError(f"cannot write the server's log to {log_path} ({e.strerror}): pass --log a file in "
+                               "a folder that exists and is writable") from None
+        with out:
             process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=server_environment(install), start_new_session=True)
         try:
@@ -234,19 +247,139 @@ def local_server(repo: str | os.PathLike, *, http_port: int | None = None, grpc_
             _stop(process)
 
 
-def serve_forever(repo: str | os.PathLike, *, http_port: int, grpc_port: int, timeout: float, say) -> None:
+STUB = "triton_python_backend_stub"
+POLL_S = 1.0
+RESTARTS = 3  # a model whose backend dies more often than this within RESTART_WINDOW_S is given up on
+RESTART_WINDOW_S = 300.0
+
+
+def backend_processes(pid: int) -> dict[str, tuple[int, str]]:
+    """The live python-backend stub processes of server `pid`: instance name -> (pid, model name)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        # argv: stub, REPO/<model>/<version>/model.py, shm region, sizes, parent pid, backend dir, ..., instance, kind
+        if int(ppid) != pid or state in ("Z", "X") or len(argv) < 3 or not argv[0].endswith(STUB):
+            continue
+        found[argv[-2]] = (int(entry.name), Path(argv[1]).parent.parent.name)
+    return found
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class Watcher:
+    """Watches a running `Server` each `poll()`: a dead stub's model is reloaded (`say` tells), rnnedge's
+    log lines are handed to `say`; RnnEdgeError when the server exits or a model cannot be recovered."""
+
+    def __init__(self, server: Server, say, *, kept_log: bool = False):
+        self.server, self.say, self.kept_log = server, say, kept_log
+        self.stubs = backend_processes(server.pid)
+        self.offset = self._size()
+        self.partial = b""
+        self.deaths: dict[str, list[float]] = {}
+
+    def _size(self) -> int:
+        try:
+            return self.server.log.stat().st_size
+        except OSError:
+            return 0
+
+    def _new_lines(self) -> list[str]:
+        try:
+            with open(self.server.log, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(1 << 20)
+        except OSError:
+            return []
+        self.offset += len(data)
+        *lines, self.partial = (self.partial + data).split(b"\n")
+        return [line.decode(errors="replace") for line in lines]
+
+    def _relay(self, lines: list[str]) -> None:
+        for line in lines:
+            _, sep, message = line.partition("] ")
+            if sep and message.strip('"').startswith("rnnedge: "):
+                self.say(message.strip().strip('"')[len("rnnedge: "):])
+
+    def _post(self, model: str, action: str) -> None:
+        url = f"http://{self.server.http_url}/v2/repository/models/{urllib.parse.quote(model)}/{action}"
+        request = urllib.request.Request(url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=START_TIMEOUT_S):
+                pass
+        except urllib.error.HTTPError as e:
+            raise RnnEdgeError(f"model '{model}' died and could not be {action}ed again "
+                               f"({e.read().decode(errors='replace').strip()[:300]}){self._see()}") from None
+        except (urllib.error.URLError, OSError) as e:
+            raise RnnEdgeError(f"model '{model}' died and the server did not answer its {action} ({e})"
+                               f"{self._see()}") from None
+
+    def _see(self) -> str:
+        return f"; see {self.server.log}" if self.kept_log else ""
+
+    def _restart(self, model: str, dead: list[str]) -> None:
+        now = time.monotonic()
+        times = [t for t in self.deaths.get(model, []) if now - t < RESTART_WINDOW_S] + [now]
+        self.deaths[model] = times
+        self.say(f"model '{model}': its backend process {', '.join(dead)} died; it is not ready until it is loaded "
+                 "again (its open sequences are lost)")
+        if len(times) > RESTARTS:
+            raise RnnEdgeError(f"model '{model}' died {len(times)} times within {RESTART_WINDOW_S:g} s: "
+                               f"not restarting it again{self._see()}")
+        self._post(model, "unload")
+        self._post(model, "load")
+        self.say(f"model '{model}' loaded again: ready")
+
+    def poll(self) -> None:
+        self._relay(self._new_lines())
+        if not self.server.alive():
+            after = [line for line in self._new_lines() + [self.partial.decode(errors="replace")]
+                     if line.startswith("E")]
+            raise RnnEdgeError(f"tritonserver stopped by itself ({_exit_text(self.server.process.poll())})"
+                               + (f": {after[-1].strip()[:300]}" if after else "") + self._see())
+        now = backend_processes(self.server.pid)
+        dead: dict[str, list[str]] = {}
+        for instance, (pid, model) in self.stubs.items():
+            if instance not in now:
+                dead.setdefault(model, []).append(f"{instance} (pid {pid})")
+        for model, instances in dead.items():
+            self._restart(model, instances)
+        if dead:
+            now = backend_processes(self.server.pid)
+        self.stubs = now
+
+
+def serve_forever(repo: str | os.PathLike, *, http_port: int, grpc_port: int, timeout: float, say,
+                  log: str | os.PathLike | None = None) -> None:
     """`rnnedge serve`: tritonserver on REPO in the foreground until Ctrl-C or SIGTERM (`say` prints
-    each line); RnnEdgeError if the server exits by itself."""
+    each line, the watcher's too); RnnEdgeError if the server exits by itself or a model that died cannot
+    be loaded again. `log`: keep the server's log in this file (else a temporary one)."""
     def stop(*_):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # `kill PID` stops the server too, not only Ctrl-C
-    with local_server(repo, http_port=http_port, grpc_port=grpc_port, timeout=timeout) as server:
-        say(f"serving {repo}: http://{server.http_url}  grpc://{server.grpc_url}  (Ctrl-C stops)")
+    with local_server(repo, http_port=http_port, grpc_port=grpc_port, timeout=timeout, log=log) as server:
+        say(f"serving {repo}: http://{server.http_url}  grpc://{server.grpc_url}  (Ctrl-C stops)"
+            + (f"; log: {log}" if log is not None else ""))
+        watcher = Watcher(server, say, kept_log=log is not None)
         try:
-            while server.alive():
-                time.sleep(0.5)
+            while True:
+                time.sleep(POLL_S)
+                watcher.poll()
         except KeyboardInterrupt:
             say("stopping")
-            return
-        raise RnnEdgeError(f"tritonserver exited: {server.log_tail(1)}")
