@@ -227,6 +227,41 @@ def test_the_load_tests_comparison_catches_mixed_up_states():
     assert not bad.ok and bad.mismatched == 6 and bad.max_abs > 1e-3
 
 
+STREAMING_ZOO = sorted(p.name for p in EXPORTED.iterdir() if (p / "manifest.json").is_file()
+                       and Manifest.load(p).streaming)
+
+
+@pytest.mark.parametrize("name", STREAMING_ZOO)
+def test_the_load_tests_inputs_show_a_mixed_up_state_on_every_streaming_export(name):
+    """bench --triton's sequences (golden rows first) are ones whose outputs a mixed-up state changes: the
+    comparison with whole-sequence runs fails when each sequence is judged against another's."""
+    from rnnedge.serve import loadtest
+
+    folder = EXPORTED / name
+    manifest, local = Manifest.load(folder), rnnedge.load(folder, "cpu")
+    feeds, change = loadtest.sensitive_inputs(local, manifest, folder, 8, 4, 3, 1e-5)
+    assert change > 1e-4
+    whole = local.run(**feeds)
+    expected = [{n: whole[n][i:i + 1] for n in whole.data_names} for i in range(8)]
+    # a server that mixed up the states at the middle of every sequence: continue each from the next's state
+    mixed = local.stream(8)
+    mixed.push(**{n: a[:, :6] for n, a in feeds.items()})
+    mixed.load_state({k: np.roll(v, 1, axis=0) for k, v in mixed.state.items()})
+    out = dict(mixed.push(**{n: a[:, 6:] for n, a in feeds.items()}))
+    first = dict(local.run(**{n: a[:, :6] for n, a in feeds.items()}))
+    got = loadtest.merge_chunks(manifest, [first, out])
+    assert all(loadtest.max_diff({n: a[i:i + 1] for n, a in got.items()}, expected[i]) > 1e-5 for i in range(8))
+
+
+def test_the_load_test_refuses_inputs_that_cannot_show_a_mixed_up_state():
+    from rnnedge.serve import loadtest
+
+    local = rnnedge.load(SPOTTER, "cpu")  # its outputs forget within a few steps
+    with pytest.raises(RnnEdgeError, match="cannot show a mixed-up state on kws-gru with 8 chunk\\(s\\) of 1 "
+                                           "step\\(s\\).*use more steps per chunk"):
+        loadtest.sensitive_inputs(local, Manifest.load(SPOTTER), SPOTTER, 64, 8, 1, 1e-5)
+
+
 # --------------------------------------------------------------------------------------------
 # ORT format
 

@@ -10,6 +10,13 @@ END; each request is timed (per-chunk latency). At the same concurrency the in-p
 runs the same sequences: c threads sharing one `rnnedge.load(DIR)` model, one
 `model.stream(1)` per sequence. Every sequence's outputs are compared with running the whole
 sequence at once, so a lost or mixed-up state shows as a mismatch, never as a figure.
+
+The sequences are the export's golden inputs (its test split's real rows where it has one), so
+that outputs depend on earlier chunks as they do in use; random inputs can leave a model's
+outputs nearly independent of its state, and a mixed-up state unseen. `sensitive_inputs` checks
+it: of a pool of golden (then random) sequences it keeps those whose outputs change by more than
+10 x the tolerance when they continue from another sequence's state, and refuses to run where
+too few do.
 """
 
 from __future__ import annotations
@@ -24,10 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from rnnedge.bench import BenchRow, percentiles, random_inputs
+from rnnedge.check import read_golden
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import Manifest, is_time_axis
 from rnnedge.serve.client import REQUEST_TIMEOUT_S, RUNTIME, TRITON, TritonRunner
 from rnnedge.tables import ATOL
+
+MAX_CONCURRENCY = 4096  # client threads (one connection each) in one load test
 
 # --------------------------------------------------------------------------------------------
 # Whole sequences as the reference
@@ -89,10 +99,99 @@ class LoadReport:
         return text + (f"; first error: {self.first_error}" if self.first_error else "")
 
 
-def sequence_inputs(manifest: Manifest, count: int, steps: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Data inputs of `count` sequences of `steps` steps (bench's random inputs), batch-major."""
-    feeds = random_inputs(manifest, count, steps, seed)
-    return {s.name: feeds[s.name] for s in manifest.data_inputs}
+def _golden_rows(folder: Path, manifest: Manifest) -> list[dict[str, np.ndarray]]:
+    """golden.npz's rows (each [time, ...] per data input), the last case (the test split) first."""
+    names = [s.name for s in manifest.data_inputs]
+    found = []
+    for _, inputs, _ in reversed(read_golden(folder)):
+        for r in range(len(inputs[names[0]])):
+            found.append({n: inputs[n][r] for n in names})
+    return found
+
+
+def sequence_inputs(manifest: Manifest, count: int, steps: int, seed: int = 0,
+                    folder: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+    """Data inputs of `count` sequences of `steps` steps, batch-major. With `folder`: its golden.npz's
+    rows, two joined in time and cycled from an offset, so that no two sequences are the same where
+    rows x rows x length allows it (`seed` shifts the choice); without: bench's random inputs."""
+    if folder is None:
+        feeds = random_inputs(manifest, count, steps, seed)
+        return {s.name: feeds[s.name] for s in manifest.data_inputs}
+    golden = _golden_rows(Path(folder), manifest)
+    n = len(golden)
+    timed = {s.name for s in manifest.data_inputs if len(s.shape) > 1 and is_time_axis(s.shape[1])}
+    out: dict[str, list[np.ndarray]] = {s.name: [] for s in manifest.data_inputs}
+    for i in range(count):
+        k = i + seed * 7919
+        a, b = golden[k % n], golden[(k // n + k) % n]
+        offset = (k // (n * n)) * 5
+        for name in out:
+            if name in timed:
+                joined = np.concatenate([a[name], b[name]], axis=0)
+                out[name].append(np.take(joined, np.arange(offset, offset + steps), axis=0, mode="wrap"))
+            else:
+                out[name].append(a[name])
+    return {name: np.stack(arrays) for name, arrays in out.items()}
+
+
+def state_changes(model, manifest: Manifest, feeds: Mapping[str, np.ndarray], chunks: int,
+                  steps: int) -> list[float]:
+    """Per sequence: how much its outputs after the middle chunk boundary change (time outputs joined
+    over the later chunks, the others from the last chunk) when the state there is the next
+    sequence's instead of its own: what a mixed-up state would show in the load test."""
+    count = len(next(iter(feeds.values())))
+    cut = max(chunks // 2, 1) * steps
+    total = chunks * steps
+
+    def part(start, stop):
+        return {n: _chunk_all(a, start, stop, manifest, n) for n, a in feeds.items()}
+
+    def rest(stream):
+        pieces = [dict(stream.push(**part(a, min(a + steps, total)))) for a in range(cut, total, steps)]
+        return merge_chunks(manifest, pieces)
+
+    stream = model.stream(count)
+    stream.push(**part(0, cut))
+    own = stream.state
+    mine = rest(stream)
+    stream.load_state({k: np.roll(v, 1, axis=0) for k, v in own.items()})
+    other = rest(stream)
+    return [max_diff({n: a[i:i + 1] for n, a in other.items()}, {n: a[i:i + 1] for n, a in mine.items()})
+            for i in range(count)]
+
+
+def sensitive_inputs(model, manifest: Manifest, folder: Path, count: int, chunks: int, steps: int, atol: float,
+                     seed: int = 0) -> tuple[dict[str, np.ndarray], float]:
+    """`count` sequences under which a mixed-up state shows (see the module doc) and the smallest change a
+    mix-up makes among them; RnnEdgeError if the golden and random pools hold too few."""
+    need = 10 * atol
+    pool = [sequence_inputs(manifest, 3 * count + 1, chunks * steps, seed, folder=folder),
+            sequence_inputs(manifest, count + 1, chunks * steps, seed)]
+    chosen: dict[str, list[np.ndarray]] = {n: [] for n in pool[0]}
+    for feeds in pool:
+        changes = state_changes(model, manifest, feeds, chunks, steps)
+        for i in (i for i, c in enumerate(changes) if c > need):
+            for n in chosen:
+                chosen[n].append(feeds[n][i])
+    have = len(next(iter(chosen.values())))
+    for _ in range(4):  # neighbours change with the choice: check again, drop the weak, refill
+        if len(next(iter(chosen.values()))) < count:
+            break
+        feeds = {n: np.stack(a[:count]) for n, a in chosen.items()}
+        changes = state_changes(model, manifest, feeds, chunks, steps)
+        weak = {i for i, c in enumerate(changes) if not c > need}
+        if not weak:
+            return feeds, float(min(changes))
+        chosen = {n: [x for i, x in enumerate(a) if i not in weak] for n, a in chosen.items()}
+    raise RnnEdgeError(f"the load test cannot show a mixed-up state on {folder.name} with {chunks} chunk(s) of "
+                       f"{steps} step(s): only {have} of {4 * count + 2} golden and random sequences change their "
+                       f"outputs by more than {need:g} when continued from another's state (it needs {count}); "
+                       "use more steps per chunk (--time) or more chunks")
+
+
+def _chunk_all(a: np.ndarray, start: int, stop: int, manifest: Manifest, name: str) -> np.ndarray:
+    spec = next(s for s in manifest.data_inputs if s.name == name)
+    return a[:, start:stop] if len(spec.shape) > 1 and is_time_axis(spec.shape[1]) else a
 
 
 def _chunk(feeds: Mapping[str, np.ndarray], row: int, start: int, stop: int, manifest: Manifest) -> dict:
@@ -248,13 +347,14 @@ def load_test(folder: str | os.PathLike, url: str, *, model: str | None = None,
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise RnnEdgeError(f"{what} must be a whole number >= 1, got {value!r}")
     levels = list(dict.fromkeys(int(c) for c in concurrency))
-    if not levels or min(levels) < 1 or max(levels) > 256:
-        raise RnnEdgeError(f"concurrency {list(concurrency)}: expected whole numbers in [1, 256], e.g. 1,8,32")
+    if not levels or min(levels) < 1 or max(levels) > MAX_CONCURRENCY:
+        raise RnnEdgeError(f"concurrency {list(concurrency)}: expected whole numbers in [1, {MAX_CONCURRENCY}], "
+                           "e.g. 1,8,32")
     if not seconds > 0:
         raise RnnEdgeError(f"the time budget must be > 0 seconds, got {seconds!r}")
     TritonRunner(url, folder, model).close()  # fails fast, in one line, if the server or model is wrong
     local = runtime_load(folder, "cpu", threads=threads)
-    feeds = sequence_inputs(manifest, sequences, chunks * steps, seed)
+    feeds, _ = sensitive_inputs(local, manifest, folder, sequences, chunks, steps, atol, seed)
     whole = local.run(**feeds)
     expected = [{n: whole[n][i:i + 1] for n in whole.data_names} for i in range(sequences)]
     warm = _chunk(feeds, 0, 0, steps, manifest)
