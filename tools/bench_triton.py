@@ -9,8 +9,12 @@
 3. At concurrency 1, 8 and 32: sequences/s and p50/p99 per chunk through Triton (gRPC, one
    client per thread), and the in-process runtime at the same concurrency (threads sharing one
    `rnnedge.load` model, one `model.stream(1)` per sequence), on the same sequences.
-4. 64 concurrent streams through the one server: every stream's outputs compared with the
-   whole sequence run at once (a lost or mixed-up state is a mismatch), and every request must succeed.
+4. N concurrent streams through the one server (--streams 16,256,1024; default 64): every stream's
+   outputs compared with the whole sequence run at once (a lost or mixed-up state is a mismatch; the
+   sequences are golden rows under which a mixed-up state shows), and every request must succeed.
+   Chunks are numbered: a retried chunk is answered once, never applied twice.
+
+    python tools/bench_triton.py --model events-gru --streams 16,256,1024 --no-levels
 
 Every loop is bounded in count and time. Exits 1 if any request failed or any stream mismatched.
 """
@@ -40,7 +44,8 @@ def main() -> int:
     parser.add_argument("--chunks", type=int, default=16, help="requests per sequence")
     parser.add_argument("--steps", type=int, default=4, help="steps per chunk")
     parser.add_argument("--seconds", type=float, default=30.0, help="time budget per level and candidate")
-    parser.add_argument("--streams", type=int, default=64, help="concurrent streams in the correctness run")
+    parser.add_argument("--streams", default="64", help="concurrent streams in the correctness runs, e.g. 16,256,1024")
+    parser.add_argument("--no-levels", action="store_true", help="skip the concurrency 1/8/32 comparison")
     parser.add_argument("--instances", type=int, default=1, help="model instances (python backend processes)")
     parser.add_argument("--write", type=Path, help="also write the figures into this markdown file's Triton "
                                                    "section (exported/BENCHMARKS.md; `make demo` keeps it)")
@@ -49,28 +54,36 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="rnnedge-bench-triton-") as tmp:
         repo = Path(tmp) / "repo"
+        streams = [int(n) for n in args.streams.split(",")]
         app(["triton", str(folder), "--out", str(repo), "--backend", "python", "--max-batch", "64",
-             "--instances", str(args.instances)], standalone_mode=False)
+             "--instances", str(args.instances), "--max-sequences", str(max(1024, *streams))],
+            standalone_mode=False)
         t0 = time.perf_counter()
         with local_server(repo) as server:
             print(f"tritonserver ready in {time.perf_counter() - t0:.1f} s at grpc://{server.grpc_url}")
             url = "grpc://" + server.grpc_url
-            rows, reports = load_test(folder, url, concurrency=(1, 8, 32), sequences=args.sequences,
-                                      chunks=args.chunks, steps=args.steps, seconds=args.seconds)
-            print(f"\n{args.model}: {args.chunks} chunks of {args.steps} step(s) per sequence, "
-                  f"{args.sequences} sequences per level; p50/p99 per chunk, sequences/s over the wall time\n")
-            print(markdown(rows))
-            for r in reports:
-                print(r.line())
-            _, streams = load_test(folder, url, concurrency=(args.streams,), sequences=args.streams,
-                                   chunks=args.chunks, steps=args.steps, seconds=args.seconds * 2,
-                                   runtime=False, seed=1)
-            s = streams[0]
-            print(f"\n{args.streams} concurrent streams through one server: {s.sequences} of {args.streams} "
-                  f"streams equal to their whole-sequence run (max |diff| {s.max_abs:.1e}), {s.max_open} open at "
-                  f"once, {s.mismatched} "
-                  f"mismatched, {s.requests} requests, {s.failed} failed, {s.seconds:.1f} s")
-            ok = all(r.ok for r in reports) and s.ok and s.sequences == args.streams
+            rows, reports = [], []
+            if not args.no_levels:
+                rows, reports = load_test(folder, url, concurrency=(1, 8, 32), sequences=args.sequences,
+                                          chunks=args.chunks, steps=args.steps, seconds=args.seconds)
+                print(f"\n{args.model}: {args.chunks} chunks of {args.steps} step(s) per sequence, "
+                      f"{args.sequences} sequences per level; p50/p99 per chunk, sequences/s over the wall time\n")
+                print(markdown(rows))
+                for r in reports:
+                    print(r.line())
+            runs = []
+            for n in streams:
+                stream_rows, (s,) = load_test(folder, url, concurrency=(n,), sequences=n, chunks=args.chunks,
+                                              steps=args.steps, seconds=args.seconds * 2, runtime=False, seed=1)
+                row = stream_rows[0]
+                chunks_per_s = s.requests / s.seconds if s.seconds > 0 else 0.0
+                print(f"\n{n} concurrent streams through one server: {s.sequences} of {n} streams equal to their "
+                      f"whole-sequence run (max |diff| {s.max_abs:.1e}), {s.max_open} open at once, {s.mismatched} "
+                      f"mismatched, {s.requests} requests, {s.failed} failed, {s.seconds:.1f} s; "
+                      f"{chunks_per_s:,.0f} chunks/s, p50 {row.p50_ms:.1f} ms, p99 {row.p99_ms:.1f} ms per chunk"
+                      + (f"; first error: {s.first_error}" if s.first_error else ""))
+                runs.append((n, s))
+            ok = all(r.ok for r in reports) and all(s.ok and s.sequences == n for n, s in runs)
             print("PASS" if ok else "FAIL")
             if args.write:
                 body = "\n".join([
@@ -81,9 +94,9 @@ def main() -> int:
                     "model) on the same sequences. Latencies are per chunk; seq/s over the wall time.", "",
                     markdown(rows).rstrip(), "",
                     *[f"- {r.line()}" for r in reports],
-                    f"- {args.streams} concurrent streams through one server: {s.sequences} of {args.streams} equal "
-                    f"to their whole-sequence run (max |diff| {s.max_abs:.1e}), {s.mismatched} mismatched, "
-                    f"{s.requests} requests, {s.failed} failed"])
+                    *[f"- {n} concurrent streams through one server: {s.sequences} of {n} equal to their "
+                      f"whole-sequence run (max |diff| {s.max_abs:.1e}), {s.mismatched} mismatched, "
+                      f"{s.requests} requests, {s.failed} failed" for n, s in runs]])
                 text = args.write.read_text() if args.write.is_file() else ""
                 args.write.write_text(replace_section(text, TRITON_SECTION, body))
                 print(f"wrote the Triton section of {args.write}")
