@@ -126,6 +126,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(count: int, taken: tuple[int | None, ...] = ()) -> list[int]:
+    """`count` different free ports, none of `taken` (all held open while chosen: ports asked for one at
+    a time can come back equal, and tritonserver then refuses to start)."""
+    ports: list[int] = []
+    with contextlib.ExitStack() as stack:
+        while len(ports) < count:
+            s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+            if port not in taken:
+                ports.append(port)
+    return ports
+
+
 def _port_free(port: int) -> bool:
     """Nothing listens on HOST:port (connections of a server just stopped, in TIME_WAIT, do not count:
     tritonserver binds with SO_REUSEADDR as this check does)."""
@@ -212,9 +226,10 @@ def local_server(repo: str | os.PathLike, *, http_port: int | None = None, grpc_
     for what, port in (("HTTP", http_port), ("gRPC", grpc_port)):
         if port is not None and not _port_free(port):
             raise RnnEdgeError(f"{HOST}:{port} (the {what} port) is in use: pick another port or stop what holds it")
-    http_port = http_port or free_port()
-    grpc_port = grpc_port or free_port()
-    metrics_port = free_port()
+    spare = iter(free_ports(3, (http_port, grpc_port)))
+    http_port = http_port or next(spare)
+    grpc_port = grpc_port or next(spare)
+    metrics_port = next(spare)
     with tempfile.TemporaryDirectory(prefix="rnnedge-triton-") as tmp:
         backends = backend_directory(install, Path(tmp) / "backends")
         log_path = Path(log) if log is not None else Path(tmp) / "tritonserver.log"
