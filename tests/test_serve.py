@@ -486,8 +486,9 @@ def test_bad_requests_get_tritons_clear_errors_and_the_server_keeps_serving(serv
         ({}, x, "non-zero or non-empty correlation ID"),  # a streaming model without a sequence id
     ]
     for flags, array, message in cases:
-        with pytest.raises(InferenceServerException, match=message):
+        with pytest.raises(InferenceServerException, match=message) as refused:
             client.infer("airline-gru", [_input(g, "window", array)], **flags)
+        assert refused.value.status() == "StatusCode.INVALID_ARGUMENT", (message, refused.value.status())
     # a failing chunk inside a sequence (rnnedge's own input check) leaves its state untouched
     case, inputs, expected = golden(STREAMING)[1]
     case, inputs, expected = f"{case}, row 2", rows(inputs, 2), rows(expected, 2)  # one sequence of 12 steps
