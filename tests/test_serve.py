@@ -646,6 +646,24 @@ def test_a_retried_chunk_is_answered_again_and_never_applied_twice(server, proto
     stream.push({"window": x[:, 4:8]})
     assert lost == [0, 1] and stream.next == 2
     assert_keras(case, expected, stream.end({"window": x[:, 8:]}), STREAMING)
+    # the answer to the last chunk (END) is lost: Triton forgets a sequence at END, so the retry cannot be
+    # answered again; the stream says the outputs are lost rather than run the chunk on a fresh state
+    lost.clear()
+
+    def end_lost(feeds, **kw):
+        out = real(feeds, **kw)
+        if kw.get("end") and not lost:
+            lost.append(kw["chunk"])
+            raise OutcomeUnknown("Deadline Exceeded")
+        return out
+
+    monkeypatch.setattr(triton, "infer", end_lost)
+    stream = triton.stream()
+    stream.push({"window": x[:, :4]})
+    with pytest.raises(RnnEdgeError, match="chunk 1 timed out .* the server no longer has the sequence .* its "
+                                           "outputs are lost"):
+        stream.end({"window": x[:, 4:]})
+    assert stream.ended and lost == [1]
 
 
 @need_server
