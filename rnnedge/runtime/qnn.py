@@ -7,7 +7,10 @@ providers for every command; this is what `export --target qnn` needs to check i
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import sys
 
 import onnxruntime as ort
 
@@ -43,4 +46,20 @@ def qnn_session(model: bytes | str, *, all_on_qnn: bool = True) -> ort.Inference
     if all_on_qnn:
         so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
     so.add_provider_for_devices(devices, {"backend_path": htp, **HTP_FP16})
-    return ort.InferenceSession(model, so)
+    with _native_stdout_off():
+        return ort.InferenceSession(model, so)
+
+
+@contextlib.contextmanager
+def _native_stdout_off():
+    """QNN's libraries print a "LIBNATIVE: No alternate configuration" notice on descriptor 1 when a
+    session starts: kept out of the command's output (a JSON pipe, a table)."""
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
