@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from keras import layers as L
 
@@ -126,3 +128,23 @@ def test_not_installed_is_recorded_not_claimed(models, tmp_path, monkeypatch):
                                       "why": "the QNN provider is not installed: pip install 'rnnedge[qnn]' "
                                              "(onnxruntime-qnn)"}
     assert any("not checked on the device" in line for line in result.lines()) and result.passed
+
+
+def test_streaming_simplernn_unrolls_from_the_carried_state(tmp_path):
+    """The state input is the unrolled steps' initial h; exact on CPU, every node on QNN."""
+    model = sequential([seq_input(3), L.SimpleRNN(5, return_sequences=True), L.Dense(2)], "stream_srnn")
+    result = export(model, tmp_path / "s", streaming=True, static={"time": 4}, target="qnn")
+    assert result.passed and op_counts(tmp_path / "s" / "model.onnx")["RNN"] == 0
+    assert [s.shape for s in result.manifest.state_inputs] == [(1, 5)]
+    assert result.parity.to_dict()["worst_abs"] < 1e-5
+    if qnn_installed():
+        assert result.manifest.target["passed"] and result.manifest.target["placement"] == "every node on QNN"
+    # a carried (non-zero) state: the unrolled graph against onnxruntime's own RNN node, verified against Keras
+    export(model, tmp_path / "fused", streaming=True, static={"batch": 1, "time": 4})
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.normal(size=(1, 4, 3)).astype(np.float32),
+             result.manifest.state_inputs[0].name: rng.normal(size=(1, 5)).astype(np.float32)}
+    unrolled = ort.InferenceSession(str(tmp_path / "s" / "model.onnx")).run(None, feeds)
+    fused = ort.InferenceSession(str(tmp_path / "fused" / "model.onnx")).run(None, feeds)
+    for a, b in zip(unrolled, fused):
+        np.testing.assert_allclose(a, b, atol=1e-5)

@@ -130,7 +130,7 @@ def _unrolled(node, graph: onnx.GraphProto, x_shape, layer: str) -> list[onnx.No
         xw = op("MatMul", [node.input[0], const(W[d].T.astype(np.float32), f"W{d}")], f"xw{d}")
         xw = op("Add", [xw, const((B[d, :hidden] + B[d, hidden:]).astype(np.float32), f"b{d}")], f"xwb{d}")
         rt = const(R[d].T.astype(np.float32), f"R{d}")
-        h = op("Gather", [h0, const(np.int64(d), f"d{d}")], f"h0_{d}", axis=0) if h0 else None
+        h = op("Gather", [h0, const(np.int64(d), f"d{d}")], f"init{d}", axis=0) if h0 else None
         per_step: dict[int, str] = {}
         order = range(steps) if way == "forward" else range(steps - 1, -1, -1)
         for t in order:
