@@ -95,6 +95,8 @@ def test_cli_export_target_prints_the_check(models, tmp_path):
     assert "1 layer(s) unrolled for --target" in result.output
     assert ("qnn (HTP simulator, fp16): every node on QNN" in result.output if qnn_installed()
             else "qnn: not checked" in result.output)
+    table = invoke("targets", tmp_path / "o", "--provider", "qnn")
+    assert table.exit_code == 0 and "exported with --target qnn, checked then: qnn" in table.output, table.output
 
 
 def test_masked_model_is_refused_naming_the_layer(tmp_path):

@@ -19,7 +19,8 @@ def targets(
 ):
     """Say, per execution provider, whether every recurrent node can run there, and what to change if not."""
     with user_errors():
-        from rnnedge.runtime.targets import TARGETS, assess, table_lines
+        from rnnedge.manifest import Manifest
+        from rnnedge.runtime.targets import TARGETS, assess, table_lines, target_line
 
         wanted = TARGETS
         if provider is not None:
@@ -29,5 +30,8 @@ def targets(
                 raise RnnEdgeError(f"--provider {provider}: expected some of {', '.join(TARGETS)}")
         verdicts = assess(folder, wanted)
         say(table_lines(verdicts))
+        record = Manifest.load(folder).target
+        if record:
+            say(["", f"exported with --target {record.get('provider')}, checked then: {target_line(record)}"])
         if provider is not None and not all(v.ready for v in verdicts):
             raise typer.Exit(1)

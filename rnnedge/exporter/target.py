@@ -26,7 +26,9 @@ from rnnedge.manifest import MODEL, is_time_axis
 from rnnedge.preflight import EXPORT_TARGETS
 from rnnedge.quantize.gate import golden_gate, output_kinds
 from rnnedge.runtime.qnn import QNN_PIP, qnn_installed, qnn_session
-from rnnedge.runtime.targets import judge, nodes_of
+from rnnedge.runtime.targets import judge, nodes_of, target_line
+
+__all__ = ["check_on_target", "shaped_for", "static_for", "target_checked", "target_line"]
 
 _LOWERED = {"Tanh": "Tanh", "Relu": "Relu", "Sigmoid": "Sigmoid"}  # RNN activations the unrolled form computes
 
@@ -189,16 +191,3 @@ def _x86() -> bool:
     import platform
 
     return platform.machine().lower() in ("x86_64", "amd64")
-
-
-def target_line(record: dict) -> str:
-    """What `rnnedge export` prints about the target check."""
-    target = record.get("provider", "")
-    if not record.get("checked"):
-        return f"{target}: not checked on the device ({record.get('why', '')})"
-    if "gate" not in record:
-        return f"{target}: FAILED placement: {record.get('why', '')}"
-    worst = max(o["share_of_range"] for o in record["gate"]["outputs"].values())
-    verdict = "passed" if record["passed"] else "FAILED"
-    return (f"{target} ({record['backend']}, {record['precision']}): {record['placement']}, worst output off by "
-            f"{worst:.2%} of its range (gate: {record['gate']['rule'].split(';')[0]}): {verdict}")

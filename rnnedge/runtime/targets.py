@@ -248,3 +248,17 @@ def table_lines(verdicts: list[Verdict]) -> list[str]:
     details = ["  " + line for v in verdicts
                for line in finding_lines(v.provider, [f for f in v.findings if f.restriction.falls_back])]
     return rows + (["", "why, and what to change:", *details] if details else [])
+
+
+def target_line(record: dict) -> str:
+    """The manifest's `target` record (`export --target P`) in one line: checked on the device or not,
+    placement, the worst output's share of its range against the gate."""
+    target = record.get("provider", "")
+    if not record.get("checked"):
+        return f"{target}: not checked on the device ({record.get('why', '')})"
+    if "gate" not in record:
+        return f"{target}: FAILED placement: {record.get('why', '')}"
+    worst = max(o["share_of_range"] for o in record["gate"]["outputs"].values())
+    verdict = "passed" if record["passed"] else "FAILED"
+    return (f"{target} ({record['backend']}, {record['precision']}): {record['placement']}, worst output off by "
+            f"{worst:.2%} of its range (gate: {record['gate']['rule'].split(';')[0]}): {verdict}")
