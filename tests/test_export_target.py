@@ -150,3 +150,19 @@ def test_streaming_simplernn_unrolls_from_the_carried_state(tmp_path):
     fused = ort.InferenceSession(str(tmp_path / "fused" / "model.onnx")).run(None, feeds)
     for a, b in zip(unrolled, fused):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_scan_layer_is_refused_for_qnn_naming_it(tmp_path):
+    """gelu has no fused form: rnnedge writes an exact Scan, which QNN does not run."""
+    model = sequential([seq_input(3), L.LSTM(4, activation="gelu", name="gelu_lstm")], "gelu")
+    with pytest.raises(RnnEdgeError, match=r"layer 'gelu_lstm' \(Scan\).*no Scan op.*fix: use activations"):
+        export(model, tmp_path / "g", static={"time": 6}, target="qnn")
+
+
+@needs_qnn
+def test_a_scan_is_not_placed_on_qnn(tmp_path):
+    """The Scan row's source, measured: onnxruntime refuses to place it on QNN."""
+    model = sequential([seq_input(3), L.LSTM(4, activation="gelu")], "gelu")
+    export(model, tmp_path / "g", static={"batch": 1, "time": 6})
+    with pytest.raises(Exception, match="fallback to CPU EP has been explicitly disabled"):
+        qnn_session(str(tmp_path / "g" / "model.onnx"), all_on_qnn=True)

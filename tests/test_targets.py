@@ -46,7 +46,7 @@ def test_plain_lstm_gru_runs_everywhere_with_recurrent_ops(exports):
     assert not v["qnn"].ready  # dynamic shapes (the fix: --target qnn or --static)
     assert {f.restriction.reason for f in v["qnn"].findings} == {"dynamic shapes (the HTP compiles fixed shapes)"}
     for p in ("coreml", "nnapi", "xnnpack"):
-        assert len(v[p].off) == 2 and "no LSTM/GRU/RNN op" in v[p].findings[0].restriction.reason
+        assert len(v[p].off) == 2 and "no LSTM/GRU/RNN (nor Scan) op" in v[p].findings[0].restriction.reason
 
 
 def test_hard_sigmoid_falls_back_on_cuda_naming_the_layer(exports):

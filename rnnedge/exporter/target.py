@@ -54,7 +54,8 @@ def shaped_for(target: str, converted: Converted, proto: onnx.ModelProto) -> tup
     if any(is_time_axis(d) or not isinstance(d, int) for s in converted.inputs for d in s.shape):
         raise RnnEdgeError(f"--target {target} needs fixed shapes: the inputs keep a dynamic axis "
                            f"({_dynamic(converted)}); add --static time=T (the length the device is fed)")
-    layer_of = {n: layer for layer, names in converted.fused_nodes.items() for n in names}
+    layer_of = {n: layer for nodes in (converted.fused_nodes, converted.scan_nodes)
+                for layer, names in nodes.items() for n in names}
     shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
               for v in onnx.shape_inference.infer_shapes(proto).graph.value_info}
     shapes.update({v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in proto.graph.input})

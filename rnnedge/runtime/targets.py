@@ -19,6 +19,8 @@ from rnnedge.manifest import MODEL, Manifest
 
 TARGETS = ("cpu", "cuda", "tensorrt", "openvino", "qnn", "directml", "coreml", "nnapi", "webnn", "xnnpack")
 RECURRENT = ("LSTM", "GRU", "RNN")
+# rnnedge's exact Scan for a recurrent layer whose activation has no fused form (exporter/convert/scan.py)
+READ = (*RECURRENT, "Scan")
 # ONNX's default activations per direction (onnx/defs/rnn/defs.cc)
 DEFAULT_ACTIVATIONS = {"LSTM": ("Sigmoid", "Tanh", "Tanh"), "GRU": ("Sigmoid", "Tanh"), "RNN": ("Tanh",)}
 
@@ -28,7 +30,7 @@ class Node:
     """What the restrictions read of one fused recurrent node."""
 
     name: str
-    op: str  # LSTM, GRU, RNN
+    op: str  # LSTM, GRU, RNN, or Scan (a recurrent layer rnnedge exported as an exact Scan)
     layer: str  # the Keras layer that made it ("" where the manifest does not say)
     activations: tuple[str, ...] | None  # the attribute as written; None where absent
     alpha_beta: bool  # activation_alpha or activation_beta written
@@ -73,7 +75,7 @@ _NO_MASK = ("remove the mask (Masking layer, mask_zero=True) and feed fixed-leng
             "length the model is trained on)")
 _CUDA = "onnxruntime core/providers/cuda/cuda_execution_provider.cc (RNNNeedFallbackToCPU)"
 _QNN = "onnxruntime core/providers/qnn/builder/opbuilder/lstm_op_builder.cc"
-_NO_RNN_OPS = "the provider's op builders have no LSTM, GRU or RNN (onnxruntime core/providers/{p}/builders)"
+_NO_RNN_OPS = "the provider's op builders have no LSTM, GRU, RNN or Scan (onnxruntime core/providers/{p}/builders)"
 
 RESTRICTIONS: tuple[Restriction, ...] = (
     # CUDA
@@ -119,7 +121,10 @@ RESTRICTIONS: tuple[Restriction, ...] = (
     Restriction(("qnn", "webnn"), RECURRENT, lambda n: n.sequence_lens == "computed",
                 "sequence_lens computed from a mask (only constant sequence lengths are supported)", _NO_MASK,
                 f"{_QNN}; onnxruntime core/providers/webnn/builders/impl/lstm_op_builder.cc"),
-    Restriction(("qnn",), RECURRENT, lambda n: not n.static, "dynamic shapes (the HTP compiles fixed shapes)",
+    Restriction(("qnn",), ("Scan",), lambda n: True, "QNN has no Scan op (\"Unsupported nodes in QNN EP: ... type: "
+                "Scan\")", "use activations a fused node computes (tanh, sigmoid, relu, hard_sigmoid, ...): rnnedge "
+                "exports others as an exact Scan", "measured: onnxruntime-qnn 2.7.0, HTP simulator (rnnedge FACTS.md)"),
+    Restriction(("qnn",), READ, lambda n: not n.static, "dynamic shapes (the HTP compiles fixed shapes)",
                 "export with --target qnn, or --static batch=1,time=T", "onnxruntime QNN EP docs (static shapes)"),
     # WebNN
     Restriction(("webnn",), ("RNN",), lambda n: True, "WebNN has gru and lstm but no plain RNN",
@@ -132,7 +137,7 @@ RESTRICTIONS: tuple[Restriction, ...] = (
                 "an activation other than Relu/Tanh/Sigmoid", _KERAS_ACTIVATIONS,
                 "onnxruntime core/providers/webnn/builders/impl/lstm_op_builder.cc, gru_op_builder.cc"),
     # No recurrent op at all
-    *(Restriction((p,), RECURRENT, lambda n: True, "no LSTM/GRU/RNN op: the node stays on CPU",
+    *(Restriction((p,), READ, lambda n: True, "no LSTM/GRU/RNN (nor Scan) op: the node stays on CPU",
                   "none in the export; the rest of the graph can still run there", _NO_RNN_OPS.format(p=p))
       for p in ("coreml", "nnapi", "xnnpack")),
 )
@@ -199,18 +204,20 @@ def nodes_of(model: onnx.ModelProto, layers: dict[str, str] | None = None) -> li
                  for d in i.type.tensor_type.shape.dim)
     out = []
     for node in graph.node:
-        if node.op_type not in RECURRENT or node.domain not in ("", "ai.onnx"):
+        if node.op_type not in READ or node.domain not in ("", "ai.onnx"):
             continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         acts = attrs.get("activations")
-        lens = node.input[4] if len(node.input) > 4 else ""
-        w = inits.get(node.input[1])
+        fused = node.op_type in RECURRENT
+        lens = node.input[4] if fused and len(node.input) > 4 else ""
+        w = inits.get(node.input[1]) if fused else None
         dtype = onnx.helper.tensor_dtype_to_np_dtype(w.data_type).name if w is not None else "float32"
         out.append(Node(
             name=node.name, op=node.op_type, layer=(layers or {}).get(node.name, ""),
             activations=tuple(_text(a) for a in acts) if acts is not None else None,
             alpha_beta="activation_alpha" in attrs or "activation_beta" in attrs, clip="clip" in attrs,
-            input_forget=int(attrs.get("input_forget", 0)), peepholes=len(node.input) > 7 and bool(node.input[7]),
+            input_forget=int(attrs.get("input_forget", 0)),
+            peepholes=fused and len(node.input) > 7 and bool(node.input[7]),
             linear_before_reset=int(attrs.get("linear_before_reset", 0)), layout=int(attrs.get("layout", 0)),
             direction=_text(attrs.get("direction", b"forward")),
             sequence_lens="none" if not lens else "constant" if lens in inits else "computed",
@@ -237,7 +244,8 @@ def assess(folder: str | Path, providers=TARGETS, variant_file: str = MODEL) -> 
     folder = Path(folder)
     manifest = Manifest.load(folder)
     model = onnx.load(str(folder / variant_file), load_external_data=False)
-    layers = {node: layer for layer, names in manifest.fused_nodes.items() for node in names}
+    layers = {node: layer for nodes in (manifest.fused_nodes, manifest.scan_nodes)
+              for layer, names in nodes.items() for node in names}
     return judge(nodes_of(model, layers), providers)
 
 
