@@ -11,6 +11,7 @@ from keras import layers as L
 from onnx import TensorProto, helper, numpy_helper
 
 from rnnedge.exporter import export
+from rnnedge.runtime.qnn import qnn_installed, qnn_session
 from rnnedge.runtime.targets import RESTRICTIONS, TARGETS, assess, judge, nodes_of
 from tests.helpers import invoke
 from tests.kmodels import functional, seq_input, sequential
@@ -85,6 +86,19 @@ def test_explicit_default_activations_pass_cuda_but_not_qnn():
     assert v["cuda"].ready and not v["qnn"].ready
     bare = {x.provider: x for x in judge(nodes_of(_node_model("LSTM")))}
     assert bare["qnn"].ready  # static, no attribute, LSTM
+
+
+@pytest.mark.skipif(not qnn_installed(), reason="onnxruntime-qnn is not installed")
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_the_qnn_rows_hold_on_the_htp_simulator(op):
+    """The table's QNN verdicts against onnxruntime's own placement (CPU fallback disabled): a node that
+    spells out its default activations is refused, the same node without the attribute runs there."""
+    spelled = _node_model(op, activations=["Sigmoid", "Tanh", "Tanh"][:3 if op == "LSTM" else 2])
+    bare = _node_model(op)
+    assert not judge(nodes_of(spelled), ["qnn"])[0].ready and judge(nodes_of(bare), ["qnn"])[0].ready
+    qnn_session(bare.SerializeToString(), all_on_qnn=True)
+    with pytest.raises(Exception, match="fallback to CPU EP has been explicitly disabled"):
+        qnn_session(spelled.SerializeToString(), all_on_qnn=True)
 
 
 @pytest.mark.parametrize("attrs, providers", [

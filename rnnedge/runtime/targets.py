@@ -123,7 +123,8 @@ RESTRICTIONS: tuple[Restriction, ...] = (
                 f"{_QNN}; onnxruntime core/providers/webnn/builders/impl/lstm_op_builder.cc"),
     Restriction(("qnn",), ("Scan",), lambda n: True, "QNN has no Scan op (\"Unsupported nodes in QNN EP: ... type: "
                 "Scan\")", "use activations a fused node computes (tanh, sigmoid, relu, hard_sigmoid, ...): rnnedge "
-                "exports others as an exact Scan", "measured: onnxruntime-qnn 2.7.0, HTP simulator (rnnedge FACTS.md)"),
+                "exports others as an exact Scan",
+                "measured: onnxruntime-qnn 2.7.0, HTP simulator (tests/test_export_target.py)"),
     Restriction(("qnn",), READ, lambda n: not n.static, "dynamic shapes (the HTP compiles fixed shapes)",
                 "export with --target qnn, or --static batch=1,time=T", "onnxruntime QNN EP docs (static shapes)"),
     # WebNN
