@@ -4,6 +4,8 @@ never writes (clip, layout 1, input_forget)."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import onnx
 import pytest
@@ -138,3 +140,15 @@ def _node_model(op: str, **attrs) -> onnx.ModelProto:
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [5, 1, 3])],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], [w, r])
     return helper.make_model(graph)
+
+
+def test_bad_folders_are_one_line(exports, tmp_path):
+    from tests.test_cli import assert_user_error
+
+    assert_user_error(invoke("targets", tmp_path / "nothing"), "does not exist")
+    broken = tmp_path / "broken"
+    shutil.copytree(exports["plain"], broken)
+    (broken / "model.onnx").write_bytes(b"not a model")
+    assert_user_error(invoke("targets", broken), "model.onnx is not a readable ONNX model", "re-export")
+    (broken / "model.onnx").unlink()
+    assert_user_error(invoke("targets", broken), "model.onnx is missing")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnx
 
+from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import MODEL, Manifest
 
 TARGETS = ("cpu", "cuda", "tensorrt", "openvino", "qnn", "directml", "coreml", "nnapi", "webnn", "xnnpack")
@@ -244,7 +245,14 @@ def assess(folder: str | Path, providers=TARGETS, variant_file: str = MODEL) -> 
     """Each provider's verdict on an export folder's recurrent nodes (its manifest maps them to layers)."""
     folder = Path(folder)
     manifest = Manifest.load(folder)
-    model = onnx.load(str(folder / variant_file), load_external_data=False)
+    path = folder / variant_file
+    if not path.is_file():
+        raise RnnEdgeError(f"{path} is missing: the export folder is incomplete; re-export the model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf's decode errors have no common public type
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        raise RnnEdgeError(f"{path} is not a readable ONNX model ({reason}); re-export the model") from None
     layers = {node: layer for nodes in (manifest.fused_nodes, manifest.scan_nodes)
               for layer, names in nodes.items() for node in names}
     return judge(nodes_of(model, layers), providers)
