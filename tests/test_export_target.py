@@ -154,7 +154,8 @@ def test_streaming_simplernn_unrolls_from_the_carried_state(tmp_path):
 
 def test_a_scan_layer_is_refused_for_qnn_naming_it(tmp_path):
     """gelu has no fused form: rnnedge writes an exact Scan, which QNN does not run."""
-    model = sequential([seq_input(3), L.LSTM(4, activation="gelu", name="gelu_lstm")], "gelu")
+    model = sequential([seq_input(3), L.SimpleRNN(3, return_sequences=True),  # unrolled first
+                        L.LSTM(4, activation="gelu", name="gelu_lstm")], "gelu")
     with pytest.raises(RnnEdgeError, match=r"layer 'gelu_lstm' \(Scan\).*no Scan op.*fix: use activations"):
         export(model, tmp_path / "g", static={"time": 6}, target="qnn")
 

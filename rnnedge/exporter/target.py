@@ -74,10 +74,11 @@ def shaped_for(target: str, converted: Converted, proto: onnx.ModelProto) -> tup
         layers[layer] = "unrolled"
         notes[layer] = (f"unrolled for --target {target}: QNN has no RNN op (MatMul/Add/activation per step over "
                         "the fixed time axis)")
-    del proto.graph.node[:]
-    proto.graph.node.extend(nodes)
-    _prune_initializers(proto)
-    onnx.checker.check_model(proto)
+    if len(nodes) != len(proto.graph.node) or layers != converted.layers:
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+        _prune_initializers(proto)
+        onnx.checker.check_model(proto)
     verdict = judge(nodes_of(proto, layer_of), [target])[0]
     off = [f for f in verdict.findings if f.restriction.falls_back]
     if off:
@@ -157,8 +158,18 @@ def _unrolled(node, graph: onnx.GraphProto, x_shape, layer: str) -> list[onnx.No
 
 
 def _prune_initializers(proto: onnx.ModelProto) -> None:
-    """Drop initializers no node reads any more (the lowered nodes' W, R, B)."""
-    used = {i for n in proto.graph.node for i in n.input} | {o.name for o in proto.graph.output}
+    """Drop initializers no node reads any more (the lowered nodes' W, R, B); subgraphs (a Scan's body)
+    may read outer initializers by name, so their nodes count too."""
+    used = {o.name for o in proto.graph.output}
+
+    def read(graph):
+        for n in graph.node:
+            used.update(n.input)
+            for a in n.attribute:
+                for body in [a.g] if a.HasField("g") else list(a.graphs):
+                    read(body)
+
+    read(proto.graph)
     keep = [t for t in proto.graph.initializer if t.name in used]
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(keep)
