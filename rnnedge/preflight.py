@@ -232,6 +232,24 @@ def export_ready(model: str, out: Path, *, force: bool, data: Path | None, stati
         require("quantize", "--quantize fp16")
 
 
+EXPORT_TARGETS = ("qnn",)  # `export --target P` (exporter/target.py shapes the export for each)
+
+
+def target_ready(model: str, target: str | None, static: dict | None) -> None:
+    """`--target P` names a target rnnedge shapes exports for, and a .keras file whose inputs have a
+    dynamic time axis comes with --static time=T (the accelerator compiles fixed shapes)."""
+    if target is None:
+        return
+    if target not in EXPORT_TARGETS:
+        raise RnnEdgeError(f"--target {target}: expected one of {', '.join(EXPORT_TARGETS)} (`rnnedge targets DIR` "
+                           "says what other providers run)")
+    inputs = None if model.startswith("zoo:") else keras_inputs(model)
+    dynamic = [name for name, shape, _ in inputs or [] if len(shape) > 1 and shape[1] is None]
+    if dynamic and "time" not in (static or {}):
+        raise RnnEdgeError(f"--target {target} needs fixed shapes: input {dynamic[0]!r} has a dynamic time axis; "
+                           "add --static time=T (the length the device is fed)")
+
+
 def outputs_writable(folder: Path, paths, *, force: bool, inputs=()) -> None:
     """Every output file a command was asked to write, checked before it starts (`files.output_file`):
     never over the export's own files or the command's inputs, nothing replaced without --force."""

@@ -41,11 +41,15 @@ def export(
     opset: Annotated[int, typer.Option(metavar="N", help=f"ONNX opset, {min(OPSETS)} to {max(OPSETS)}.")] = 17,
     static: Annotated[Optional[str], typer.Option(metavar="AXES", help="Fix axes: batch=B,time=T (either or both).")
                       ] = None,
+    target: Annotated[Optional[str], typer.Option(metavar="P", help="Shape the export for a provider (qnn: static "
+                                                  "shapes, SimpleRNN unrolled) and check it there if installed.")
+                      ] = None,
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
         opset_checked(opset)
         fixed = preflight.static_axes(static)
+        preflight.target_ready(model, target, fixed)
         preflight.export_ready(model, out, force=force, data=data, static=fixed, quantize=quantize)
         from rnnedge.check import Tolerance, parse_tolerances
         from rnnedge.exporter import export as run_export
@@ -53,7 +57,7 @@ def export(
         result = run_export(model, out, force=force, streaming=streaming, allow_loop=allow_loop, unsafe=unsafe,
                             tolerance=Tolerance(atol, rtol), overrides=parse_tolerances(tolerance or []),
                             quantize=quantize or (), data=data, metric=metric.value if metric else None, opset=opset,
-                            static=fixed)
+                            static=fixed, target=target)
         say(result.lines())
         if quantize:
             _print_variants(result.manifest)

@@ -21,6 +21,7 @@ from rnnedge.exporter.convert.core import Converted, interface
 from rnnedge.exporter.convert.graph import OPSET
 from rnnedge.exporter.convert.splice import TF2ONNX_OPSET, SpliceError
 from rnnedge.exporter.source import load_source, versions
+from rnnedge.exporter.target import check_on_target, shaped_for, static_for, target_checked, target_line
 from rnnedge.exporter.tfgraph import signature_layer
 from rnnedge.exporter.truth import keras_outputs, keras_truth, stateful_layers, zoo_case
 from rnnedge.files import atomic_path, discard_dir, new_folder, recover_dir, replace_dir, temp_dir
@@ -55,10 +56,13 @@ class ExportResult:
         truth = m.source.get("truth", {})
         other = truth.get("framework") not in (None, "keras")  # tf_keras, or TensorFlow running a plain SavedModel
         against = f" against {truth['framework']} {truth['version']}" if other else ""
+        unrolled = [name for name, route in m.layers.items() if route == "unrolled"]
+        via += f", {len(unrolled)} layer(s) unrolled for --target ({_names(unrolled)})" if unrolled else ""
         return [f"wrote {self.folder}: {fused} fused recurrent node(s){_scanned(m)}{via}, "
                 f"{m.variants['fp32']['size']} bytes, opset {m.opset}",
                 *m.interface_lines({n.name: n.op_type for n in graph.node}),
-                *self.parity.case_summaries(), self.parity.summary() + against]
+                *self.parity.case_summaries(), self.parity.summary() + against,
+                *([target_line(m.target)] if m.target else [])]
 
 
 def _scanned(manifest) -> str:
@@ -90,18 +94,21 @@ def export(
     metric: str | None = None,
     opset: int = OPSET,
     static: dict[str, int] | None = None,
+    target: str | None = None,
 ) -> ExportResult:
     """Export a Keras model (Keras 3 or tf_keras object, .keras / .h5 path, SavedModel folder or
     `zoo:NAME`) to `out` and verify it against the framework that trained it.
 
     `opset`: the ONNX opset to write (tables.OPSETS). `static`: {"batch": B, "time": T} (either or
     both) fixes those axes in the graph and the manifest (a streaming export's chunk length), and
-    every golden case has those sizes. `data`: an .npz of the model's inputs (and
+    every golden case has those sizes. `target` ("qnn"): what that accelerator runs (exporter/target.py),
+    checked on it where its provider is installed. `data`: an .npz of the model's inputs (and
     targets 'y'): up to DATA_ROWS of its sequences become golden cases, and quantization uses it.
     Raises RnnEdgeError for bad input (nothing written) and ParityError when ONNX and Keras
     disagree (the folder is written, its manifest marked failed).
     """
     opset_checked(opset)
+    target_checked(target)
     variants = parse_variants(quantize) if quantize else []
     out = Path(out)
     new_folder(out, force=force, marker=MANIFEST)
@@ -135,8 +142,13 @@ def export(
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                           f"{', '.join(looped) or 'no layer'} stayed as Loop", stacklevel=2)
 
+        if target:
+            batch = next((s.shape[0] for s in converted.inputs if s.shape and isinstance(s.shape[0], int)), None)
+            static = static_for(target, dict(static or {}), batch)
         if static:
             converted, proto = _fix_axes(converted, proto, static)
+        if target:
+            converted, proto = shaped_for(target, converted, proto)
         cases, converted, proto = keras_truth(model, converted, proto, seed, found.truth, data)
         with atomic_path(tmp / MODEL) as path:
             onnx.save(proto, str(path))
@@ -174,7 +186,9 @@ def export(
         manifest.parity = {**report.to_dict(), "overrides": {k: list(v) for k, v in (overrides or {}).items()},
                            **chunks, "provider_tolerances": {p: {"atol": a, "rtol": r}
                                                              for p, (a, r) in PROVIDER_TOLERANCE.items()}}
-        if entry is not None:
+        if target and report.passed:
+            manifest.target = check_on_target(target, tmp)
+        if entry is not None and not static:  # the test split has its own batch and length
             manifest.task = task_metrics(entry, tmp)
         manifest.export_seconds = round(time.perf_counter() - started, 3)
         manifest.save(tmp)
@@ -190,6 +204,8 @@ def export(
         worst = "; ".join(report.failures(worst_first=True)[:3])
         raise ParityError(f"{out}: ONNX does not match Keras (worst first: {worst}); "
                           f"files kept for inspection, manifest marked failed")
+    if manifest.target.get("checked") and not manifest.target.get("passed"):
+        raise ParityError(f"{out}: {target_line(manifest.target)}; files kept for inspection")
     return ExportResult(out, manifest, report)
 
 
