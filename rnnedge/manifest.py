@@ -100,6 +100,8 @@ class Manifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)  # file -> {"sha256", "size"}; {} on old exports
     export_seconds: float | None = None
     static: dict[str, int] = field(default_factory=dict)  # axes fixed at export (`--static batch=B,time=T`)
+    # execution providers `rnnedge check` ran it on: "<provider> <precision>" -> error, pass, placement, versions
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     format: int = FORMAT_VERSION
 
     @property
@@ -195,7 +197,7 @@ class Manifest:
             raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         d = dict(d)
         for key in ("variants", "files", "parity", "recommended", "source", "task", "not_kept", "scan_nodes", "notes",
-                    "static"):
+                    "static", "providers"):
             if not isinstance(d.get(key, {}), dict):
                 raise ValueError(f"'{key}' must be an object, got {type(d[key]).__name__}")
         for key, entry in d.get("variants", {}).items():

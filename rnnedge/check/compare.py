@@ -65,6 +65,9 @@ class ParityReport:
     cases: tuple[CaseParity, ...]
     tolerance: Tolerance = field(default_factory=Tolerance)
     overrides: dict = field(default_factory=dict)
+    precision: str = "fp32"  # what the provider was pinned to compute in
+    placement: object = field(default=None, repr=False)  # rnnedge.runtime.placement.Placement, where known
+    rule: str = ""  # how the tolerance was chosen, where it is not atol + rtol * |expected|
 
     @property
     def passed(self) -> bool:
@@ -91,7 +94,8 @@ class ParityReport:
 
     def summary(self) -> str:
         """'PASS: 10 cases on CPUExecutionProvider, worst |diff| 1.70e-06' (or FAIL)."""
-        return (f"{'PASS' if self.passed else 'FAIL'}: {len(self.cases)} cases on {self.provider}, "
+        pinned = f" in {self.precision}" if self.precision != "fp32" else ""
+        return (f"{'PASS' if self.passed else 'FAIL'}: {len(self.cases)} cases on {self.provider}{pinned}, "
                 f"worst |diff| {self.worst_abs:.2e}")
 
     def case_summaries(self) -> list[str]:
@@ -120,6 +124,8 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        for key in ("precision", "placement", "rule"):  # the export's own parity: CPU, fp32; a check records them
+            del d[key]
         d["passed"], d["worst_abs"] = self.passed, self.worst_abs
         for case in d["cases"]:
             case["passed"] = all(o["passed"] for o in case["outputs"])

@@ -14,6 +14,7 @@ from rnnedge.cli.common import (
     Folder,
     Force,
     NoVerify,
+    Precision,
     Provider,
     Variant,
     app,
@@ -26,6 +27,7 @@ from rnnedge.cli.common import (
 def check(
     folder: Folder,
     provider: Provider = "auto",
+    precision: Precision = None,
     variant: Variant = "fp32",
     atol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Absolute tolerance (the provider's).")] = None,
     rtol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Relative tolerance (the provider's).")] = None,
@@ -34,17 +36,24 @@ def check(
     plot_out: Annotated[Optional[Path], typer.Option("--plot", metavar="PNG", help="Plot the worst |diff| per step.")
                         ] = None,
     force: Force = False,
+    record: Annotated[bool, typer.Option(help="Record a check on a provider other than CPU in manifest.json.")
+                      ] = True,
 ):
-    """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed)."""
+    """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed), and say which
+    nodes ran on the provider (onnxruntime's placement) and why any did not."""
     with user_errors():
         preflight.outputs_writable(folder, [plot_out], force=force)
         preflight.plot_file(plot_out)
         from rnnedge.check import check_dir
         from rnnedge.manifest import Manifest
 
-        replay = dict(atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify)
+        replay = dict(atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify, precision=precision)
         report = check_dir(folder, provider, variant=variant, **replay)
-        say(report.case_lines() + [report.summary()])
+        say(report.case_lines() + placement_lines(report) + [report.summary()])
+        if record and report.provider != "CPUExecutionProvider" and variant == "fp32":
+            from rnnedge.check.folder import record_check
+
+            typer.echo(f"recorded in {folder / 'manifest.json'} (providers: {record_check(folder, report)!r})")
         if plot_out is not None:
             from rnnedge.check.plot import plot_errors
 
@@ -60,6 +69,17 @@ def check(
             raise typer.Exit(1)
 
 
+def placement_lines(report) -> list[str]:
+    """The placement onnxruntime recorded (nodes off the provider with their layer and reason) and the
+    tolerance's rule where it is not the provider's atol/rtol."""
+    lines = []
+    if report.placement is not None:
+        lines += ["placement: " + report.placement.summary(), *report.placement.lines()]
+    if report.rule:
+        lines.append(f"tolerance: {report.rule}")
+    return lines
+
+
 @app.command()
 def run(
     folder: Folder,
@@ -68,6 +88,7 @@ def run(
                                                    ".csv; - for JSON on standard output.")] = None,
     chunk: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Stream N steps at a time.")] = None,
     provider: Provider = "auto",
+    precision: Precision = None,
     threads: Annotated[Optional[int], typer.Option(metavar="N", min=1, max=THREADS_MAX, help="CPU threads.")] = None,
     fallback: Fallback = False,
     no_verify: NoVerify = False,
@@ -80,7 +101,7 @@ def run(
 
         stdout = preflight.run_output(folder, input, output, force=force)
         outputs = run_file(folder, input, None if stdout else output, chunk=chunk, provider=provider, threads=threads,
-                           fallback=fallback, verify=not no_verify)
+                           fallback=fallback, verify=not no_verify, precision=precision)
         if stdout:  # only the JSON on standard output, for a pipe
             typer.echo(outputs_json(outputs))
             return
