@@ -14,7 +14,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	# The export extra uses the `tensorflow` distribution (tf_keras needs it); a venv made before
 	# had `tensorflow-cpu`, whose files the two would share: remove it first (a no-op otherwise).
 	$(BIN)/python -m pip uninstall --quiet -y tensorflow-cpu
-	$(BIN)/python -m pip install --quiet -e ".[export,keras2,quantize,plot,dev,serve]"
+	$(BIN)/python -m pip install --quiet -e ".[export,keras2,quantize,plot,dev,serve,openvino,qnn]"
 	$(BIN)/python -m pip install --quiet --no-deps "nvidia-pytriton==0.7.0"  # tritonserver binary only (see pyproject)
 	touch $(STAMP)
 

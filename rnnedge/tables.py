@@ -89,6 +89,9 @@ class Provider:
     options: tuple[tuple[str, str], ...] = ()
     precisions: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (("fp32", ()),)
     range_gate: bool = False
+    timing: str = ""  # what its timings mean, where they are not the device's own
+    # (words in its log's reason for refusing a node, what to change): shown beside the reason
+    fixes: tuple[tuple[str, str], ...] = ()
 
 
 OPENVINO = "OpenVINOExecutionProvider"
@@ -122,7 +125,12 @@ PROVIDERS = {p.name: p for p in (
              install="pip install 'rnnedge[qnn]' (onnxruntime-qnn, a plugin beside onnxruntime)",
              options=(("backend_path", "@get_qnn_htp_path"),),
              precisions=(("fp16", (("enable_htp_fp16_precision", "1"), ("soc_model", "60"), ("htp_arch", "73"))),),
-             range_gate=True),
+             range_gate=True, timing="on x86-64 its HTP backend is Qualcomm's NPU simulator: placement and values are "
+                                     "the NPU's, its times are not (time it on a Snapdragon device)",
+             fixes=(("Cannot get shape", "QNN needs static shapes: re-export with --static batch=B,time=T"),
+                    ("non-default activations", "QNN refuses an activations attribute even at its defaults: "
+                                                "re-export with this rnnedge (it writes only non-default ones)"),
+                    ("RNN", "QNN has no ONNX RNN op: a SimpleRNN stays on CPU"))),
     Provider("CoreMLExecutionProvider", "CoreML", 1e-3, 1e-2),
     Provider("XnnpackExecutionProvider", "XNNPACK", 1e-5, 1e-4),
 )}

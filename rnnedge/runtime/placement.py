@@ -12,7 +12,7 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 
-from rnnedge.tables import CPU, label
+from rnnedge.tables import CPU, PROVIDERS, label
 
 FUSED_OPS = ("LSTM", "GRU", "RNN")
 LOG_KEEP = 4_000_000  # bytes of a verbose session log read back (a large graph logs megabytes)
@@ -77,6 +77,13 @@ class Placement:
             if other != self.provider:
                 ops = sorted({n.op_type for n in self.nodes if n.provider == other})
                 line += f"; on {label(other)}: {count} ({', '.join(ops)})"
+        reasons: dict[str, int] = {}
+        for n in self.elsewhere:
+            if n.reason:
+                reasons[n.reason] = reasons.get(n.reason, 0) + 1
+        if reasons:
+            reason, count = max(reasons.items(), key=lambda rc: rc[1])
+            line += f"; {name}'s reason: {reason!r}" + (f" ({count} nodes)" if count > 1 else "")
         return line
 
     def lines(self) -> list[str]:
@@ -133,6 +140,10 @@ def placement_of(session, fused_nodes: dict[str, list[str]], layers, log: str = 
     placed = [(n.name, n.op_type, sg.ep_name) for sg in subgraphs for n in sg.get_nodes()]
     refused = [name for name, _, ep in placed if ep != provider]
     reasons = reasons_from_log(log, refused) if log and refused else {}
+    fixes = PROVIDERS[provider].fixes if provider in PROVIDERS else ()
+    for name, reason in reasons.items():
+        fix = next((f for words, f in fixes if words in reason), None)
+        reasons[name] = f"{reason} ({fix})" if fix else reason
     nodes = tuple(NodePlacement(name, op, ep, layer_of(name, fused_nodes, layers), reasons.get(name, ""))
                   for name, op, ep in placed)
     return Placement(provider, nodes)

@@ -276,13 +276,23 @@ def _fresh(so: ort.SessionOptions) -> ort.SessionOptions:
     return fresh
 
 
+def _start(path: Path, so, chosen, options) -> ort.InferenceSession:
+    if any(p in PLUGINS for p in chosen):  # plugin providers run on the devices they offer; CPU behind them
+        for p, opts in zip(chosen, options):
+            if p in PLUGINS:
+                so.add_provider_for_devices(plugin_devices(p), opts)
+        return ort.InferenceSession(str(path), so)
+    return ort.InferenceSession(str(path), so, providers=chosen, provider_options=options)
+
+
 def make_session(path: Path, so, chosen, options, fallback: bool, auto: bool = False,
                  log: list | None = None) -> ort.InferenceSession:
     """The session; a GPU or plugin provider that does not start raises, or warns with `fallback`/`auto`.
 
     With "auto", TensorRT listed by onnxruntime-gpu but not installed is no news when CUDA runs.
-    `log`: where given, the session starts with onnxruntime's verbose log on, captured (never on
-    the terminal), and its text is appended there (the providers' reasons for refusing nodes).
+    `log`: where given, a first session starts with onnxruntime's verbose log on, captured (never on
+    the terminal), and its text is appended there (the providers' reasons for refusing nodes); the
+    session returned logs errors only (a verbose session logs every run).
     """
     gpu = [p for p in chosen if p != CPU]
     if any(p in GPU_PROVIDERS for p in gpu) and hasattr(ort, "preload_dlls"):
@@ -290,18 +300,19 @@ def make_session(path: Path, so, chosen, options, fallback: bool, auto: bool = F
             ort.preload_dlls()
         except Exception:  # noqa: BLE001 - a failed preload shows up below as a provider that did not start
             pass
-    if log is not None:
-        so.log_severity_level = 0
-    capture = native_output()
+    if log is not None:  # a first session, verbose and captured, for the providers' reasons; then the quiet one
+        verbose = _fresh(so)
+        verbose.log_severity_level = 0
+        capture = native_output()
+        try:
+            with capture:
+                _start(path, verbose, chosen, options)
+        except Exception:  # noqa: BLE001 - the session below raises it in its words
+            pass
+        log.append(capture.text)
     try:
-        with capture:
-            if any(p in PLUGINS for p in chosen):  # plugin providers run on the devices they offer; CPU behind
-                for p, opts in zip(chosen, options):
-                    if p in PLUGINS:
-                        so.add_provider_for_devices(plugin_devices(p), opts)
-                session = ort.InferenceSession(str(path), so)
-            else:
-                session = ort.InferenceSession(str(path), so, providers=chosen, provider_options=options)
+        with native_output():  # a plugin's banner on standard output, never the user's
+            session = _start(path, so, chosen, options)
     except Exception as e:  # onnxruntime's own exception types are not importable across versions
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if gpu and (fallback or auto):
@@ -313,10 +324,6 @@ def make_session(path: Path, so, chosen, options, fallback: bool, auto: bool = F
             raise RnnEdgeError(said + ON_CPU, cli=said + ON_CPU_CLI) from None
         raise RnnEdgeError(f"onnxruntime {ort.__version__} could not load {path} ({first}); "
                            "upgrade onnxruntime or re-export the model") from None
-    finally:
-        if log is not None:
-            so.log_severity_level = 3
-            log.append(capture.text)
     started = session.get_providers()
     if gpu and gpu[0] not in started and not (auto and started[0] in GPU_PROVIDERS):
         message = (f"{gpu[0]} is installed but did not start (running on {started[0]}); "
