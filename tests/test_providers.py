@@ -268,3 +268,51 @@ def test_openvino_in_bf16_fails_parity_at_its_tolerance(static_gru):
     """Without the f32 pin OpenVINO computes in bf16 on such CPUs: 1e-3 to 1e-2 off, beyond its tolerance."""
     report = check_dir(static_gru, "openvino", precision="bf16", tolerance=Tolerance(*tolerance_of(OPENVINO)))
     assert not report.passed
+
+
+# -- tools/gpu_check.py: the zoo on CUDA and TensorRT (no GPU here: what can be checked on CPU) ------
+
+def _gpu_check():
+    import importlib.util
+    import sys
+
+    tools = Path(__file__).resolve().parent.parent / "tools"
+    sys.path.insert(0, str(tools))
+    spec = importlib.util.spec_from_file_location("gpu_check", tools / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_refuses_in_one_line_without_cuda(capsys, monkeypatch):
+    import onnxruntime as ort
+
+    gpu_check = _gpu_check()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert gpu_check.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no CUDA provider" in err and "rnnedge[gpu]" in err
+
+
+def test_gpu_check_arguments_and_shared_code_path(monkeypatch, tmp_path):
+    """Where CUDA is there, it runs provider_zoo's code on cuda,tensorrt with Keras beside them,
+    inside its time budget, and fails where a check fails."""
+    gpu_check = _gpu_check()
+    args = gpu_check.parse(["--models", "events-gru", "--batch", "1", "--minutes", "2", "--json",
+                            str(tmp_path / "rows.json")])
+    assert (args.provider, args.models, args.batch, args.minutes, args.runs) == ("cuda,tensorrt", "events-gru", "1",
+                                                                              2.0, 50)
+    with pytest.raises(SystemExit):
+        gpu_check.parse(["--minutes", "0"])
+    seen = {}
+
+    def fake_run(args, baselines=(), deadline=None):
+        seen.update(provider=args.provider, baselines=baselines, deadline=deadline)
+        return [{"model": "events-gru", "batch": 1, "checks": [{"provider": "CUDAExecutionProvider", "passed": False}]}]
+
+    monkeypatch.setattr(gpu_check, "cuda_missing", lambda: None)
+    monkeypatch.setattr(gpu_check.provider_zoo, "run", fake_run)
+    assert gpu_check.main(["--minutes", "2", "--json", str(tmp_path / "rows.json")]) == 1
+    assert seen["provider"] == "cuda,tensorrt" and seen["baselines"] == ("keras",)
+    assert 100 < seen["deadline"] - __import__("time").monotonic() <= 120
+    assert json.loads((tmp_path / "rows.json").read_text())[0]["model"] == "events-gru"

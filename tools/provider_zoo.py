@@ -85,20 +85,25 @@ def check_one(folder: Path, provider: str) -> dict:
             "refused": [f"{n.node} ({n.layer}): {n.reason}" for n in placement.elsewhere][:4] if placement else []}
 
 
-def bench_one(folder: Path, providers: list[str], batch: int, runs: int) -> dict[str, float]:
-    """p50 ms per provider on the same cases, interleaved."""
+def bench_one(folder: Path, providers: list[str], batch: int, runs: int, baselines=(), source=None
+              ) -> dict[str, float]:
+    """p50 ms per provider (and baseline: "keras" runs on the GPU where TensorFlow has one) on the same
+    cases, interleaved."""
     from rnnedge.bench import bench_dir
     from rnnedge.errors import RnnEdgeError
 
     try:
-        rows = bench_dir(folder, provider=providers, batches=[batch], runs=runs, warmup=max(2, runs // 10))
+        rows = bench_dir(folder, provider=providers, batches=[batch], runs=runs, warmup=max(2, runs // 10),
+                         baselines=baselines, source=source)
     except RnnEdgeError as e:
         return {"error": str(e)}
     return {r.candidate: r.p50_ms for r in rows}
 
 
-def run(args: argparse.Namespace, baseline=None) -> list[dict]:
-    """One row per zoo model x batch; `baseline(name, folder, batch)` adds the caller's own figures."""
+def run(args: argparse.Namespace, baselines=(), deadline: float | None = None) -> list[dict]:
+    """One row per zoo model x batch; `baselines` ("keras") timed beside the providers; no model is
+    started after `deadline` (time.monotonic()), and the rows say which were left out."""
+    from rnnedge import zoo
     from rnnedge.tables import ZOO
 
     names = [n for n in args.models.split(",") if n] or list(ZOO)
@@ -108,6 +113,10 @@ def run(args: argparse.Namespace, baseline=None) -> list[dict]:
     rows = []
     for name in names:
         for batch in batches:
+            if deadline is not None and time.monotonic() > deadline:
+                rows.append({"model": name, "batch": batch, "error": "not run: the time budget was spent"})
+                print(line(rows[-1]), flush=True)
+                continue
             started = time.perf_counter()
             folder = out / f"{name}-b{batch}"
             try:
@@ -118,10 +127,9 @@ def run(args: argparse.Namespace, baseline=None) -> list[dict]:
                 continue
             checks = [check_one(folder, p) for p in providers]
             runnable = ["cpu", *(c["provider"] for c in checks if "error" not in c)]
-            row = {"model": name, "batch": batch, "checks": checks, "p50_ms": bench_one(folder, runnable, batch,
-                                                                                        args.runs)}
-            if baseline is not None:
-                row.update(baseline(name, folder, batch))
+            source = zoo.load(name).model if baselines else None
+            row = {"model": name, "batch": batch, "checks": checks,
+                   "p50_ms": bench_one(folder, runnable, batch, args.runs, baselines, source)}
             row["seconds"] = round(time.perf_counter() - started, 1)
             rows.append(row)
             print(line(row), flush=True)
@@ -144,6 +152,10 @@ def line(row: dict) -> str:
         speed = f", {cpu / ms:.2f}x CPU's speed ({ms:.3f} ms p50)" if cpu and ms else ""
         parts.append(f"  {name} ({c['precision']}): {'PASS' if c['passed'] else 'FAIL'} worst |diff| "
                      f"{c['worst_abs']:.2e}; {c['summary']}{speed}")
+    keras = row["p50_ms"].get("keras")
+    if keras:
+        parts.append("  keras: " + f"{keras:.3f} ms p50; " + ", ".join(
+            f"{k} {keras / v:.2f}x Keras' speed" for k, v in row["p50_ms"].items() if k != "keras" and v))
     return "\n".join(parts)
 
 
