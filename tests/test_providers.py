@@ -158,10 +158,15 @@ def test_bench_names_the_fastest_provider():
 # -- QNN: Qualcomm's HTP simulator ----------------------------------------------------------------
 
 @need_qnn
-def test_plugin_registered_once_per_process():
-    assert prov.register_plugin(QNN) and prov.register_plugin(QNN)
+def test_plugin_registered_once_per_process(monkeypatch):
     import onnxruntime as ort
 
+    assert prov.register_plugin(QNN)
+    calls = []
+    real = ort.register_execution_provider_library
+    monkeypatch.setattr(ort, "register_execution_provider_library", lambda *a: calls.append(a) or real(*a))
+    assert prov.register_plugin(QNN) and prov.register_plugin(QNN)
+    assert calls == []  # onnxruntime is asked once per process, not once per load
     assert sum(d.ep_name == QNN for d in ort.get_ep_devices()) == 1
     assert QNN in prov.available_providers()
 
