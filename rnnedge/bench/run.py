@@ -136,7 +136,7 @@ def bench_dir(
                 rows.append(BenchRow(
                     candidate=name, provider=BASELINES.get(name) or (model or first).provider, batch=batch, time=steps,
                     threads=threads, p50_ms=a, p90_ms=b, p99_ms=c, seq_per_s=per_s, steps_per_s=per_s * (steps or 1),
-                    ratios={r: p50[r] / a if a > 0 else math.inf for r in references if r != name}, runs=runs,
+                    ratios={r: p50[r] / a if a > 0 else math.inf for r in references}, runs=runs,
                     error=variant_error(manifest, name.removeprefix(STREAM_PREFIX).split("@")[0],
                                         model.provider if model is not None else CPU,
                                         model.precision if model is not None else "fp32"),
