@@ -231,6 +231,10 @@ def test_check_and_bench_on_qnn_from_the_command_line(static_gru, tmp_path):
 
     folder = tmp_path / "gru"
     shutil.copytree(static_gru, folder)
+    spec = Manifest.load(folder).data_inputs[0]
+    np.save(tmp_path / "x.npy", np.zeros(spec.shape, np.float32))
+    r = invoke("run", folder, "-i", tmp_path / "x.npy", "--provider", "qnn")
+    assert r.exit_code == 0 and "QNN was never checked on this export" in r.output, r.output
     r = invoke("check", folder, "--provider", "qnn")
     assert r.exit_code == 0, r.output
     assert "placement: QNN runs" in r.output and "PASS" in r.output and "in fp16" in r.output
@@ -239,6 +243,8 @@ def test_check_and_bench_on_qnn_from_the_command_line(static_gru, tmp_path):
     assert entry["versions"]["onnxruntime-qnn"] and entry["versions"]["onnxruntime"]
     assert entry["placement"]["recurrent"] and set(entry["placement"]["recurrent"].values()) == {QNN}
     assert set(entry["max_abs_error"]) == {o.name for o in Manifest.load(folder).outputs}
+    r = invoke("run", folder, "-i", tmp_path / "x.npy", "--provider", "qnn")
+    assert r.exit_code == 0 and "never checked" not in r.output and "FAILED" not in r.output
     r = invoke("check", folder)  # CPU: the export's own parity, nothing recorded
     assert r.exit_code == 0 and "recorded" not in r.output
     r = invoke("bench", folder, "--provider", "cpu,qnn", "--runs", "3", "--warmup", "1")
@@ -321,3 +327,17 @@ def test_gpu_check_arguments_and_shared_code_path(monkeypatch, tmp_path):
     assert seen["provider"] == "cuda,tensorrt" and seen["baselines"] == ("keras",)
     assert 100 < seen["deadline"] - __import__("time").monotonic() <= 120
     assert json.loads((tmp_path / "rows.json").read_text())[0]["model"] == "events-gru"
+
+
+def test_triton_python_backend_takes_the_provider_by_name(tmp_path):
+    from rnnedge.serve.triton import write_repository
+
+    folder = lstm_folder(tmp_path / "m", activations=False)
+    target = write_repository(folder, tmp_path / "repo", backend="python", provider="qnn", precision="fp16")
+    config = (target / "config.pbtxt").read_text()
+    assert 'key: "rnnedge_provider" value: { string_value: "qnn" }' in config
+    assert 'key: "rnnedge_precision" value: { string_value: "fp16" }' in config
+    with pytest.raises(RnnEdgeError, match="python backend"):
+        write_repository(folder, tmp_path / "repo2", provider="qnn")  # the onnxruntime backend picks its own
+    with pytest.raises(RnnEdgeError, match="unknown provider 'npu'"):
+        write_repository(folder, tmp_path / "repo3", backend="python", provider="npu")

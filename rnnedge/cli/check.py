@@ -108,3 +108,25 @@ def run(
         for name, value in outputs.items():
             say([f"{name}: shape {tuple(value.shape)} {value.dtype}", preview(value)])
         typer.echo(f"provider: {outputs.provider}" + (f"; wrote {output}" if output else ""))
+        unchecked = provider_unchecked(folder, outputs.provider)
+        if unchecked:
+            typer.echo(unchecked, err=True)
+
+
+def provider_unchecked(folder: Path, provider: str) -> str | None:
+    """A line where the provider that ran has no passing `rnnedge check` recorded in the manifest (CPU's
+    parity is the export's own): no provider's numbers reach the user unchecked and unsaid."""
+    from rnnedge.manifest import Manifest
+    from rnnedge.tables import CPU, label
+
+    if provider == CPU:
+        return None
+    checks = [c for c in Manifest.load(folder).providers.values() if c.get("provider") == provider]
+    how = f"`rnnedge check {folder} --provider {label(provider).lower()}`"
+    if not checks:
+        return f"note: {label(provider)} was never checked on this export against Keras; check it with {how}"
+    failed = [c for c in checks if not c.get("passed")]
+    if failed:
+        return (f"warning: the last check on {label(provider)} ({failed[0].get('precision')}) FAILED against "
+                f"Keras: these outputs are not right; see {how}")
+    return None
