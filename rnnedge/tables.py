@@ -86,6 +86,7 @@ class Provider:
     install: str = "install an onnxruntime build that includes it"
     plugin: str = ""
     wheel: str = ""  # the plugin's distribution on PyPI (its version goes in the manifest)
+    device: str = ""  # a plugin provider's device kind to run on ("CPU", "GPU", "NPU"), "" for any it offers
     options: tuple[tuple[str, str], ...] = ()
     precisions: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (("fp32", ()),)
     range_gate: bool = False
@@ -114,7 +115,7 @@ PROVIDERS = {p.name: p for p in (
     # AMX/AVX512-BF16 it computes in bf16 otherwise (exported/events-lstm 1.5e-2 off; shared/FACTS.md)
     Provider(OPENVINO, "OpenVINO", 1e-4, 1e-3, plugin="onnxruntime_ep_openvino", wheel="onnxruntime-ep-openvino",
              install="pip install 'rnnedge[openvino]' (onnxruntime-ep-openvino, a plugin beside onnxruntime)",
-             options=(("device_type", "CPU"),),
+             device="CPU",  # the device its precision pin (load_config's "CPU") speaks of
              precisions=(("f32", _openvino_precision("f32")), ("bf16", _openvino_precision("bf16")),
                          ("f16", _openvino_precision("f16")))),
     Provider("DmlExecutionProvider", "DirectML", 1e-4, 1e-3,
@@ -130,6 +131,8 @@ PROVIDERS = {p.name: p for p in (
              fixes=(("Cannot get shape", "QNN needs static shapes: re-export with --static batch=B,time=T"),
                     ("non-default activations", "QNN refuses an activations attribute even at its defaults: "
                                                 "re-export with this rnnedge (it writes only non-default ones)"),
+                    ("dynamic sequence_length", "QNN needs constant sequence lengths: a masked layer (Embedding "
+                                                "mask_zero, Masking, a mask input) stays on CPU"),
                     ("RNN", "QNN has no ONNX RNN op: a SimpleRNN stays on CPU"))),
     Provider("CoreMLExecutionProvider", "CoreML", 1e-3, 1e-2),
     Provider("XnnpackExecutionProvider", "XNNPACK", 1e-5, 1e-4),

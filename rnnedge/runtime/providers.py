@@ -64,8 +64,11 @@ def register_plugin(provider: str) -> bool:
 
 
 def plugin_devices(provider: str) -> list:
-    """The devices a registered plugin provider offers here (onnxruntime's OrtEpDevice)."""
-    return [d for d in ort.get_ep_devices() if d.ep_name == provider]
+    """The devices a registered plugin provider offers here (onnxruntime's OrtEpDevice), of the kind
+    its table entry names where it names one."""
+    kind = PROVIDERS[provider].device if provider in PROVIDERS else ""
+    return [d for d in ort.get_ep_devices()
+            if d.ep_name == provider and (not kind or getattr(d.device.type, "name", "") == kind)]
 
 
 def provider_versions(provider: str) -> dict[str, str]:
