@@ -199,16 +199,25 @@ def test_qnn_placement_fails_a_fused_node_with_explicit_default_activations(tmp_
     assert "QNN runs 0 of 1 nodes (0 of 1 recurrent)" in placement.summary()
 
 
-@pytest.fixture(scope="module")
-def static_gru(tmp_path_factory):
-    """The zoo's events-gru exported fresh with static shapes (QNN compiles static graphs only); its
-    Keras model, not zoo:events-gru, whose golden cases come from its test split's shapes."""
+def static_export(tmp_path_factory, name: str) -> Path:
+    """The zoo model `name` exported fresh with static shapes (QNN compiles static graphs only); its
+    Keras model, not zoo:NAME, whose golden cases come from its test split's shapes."""
     from rnnedge import zoo
     from rnnedge.exporter import export
 
-    out = tmp_path_factory.mktemp("qnn") / "events-gru"
-    export(zoo.load("events-gru").model, out, static={"batch": 1, "time": 16})
+    out = tmp_path_factory.mktemp("qnn") / name
+    try:
+        export(zoo.load(name).model, out, static={"batch": 1, "time": 16})
+    except RnnEdgeError as e:
+        if "time" not in str(e):
+            raise
+        export(zoo.load(name).model, out, force=True, static={"batch": 1})  # its time axis is fixed already
     return out
+
+
+@pytest.fixture(scope="module")
+def static_gru(tmp_path_factory):
+    return static_export(tmp_path_factory, "events-gru")
 
 
 @need_qnn
@@ -223,6 +232,19 @@ def test_qnn_zoo_model_parity_and_placement(static_gru):
     # the same check at CPU's tolerance fails: the gate is what lets fp16 pass, not a lucky match
     strict = check_dir(static_gru, "qnn", tolerance=Tolerance(*tolerance_of(CPU)))
     assert not strict.passed
+
+
+@need_qnn
+@pytest.mark.parametrize("name, on_qnn", [("events-lstm", True), ("digits-simplernn", False)])
+def test_qnn_more_of_the_zoo(tmp_path_factory, name, on_qnn):
+    """LSTM runs wholly on the NPU; a SimpleRNN's RNN nodes stay on CPU (QNN has no RNN op), said so
+    with the layer and QNN's reason, and the values are right either way."""
+    report = check_dir(static_export(tmp_path_factory, name), "qnn")
+    assert report.passed, report.failures()
+    fused = report.placement.fused
+    assert fused and all((n.provider == QNN) == on_qnn for n in fused), report.placement.lines()
+    if not on_qnn:
+        assert all(n.layer and "RNN" in n.reason and "SimpleRNN stays on CPU" in n.reason for n in fused)
 
 
 @need_qnn
