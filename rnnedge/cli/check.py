@@ -36,8 +36,8 @@ def check(
     plot_out: Annotated[Optional[Path], typer.Option("--plot", metavar="PNG", help="Plot the worst |diff| per step.")
                         ] = None,
     force: Force = False,
-    record: Annotated[bool, typer.Option(help="Record a check on a provider other than CPU in manifest.json.")
-                      ] = True,
+    record: Annotated[bool, typer.Option(help="Record a check on a provider named other than CPU in "
+                                         "manifest.json.")] = True,
 ):
     """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed), and say which
     nodes ran on the provider (onnxruntime's placement) and why any did not."""
@@ -50,7 +50,8 @@ def check(
         replay = dict(atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify, precision=precision)
         report = check_dir(folder, provider, variant=variant, **replay)
         say(report.case_lines() + placement_lines(report) + [report.summary()])
-        if record and report.provider != "CPUExecutionProvider" and variant == "fp32":
+        named = provider.strip().lower() != "auto"  # a provider asked for by name, not whatever is installed
+        if record and named and report.provider != "CPUExecutionProvider" and variant == "fp32":
             from rnnedge.check.folder import record_check
 
             typer.echo(f"recorded in {folder / 'manifest.json'} (providers: {record_check(folder, report)!r})")
