@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.tables import ATOL, RTOL
+from rnnedge.tables import ATOL, CPU, RTOL, label
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,9 @@ class ParityReport:
     def summary(self) -> str:
         """'PASS: 10 cases on CPUExecutionProvider, worst |diff| 1.70e-06' (or FAIL)."""
         pinned = f" in {self.precision}" if self.precision != "fp32" else ""
+        placement = self.placement
+        if placement is not None and placement.nodes and placement.provider != CPU:  # how much ran there
+            pinned += f" ({label(placement.provider)} ran {len(placement.on_provider)} of {len(placement.nodes)} nodes)"
         return (f"{'PASS' if self.passed else 'FAIL'}: {len(self.cases)} cases on {self.provider}{pinned}, "
                 f"worst |diff| {self.worst_abs:.2e}")
 
