@@ -363,3 +363,13 @@ def test_triton_python_backend_takes_the_provider_by_name(tmp_path):
         write_repository(folder, tmp_path / "repo2", provider="qnn")  # the onnxruntime backend picks its own
     with pytest.raises(RnnEdgeError, match="unknown provider 'npu'"):
         write_repository(folder, tmp_path / "repo3", backend="python", provider="npu")
+
+
+@need_qnn
+def test_providers_logs_never_reach_the_terminal(tmp_path, capfd):
+    """The verbose session log read for the reasons, and what the plugin prints at start, stay captured."""
+    model = load(lstm_folder(tmp_path / "acts", activations=True), "qnn", explain=True)
+    model.run(np.zeros((T, 1, F), np.float32))
+    assert "non-default activations" in model.session_log  # captured...
+    out, err = capfd.readouterr()
+    assert "onnxruntime" not in out + err and "LIBNATIVE" not in out + err, (out + err)[:500]  # ...not shown
