@@ -101,6 +101,8 @@ class Manifest:
     export_seconds: float | None = None
     static: dict[str, int] = field(default_factory=dict)  # axes fixed at export (`--static batch=B,time=T`)
     target: dict[str, Any] = field(default_factory=dict)  # `--target P`: checked there? placement, gate
+    # execution providers `rnnedge check` ran it on: "<provider> <precision>" -> error, pass, placement, versions
+    providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     format: int = FORMAT_VERSION
 
     @property
@@ -196,7 +198,7 @@ class Manifest:
             raise ValueError(f"expected a JSON object, got {type(d).__name__}")
         d = dict(d)
         for key in ("variants", "files", "parity", "recommended", "source", "task", "not_kept", "scan_nodes", "notes",
-                    "static", "target"):
+                    "static", "target", "providers"):
             if not isinstance(d.get(key, {}), dict):
                 raise ValueError(f"'{key}' must be an object, got {type(d[key]).__name__}")
         for key, entry in d.get("variants", {}).items():

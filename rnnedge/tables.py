@@ -65,7 +65,18 @@ TENSORRT = "TensorrtExecutionProvider"
 
 @dataclass(frozen=True)
 class Provider:
-    """What rnnedge knows of one onnxruntime execution provider."""
+    """What rnnedge knows of one onnxruntime execution provider.
+
+    plugin: the Python module of a plugin provider's wheel (registered with onnxruntime at run time
+        through `register_execution_provider_library`), "" for one built into the onnxruntime wheel.
+    options: the options rnnedge gives it unless the caller says otherwise; a value "@fn" is
+        `fn()` of the plugin module (a library path inside the wheel).
+    precisions: the precisions it can be asked for, the default first, each with the options that
+        pin it (a precision is never left to the provider: OpenVINO computes in bf16 on CPUs that
+        have it unless told f32).
+    range_gate: judged like a quantized variant (max |diff| within RANGE_SHARE of each output's
+        range in the golden outputs) instead of atol/rtol: it computes in fp16 or lower.
+    """
 
     name: str  # onnxruntime's full name
     label: str  # as tables and messages print it
@@ -73,6 +84,23 @@ class Provider:
     rtol: float
     gpu: bool = False  # computes on a GPU (fp16 natively, IOBinding on device)
     install: str = "install an onnxruntime build that includes it"
+    plugin: str = ""
+    wheel: str = ""  # the plugin's distribution on PyPI (its version goes in the manifest)
+    device: str = ""  # a plugin provider's device kind to run on ("CPU", "GPU", "NPU"), "" for any it offers
+    options: tuple[tuple[str, str], ...] = ()
+    precisions: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (("fp32", ()),)
+    range_gate: bool = False
+    timing: str = ""  # what its timings mean, where they are not the device's own
+    # (words in its log's reason for refusing a node, what to change): shown beside the reason
+    fixes: tuple[tuple[str, str], ...] = ()
+
+
+OPENVINO = "OpenVINOExecutionProvider"
+QNN = "QNNExecutionProvider"
+
+
+def _openvino_precision(hint: str) -> tuple[tuple[str, str], ...]:
+    return (("load_config", '{"CPU": {"INFERENCE_PRECISION_HINT": "' + hint + '"}}'),)
 
 
 PROVIDERS = {p.name: p for p in (
@@ -83,21 +111,43 @@ PROVIDERS = {p.name: p for p in (
     Provider(TENSORRT, "TensorRT", 1e-3, 1e-2, gpu=True,
              install="pip install rnnedge[gpu] (onnxruntime-gpu in place of onnxruntime) plus TensorRT 10 on the "
                      "library path"),
-    Provider("OpenVINOExecutionProvider", "OpenVINO", 1e-4, 1e-3,
-             install="pip install onnxruntime-openvino in place of onnxruntime"),
+    # OpenVINO's plugin wheel (onnxruntime-ep-openvino) beside onnxruntime; f32 pinned: on CPUs with
+    # AMX/AVX512-BF16 it computes in bf16 otherwise (exported/events-lstm 1.5e-2 off; shared/FACTS.md)
+    Provider(OPENVINO, "OpenVINO", 1e-4, 1e-3, plugin="onnxruntime_ep_openvino", wheel="onnxruntime-ep-openvino",
+             install="pip install 'rnnedge[openvino]' (onnxruntime-ep-openvino, a plugin beside onnxruntime)",
+             device="CPU",  # the device its precision pin (load_config's "CPU") speaks of
+             precisions=(("f32", _openvino_precision("f32")), ("bf16", _openvino_precision("bf16")),
+                         ("f16", _openvino_precision("f16")))),
     Provider("DmlExecutionProvider", "DirectML", 1e-4, 1e-3,
              install="pip install onnxruntime-directml in place of onnxruntime (Windows)"),
-    Provider("QNNExecutionProvider", "QNN", 1e-3, 1e-2, install="pip install onnxruntime-qnn in place of onnxruntime"),
+    # Qualcomm's plugin wheel (onnxruntime-qnn); on x86-64 Linux its HTP backend is the Hexagon NPU simulator,
+    # which needs fp16 spelled out together with a SoC model and HTP architecture, or the session fails
+    Provider(QNN, "QNN", 1e-3, 1e-2, plugin="onnxruntime_qnn", wheel="onnxruntime-qnn",
+             install="pip install 'rnnedge[qnn]' (onnxruntime-qnn, a plugin beside onnxruntime)",
+             options=(("backend_path", "@get_qnn_htp_path"),),
+             precisions=(("fp16", (("enable_htp_fp16_precision", "1"), ("soc_model", "60"), ("htp_arch", "73"))),),
+             range_gate=True, timing="on x86-64 its HTP backend is Qualcomm's NPU simulator: placement and values are "
+                                     "the NPU's, its times are not (time it on a Snapdragon device)",
+             fixes=(("Cannot get shape", "QNN needs static shapes: re-export with --static batch=B,time=T"),
+                    ("non-default activations", "QNN refuses an activations attribute even at its defaults: "
+                                                "re-export with this rnnedge (it writes only non-default ones)"),
+                    ("dynamic sequence_length", "QNN needs constant sequence lengths: a masked layer (Embedding "
+                                                "mask_zero, Masking, a mask input) stays on CPU"),
+                    ("RNN", "QNN has no ONNX RNN op: a SimpleRNN stays on CPU"))),
     Provider("CoreMLExecutionProvider", "CoreML", 1e-3, 1e-2),
     Provider("XnnpackExecutionProvider", "XNNPACK", 1e-5, 1e-4),
 )}
 # Short names accepted for a provider (case-insensitive); full names are accepted as well.
 PROVIDER_NAMES = {
     "cpu": CPU, "cuda": CUDA, "gpu": CUDA, "tensorrt": TENSORRT, "trt": TENSORRT,
-    "openvino": "OpenVINOExecutionProvider", "coreml": "CoreMLExecutionProvider",
-    "directml": "DmlExecutionProvider", "dml": "DmlExecutionProvider", "qnn": "QNNExecutionProvider",
+    "openvino": OPENVINO, "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider", "dml": "DmlExecutionProvider", "qnn": QNN,
     "xnnpack": "XnnpackExecutionProvider",
 }
+PLUGINS = {p.name: p.plugin for p in PROVIDERS.values() if p.plugin}  # provider -> its wheel's module
+# A provider judged by `range_gate`: max |diff| within this share of each output's range in Keras' golden
+# outputs (the quantized variants' gate, rnnedge.quantize.gate, reads it too).
+RANGE_SHARE = 0.02
 AUTO_ORDER = (TENSORRT, CUDA, CPU)  # provider="auto": the first of these that is installed
 GPU_PROVIDERS = tuple(p.name for p in PROVIDERS.values() if p.gpu)
 PROVIDER_TOLERANCE = {p.name: (p.atol, p.rtol) for p in PROVIDERS.values() if p.name in (CPU, CUDA, TENSORRT)}

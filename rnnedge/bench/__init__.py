@@ -24,7 +24,7 @@ TensorFlow/Keras/tf2onnx for the baselines and matplotlib for `plot`, imported w
 
 from rnnedge.bench.candidates import FLOOR, STREAM_PREFIX, floor_folder
 from rnnedge.bench.cases import DEFAULT_TIME, SWEEP_TIMES, cases_for, int_list, name_list, sweep_times
-from rnnedge.bench.report import markdown, plot, rich_table
+from rnnedge.bench.report import fastest, markdown, plot, rich_table
 from rnnedge.bench.results import BenchRow, read_json, write_csv, write_json
 from rnnedge.bench.run import bench_dir, variant_error
 from rnnedge.runtime import session_options
@@ -33,5 +33,6 @@ from rnnedge.tables import BASELINES
 from rnnedge.timing import measure, percentiles
 
 __all__ = ["BASELINES", "DEFAULT_TIME", "FLOOR", "STREAM_PREFIX", "SWEEP_TIMES", "BenchRow", "bench_dir", "cases_for",
-           "floor_folder", "int_list", "markdown", "measure", "name_list", "percentiles", "plot", "random_inputs",
-           "read_json", "rich_table", "session_options", "sweep_times", "variant_error", "write_csv", "write_json"]
+           "fastest", "floor_folder", "int_list", "markdown", "measure", "name_list", "percentiles", "plot",
+           "random_inputs", "read_json", "rich_table", "session_options", "sweep_times", "variant_error", "write_csv",
+           "write_json"]

@@ -31,10 +31,12 @@ def variant_files(folder: Path, manifest: Manifest, variants: Sequence[str]) -> 
             raise RnnEdgeError(f"{folder}: the {v!r} variant's file {name!r} is missing; re-export or re-quantize it")
 
 
-def load_variant(folder: Path, provider: str, variant: str, threads: int, verify: bool = True):
+def load_variant(folder: Path, provider: str, variant: str, threads: int, verify: bool = True,
+                 precision: str | None = None, explain: bool = False):
     from rnnedge.runtime import load
 
-    return load(folder, provider, variant=variant, threads=threads, verify=verify)
+    return load(folder, provider, variant=variant, threads=threads, verify=verify, precision=precision,
+                explain=explain)
 
 
 def keras_source(source, manifest: Manifest, baselines: Sequence[str], threads: int):

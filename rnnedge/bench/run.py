@@ -23,16 +23,17 @@ from rnnedge.bench.cases import cases_for, time_axes_of
 from rnnedge.bench.results import BenchRow
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import Manifest
+from rnnedge.runtime.providers import normalize_provider, precision_options
 from rnnedge.runtime.runner import OrtRunner
 from rnnedge.samples import random_inputs
-from rnnedge.tables import BASELINES
+from rnnedge.tables import BASELINES, CPU, label
 from rnnedge.timing import measure, percentiles, whole
 
 
 def bench_dir(
     folder: str | os.PathLike,
     *,
-    provider: str = "cpu",
+    provider: str | Sequence[str] = "cpu",
     batches: Sequence[int] | None = None,
     times: Sequence[int] | None = None,
     threads: int = 1,
@@ -45,6 +46,8 @@ def bench_dir(
     progress=None,
     seed: int = 0,
     verify: bool = True,
+    precision: str | None = None,
+    placements: dict | None = None,
 ) -> list[BenchRow]:
     """Time an export folder's `variants` (and `baselines`) for every batch x time; one row per case x candidate.
 
@@ -60,6 +63,12 @@ def bench_dir(
         export, and takes no baselines.
     progress: called with 1 after each case (len(batches) x len(times) of them), or a rich
         `Progress` that gets a task of its own. Nothing is printed.
+    provider: one provider, or several ("cpu,openvino,qnn" or a list): each variant is timed on each,
+        interleaved in the same cases, as "fp32@QNN" and so on, with "vs" the first provider's first
+        variant (`fastest` names the quickest per case).
+    precision: pinned on each provider that can take it (OpenVINO f32/bf16/f16, QNN fp16); a
+        precision none of them takes is refused.
+    placements: a dict that gets candidate -> the placement onnxruntime recorded (off-CPU providers).
     """
     folder = Path(folder)
     manifest = Manifest.load(folder)
@@ -81,19 +90,33 @@ def bench_dir(
     if stream and baselines:
         raise RnnEdgeError("baselines time whole sequences; with --stream the reference is the floor "
                            "(leave --baseline out, or bench without --stream)")
+    providers = provider_list(provider)
+    if stream and len(providers) > 1:
+        raise RnnEdgeError("--stream times one provider at a time: give one --provider")
+    pins = {p: precision if precision is not None and pins_precision(p, precision) else None for p in providers}
+    if precision is not None and not any(pins.values()):
+        precision_options(normalize_provider(providers[0]), precision)  # refused in its words
     cases = cases_for(manifest, batches, times, stream)
 
     keras_model = keras_source(source, manifest, baselines, threads) if baselines else None
     if keras_model is not None:
         _baseline_fits(keras_model, manifest, cases)
-    models = {v: load_variant(folder, provider, v, threads, verify) for v in variants}
-    first = models[variants[0]]
-    provider_name = first.provider
+    models = {}
+    for p in providers:
+        cpu = normalize_provider(p) == CPU
+        for v in variants:
+            model = load_variant(folder, p, v, threads, verify, pins[p], explain=not cpu)
+            models[v if len(providers) == 1 else f"{v}@{label(model.provider)}"] = model
+            if placements is not None and not cpu:
+                placements[f"{v}@{label(model.provider)}"] = model.placement()
+    first = next(iter(models.values()))
+    references_of_providers = [next(iter(models))] if len(providers) > 1 else []
     runners = {v: OrtRunner(m.session, v) for v, m in models.items()}
     if keras_model is not None:
         runners.update(baseline_runners(keras_model, manifest, baselines, first.session, threads))
     with tempfile.TemporaryDirectory(prefix="rnnedge-bench-") as tmp:
-        floor = load_variant(floor_folder(manifest, Path(tmp) / "floor"), provider, "fp32", threads) if stream else None
+        floor = (load_variant(floor_folder(manifest, Path(tmp) / "floor"), providers[0], "fp32", threads)
+                 if stream else None)
         advance = _progress(progress, len(cases))
         rows: list[BenchRow] = []
         for batch, steps in cases:
@@ -103,24 +126,49 @@ def bench_dir(
                 references = [FLOOR]
             else:
                 calls = whole_sequence_calls(runners, manifest, feeds)
-                references = baselines
+                references = [*references_of_providers, *baselines]
             ms = measure(calls, runs=runs, warmup=warmup, seed=seed)
             p50 = {n: percentiles(v)[0] for n, v in ms.items()}
             for name, samples in ms.items():
                 a, b, c = percentiles(samples)
                 per_s = batch * 1e3 / a if a > 0 else math.inf
+                model = models.get(name.removeprefix(STREAM_PREFIX))
                 rows.append(BenchRow(
-                    candidate=name, provider=BASELINES.get(name) or provider_name, batch=batch, time=steps,
+                    candidate=name, provider=BASELINES.get(name) or (model or first).provider, batch=batch, time=steps,
                     threads=threads, p50_ms=a, p90_ms=b, p99_ms=c, seq_per_s=per_s, steps_per_s=per_s * (steps or 1),
                     ratios={r: p50[r] / a if a > 0 else math.inf for r in references}, runs=runs,
-                    error=variant_error(manifest, name.removeprefix(STREAM_PREFIX)),
+                    error=variant_error(manifest, name.removeprefix(STREAM_PREFIX).split("@")[0],
+                                        model.provider if model is not None else CPU,
+                                        model.precision if model is not None else "fp32"),
                 ))
             advance(1)
     return rows
 
 
-def variant_error(manifest: Manifest, variant: str) -> float | None:
-    """A variant's max |diff| against Keras' golden outputs, as recorded at export and quantize time."""
+def provider_list(provider: str | Sequence[str]) -> list[str]:
+    """'cpu,openvino' or ['cpu', 'openvino'] -> ['cpu', 'openvino'] (each once)."""
+    names = provider.split(",") if isinstance(provider, str) else list(provider)
+    names = list(dict.fromkeys(n.strip() for n in names if str(n).strip()))
+    if not names:
+        raise RnnEdgeError("give at least one provider, e.g. --provider cpu or --provider cpu,openvino,qnn")
+    return names
+
+
+def pins_precision(provider: str, precision: str) -> bool:
+    try:
+        precision_options(normalize_provider(provider), precision)
+    except RnnEdgeError:
+        return False
+    return True
+
+
+def variant_error(manifest: Manifest, variant: str, provider: str = CPU, precision: str = "fp32") -> float | None:
+    """A variant's max |diff| against Keras' golden outputs, as recorded at export and quantize time,
+    or by `rnnedge check` on another provider (None where that provider was never checked)."""
+    if provider != CPU:
+        checked = manifest.providers.get(f"{provider} {precision}", {}) if variant == "fp32" else {}
+        errors = checked.get("max_abs_error")
+        return float(max(errors.values())) if errors else None
     if variant == "fp32":
         worst = manifest.parity.get("worst_abs")
         return None if worst is None else float(worst)

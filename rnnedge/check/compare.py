@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.tables import ATOL, RTOL
+from rnnedge.tables import ATOL, CPU, RTOL, label
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class ParityReport:
     cases: tuple[CaseParity, ...]
     tolerance: Tolerance = field(default_factory=Tolerance)
     overrides: dict = field(default_factory=dict)
+    precision: str = "fp32"  # what the provider was pinned to compute in
+    placement: object = field(default=None, repr=False)  # rnnedge.runtime.placement.Placement, where known
+    rule: str = ""  # how the tolerance was chosen, where it is not atol + rtol * |expected|
 
     @property
     def passed(self) -> bool:
@@ -91,7 +94,11 @@ class ParityReport:
 
     def summary(self) -> str:
         """'PASS: 10 cases on CPUExecutionProvider, worst |diff| 1.70e-06' (or FAIL)."""
-        return (f"{'PASS' if self.passed else 'FAIL'}: {len(self.cases)} cases on {self.provider}, "
+        pinned = f" in {self.precision}" if self.precision != "fp32" else ""
+        placement = self.placement
+        if placement is not None and placement.nodes and placement.provider != CPU:  # how much ran there
+            pinned += f" ({label(placement.provider)} ran {len(placement.on_provider)} of {len(placement.nodes)} nodes)"
+        return (f"{'PASS' if self.passed else 'FAIL'}: {len(self.cases)} cases on {self.provider}{pinned}, "
                 f"worst |diff| {self.worst_abs:.2e}")
 
     def case_summaries(self) -> list[str]:
@@ -120,6 +127,8 @@ class ParityReport:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        for key in ("precision", "placement", "rule"):  # the export's own parity: CPU, fp32; a check records them
+            del d[key]
         d["passed"], d["worst_abs"] = self.passed, self.worst_abs
         for case in d["cases"]:
             case["passed"] = all(o["passed"] for o in case["outputs"])

@@ -12,6 +12,7 @@ from rnnedge.cli.common import (
     Folder,
     Force,
     NoVerify,
+    Precision,
     Threads,
     app,
     positive,
@@ -24,7 +25,9 @@ from rnnedge.cli.common import (
 @app.command()
 def bench(
     folder: Folder,
-    provider: Annotated[str, typer.Option(metavar="NAME", help="Execution provider: cpu, cuda, tensorrt.")] = "cpu",
+    provider: Annotated[str, typer.Option(metavar="LIST", help="Execution providers, side by side: cpu, cuda, "
+                                          "tensorrt, openvino, qnn (e.g. cpu,openvino,qnn).")] = "cpu",
+    precision: Precision = None,
     batch: Annotated[Optional[str], typer.Option(metavar="LIST", callback=sizes_opt, help="Batch sizes, e.g. 1,8,32.")
                      ] = None,
     time_: Annotated[Optional[str], typer.Option("--time", metavar="LIST", callback=sizes_opt, help="Lengths, e.g. "
@@ -79,12 +82,15 @@ def bench(
                 from rnnedge.manifest import Manifest
 
                 times = b.sweep_times(Manifest.load(folder), stream)
+            placements: dict = {}
             with Progress(auto_refresh=False, transient=True) as progress:  # no refresh thread while timing
                 rows = b.bench_dir(folder, provider=provider, batches=b.int_list(batch, "--batch"), times=times,
                                    threads=threads, variants=b.name_list(variants), baselines=b.name_list(baseline),
                                    stream=stream, runs=runs, warmup=warmup, source=source, progress=progress,
-                                   verify=not no_verify)
+                                   verify=not no_verify, precision=precision, placements=placements)
             Console().print(b.rich_table(rows, model=folder.name))
+            say([f"placement of {name}: {p.summary()}" for name, p in placements.items()])
+            say(b.fastest(rows))
             reports = []
         plot = None if plot_out is None or triton else lambda rows, path: b.plot(rows, path, model=folder.name)
         for path, write in ((json_out, b.write_json), (csv_out, b.write_csv), (plot_out, plot)):

@@ -14,6 +14,7 @@ from rnnedge.cli.common import (
     Folder,
     Force,
     NoVerify,
+    Precision,
     Provider,
     Variant,
     app,
@@ -26,6 +27,7 @@ from rnnedge.cli.common import (
 def check(
     folder: Folder,
     provider: Provider = "auto",
+    precision: Precision = None,
     variant: Variant = "fp32",
     atol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Absolute tolerance (the provider's).")] = None,
     rtol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Relative tolerance (the provider's).")] = None,
@@ -34,17 +36,25 @@ def check(
     plot_out: Annotated[Optional[Path], typer.Option("--plot", metavar="PNG", help="Plot the worst |diff| per step.")
                         ] = None,
     force: Force = False,
+    record: Annotated[bool, typer.Option(help="Record a check on a provider named other than CPU in "
+                                         "manifest.json.")] = True,
 ):
-    """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed)."""
+    """Re-verify parity from golden.npz with onnxruntime alone (no TensorFlow needed), and say which
+    nodes ran on the provider (onnxruntime's placement) and why any did not."""
     with user_errors():
         preflight.outputs_writable(folder, [plot_out], force=force)
         preflight.plot_file(plot_out)
         from rnnedge.check import check_dir
         from rnnedge.manifest import Manifest
 
-        replay = dict(atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify)
+        replay = dict(atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify, precision=precision)
         report = check_dir(folder, provider, variant=variant, **replay)
-        say(report.case_lines() + [report.summary()])
+        say(report.case_lines() + placement_lines(report) + [report.summary()])
+        named = provider.strip().lower() != "auto"  # a provider asked for by name, not whatever is installed
+        if record and named and report.provider != "CPUExecutionProvider" and variant == "fp32":
+            from rnnedge.check.folder import record_check
+
+            typer.echo(f"recorded in {folder / 'manifest.json'} (providers: {record_check(folder, report)!r})")
         if plot_out is not None:
             from rnnedge.check.plot import plot_errors
 
@@ -60,6 +70,17 @@ def check(
             raise typer.Exit(1)
 
 
+def placement_lines(report) -> list[str]:
+    """The placement onnxruntime recorded (nodes off the provider with their layer and reason) and the
+    tolerance's rule where it is not the provider's atol/rtol."""
+    lines = []
+    if report.placement is not None:
+        lines += ["placement: " + report.placement.summary(), *report.placement.lines()]
+    if report.rule:
+        lines.append(f"tolerance: {report.rule}")
+    return lines
+
+
 @app.command()
 def run(
     folder: Folder,
@@ -68,6 +89,7 @@ def run(
                                                    ".csv; - for JSON on standard output.")] = None,
     chunk: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Stream N steps at a time.")] = None,
     provider: Provider = "auto",
+    precision: Precision = None,
     threads: Annotated[Optional[int], typer.Option(metavar="N", min=1, max=THREADS_MAX, help="CPU threads.")] = None,
     fallback: Fallback = False,
     no_verify: NoVerify = False,
@@ -80,10 +102,32 @@ def run(
 
         stdout = preflight.run_output(folder, input, output, force=force)
         outputs = run_file(folder, input, None if stdout else output, chunk=chunk, provider=provider, threads=threads,
-                           fallback=fallback, verify=not no_verify)
+                           fallback=fallback, verify=not no_verify, precision=precision)
         if stdout:  # only the JSON on standard output, for a pipe
             typer.echo(outputs_json(outputs))
             return
         for name, value in outputs.items():
             say([f"{name}: shape {tuple(value.shape)} {value.dtype}", preview(value)])
         typer.echo(f"provider: {outputs.provider}" + (f"; wrote {output}" if output else ""))
+        unchecked = provider_unchecked(folder, outputs.provider)
+        if unchecked:
+            typer.echo(unchecked, err=True)
+
+
+def provider_unchecked(folder: Path, provider: str) -> str | None:
+    """A line where the provider that ran has no passing `rnnedge check` recorded in the manifest (CPU's
+    parity is the export's own): no provider's numbers reach the user unchecked and unsaid."""
+    from rnnedge.manifest import Manifest
+    from rnnedge.tables import CPU, label
+
+    if provider == CPU:
+        return None
+    checks = [c for c in Manifest.load(folder).providers.values() if c.get("provider") == provider]
+    how = f"`rnnedge check {folder} --provider {label(provider).lower()}`"
+    if not checks:
+        return f"note: {label(provider)} was never checked on this export against Keras; check it with {how}"
+    failed = [c for c in checks if not c.get("passed")]
+    if failed:
+        return (f"warning: the last check on {label(provider)} ({failed[0].get('precision')}) FAILED against "
+                f"Keras: these outputs are not right; see {how}")
+    return None

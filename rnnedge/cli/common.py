@@ -118,7 +118,10 @@ Backend = Enum("Backend", {"onnxruntime": "onnxruntime", "python": "python"}, ty
 Folder = Annotated[Path, typer.Argument(metavar="DIR", help="A folder written by `rnnedge export`.")]
 Force = Annotated[bool, typer.Option("--force", help="Replace what the command writes if it exists.")]
 NoVerify = Annotated[bool, typer.Option("--no-verify", help="Skip checking the files' sha256 against manifest.json.")]
-Provider = Annotated[str, typer.Option(metavar="NAME", help="Execution provider: auto, cpu, cuda, tensorrt.")]
+Provider = Annotated[str, typer.Option(metavar="NAME", help="Execution provider: auto, cpu, cuda, tensorrt, "
+                                                              "openvino, qnn, or onnxruntime's full name.")]
+Precision = Annotated[Optional[str], typer.Option(metavar="P", help="Pin the provider's precision: OpenVINO f32 "
+                                                                   "(its default here), bf16 or f16; QNN fp16.")]
 Fallback = Annotated[bool, typer.Option("--fallback", help="Run on CPU if the provider is not available.")]
 Threads = Annotated[int, typer.Option(metavar="N", min=1, max=THREADS_MAX, help="onnxruntime intra-op threads.")]
 Variant = Annotated[str, typer.Option(metavar="NAME", help="Model variant: fp32, int8, fp16.")]

@@ -13,6 +13,7 @@ from rnnedge.cli.common import (
     Folder,
     Force,
     NoVerify,
+    Precision,
     Threads,
     Variant,
     app,
@@ -40,6 +41,9 @@ def triton(
                               ] = 0.0,
     force: Force = False,
     no_verify: NoVerify = False,
+    provider: Annotated[str, typer.Option(metavar="NAME", help="Python backend: the execution provider (cpu, "
+                                          "openvino, qnn, ...).")] = "",
+    precision: Precision = None,
 ):
     """Write a Triton model repository entry (config.pbtxt checked against Triton's schema)."""
     with user_errors():
@@ -49,7 +53,7 @@ def triton(
         target = write_repository(folder, out, name=name, backend=backend.value, max_batch=max_batch,
                                   instances=instances, gpu=gpu, tensorrt=tensorrt, idle_seconds=idle_seconds,
                                   max_sequences=max_sequences, threads=threads, queue_delay_ms=queue_delay_ms,
-                                  force=force, verify=not no_verify)
+                                  force=force, verify=not no_verify, provider=provider, precision=precision or "")
         typer.echo(f"wrote {target} ({backend.value} backend); serve it with `rnnedge serve {out}`")
 
 

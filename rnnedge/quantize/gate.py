@@ -16,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from rnnedge.tables import METRICS
+from rnnedge.tables import METRICS, RANGE_SHARE
 
-RANGE_SHARE = 0.02
 DECISION_SHARE = 0.99
 SPEEDUP = 1.10
 ROUNDS = 5

@@ -322,6 +322,7 @@ def run_file(
     fallback: bool = False,
     variant: str = "fp32",
     verify: bool = True,
+    precision: str | None = None,
 ) -> Outputs:
     """`rnnedge run DIR --input x.npy [--output y.npz] [--chunk N] [--provider P]` as a function.
 
@@ -330,7 +331,8 @@ def run_file(
     are concatenated along it, the others are those of the last chunk. State inputs in an .npz
     start the stream. Returns the data outputs; writes them to `output_path` when given.
     """
-    model = load(folder, provider, variant=variant, threads=threads, fallback=fallback, verify=verify)
+    model = load(folder, provider, variant=variant, threads=threads, fallback=fallback, verify=verify,
+                 precision=precision)
     model.nonfinite_advice = "clean the data in the file"  # a file cannot pass allow_nonfinite
     inputs = read_inputs(input_path, model)
     if chunk is None:

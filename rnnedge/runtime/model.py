@@ -26,7 +26,16 @@ from rnnedge.runtime.inputs import (
     ort_run,
     raise_problems,
 )
-from rnnedge.runtime.providers import TRT_SHAPES, make_session, provider_options_for, resolve_providers, session_options
+from rnnedge.runtime.placement import Placement, placement_of
+from rnnedge.runtime.providers import (
+    TRT_SHAPES,
+    make_session,
+    normalize_provider,
+    precision_options,
+    provider_options_for,
+    resolve_providers,
+    session_options,
+)
 from rnnedge.runtime.stream import Stream
 from rnnedge.tables import NUMPY_DTYPES, ORT_DTYPES
 
@@ -59,13 +68,17 @@ def load(
     fallback: bool = False,
     trt_shapes: Mapping[str, tuple[int, int, int]] | None = None,
     verify: bool = True,
+    precision: str | None = None,
+    explain: bool = False,
 ) -> Model:
     """Open an export folder for inference (numpy + onnxruntime only).
 
     provider: "auto" (TensorRT, then CUDA, then CPU, among those installed), a name ("cpu",
-        "cuda", "tensorrt", case-insensitive, or onnxruntime's full name), or a list of them in
-        order of preference. A provider that is not installed, or does not start, raises
-        RnnEdgeError unless `fallback=True`, which warns and runs on CPU.
+        "cuda", "tensorrt", "openvino", "qnn", case-insensitive, or onnxruntime's full name), or a
+        list of them in order of preference. Plugin providers (OpenVINO, QNN: wheels beside
+        onnxruntime) are registered by name. A provider that is not installed, finds no device, or
+        does not start, raises RnnEdgeError (with its pip line) unless `fallback=True`, which warns
+        and runs on CPU.
     variant: "fp32" (model.onnx) or a key of the manifest's `variants` ("int8", "fp16").
     threads: intra-op threads on CPU (None: onnxruntime's default, all cores; 1 is fastest
         for batch-1 recurrent models).
@@ -75,6 +88,10 @@ def load(
         `TRT_SHAPES` = {"batch": (1, 1, 32), "time": (1, 100, 1000)}.
     verify: check the model file's size and sha256 against the manifest first, refusing a changed
         or swapped file in one line (exports made before rnnedge recorded them are not checked).
+    precision: the precision the first provider computes in, pinned in its options: OpenVINO "f32"
+        (its default here, whatever the CPU), "bf16" or "f16"; QNN "fp16" (HTP). None: the table's default.
+    explain: start the session with onnxruntime's verbose log captured, so that `model.placement()`
+        gives each refused node's reason (slower to start; nothing reaches the terminal).
     """
     folder = Path(folder)
     manifest = Manifest.load(folder)
@@ -82,12 +99,21 @@ def load(
     if verify:
         manifest.verify(folder, [path.name])
     so = session_options(threads)
-    chosen = resolve_providers(provider, fallback)
-    shapes = {**TRT_SHAPES, **dict(trt_shapes or {})}
-    options = provider_options_for(chosen, provider_options, folder, manifest, shapes)
     auto = isinstance(provider, str) and provider.strip().lower() == "auto"
-    session = make_session(path, so, chosen, options, fallback, auto)
-    return Model(folder, manifest, session, variant=variant, path=path)
+    names = [provider] if isinstance(provider, str) else list(provider or [])
+    first = normalize_provider(names[0]) if names and not auto else None
+    if precision is not None and first is not None:
+        precision_options(first, precision)  # refused before anything starts, even where it falls back
+    chosen = resolve_providers(provider, fallback)
+    pinned = precision if chosen[0] == first else None
+    shapes = {**TRT_SHAPES, **dict(trt_shapes or {})}
+    options = provider_options_for(chosen, provider_options, folder, manifest, shapes, pinned)
+    log: list[str] | None = [] if explain else None
+    session = make_session(path, so, chosen, options, fallback, auto, log=log)
+    model = Model(folder, manifest, session, variant=variant, path=path)
+    model.precision = precision_options(model.provider, pinned)[0]
+    model.session_log = "".join(log or [])
+    return model
 
 
 class Model:
@@ -116,6 +142,8 @@ class Model:
         self.inputs: list[TensorSpec] = list(manifest.inputs)
         self.outputs: list[TensorSpec] = list(manifest.outputs)
         self.provider: str = session.get_providers()[0]
+        self.precision: str = "fp32"  # what the provider was pinned to compute in (`load(precision=)`)
+        self.session_log: str = ""  # onnxruntime's verbose log at the session's start (`load(explain=True)`)
         graph_in = session.get_inputs()
         graph_out = session.get_outputs()
         names_in = [t.name for t in self.inputs]
@@ -133,6 +161,11 @@ class Model:
         self.state_slots = [self.slots[t.name] for t in manifest.state_inputs]
         self.output_names = names_out
         self.data_output_names = [t.name for t in manifest.data_outputs]
+
+    def placement(self) -> Placement:
+        """Which provider runs each node, as onnxruntime recorded it, with each node's Keras layer and,
+        for nodes the provider refused, its reason (from the log `load(explain=True)` captured)."""
+        return placement_of(self.session, self.manifest.fused_nodes, self.manifest.layers, self.session_log)
 
     @property
     def name(self) -> str:

@@ -71,6 +71,8 @@ class RepositoryOptions:
     max_sequences: int = 1024
     threads: int = 1
     queue_delay_ms: float = 0.0
+    provider: str = ""  # python backend: the execution provider rnnedge.load runs it on (cpu, openvino, qnn, ...)
+    precision: str = ""  # python backend: the precision pinned on it (rnnedge.load(precision=))
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -88,6 +90,9 @@ class RepositoryOptions:
                                f"got {self.idle_seconds!r}")
         if not (isinstance(self.queue_delay_ms, (int, float)) and 0 <= self.queue_delay_ms <= 1000):
             raise RnnEdgeError(f"queue delay must be from 0 to 1,000 ms, got {self.queue_delay_ms!r}")
+        if (self.provider or self.precision) and self.backend != "python":
+            raise RnnEdgeError("--provider and --precision choose the provider of the python backend "
+                               "(rnnedge's runtime): pass --backend python with them, or --gpu/--tensorrt instead")
         if self.tensorrt and not (self.gpu and self.backend == "onnxruntime"):
             raise RnnEdgeError("TensorRT is an accelerator of the onnxruntime backend on GPU instances: "
                                "pass --gpu --backend onnxruntime with --tensorrt")
@@ -196,6 +201,9 @@ def model_config(manifest: Manifest, options: RepositoryOptions) -> str:
               f"\"{options.threads}\" }} }}"]
     if python:
         lines += [f"parameters {{ key: \"rnnedge_export\" value: {{ string_value: \"{EXPORT}\" }} }}"]
+        for key, value in (("rnnedge_provider", options.provider), ("rnnedge_precision", options.precision)):
+            if value:
+                lines += [f"parameters {{ key: \"{key}\" value: {{ string_value: {_q(value)} }} }}"]
     return "\n".join(lines) + "\n"
 
 
@@ -237,7 +245,8 @@ def tidy_repository(repo: Path) -> None:
 def write_repository(folder: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None,
                      backend: str = "onnxruntime", max_batch: int = 32, instances: int = 1, gpu: bool = False,
                      tensorrt: bool = False, idle_seconds: float = 60.0, max_sequences: int = 1024,
-                     threads: int = 1, queue_delay_ms: float = 0.0, force: bool = False, verify: bool = True) -> Path:
+                     threads: int = 1, queue_delay_ms: float = 0.0, force: bool = False, verify: bool = True,
+                     provider: str = "", precision: str = "") -> Path:
     """Write REPO/<name> (default name: the export folder's name) for Triton; returns that folder.
 
     An existing REPO/<name> is replaced only with `force`, atomically (as an export folder is).
@@ -249,7 +258,11 @@ def write_repository(folder: str | os.PathLike, out: str | os.PathLike, *, name:
     options = RepositoryOptions(name=folder.resolve().name if name is None else name, backend=backend,
                                 max_batch=max_batch, instances=instances, gpu=gpu, tensorrt=tensorrt,
                                 idle_seconds=idle_seconds, max_sequences=max_sequences, threads=threads,
-                                queue_delay_ms=queue_delay_ms)
+                                queue_delay_ms=queue_delay_ms, provider=provider or "", precision=precision or "")
+    if provider:  # a name the runtime knows, and a precision it can pin there: refused now, not at serve time
+        from rnnedge.runtime.providers import normalize_provider, precision_options
+
+        precision_options(normalize_provider(provider), precision or None)
     model_file = folder / MODEL
     if not model_file.is_file():
         raise RnnEdgeError(f"{model_file} is missing: the export folder is incomplete; re-export the model")

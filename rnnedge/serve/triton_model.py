@@ -128,11 +128,14 @@ class TritonPythonModel:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         threads = int(params.get("intra_op_thread_count") or 1)
         folder = Path(__file__).resolve().parent / params.get("rnnedge_export", "export")
+        # the provider by name (`rnnedge triton --backend python --provider P`), registered by the runtime
+        provider = params.get("rnnedge_provider") or ("cuda" if args["model_instance_kind"] == "GPU" else "cpu")
+        precision = params.get("rnnedge_precision") or None
         if args["model_instance_kind"] == "GPU":
-            self.model = runtime_load(folder, "cuda", threads=threads,
+            self.model = runtime_load(folder, provider, threads=threads, precision=precision,
                                       provider_options={"device_id": int(args["model_instance_device_id"])})
         else:
-            self.model = runtime_load(folder, "cpu", threads=threads)
+            self.model = runtime_load(folder, provider, threads=threads, precision=precision)
         self.model.nonfinite_advice = "send finite values only (the server refuses NaN and infinity)"
         manifest = self.model.manifest
         self.data_in = [s.name for s in manifest.data_inputs]
