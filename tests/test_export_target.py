@@ -14,7 +14,7 @@ from keras import layers as L
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import export
-from rnnedge.runtime.qnn import qnn_installed, qnn_session
+from rnnedge.runtime.qnn import QNN_PIP, qnn_installed, qnn_session
 from tests.helpers import invoke, op_counts
 from tests.kmodels import functional, seq_input, sequential
 from tests.test_cli import assert_user_error
@@ -127,8 +127,7 @@ def test_not_installed_is_recorded_not_claimed(models, tmp_path, monkeypatch):
     monkeypatch.setattr(target, "qnn_installed", lambda: False)
     result = export(models["simplernn"], tmp_path / "n", static={"time": 6}, target="qnn")
     assert result.manifest.target == {"provider": "qnn", "checked": False,
-                                      "why": "the QNN provider is not installed: pip install 'rnnedge[qnn]' "
-                                             "(onnxruntime-qnn)"}
+                                      "why": f"the QNN provider is not installed: {QNN_PIP}"}
     assert any("not checked on the device" in line for line in result.lines()) and result.passed
 
 
