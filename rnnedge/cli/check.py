@@ -42,6 +42,14 @@ def check(
         from rnnedge.check import check_dir
         from rnnedge.manifest import Manifest
 
+        if provider in ("wasm", "webgpu"):  # onnxruntime-web in headless Chromium (rnnedge.web)
+            from rnnedge.web import check_browser
+
+            report = check_browser(folder, provider, variant=variant, atol=atol, rtol=rtol, verify=not no_verify)
+            say(report.case_lines() + [report.summary()])
+            if not report.passed:
+                raise typer.Exit(1)
+            return
         replay = dict(atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify)
         report = check_dir(folder, provider, variant=variant, **replay)
         say(report.case_lines() + [report.summary()])
