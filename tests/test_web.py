@@ -139,3 +139,15 @@ def test_the_demo_page_runs_the_golden_cases_and_streams_hop_by_hop(browser):
     longest = max(x["mel"].shape[1] for _, x, _ in golden if x["mel"].shape[0] == 1)
     assert summary["stream"]["hops"] == longest and summary["stream"]["mean_ms"] > 0
     assert "ms per hop" in page.inner_text("#hops")
+
+
+def test_the_readmes_javascript_runs_as_written_in_chromium(browser):
+    text = (REPO / "README.md").read_text()
+    blocks = [b for b in text.split("```js\n")[1:]]
+    assert len(blocks) == 1
+    body = blocks[0].split("```")[0].replace("import { load } from './rnnedge.mjs';", "")
+    got = browser.open("kws-gru/blank.html").evaluate(
+        "async (body) => { const m = await import(new URL('rnnedge.mjs', location.href).href); "
+        "try { return {ok: await (new Function('load', `return (async () => { ${body} })()`))(m.load)}; } "
+        "catch (e) { return {error: e.message}; } }", body + "\nreturn [Array.from(keyword.dims), stream.batch];")
+    assert got == {"ok": [[1, 100, 4], 1]}, got

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -91,3 +92,30 @@ def test_check_provider_wasm_replays_the_golden_cases_in_chromium():
     last = r.output.strip().splitlines()[-1]
     assert last.startswith("PASS: 13 cases on onnxruntime-web (wasm), Chromium"), last
     assert "streamed in chunks of 3" in r.output
+
+
+@pytest.mark.skipif(_missing(assets.chromium, assets.ort_dist, assets.tfjs_files) is not None,
+                    reason="no browser set-up")
+def test_bench_in_the_browser_against_tfjs_with_parity_of_both_against_keras(tmp_path):
+    """A tiny Keras model rebuilt for TF.js (GRU reset_after=False, which TF.js loads, and LSTM), timed
+    beside the export in one page; both within the usual tolerance of Keras on the timed input."""
+    pytest.importorskip("playwright")
+    if importlib.util.find_spec("tensorflowjs") is None:
+        pytest.skip("the tensorflowjs converter is not installed (make install installs it with --no-deps)")
+    import keras
+
+    from rnnedge.exporter import export
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, 6)), keras.layers.GRU(8, reset_after=False, return_sequences=True),
+                              keras.layers.LSTM(8), keras.layers.Dense(3)])
+    model.save(tmp_path / "tiny.keras")
+    export(tmp_path / "tiny.keras", tmp_path / "tiny", streaming=False)
+    r = invoke("bench", tmp_path / "tiny", "--provider", "wasm", "--baseline", "tfjs", "--runs", "5", "--warmup", "1",
+               "--json", tmp_path / "rows.json")
+    assert r.exit_code == 0, r.output
+    rows = {row["candidate"]: row for row in json.loads((tmp_path / "rows.json").read_text())}
+    assert set(rows) >= {"rnnedge (onnxruntime-web wasm)", "TensorFlow.js wasm", "TensorFlow.js cpu"}, rows
+    for row in rows.values():
+        assert row["runs"] >= 5 and row["p50_ms"] > 0 and row["max_abs"] <= 1e-5, row
+    assert "faster than TensorFlow.js' fastest backend" in r.output

@@ -87,6 +87,8 @@ def write_site(folder: str | Path, out: str | Path, *, variant: str = "fp32", pr
     file = pick_variant(manifest, variant)
     if (folder / file).is_file() is False:
         raise RnnEdgeError(f"{folder / file} is missing: re-export the model")
+    if out.exists() and not out.is_dir():
+        raise RnnEdgeError(f"{out} is a file: --out takes a folder for the site")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise RnnEdgeError(f"{out} exists and is not empty: pass --force to replace it")
@@ -115,6 +117,12 @@ def write_site(folder: str | Path, out: str | Path, *, variant: str = "fp32", pr
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
                       ".js": "text/javascript", ".wasm": "application/wasm", ".json": "application/json"}
+
+    def end_headers(self):
+        # cross-origin isolated: the page's clock ticks in microseconds, not 0.1 ms (same-origin files only)
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
 
     def log_message(self, *args):  # no line per request
         pass

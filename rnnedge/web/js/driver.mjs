@@ -105,3 +105,88 @@ export async function webgpuAdapter() {
   const info = adapter.info || {};
   return `${info.vendor || '?'} ${info.architecture || ''} ${info.description || ''}`.trim();
 }
+
+// -- timing (rnnedge bench --provider wasm): one block of `n` calls of a candidate, milliseconds each --
+
+let tfModel = null;
+const tfBackends = [];
+
+// TensorFlow.js (tf.min.js and its wasm backend, beside the page in tfjs/) and the converted model.
+export async function tfjsOpen(backends) {
+  await import('./tfjs/tf.min.js');
+  await import('./tfjs/tf-backend-wasm.min.js');
+  const tf = globalThis.tf;
+  tf.wasm.setWasmPaths(new URL('tfjs/', location.href).href);
+  if (tf.wasm.setThreadsCount) tf.wasm.setThreadsCount(1);
+  const ready = {};
+  for (const b of backends) {
+    try {
+      if (!(await tf.setBackend(b))) throw new Error(`backend ${b} did not start`);
+      await tf.ready();
+      tfModel = tfModel || await tf.loadLayersModel('tfjs/model.json');
+      tfBackends.push(b);
+      ready[b] = null;
+    } catch (e) {
+      ready[b] = String(e.message || e).split('\n')[0];
+    }
+  }
+  return ready;
+}
+
+async function tfPredict(x) {
+  const y = tfModel.predict(x);
+  const data = await y.data();
+  const dims = y.shape;
+  y.dispose();
+  return { data, dims, type: 'float32' };
+}
+
+// Call `candidate` (rnnedge, or tfjs-<backend>) n times on the data inputs; the times and the last output.
+export async function timeBlock(candidate, arrays, n) {
+  const feeds = decode(arrays);
+  const times = [];
+  let out;
+  if (candidate === 'rnnedge') {
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      const r = await model.run(feeds);
+      times.push(performance.now() - t0);
+      out = r[model.dataOutputs[0].name];
+    }
+  } else {
+    const tf = globalThis.tf;
+    const backend = candidate.replace('tfjs-', '');
+    if (tf.getBackend() !== backend) await tf.setBackend(backend);
+    const first = Object.values(feeds)[0];
+    const x = tf.tensor(first.data, first.dims, 'float32');
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      out = await tfPredict(x);
+      times.push(performance.now() - t0);
+    }
+    x.dispose();
+  }
+  return { times, output: encode({ y: out }).y };
+}
+
+// Streaming: n pushes of a hop, against n bare session.run calls of the same graph and feeds (the
+// state tensors fed back by hand): what rnnedge.mjs's stream adds to a run.
+let pushStream = null;
+export async function timeHops(arrays, n) {
+  const feeds = decode(arrays);
+  pushStream = pushStream || model.stream(1);
+  const push = [];
+  const bare = [];
+  const prepared = model.prepare(feeds, {});
+  let state = model.zeroState(1);
+  for (let i = 0; i < n; i++) {
+    let t0 = performance.now();
+    await pushStream.push(feeds);
+    push.push(performance.now() - t0);
+    t0 = performance.now();
+    const r = await model.session.run({ ...prepared, ...state });
+    bare.push(performance.now() - t0);
+    state = Object.fromEntries(model.stateOutputs.map((o) => [o.feeds, r[o.name]]));
+  }
+  return { push, bare, isolated: globalThis.crossOriginIsolated === true };
+}
