@@ -108,7 +108,7 @@ def test_bench_in_the_browser_against_tfjs_with_parity_of_both_against_keras(tmp
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((None, 6)), keras.layers.GRU(8, reset_after=False, return_sequences=True),
-                              keras.layers.LSTM(8), keras.layers.Dense(3)])
+                              keras.layers.LSTM(8), keras.layers.Dense(3, activation="softmax")])
     model.save(tmp_path / "tiny.keras")
     export(tmp_path / "tiny.keras", tmp_path / "tiny", streaming=False)
     r = invoke("bench", tmp_path / "tiny", "--provider", "wasm", "--baseline", "tfjs", "--runs", "5", "--warmup", "1",
@@ -119,3 +119,24 @@ def test_bench_in_the_browser_against_tfjs_with_parity_of_both_against_keras(tmp
     for row in rows.values():
         assert row["runs"] >= 5 and row["p50_ms"] > 0 and row["max_abs"] <= 1e-5, row
     assert "faster than TensorFlow.js' fastest backend" in r.output
+
+
+@needs_npm
+def test_a_site_is_served_on_localhost_with_module_and_wasm_types(tmp_path):
+    import urllib.request
+
+    from rnnedge.web import serve_site, write_site
+
+    site = write_site(EXPORTED / "events-gru", tmp_path / "site", ops=False)
+    server = serve_site(site)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        for path, kind in (("index.html", "text/html"), ("rnnedge.mjs", "text/javascript"),
+                           ("ort/ort-wasm-simd-threaded.wasm", "application/wasm")):
+            with urllib.request.urlopen(base + path) as reply:
+                assert reply.headers["Content-Type"].startswith(kind), (path, reply.headers["Content-Type"])
+                assert reply.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    finally:
+        server.shutdown()
+    with pytest.raises(RnnEdgeError, match="not a site written by `rnnedge web`"):
+        serve_site(tmp_path)
