@@ -47,6 +47,11 @@ def check(
 
             report = check_browser(folder, provider, variant=variant, atol=atol, rtol=rtol, verify=not no_verify)
             say(report.case_lines() + [report.summary()])
+            if plot_out is not None:
+                from rnnedge.check.plot import plot_errors
+
+                plot_errors(report, plot_out, title=f"{folder.name}: worst |diff| against the time step, {provider}")
+                typer.echo(f"wrote {plot_out}")
             if not report.passed:
                 raise typer.Exit(1)
             return
