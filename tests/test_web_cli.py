@@ -140,3 +140,11 @@ def test_a_site_is_served_on_localhost_with_module_and_wasm_types(tmp_path):
         server.shutdown()
     with pytest.raises(RnnEdgeError, match="not a site written by `rnnedge web`"):
         serve_site(tmp_path)
+
+
+def test_the_browsers_bench_refuses_options_it_does_not_take():
+    r = invoke("bench", EXPORTED / "kws-gru", "--provider", "wasm", "--batch", "8", "--variants", "int8")
+    assert r.exit_code == 1 and r.output.count("\n") == 1
+    assert "--batch, --variants: not for the browser's bench" in r.output
+    r = invoke("bench", EXPORTED / "kws-gru", "--provider", "wasm", "--baseline", "keras")
+    assert r.exit_code == 1 and "the baseline is tfjs" in r.output, r.output

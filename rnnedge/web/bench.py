@@ -173,8 +173,9 @@ def table_lines(rows: list[BrowserRow], title: str) -> list[str]:
 
 
 def bench_cli(folder: Path, provider: str, baseline: str | None, source: str | None, times: str | None, runs: int,
-              warmup: int, seconds: float, json_out: Path | None, force: bool) -> None:
-    """`rnnedge bench DIR --provider wasm|webgpu [--baseline tfjs]`: prints the table (and writes --json)."""
+              warmup: int, seconds: float, json_out: Path | None, force: bool, not_here=()) -> None:
+    """`rnnedge bench DIR --provider wasm|webgpu [--baseline tfjs]`: prints the table (and writes --json).
+    `not_here`: options given that the browser's bench does not take (refused)."""
     import dataclasses
     import json
 
@@ -182,6 +183,9 @@ def bench_cli(folder: Path, provider: str, baseline: str | None, source: str | N
 
     from rnnedge.bench import int_list
 
+    if not_here:
+        raise RnnEdgeError(f"{', '.join(not_here)}: not for the browser's bench, which times fp32 at batch 1 (each "
+                           "--time length), streams included, and writes --json")
     if json_out is not None and json_out.exists() and not force:
         raise RnnEdgeError(f"{json_out} exists: pass --force to replace it")
     lengths = int_list(times, "--time") or [None]
