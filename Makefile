@@ -10,12 +10,21 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml web/package-lock.json
 	# The export extra uses the `tensorflow` distribution (tf_keras needs it); a venv made before
 	# had `tensorflow-cpu`, whose files the two would share: remove it first (a no-op otherwise).
 	$(BIN)/python -m pip uninstall --quiet -y tensorflow-cpu
 	$(BIN)/python -m pip install --quiet -e ".[export,keras2,quantize,plot,dev,serve,openvino,qnn]"
 	$(BIN)/python -m pip install --quiet --no-deps "nvidia-pytriton==0.7.0"  # tritonserver binary only (see pyproject)
+	# The browser: Chromium from the system's packages (root needed; said so otherwise), the npm
+	# packages in web/node_modules (onnxruntime-web, TensorFlow.js), the TensorFlow.js converter
+	# without its pins (see pyproject's `web` extra).
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "rnnedge web: install Chromium from the system's packages (apt-get install chromium) as root"
+	command -v npm >/dev/null && (cd web && npm ci --no-audit --no-fund --ignore-scripts --silent) \
+		|| echo "rnnedge web: install Node.js and npm (apt-get install nodejs npm), then run make install again"
+	$(BIN)/python -m pip install --quiet -e ".[web]"
+	$(BIN)/python -m pip install --quiet --no-deps "tensorflowjs==4.22.0" "tensorflow-hub==0.16.1"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -22,7 +22,7 @@ STAGES = [
     {"check"},  # parity against golden data, on any runner
     {"quantize", "zoo"},  # variants of an export; the reference models
     {"exporter"},  # Keras -> ONNX, Keras' truth, the baselines' exporters
-    {"bench", "serve"},  # timing every candidate; serving through Triton
+    {"bench", "serve", "web"},  # timing every candidate; serving through Triton; the browser
     {"cli", "demo", "entry", "__main__", "__init__"},  # the command line and the package's front door
 ]
 RANK = {name: i for i, names in enumerate(STAGES) for name in names}

@@ -228,6 +228,8 @@ def test_readme_block_runs_as_written(line, language, text, workdir, monkeypatch
     monkeypatch.chdir(root)
     if language == "":
         pytest.skip("a diagram (the code layout), not code")
+    if language == "js":
+        pytest.skip("JavaScript: tests/test_web.py runs it in Chromium")
     if language == "python" and "TritonRunner" in text:
         if no_server():
             pytest.skip(no_server())

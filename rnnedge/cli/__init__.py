@@ -10,7 +10,7 @@ library made it (`RnnEdgeError.cli`).
 """
 
 # ruff: noqa: I001  (the import order is the order `rnnedge --help` lists the commands)
-from rnnedge.cli import export, check, targets, bench, serve, zoo  # noqa: F401  (each registers its commands)
+from rnnedge.cli import export, check, targets, bench, serve, web, zoo  # noqa: F401  (each registers its commands)
 from rnnedge.cli.common import app, user_errors
 
 __all__ = ["app", "user_errors"]

@@ -58,6 +58,14 @@ def bench(
 ):
     """Latency percentiles and throughput, interleaved with baselines in one process."""
     with user_errors():
+        if provider in ("wasm", "webgpu"):  # onnxruntime-web in headless Chromium, TF.js as the baseline (rnnedge.web)
+            from rnnedge.web.bench import bench_cli
+
+            other = {"--batch": batch not in (None, "1"), "--variants": variants != "fp32", "--stream": stream,
+                     "--csv": csv_out, "--plot": plot_out, "--triton": triton}
+            bench_cli(folder, provider, baseline, source, time_, runs, warmup, seconds, json_out, force,
+                      not_here=[k for k, v in other.items() if v])
+            return
         preflight.bench_ready(folder, [json_out, csv_out, plot_out], force=force, plot=plot_out, baseline=baseline,
                               source_model=source, triton=triton)
         from rich.console import Console

@@ -47,6 +47,19 @@ def check(
         from rnnedge.check import check_dir
         from rnnedge.manifest import Manifest
 
+        if provider in ("wasm", "webgpu"):  # onnxruntime-web in headless Chromium (rnnedge.web)
+            from rnnedge.web import check_browser
+
+            report = check_browser(folder, provider, variant=variant, atol=atol, rtol=rtol, verify=not no_verify)
+            say(report.case_lines() + [report.summary()])
+            if plot_out is not None:
+                from rnnedge.check.plot import plot_errors
+
+                plot_errors(report, plot_out, title=f"{folder.name}: worst |diff| against the time step, {provider}")
+                typer.echo(f"wrote {plot_out}")
+            if not report.passed:
+                raise typer.Exit(1)
+            return
         replay = dict(atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify, precision=precision)
         report = check_dir(folder, provider, variant=variant, **replay)
         say(report.case_lines() + placement_lines(report) + [report.summary()])
