@@ -1,0 +1,192 @@
+"""ConvLSTM1D/2D/3D as an rnnedge-built ONNX `Scan` of Conv ops: no fused ONNX node has
+convolutional gates, and tf2onnx makes them a `Loop`.
+
+The layer's data_format must be channels_last (TensorFlow runs no other on CPU, so no other could be
+checked). Inside, values are channels first ([batch, channels, *space]), as ONNX `Conv` takes them. The input
+convolution of every step (kernel, strides, dilation, padding 'same' / 'valid' as Keras, bias) is one
+Conv over [time * batch, C, *space] before the Scan; the body adds the recurrent convolution of h
+('same', stride 1: Keras' `recurrent_conv`), splits the gates in Keras' order i, f, c, o, applies the
+activations (`scan.apply_activation`: Keras 2's hard_sigmoid of a rebuilt tf_keras file included)
+and carries h and c [batch, filters, *space']. go_backwards reverses the steps before the Scan (Keras
+returns the sequence in processing order). States, given (`initial_state`), carried (`stateful`) or
+streamed (`--streaming`), are in Keras' layout, [batch, *space', filters] (channels_last).
+Masks are refused: Keras gives ConvLSTM a [batch, time] mask only from a layer that makes one for
+a sequence of images, which no Keras layer does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from keras import layers as L
+
+from rnnedge.exporter.convert.context import Context, StateIO
+from rnnedge.exporter.convert.graph import GraphBuilder, Sym
+from rnnedge.exporter.convert.layers import weights_of
+from rnnedge.exporter.convert.registry import STATE, converts
+from rnnedge.exporter.convert.scan import apply_activation
+
+INT64_MIN = np.iinfo(np.int64).min
+
+
+def scan_note(layer) -> str:
+    """Why the layer became a Scan, for the manifest's `notes` (the export line quotes the type)."""
+    return (f"layer type '{type(layer).__name__}' has no fused ONNX form (its gates are convolutions): "
+            "exported as an exact Scan of Conv ops")
+
+
+def _conv_geometry(cell, space: tuple) -> tuple[list[int], list[int]]:
+    """(output space, ONNX pads [begins..., ends...]) of the cell's input convolution on `space`,
+    as TensorFlow pads 'same' (the smaller half first)."""
+    out, begins, ends = [], [], []
+    for n, k, s, d in zip(space, cell.kernel_size, cell.strides, cell.dilation_rate):
+        span = d * (k - 1) + 1
+        if cell.padding == "same":
+            o = -(-n // s)
+            total = max((o - 1) * s + span - n, 0)
+            begins.append(total // 2)
+            ends.append(total - total // 2)
+        else:
+            o = (n - span) // s + 1
+            begins.append(0)
+            ends.append(0)
+        out.append(o)
+    return out, begins + ends
+
+
+def _check(ctx: Context, layer, x: Sym, mask):
+    cell = layer.cell
+    if x.rank != cell.rank + 3:
+        ctx.fail(layer, f"expected a [batch, time, {cell.rank} spatial axes, channels] input, got rank {x.rank}")
+    if x.dtype != "float32":
+        ctx.fail(layer, f"expected float32 inputs, got {x.dtype}")
+    if mask is not None:
+        ctx.fail(layer, "it receives a mask, which rnnedge's ConvLSTM Scan does not read; remove the masking layer "
+                        "before it (Keras masks whole steps of an image sequence only through a custom layer)")
+    if cell.data_format != "channels_last":
+        ctx.fail(layer, f"data_format={cell.data_format!r} is not supported (TensorFlow cannot run it on CPU to check "
+                        "the export): rebuild the layer with data_format='channels_last'")
+    space = x.shape[2:-1]
+    if any(d is None for d in space):
+        ctx.fail(layer, f"expected fixed spatial sizes, got {space}")
+    out_space, _ = _conv_geometry(cell, tuple(space))
+    if min(out_space) < 1:
+        ctx.fail(layer, f"its kernel does not fit the input's spatial size {tuple(space)} with padding 'valid'")
+    return tuple(int(d) for d in space), out_space
+
+
+def _initial(ctx: Context, layer, args, kwargs) -> list[str]:
+    init = kwargs.get("initial_state")
+    if init is None and len(args) > 1:
+        init = args[1:]
+    flat = []
+    stack = [init] if init is not None else []
+    while stack:
+        s = stack.pop(0)
+        if isinstance(s, Sym):
+            flat.append(s.name)
+        elif s is not None:
+            stack[:0] = list(s)
+    if flat and len(flat) != 2:
+        ctx.fail(layer, f"expected 2 initial states (h and c), got {len(flat)}")
+    return flat
+
+
+def _state_inputs(ctx: Context, layer, x: Sym, out_space: list[int]) -> list[str]:
+    """Graph inputs (Keras layout) for h and c, carried across calls (stateful or --streaming)."""
+    names = []
+    batch = x.shape[0] if x.shape[0] is not None else "batch"
+    filters = layer.cell.filters
+    shape = (batch, *out_space, filters)
+    for s in ("h", "c"):
+        name = ctx.g.fresh(f"{layer.name}/state_in/{s}")
+        out = ctx.g.fresh(f"{layer.name}/state_out/{s}")
+        ctx.g.add_input(name, "float32", list(shape))
+        ctx.states.append(StateIO(input=name, output=out, layer=layer.name, shape=shape))
+        names.append(name)
+    return names
+
+
+@converts(L.ConvLSTM1D, L.ConvLSTM2D, L.ConvLSTM3D, recurrent=True, streaming=STATE)
+def conv_lstm(ctx: Context, layer, args, kwargs, outs):
+    g, cell, x = ctx.g, layer.cell, args[0]
+    space, out_space = _check(ctx, layer, x, kwargs.get("mask"))
+    rank, filters = cell.rank, cell.filters
+    initial = _initial(ctx, layer, args, kwargs)
+    if layer.stateful or ctx.streaming:
+        if initial:
+            ctx.fail(layer, "its initial state comes from another tensor, so it cannot also carry its state "
+                            "across calls (stateful=True or --streaming)")
+        if ctx.streaming and layer.go_backwards:
+            ctx.fail_stream(layer, "go_backwards=True reads the sequence from its end")
+        initial = _state_inputs(ctx, layer, x, out_space)
+    to_first = [0, rank + 1, *range(1, rank + 1)]  # [N, *S, C] -> [N, C, *S]
+    to_last = [0, *range(2, rank + 2), 1]
+
+    # the input convolution of every step, one Conv over [T*B, C, *S], then [T, B, 4F, *S']
+    x_tb = g.transpose(x.name, [1, 0, *range(2, rank + 3)])
+    flat = g.transpose(g.op("Reshape", [x_tb, g.const(np.array([-1, *space, x.shape[-1]], np.int64))]), to_first)
+    kernel = weights_of(cell.kernel)  # [*k, C, 4F]
+    W = np.ascontiguousarray(kernel.transpose(rank + 1, rank, *range(rank)))
+    _, pads = _conv_geometry(cell, space)
+    conv_inputs = [flat, g.const(W, f"{layer.name}/W")]
+    if cell.use_bias:
+        conv_inputs.append(g.const(weights_of(cell.bias), f"{layer.name}/B"))
+    xw = g.op("Conv", conv_inputs, hint=f"{layer.name}/input_conv", kernel_shape=list(cell.kernel_size),
+              strides=list(cell.strides), dilations=list(cell.dilation_rate), pads=pads)
+    xw = g.op("Reshape", [xw, g.op("Concat", [g.dims(x_tb, 0, 2), g.const(np.array([4 * filters, *out_space],
+                                                                                     np.int64))], axis=0)])
+    if layer.go_backwards:
+        c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
+        xw = g.op("Slice", [xw, c(-1), c(INT64_MIN), c(0), c(-1)], hint=f"{layer.name}/reverse")
+
+    if initial:
+        init = [g.transpose(s, to_first) for s in initial]
+    else:
+        shape = g.op("Concat", [g.dims(x.name, 0, 1), g.const(np.array([filters, *out_space], np.int64))], axis=0)
+        zeros = g.op("Expand", [g.const(np.zeros((1, filters, *out_space), np.float32), f"{layer.name}/zeros"), shape])
+        init = [zeros, zeros]
+
+    h, c, Y = _scan(ctx, layer, init, xw)
+    h, c = g.transpose(h, to_last), g.transpose(c, to_last)
+    if layer.return_sequences:
+        result = [g.transpose(Y, [1, 0, *range(3, rank + 3), 2])]
+    else:
+        result = [h]
+    if layer.stateful or ctx.streaming:
+        for io, value in zip(ctx.states[-2:], (h, c)):
+            ctx.state_outputs[io.output] = value
+    if layer.return_state:
+        result += [h, c]
+    ctx.note(layer, scan_note(layer))
+    return result
+
+
+def _scan(ctx: Context, layer, init: list[str], xw: str) -> tuple[str, str, str]:
+    """The Scan over xw [T, B, 4F, *S'] from h and c [B, F, *S']: (h, c, Y [T, B, F, *S'])."""
+    g, cell = ctx.g, layer.cell
+    hint, filters = f"{layer.name}/ConvLSTM", cell.filters
+    body = g.body(f"{hint}/body")
+    h, c, xw_t = (body.fresh(f"{hint}/{s}") for s in ("h_prev", "c_prev", "xw_t"))
+    R = weights_of(cell.recurrent_kernel)  # [*k, F, 4F]
+    R = np.ascontiguousarray(R.transpose(cell.rank + 1, cell.rank, *range(cell.rank)))
+    pads = [(k - 1) // 2 for k in cell.kernel_size] + [k - 1 - (k - 1) // 2 for k in cell.kernel_size]
+    rec = body.op("Conv", [h, body.const(R, f"{hint}/R")], hint=f"{hint}/recurrent_conv",
+                  kernel_shape=list(cell.kernel_size), pads=pads)
+    gates = body.op("Add", [xw_t, rec])
+    i, f, z, o = body.op("Split", [gates, body.const(np.array([filters] * 4, np.int64))], outputs=4, axis=1)
+    act = lambda v, fn, name: apply_activation(ctx, layer, body, v, fn, f"{hint}/{name}")  # noqa: E731
+    rec_act = cell.recurrent_activation
+    i, f, o = act(i, rec_act, "i"), act(f, rec_act, "f"), act(o, rec_act, "o")
+    c_new = body.op("Add", [body.op("Mul", [f, c]), body.op("Mul", [i, act(z, cell.activation, "g")])],
+                    hint=f"{hint}/c")
+    h_new = body.op("Mul", [o, act(c_new, cell.activation, "h")], hint=f"{hint}/h")
+    y = body.op("Identity", [h_new], hint=f"{hint}/y")
+    graph = _body_graph(body, [h, c, xw_t], [h_new, c_new, y])
+    h_out, c_out, Y = g.op("Scan", [*init, xw], hint=hint, outputs=3, body=graph, num_scan_inputs=1)
+    ctx.scans.setdefault(layer.name, []).append(g.nodes[-1].name)
+    return h_out, c_out, Y
+
+
+def _body_graph(body: GraphBuilder, inputs: list[str], outputs: list[str]):
+    return body.graph([(n, "float32") for n in inputs], [(n, "float32") for n in outputs])
+
