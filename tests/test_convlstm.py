@@ -131,3 +131,22 @@ def _swap_i_f(variable):
     w = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
     f = w.shape[-1] // 4
     return np.concatenate([w[..., f:2 * f], w[..., :f], w[..., 2 * f:]], axis=-1)
+
+
+def test_quantizes_with_the_scan_kept(tmp_path):
+    """int8 stores the hoisted input Conv's weights in int8 (the Scan's body stays float32), fp16
+    keeps the Scan float32 behind Casts; the accuracy gate judges both against Keras."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((None, 12, 12, 8), name="x")
+    model = functional(x, L.ConvLSTM2D(8, 3, padding="same", return_sequences=True, name="conv")(x), "m",
+                       scale=0.1)  # larger random kernels make 500 steps chaotic: Keras differs from itself
+    result = export(model, tmp_path / "o", quantize="int8,fp16")
+    variants = result.manifest.variants
+    for name in ("int8", "fp16"):
+        assert variants[name]["gate"]["passed"], variants[name]
+        assert op_counts(tmp_path / "o" / variants[name]["file"])["Scan"] == 1
+        assert any("ConvLSTM" in note for note in variants[name]["notes"]), variants[name]["notes"]
+        frames_in = np.random.default_rng(0).normal(size=(2, 5, 12, 12, 8)).astype(np.float32)
+        want = np.asarray(model(frames_in))
+        got = rnnedge.load(tmp_path / "o", "cpu", variant=name).run(frames_in).data[0]
+        np.testing.assert_allclose(got, want, atol=0.05 * np.ptp(want))
