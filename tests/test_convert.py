@@ -232,6 +232,16 @@ case("ConvLSTM3D-same-sequences-state", {"Scan": 1})(lambda: functional(x := fra
 case("ConvLSTM3D-valid-strided-last", {"Scan": 1})(lambda: functional(
     x := frames((5, 5, 3), 2), L.ConvLSTM3D(2, (2, 3, 2), strides=(2, 1, 1))(x), "m"))
 
+case("ConvLSTM2D-bidirectional-concat-sequences-state", {"Scan": 2})(lambda: functional(
+    x := frames((5, 4), 2), L.Bidirectional(L.ConvLSTM2D(3, 3, padding="same", return_sequences=True,
+                                                          return_state=True))(x), "m"))
+case("ConvLSTM1D-bidirectional-sum-last", {"Scan": 2})(lambda: functional(
+    x := frames((7,), 2), L.Bidirectional(L.ConvLSTM1D(3, 2, strides=2), merge_mode="sum")(x), "m"))
+case("ConvLSTM1D-bidirectional-initial-state-no-merge", {"Scan": 2})(lambda: functional(
+    [x := frames((6,), 2), *(s := [keras.Input((6, 3), name=f"s{i}") for i in range(4)])],
+    L.Bidirectional(L.ConvLSTM1D(3, 3, padding="same", return_sequences=True), merge_mode=None)(
+        x, initial_state=s), "m"))
+
 
 def layer_types(model) -> set:
     found = set()

@@ -49,6 +49,19 @@ def test_one_scan_with_the_recurrent_conv_inside_and_the_input_conv_hoisted(tmp_
     assert "'ConvLSTM2D'" in m.notes["conv"] and "Scan of Conv ops" in m.notes["conv"]
 
 
+def test_bidirectional_is_one_scan_per_direction_under_its_name(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = functional(x := frames(2), L.Bidirectional(L.ConvLSTM2D(3, 3, padding="same", return_sequences=True),
+                                                       merge_mode="ave", name="bi")(x), "m")
+    result = export(model, tmp_path / "o")
+    assert result.passed, result.parity.failures()
+    m = result.manifest
+    assert m.layers["bi"] == "scan" and len(m.scan_nodes["bi"]) == 2 and "'ConvLSTM2D'" in m.notes["bi"]
+    assert op_counts(tmp_path / "o" / "model.onnx")["Scan"] == 2
+    with pytest.raises(RnnEdgeError, match="'bi' .*Bidirectional layer cannot stream"):
+        export(model, tmp_path / "s", streaming=True)
+
+
 def test_export_line_names_the_layer_type(tmp_path):
     path = tmp_path / "conv.keras"
     model_of(1, return_state=False).save(path)

@@ -74,7 +74,8 @@ def _check(ctx: Context, layer, x: Sym, mask):
     return tuple(int(d) for d in space), out_space
 
 
-def _initial(ctx: Context, layer, args, kwargs) -> list[str]:
+def _initial(ctx: Context, layer, args, kwargs, n: int) -> list[str]:
+    """The `n` initial states a call gives (h and c per direction), or []."""
     init = kwargs.get("initial_state")
     if init is None and len(args) > 1:
         init = args[1:]
@@ -86,8 +87,8 @@ def _initial(ctx: Context, layer, args, kwargs) -> list[str]:
             flat.append(s.name)
         elif s is not None:
             stack[:0] = list(s)
-    if flat and len(flat) != 2:
-        ctx.fail(layer, f"expected 2 initial states (h and c), got {len(flat)}")
+    if flat and len(flat) != n:
+        ctx.fail(layer, f"expected {n} initial states (h and c per direction), got {len(flat)}")
     return flat
 
 
@@ -106,19 +107,68 @@ def _state_inputs(ctx: Context, layer, x: Sym, out_space: list[int]) -> list[str
     return names
 
 
-@converts(L.ConvLSTM1D, L.ConvLSTM2D, L.ConvLSTM3D, recurrent=True, streaming=STATE)
+TYPES = (L.ConvLSTM1D, L.ConvLSTM2D, L.ConvLSTM3D)
+
+
+@converts(*TYPES, recurrent=True, streaming=STATE)
 def conv_lstm(ctx: Context, layer, args, kwargs, outs):
-    g, cell, x = ctx.g, layer.cell, args[0]
-    space, out_space = _check(ctx, layer, x, kwargs.get("mask"))
-    rank, filters = cell.rank, cell.filters
-    initial = _initial(ctx, layer, args, kwargs)
-    if layer.stateful or ctx.streaming:
+    x = args[0]
+    _, out_space = _check(ctx, layer, x, kwargs.get("mask"))
+    initial = _initial(ctx, layer, args, kwargs, 2)
+    carried = layer.stateful or ctx.streaming
+    if carried:
         if initial:
             ctx.fail(layer, "its initial state comes from another tensor, so it cannot also carry its state "
                             "across calls (stateful=True or --streaming)")
         if ctx.streaming and layer.go_backwards:
             ctx.fail_stream(layer, "go_backwards=True reads the sequence from its end")
         initial = _state_inputs(ctx, layer, x, out_space)
+    y, h, c = _run(ctx, layer, x, initial, owner=layer)
+    if carried:
+        for io, value in zip(ctx.states[-2:], (h, c)):
+            ctx.state_outputs[io.output] = value
+    return [y, h, c] if layer.return_state else [y]
+
+
+def bidirectional(ctx: Context, layer, args, kwargs):
+    """Bidirectional around a ConvLSTM layer (recurrent.bidirectional hands it here): one Scan per
+    direction, merged as Keras merges them (the backward sequence back in time order)."""
+    g, x = ctx.g, args[0]
+    fw, bw = layer.forward_layer, layer.backward_layer
+    if ctx.streaming or fw.stateful or bw.stateful:
+        ctx.fail(layer, "a Bidirectional layer cannot stream or be stateful: its backward direction needs the "
+                        "whole sequence at once")
+    _check(ctx, fw, x, kwargs.get("mask"))
+    _check(ctx, bw, x, None)
+    initial = _initial(ctx, layer, args, kwargs, 4)
+    y_f, h_f, c_f = _run(ctx, fw, x, initial[:2], owner=layer)
+    y_b, h_b, c_b = _run(ctx, bw, x, initial[2:], owner=layer)
+    if layer.return_sequences:
+        c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
+        y_b = g.op("Slice", [y_b, c(-1), c(INT64_MIN), c(1), c(-1)], hint=f"{layer.name}/backward_in_time_order")
+    mode = layer.merge_mode
+    if mode == "concat":
+        merged = [g.op("Concat", [y_f, y_b], hint=layer.name, axis=-1)]
+    elif mode == "sum":
+        merged = [g.op("Add", [y_f, y_b], hint=layer.name)]
+    elif mode == "ave":
+        merged = [g.op("Mul", [g.op("Add", [y_f, y_b]), g.const(np.float32(0.5))], hint=layer.name)]
+    elif mode == "mul":
+        merged = [g.op("Mul", [y_f, y_b], hint=layer.name)]
+    elif mode is None:
+        merged = [y_f, y_b]
+    else:
+        ctx.fail(layer, f"merge_mode={mode!r} is not supported")
+    return merged + ([h_f, c_f, h_b, c_b] if layer.return_state else [])
+
+
+def _run(ctx: Context, layer, x: Sym, initial: list[str], owner) -> tuple[str, str, str]:
+    """The ConvLSTM `layer` over x from `initial` h and c (Keras layout; zeros when empty), its Scan
+    recorded under `owner` (the layer, or the Bidirectional around it). Returns (Keras' output:
+    the sequence or the last h, h, c)."""
+    g, cell = ctx.g, layer.cell
+    space, out_space = _check(ctx, layer, x, None)
+    rank, filters = cell.rank, cell.filters
     to_first = [0, rank + 1, *range(1, rank + 1)]  # [N, *S, C] -> [N, C, *S]
     to_last = [0, *range(2, rank + 2), 1]
 
@@ -147,18 +197,11 @@ def conv_lstm(ctx: Context, layer, args, kwargs, outs):
         init = [zeros, zeros]
 
     h, c, Y = _scan(ctx, layer, init, xw)
+    ctx.scans.setdefault(owner.name, []).append(g.nodes[-1].name)
+    ctx.note(owner, scan_note(layer))
     h, c = g.transpose(h, to_last), g.transpose(c, to_last)
-    if layer.return_sequences:
-        result = [g.transpose(Y, [1, 0, *range(3, rank + 3), 2])]
-    else:
-        result = [h]
-    if layer.stateful or ctx.streaming:
-        for io, value in zip(ctx.states[-2:], (h, c)):
-            ctx.state_outputs[io.output] = value
-    if layer.return_state:
-        result += [h, c]
-    ctx.note(layer, scan_note(layer))
-    return result
+    y = g.transpose(Y, [1, 0, *range(3, rank + 3), 2]) if layer.return_sequences else h
+    return y, h, c
 
 
 def _scan(ctx: Context, layer, init: list[str], xw: str) -> tuple[str, str, str]:
@@ -182,9 +225,7 @@ def _scan(ctx: Context, layer, init: list[str], xw: str) -> tuple[str, str, str]
     h_new = body.op("Mul", [o, act(c_new, cell.activation, "h")], hint=f"{hint}/h")
     y = body.op("Identity", [h_new], hint=f"{hint}/y")
     graph = _body_graph(body, [h, c, xw_t], [h_new, c_new, y])
-    h_out, c_out, Y = g.op("Scan", [*init, xw], hint=hint, outputs=3, body=graph, num_scan_inputs=1)
-    ctx.scans.setdefault(layer.name, []).append(g.nodes[-1].name)
-    return h_out, c_out, Y
+    return g.op("Scan", [*init, xw], hint=hint, outputs=3, body=graph, num_scan_inputs=1)
 
 
 def _body_graph(body: GraphBuilder, inputs: list[str], outputs: list[str]):

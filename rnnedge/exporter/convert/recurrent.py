@@ -31,6 +31,7 @@ import numpy as np
 from keras import layers as L
 from onnx import TensorProto
 
+from rnnedge.exporter.convert import convlstm
 from rnnedge.exporter.convert.activations import keras_name, rnn_activation
 from rnnedge.exporter.convert.context import Context, StateIO
 from rnnedge.exporter.convert.graph import Sym
@@ -366,6 +367,8 @@ def _one_node(fw_cells, bw_cells, fw, bw) -> bool:
 def bidirectional(ctx: Context, layer, args, kwargs, outs):
     g, x, mask = ctx.g, args[0], kwargs.get("mask")
     fw, bw = layer.forward_layer, layer.backward_layer
+    if isinstance(fw, convlstm.TYPES):  # a Scan of Conv ops per direction
+        return convlstm.bidirectional(ctx, layer, args, kwargs)
     if ctx.streaming or fw.stateful or bw.stateful:
         ctx.fail(layer, "a Bidirectional layer cannot stream or be stateful: its backward direction needs the "
                         "whole sequence at once")
