@@ -242,6 +242,22 @@ case("ConvLSTM1D-bidirectional-initial-state-no-merge", {"Scan": 2})(lambda: fun
     L.Bidirectional(L.ConvLSTM1D(3, 3, padding="same", return_sequences=True), merge_mode=None)(
         x, initial_state=s), "m"))
 
+MASKED_CONV = {"sequences-state": {"return_sequences": True, "return_state": True}, "last": {},
+               "zero-output": {"return_sequences": True, "zero_output_for_mask": True},
+               "zero-output-last": {"zero_output_for_mask": True},
+               "backwards-sequences-state": {"go_backwards": True, "return_sequences": True, "return_state": True}}
+for _name, _kw in MASKED_CONV.items():
+    case(f"ConvLSTM1D-mask-input-{_name}", {"Scan": 1})(lambda kw=_kw: functional(
+        [x := frames((6,), 2), m := keras.Input((None,), dtype="bool", name="m")],
+        L.ConvLSTM1D(3, 3, padding="same", **kw)(x, mask=m), "m"))
+case("ConvLSTM2D-int-mask-initial-state", {"Scan": 1})(lambda: functional(
+    [x := frames((5, 4), 2), m := keras.Input((None,), dtype="int32", name="m"),
+     h := keras.Input((5, 4, 3), name="h"), c := keras.Input((5, 4, 3), name="c")],
+    L.ConvLSTM2D(3, 3, padding="same", return_sequences=True, return_state=True)(x, mask=m, initial_state=[h, c]), "m"))
+case("ConvLSTM1D-bidirectional-masked", {"Scan": 2})(lambda: functional(
+    [x := frames((6,), 2), m := keras.Input((None,), dtype="bool", name="m")],
+    L.Bidirectional(L.ConvLSTM1D(3, 3, padding="same", return_sequences=True, return_state=True))(x, mask=m), "m"))
+
 
 def layer_types(model) -> set:
     found = set()

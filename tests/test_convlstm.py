@@ -91,6 +91,23 @@ def test_streams_in_chunks_with_h_and_c_as_states(rank, tmp_path):
         np.testing.assert_allclose(got[-1][k], want[k], atol=1e-5, rtol=1e-4)
 
 
+def test_a_masked_layer_streams_from_the_last_valid_output(tmp_path):
+    """Streamed, a chunk whose first steps are masked outputs the stream's last valid output there."""
+    keras.utils.set_random_seed(0)
+    x, m = frames(2), keras.Input((None,), dtype="bool", name="m")
+    model = functional([x, m], L.ConvLSTM2D(3, 3, padding="same", return_sequences=True, name="conv")(x, mask=m), "m")
+    result = export(model, tmp_path / "o", streaming=True)
+    assert result.passed, result.parity.failures()
+    assert any("streamed in chunks of 1" in c.case for c in result.parity.cases)
+    rng = np.random.default_rng(2)
+    frames_in = rng.normal(size=(2, 8, *SPACE[2], 2)).astype("float32")
+    mask = np.array([[1, 1, 0, 0, 0, 1, 0, 1], [0, 0, 0, 1, 0, 0, 1, 1]], bool)
+    want = np.asarray(model([frames_in, mask]))
+    stream = rnnedge.load(tmp_path / "o", "cpu").stream(batch=2)
+    got = [stream.push(frames_in[:, a:b], mask[:, a:b]).data[0] for a, b in ((0, 3), (3, 4), (4, 8))]
+    np.testing.assert_allclose(np.concatenate(got, axis=1), want, atol=1e-5, rtol=1e-4)
+
+
 def test_stateful_layer_carries_its_state_across_calls(tmp_path):
     model = model_of(2, stateful=True, return_state=False, batch=2)
     result = export(model, tmp_path / "o")
@@ -108,9 +125,9 @@ def test_refusals_are_one_line_naming_the_layer(tmp_path):
     with pytest.raises(RnnEdgeError, match="'conv' .*go_backwards=True reads the sequence from its end, so it "
                                            "cannot run chunk by chunk; export without --streaming"):
         export(model_of(2, go_backwards=True), tmp_path / "a", streaming=True)
-    x, m = frames(1), keras.Input((None,), dtype="bool", name="m")
-    masked = functional([x, m], L.ConvLSTM1D(2, 3, name="conv")(x, mask=m), "m")
-    with pytest.raises(RnnEdgeError, match="'conv' .*receives a mask") as err:
+    x = frames(1)  # Masking over frames masks single positions ([batch, time, space]), not steps
+    masked = functional(x, L.ConvLSTM1D(2, 3, name="conv")(L.Masking()(x)), "m")
+    with pytest.raises(RnnEdgeError, match=r"'conv' .*expected a \[batch, time\] mask, got rank 3") as err:
         export(masked, tmp_path / "b")
     x, h, c = frames(1), keras.Input((7, 3), name="h"), keras.Input((7, 3), name="c")
     seeded = functional([x, h, c], L.ConvLSTM1D(3, 3, padding="same", name="conv")(x, initial_state=[h, c]), "m")

@@ -10,17 +10,21 @@ activations (`scan.apply_activation`: Keras 2's hard_sigmoid of a rebuilt tf_ker
 and carries h and c [batch, filters, *space']. go_backwards reverses the steps before the Scan (Keras
 returns the sequence in processing order). States, given (`initial_state`), carried (`stateful`) or
 streamed (`--streaming`), are in Keras' layout, [batch, *space', filters] (channels_last).
-Masks are refused: Keras gives ConvLSTM a [batch, time] mask only from a layer that makes one for
-a sequence of images, which no Keras layer does.
+A [batch, time] mask (an explicit `mask=` input: Keras' masking layers make none for frames) is
+scanned beside the steps: at a masked step h and c are carried unchanged and the output is the
+previous output (zeros before the first valid step, or always zeros with `zero_output_for_mask`), as
+Keras computes it; a third carried value holds that previous output. Streamed, it starts from the
+carried h (the last valid output of the stream so far), as over the whole sequence.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from keras import layers as L
+from onnx import TensorProto
 
 from rnnedge.exporter.convert.context import Context, StateIO
-from rnnedge.exporter.convert.graph import GraphBuilder, Sym
+from rnnedge.exporter.convert.graph import Sym
 from rnnedge.exporter.convert.layers import weights_of
 from rnnedge.exporter.convert.registry import STATE, converts
 from rnnedge.exporter.convert.scan import apply_activation
@@ -53,15 +57,15 @@ def _conv_geometry(cell, space: tuple) -> tuple[list[int], list[int]]:
     return out, begins + ends
 
 
-def _check(ctx: Context, layer, x: Sym, mask):
+def _check(ctx: Context, layer, x: Sym, mask: Sym | None = None):
     cell = layer.cell
     if x.rank != cell.rank + 3:
         ctx.fail(layer, f"expected a [batch, time, {cell.rank} spatial axes, channels] input, got rank {x.rank}")
     if x.dtype != "float32":
         ctx.fail(layer, f"expected float32 inputs, got {x.dtype}")
-    if mask is not None:
-        ctx.fail(layer, "it receives a mask, which rnnedge's ConvLSTM Scan does not read; remove the masking layer "
-                        "before it (Keras masks whole steps of an image sequence only through a custom layer)")
+    if mask is not None and mask.rank != 2:
+        ctx.fail(layer, f"expected a [batch, time] mask, got rank {mask.rank} (a masking layer over frames masks "
+                        "single pixels, which a ConvLSTM cannot skip); pass a [batch, time] mask= instead")
     if cell.data_format != "channels_last":
         ctx.fail(layer, f"data_format={cell.data_format!r} is not supported (TensorFlow cannot run it on CPU to check "
                         "the export): rebuild the layer with data_format='channels_last'")
@@ -123,7 +127,9 @@ def conv_lstm(ctx: Context, layer, args, kwargs, outs):
         if ctx.streaming and layer.go_backwards:
             ctx.fail_stream(layer, "go_backwards=True reads the sequence from its end")
         initial = _state_inputs(ctx, layer, x, out_space)
-    y, h, c = _run(ctx, layer, x, initial, owner=layer)
+    # streamed, the output before a chunk's first valid step is the stream's last one: the carried h
+    prev = initial[0] if ctx.streaming and not layer.stateful else None
+    y, h, c = _run(ctx, layer, x, initial, owner=layer, mask=_mask(ctx, kwargs.get("mask")), prev=prev)
     if carried:
         for io, value in zip(ctx.states[-2:], (h, c)):
             ctx.state_outputs[io.output] = value
@@ -141,8 +147,9 @@ def bidirectional(ctx: Context, layer, args, kwargs):
     _check(ctx, fw, x, kwargs.get("mask"))
     _check(ctx, bw, x, None)
     initial = _initial(ctx, layer, args, kwargs, 4)
-    y_f, h_f, c_f = _run(ctx, fw, x, initial[:2], owner=layer)
-    y_b, h_b, c_b = _run(ctx, bw, x, initial[2:], owner=layer)
+    mask = _mask(ctx, kwargs.get("mask"))
+    y_f, h_f, c_f = _run(ctx, fw, x, initial[:2], owner=layer, mask=mask)
+    y_b, h_b, c_b = _run(ctx, bw, x, initial[2:], owner=layer, mask=mask)
     if layer.return_sequences:
         c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
         y_b = g.op("Slice", [y_b, c(-1), c(INT64_MIN), c(1), c(-1)], hint=f"{layer.name}/backward_in_time_order")
@@ -162,10 +169,20 @@ def bidirectional(ctx: Context, layer, args, kwargs):
     return merged + ([h_f, c_f, h_b, c_b] if layer.return_state else [])
 
 
-def _run(ctx: Context, layer, x: Sym, initial: list[str], owner) -> tuple[str, str, str]:
+def _mask(ctx: Context, mask: Sym | None) -> str | None:
+    """A [batch, time] Keras mask as bool (nonzero: a valid step), or None."""
+    if mask is None:
+        return None
+    ctx.annotate(mask, pad_value=0.0)  # a mask given as a model input: 0 / False marks a masked step
+    return mask.name if mask.dtype == "bool" else ctx.g.op("Cast", [mask.name], to=TensorProto.BOOL)
+
+
+def _run(ctx: Context, layer, x: Sym, initial: list[str], owner, mask: str | None = None,
+         prev: str | None = None) -> tuple[str, str, str]:
     """The ConvLSTM `layer` over x from `initial` h and c (Keras layout; zeros when empty), its Scan
-    recorded under `owner` (the layer, or the Bidirectional around it). Returns (Keras' output:
-    the sequence or the last h, h, c)."""
+    recorded under `owner` (the layer, or the Bidirectional around it); `mask` bool [B, T] or None;
+    `prev` the output before the first step (Keras layout; zeros when None). Returns (Keras' output:
+    the sequence or the last output, h, c)."""
     g, cell = ctx.g, layer.cell
     space, out_space = _check(ctx, layer, x, None)
     rank, filters = cell.rank, cell.filters
@@ -185,31 +202,41 @@ def _run(ctx: Context, layer, x: Sym, initial: list[str], owner) -> tuple[str, s
               strides=list(cell.strides), dilations=list(cell.dilation_rate), pads=pads)
     xw = g.op("Reshape", [xw, g.op("Concat", [g.dims(x_tb, 0, 2), g.const(np.array([4 * filters, *out_space],
                                                                                      np.int64))], axis=0)])
+    scanned = [xw]
+    if mask is not None:  # valid [T, B, 1, *1]: broadcast over filters and space in the body
+        scanned.append(g.unsqueeze(g.transpose(mask, [1, 0]), list(range(2, rank + 3))))
     if layer.go_backwards:
         c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
-        xw = g.op("Slice", [xw, c(-1), c(INT64_MIN), c(0), c(-1)], hint=f"{layer.name}/reverse")
+        scanned = [g.op("Slice", [v, c(-1), c(INT64_MIN), c(0), c(-1)], hint=f"{layer.name}/reverse") for v in scanned]
 
-    if initial:
-        init = [g.transpose(s, to_first) for s in initial]
-    else:
+    zeros = None
+    if not initial or (mask is not None and prev is None):
         shape = g.op("Concat", [g.dims(x.name, 0, 1), g.const(np.array([filters, *out_space], np.int64))], axis=0)
         zeros = g.op("Expand", [g.const(np.zeros((1, filters, *out_space), np.float32), f"{layer.name}/zeros"), shape])
-        init = [zeros, zeros]
+    init = [g.transpose(s, to_first) for s in initial] if initial else [zeros, zeros]
+    if mask is not None:
+        init.append(g.transpose(prev, to_first) if prev else zeros)
 
-    h, c, Y = _scan(ctx, layer, init, xw)
+    h, c, *last, Y = _scan(ctx, layer, init, scanned)
     ctx.scans.setdefault(owner.name, []).append(g.nodes[-1].name)
     ctx.note(owner, scan_note(layer))
     h, c = g.transpose(h, to_last), g.transpose(c, to_last)
-    y = g.transpose(Y, [1, 0, *range(3, rank + 3), 2]) if layer.return_sequences else h
+    if layer.return_sequences:
+        y = g.transpose(Y, [1, 0, *range(3, rank + 3), 2])
+    else:  # Keras' last output: the output at the last step (h, where no step is masked)
+        y = g.transpose(last[0], to_last) if last else h
     return y, h, c
 
 
-def _scan(ctx: Context, layer, init: list[str], xw: str) -> tuple[str, str, str]:
-    """The Scan over xw [T, B, 4F, *S'] from h and c [B, F, *S']: (h, c, Y [T, B, F, *S'])."""
+def _scan(ctx: Context, layer, init: list[str], scanned: list[str]) -> list[str]:
+    """The Scan over xw [T, B, 4F, *S'] (and valid [T, B, 1, *1] where masked) from h and c [B, F, *S']
+    (and the previous output, where masked): [h, c, (last output,) Y [T, B, F, *S']]."""
     g, cell = ctx.g, layer.cell
     hint, filters = f"{layer.name}/ConvLSTM", cell.filters
     body = g.body(f"{hint}/body")
     h, c, xw_t = (body.fresh(f"{hint}/{s}") for s in ("h_prev", "c_prev", "xw_t"))
+    masked = len(scanned) == 2
+    prev, valid = (body.fresh(f"{hint}/{s}") for s in ("y_prev", "valid_t")) if masked else (None, None)
     R = weights_of(cell.recurrent_kernel)  # [*k, F, 4F]
     R = np.ascontiguousarray(R.transpose(cell.rank + 1, cell.rank, *range(cell.rank)))
     pads = [(k - 1) // 2 for k in cell.kernel_size] + [k - 1 - (k - 1) // 2 for k in cell.kernel_size]
@@ -223,11 +250,17 @@ def _scan(ctx: Context, layer, init: list[str], xw: str) -> tuple[str, str, str]
     c_new = body.op("Add", [body.op("Mul", [f, c]), body.op("Mul", [i, act(z, cell.activation, "g")])],
                     hint=f"{hint}/c")
     h_new = body.op("Mul", [o, act(c_new, cell.activation, "h")], hint=f"{hint}/h")
-    y = body.op("Identity", [h_new], hint=f"{hint}/y")
-    graph = _body_graph(body, [h, c, xw_t], [h_new, c_new, y])
-    return g.op("Scan", [*init, xw], hint=hint, outputs=3, body=graph, num_scan_inputs=1)
-
-
-def _body_graph(body: GraphBuilder, inputs: list[str], outputs: list[str]):
-    return body.graph([(n, "float32") for n in inputs], [(n, "float32") for n in outputs])
+    if not masked:
+        y = body.op("Identity", [h_new], hint=f"{hint}/y")
+        graph = body.graph([(n, "float32") for n in (h, c, xw_t)], [(n, "float32") for n in (h_new, c_new, y)])
+        return g.op("Scan", [*init, *scanned], hint=hint, outputs=3, body=graph, num_scan_inputs=1)
+    # a masked step carries h and c, and outputs the previous output (zeros with zero_output_for_mask)
+    h_new, c_new = body.op("Where", [valid, h_new, h]), body.op("Where", [valid, c_new, c])
+    fill = body.const(np.float32(0.0)) if layer.zero_output_for_mask else prev
+    y = body.op("Where", [valid, h_new, fill], hint=f"{hint}/y")
+    outs = [body.op("Identity", [v], hint=f"{hint}/{name}")
+            for v, name in ((h_new, "h"), (c_new, "c"), (y, "y_last"), (y, "y"))]
+    graph = body.graph([(n, "float32") for n in (h, c, prev, xw_t)] + [(valid, "bool")],
+                       [(n, "float32") for n in outs])
+    return g.op("Scan", [*init, *scanned], hint=hint, outputs=4, body=graph, num_scan_inputs=2)
 
