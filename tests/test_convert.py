@@ -209,6 +209,8 @@ case("ConvLSTM2D-valid-strided-sequences", {"Scan": 1})(lambda: functional(x := 
     3, (3, 2), strides=(2, 1), return_sequences=True)(x), "m"))
 case("ConvLSTM2D-same-strided-even-state", {"Scan": 1})(lambda: functional(x := frames((6, 8), 2), L.ConvLSTM2D(
     3, (2, 3), strides=2, padding="same", return_state=True)(x), "m"))
+case("ConvLSTM1D-dropout", {"Scan": 1})(lambda: functional(  # identity at inference, as in Keras
+    x := frames((6,), 2), L.ConvLSTM1D(3, 3, padding="same", dropout=0.3, recurrent_dropout=0.3)(x), "m"))
 case("ConvLSTM2D-dilated-valid", {"Scan": 1})(lambda: functional(
     x := frames((7, 7), 1), L.ConvLSTM2D(2, 3, dilation_rate=(2, 1))(x), "m"))
 case("ConvLSTM2D-backwards-last-state", {"Scan": 1})(lambda: functional(x := frames((5, 4), 2), L.ConvLSTM2D(
