@@ -132,6 +132,16 @@ def conv_lstm():
     return k.Sequential([L.ConvLSTM2D(2, 3, input_shape=(3, 6, 6, 1)), L.Flatten(), L.Dense(1)])
 
 
+def conv_lstm_sequences():
+    """Stacked ConvLSTM2D over frames of any count ('same', strided and go_backwards), Keras 2's default
+    hard_sigmoid gates, a per-step Dense between them."""
+    k, L = _k2(), _k2().layers
+    return k.Sequential([L.ConvLSTM2D(3, 3, padding="same", return_sequences=True, input_shape=(None, 6, 5, 2)),
+                         L.Dense(4, activation="tanh"),
+                         L.ConvLSTM2D(2, (3, 2), strides=(2, 1), padding="same", go_backwards=True),
+                         L.Flatten(), L.Dense(1)])
+
+
 # name -> (builder, fused recurrent nodes in the export: one per layer, a Bidirectional's two
 # directions in one node)
 SUITE = {

@@ -112,8 +112,8 @@ def test_model_without_recurrent_layer(tmp_path):
 
 def test_unsupported_layer_names_it(tmp_path):
     path = tmp_path / "conv_lstm.keras"
-    x = keras.Input((None, 6, 2))
-    functional(x, L.ConvLSTM1D(2, 2, name="odd_conv")(x), "m").save(path)
+    x = keras.Input((None, 2, 6))
+    functional(x, L.ConvLSTM1D(2, 2, data_format="channels_first", name="odd_conv")(x), "m").save(path)
     assert_user_error(invoke("export", path, "--out", tmp_path / "o"), "odd_conv", "not supported", "--allow-loop")
     assert not (tmp_path / "o").exists() and no_leftovers(tmp_path)
 

@@ -1,6 +1,7 @@
 """The converter matrix: every supported layer and option, exported through the real
 `rnnedge.export` path, with parity against Keras (outputs and states, several batch sizes and
-sequence lengths) and the exact count of fused recurrent nodes, with no Loop or Scan."""
+sequence lengths) and the exact count of fused recurrent nodes, with no Loop, and no Scan except the
+ConvLSTM layers' (an rnnedge-built Scan of Conv ops each, counted)."""
 
 from __future__ import annotations
 
@@ -188,6 +189,78 @@ case("dropouts-and-noise", {"LSTM": 1})(lambda: sequential([seq_input(), L.Gauss
                                                            L.Dense(1)], "s"))
 
 
+
+def frames(space, channels, name="x", batch=None):
+    """A sequence of 1D, 2D or 3D frames [batch, time, *space, channels] of any length."""
+    shape = (None, *space, channels)
+    return keras.Input(batch_shape=(batch, *shape), name=name) if batch else keras.Input(shape, name=name)
+
+
+# ConvLSTM1D/2D/3D: an rnnedge-built Scan of Conv ops each (no fused ONNX op has convolutional gates)
+case("ConvLSTM1D-same-sequences-state", {"Scan": 1})(lambda: functional(x := frames((7,), 2), L.ConvLSTM1D(
+    3, 3, padding="same", return_sequences=True, return_state=True)(x), "m"))
+case("ConvLSTM1D-valid-strided-last", {"Scan": 1})(lambda: functional(
+    x := frames((9,), 3), L.ConvLSTM1D(4, 2, strides=2)(x), "m"))
+case("ConvLSTM1D-dilated-backwards-state", {"Scan": 1})(lambda: functional(x := frames((8,), 2), L.ConvLSTM1D(
+    3, 3, dilation_rate=2, padding="same", go_backwards=True, return_sequences=True, return_state=True)(x), "m"))
+case("ConvLSTM2D-same-sequences-state", {"Scan": 1})(lambda: functional(x := frames((6, 5), 2), L.ConvLSTM2D(
+    3, 3, padding="same", return_sequences=True, return_state=True)(x), "m"))
+case("ConvLSTM2D-valid-strided-sequences", {"Scan": 1})(lambda: functional(x := frames((7, 6), 2), L.ConvLSTM2D(
+    3, (3, 2), strides=(2, 1), return_sequences=True)(x), "m"))
+case("ConvLSTM2D-same-strided-even-state", {"Scan": 1})(lambda: functional(x := frames((6, 8), 2), L.ConvLSTM2D(
+    3, (2, 3), strides=2, padding="same", return_state=True)(x), "m"))
+case("ConvLSTM1D-dropout", {"Scan": 1})(lambda: functional(  # identity at inference, as in Keras
+    x := frames((6,), 2), L.ConvLSTM1D(3, 3, padding="same", dropout=0.3, recurrent_dropout=0.3)(x), "m"))
+case("ConvLSTM2D-dilated-valid", {"Scan": 1})(lambda: functional(
+    x := frames((7, 7), 1), L.ConvLSTM2D(2, 3, dilation_rate=(2, 1))(x), "m"))
+case("ConvLSTM2D-backwards-last-state", {"Scan": 1})(lambda: functional(x := frames((5, 4), 2), L.ConvLSTM2D(
+    2, 3, padding="same", go_backwards=True, return_state=True)(x), "m"))
+case("ConvLSTM2D-no-bias-activations", {"Scan": 1})(lambda: functional(x := frames((5, 5), 2), L.ConvLSTM2D(
+    3, 3, padding="same", use_bias=False, activation="gelu", recurrent_activation="hard_sigmoid",
+    return_sequences=True)(x), "m"))
+case("ConvLSTM2D-initial-state-inputs", {"Scan": 1})(lambda: functional(
+    [x := frames((5, 4), 2), h := keras.Input((5, 4, 3), name="h"), c := keras.Input((5, 4, 3), name="c")],
+    L.ConvLSTM2D(3, 3, padding="same", return_sequences=True, return_state=True)(x, initial_state=[h, c]), "m"))
+case("ConvLSTM2D-encoder-decoder", {"Scan": 2})(lambda: functional(
+    [e := frames((5, 4), 2, name="enc"), d := frames((5, 4), 1, name="dec")],
+    L.ConvLSTM2D(3, 3, padding="same", return_sequences=True)(d, initial_state=L.ConvLSTM2D(
+        3, 3, padding="same", return_state=True)(e)[1:]), "m"))
+case("ConvLSTM2D-stateful", {"Scan": 1})(lambda: functional(x := frames((4, 4), 2, batch=2), L.ConvLSTM2D(
+    3, 3, padding="same", stateful=True, return_sequences=True)(x), "m"))
+case("ConvLSTM2D-stacked-flatten-dense", {"Scan": 2})(lambda: functional(x := frames((6, 6), 1), L.Dense(2)(
+    L.Flatten()(L.ConvLSTM2D(2, 3)(L.ConvLSTM2D(3, 3, padding="same", return_sequences=True)(x)))), "m"))
+case("ConvLSTM3D-same-sequences-state", {"Scan": 1})(lambda: functional(x := frames((4, 5, 3), 2), L.ConvLSTM3D(
+    2, 3, padding="same", return_sequences=True, return_state=True)(x), "m"))
+case("ConvLSTM3D-valid-strided-last", {"Scan": 1})(lambda: functional(
+    x := frames((5, 5, 3), 2), L.ConvLSTM3D(2, (2, 3, 2), strides=(2, 1, 1))(x), "m"))
+
+case("ConvLSTM2D-bidirectional-concat-sequences-state", {"Scan": 2})(lambda: functional(
+    x := frames((5, 4), 2), L.Bidirectional(L.ConvLSTM2D(3, 3, padding="same", return_sequences=True,
+                                                          return_state=True))(x), "m"))
+case("ConvLSTM1D-bidirectional-sum-last", {"Scan": 2})(lambda: functional(
+    x := frames((7,), 2), L.Bidirectional(L.ConvLSTM1D(3, 2, strides=2), merge_mode="sum")(x), "m"))
+case("ConvLSTM1D-bidirectional-initial-state-no-merge", {"Scan": 2})(lambda: functional(
+    [x := frames((6,), 2), *(s := [keras.Input((6, 3), name=f"s{i}") for i in range(4)])],
+    L.Bidirectional(L.ConvLSTM1D(3, 3, padding="same", return_sequences=True), merge_mode=None)(
+        x, initial_state=s), "m"))
+
+MASKED_CONV = {"sequences-state": {"return_sequences": True, "return_state": True}, "last": {},
+               "zero-output": {"return_sequences": True, "zero_output_for_mask": True},
+               "zero-output-last": {"zero_output_for_mask": True},
+               "backwards-sequences-state": {"go_backwards": True, "return_sequences": True, "return_state": True}}
+for _name, _kw in MASKED_CONV.items():
+    case(f"ConvLSTM1D-mask-input-{_name}", {"Scan": 1})(lambda kw=_kw: functional(
+        [x := frames((6,), 2), m := keras.Input((None,), dtype="bool", name="m")],
+        L.ConvLSTM1D(3, 3, padding="same", **kw)(x, mask=m), "m"))
+case("ConvLSTM2D-int-mask-initial-state", {"Scan": 1})(lambda: functional(
+    [x := frames((5, 4), 2), m := keras.Input((None,), dtype="int32", name="m"),
+     h := keras.Input((5, 4, 3), name="h"), c := keras.Input((5, 4, 3), name="c")],
+    L.ConvLSTM2D(3, 3, padding="same", return_sequences=True, return_state=True)(x, mask=m, initial_state=[h, c]), "m"))
+case("ConvLSTM1D-bidirectional-masked", {"Scan": 2})(lambda: functional(
+    [x := frames((6,), 2), m := keras.Input((None,), dtype="bool", name="m")],
+    L.Bidirectional(L.ConvLSTM1D(3, 3, padding="same", return_sequences=True, return_state=True))(x, mask=m), "m"))
+
+
 def layer_types(model) -> set:
     found = set()
     for layer in model.layers:
@@ -287,7 +360,7 @@ class MinimalCell(L.Layer):
 @pytest.mark.parametrize("layer, shape, reason", [
     (lambda: L.LSTM(4, activation=halved_tanh), (None, 5), "activation 'halved_tanh'"),
     (lambda: L.GRU(4, recurrent_activation=halved_tanh), (None, 5), "activation 'halved_tanh'"),
-    (lambda: L.ConvLSTM1D(2, 2), (None, 6, 2), "not supported"),
+    (lambda: L.ConvLSTM1D(2, 2, data_format="channels_first"), (None, 2, 6), "data_format='channels_first'"),
     (lambda: L.RNN(MinimalCell(4)), (None, 5), "cell MinimalCell"),
 ])
 def test_unconvertible_layer_names_layer_and_reason(layer, shape, reason, tmp_path):

@@ -120,19 +120,28 @@ def test_savedmodel_without_tf_keras_is_one_line(suite, tmp_path, monkeypatch):
         export(suite / "irnn", tmp_path / "o")
 
 
-def test_conv_lstm_is_refused_in_one_line_and_allow_loop_matches_tf_keras(tmp_path):
-    """ConvLSTM2D has no fused op: one line; with --allow-loop tf2onnx's graph of the rebuild, whose
-    default recurrent_activation is Keras 2's hard_sigmoid, checked against tf_keras."""
+@pytest.mark.parametrize("name, fmt", [("conv_lstm", "h5"), ("conv_lstm_sequences", "h5"),
+                                       ("conv_lstm_sequences", "savedmodel")])
+def test_conv_lstm_exports_as_a_scan_matching_tf_keras(tmp_path, name, fmt):
+    """ConvLSTM2D without --allow-loop: an rnnedge-built Scan of Conv ops (no Loop), its default
+    recurrent_activation Keras 2's hard_sigmoid, checked against tf_keras."""
     pytest.importorskip("tf_keras")
-    k2models.build("conv_lstm", tmp_path, formats=("h5",))
-    with pytest.raises(RnnEdgeError, match="conv_lstm2d") as e:
-        export(tmp_path / "conv_lstm.h5", tmp_path / "o")
-    assert "\n" not in str(e.value)
-    with pytest.warns(UserWarning, match="conv_lstm2d stayed as Loop"):
-        result = export(tmp_path / "conv_lstm.h5", tmp_path / "o", allow_loop=True)
-    assert result.passed and result.manifest.loop_layers == ["conv_lstm2d"]
-    assert result.manifest.source["truth"]["framework"] == "tf_keras"
-    assert any("hard_sigmoid" in note for note in result.manifest.source["translated"]["conv_lstm2d"])
+    model = k2models.build(name, tmp_path, formats=(fmt,))
+    result = export(tmp_path / (f"{name}.h5" if fmt == "h5" else name), tmp_path / "o")
+    print(f"\n{name} {fmt}: max|diff| {result.parity.worst_abs:.1e}")
+    assert result.passed and result.manifest.source["truth"]["framework"] == "tf_keras"
+    convs = [layer.name for layer in model.layers if type(layer).__name__ == "ConvLSTM2D"]
+    found = ops(tmp_path / "o")
+    assert found["Scan"] == len(convs) and not found["Loop"] and not any(found[op] for op in FUSED_OPS), found
+    assert result.manifest.scan_layers == convs and not result.manifest.loop_layers
+    assert all("ConvLSTM2D" in result.manifest.notes[c] for c in convs)
+    assert all(any("recurrent_activation hard_sigmoid" in note for note in result.manifest.source["translated"][c])
+               for c in convs)
+    # Keras 2's hard_sigmoid, not Keras 3's: the gates are computed as tf_keras does at every step
+    x = np.random.default_rng(1).normal(0, 2, (2, model.input_shape[1] or 4, *model.input_shape[2:])).astype("float32")
+    want = model(x).numpy()
+    assert np.isfinite(want).all() and np.ptp(want) > 1e-3
+    np.testing.assert_allclose(rnnedge.load(tmp_path / "o").run(x).data[0], want, atol=1e-5, rtol=1e-4)
 
 
 def hard_sigmoid_gates():

@@ -72,7 +72,7 @@ def quantize_fp16(src: Path, dst: Path) -> dict:
     for name, why in to_cpu.items():
         notes.append(f"CUDA hands recurrent node {name} to the CPU ({why}): float32 there, behind Casts")
     if scans:
-        notes.append(f"{len(scans)} Scan (recurrent layer(s) with an activation no fused node computes) kept in "
+        notes.append(f"{len(scans)} Scan (recurrent layer(s) no fused node computes: an activation, ConvLSTM) kept in "
                      "float32 behind Casts: the converter would leave its body's inputs float32")
     result = facts(dst, src_size, "fp16: onnxconverter-common convert_float_to_float16(keep_io_types=True)", notes)
     result["cpu_fp32_ops"] = cpu_fp32

@@ -215,8 +215,8 @@ def _notes(setting, quantized, weight_only, static, before, weights) -> list[str
     if before["Loop"]:
         notes.append("Loop bodies are not quantized: export with fused recurrent nodes for a smaller int8 model")
     if before["Scan"]:
-        notes.append(f"{before['Scan']} Scan (a recurrent layer whose activation no fused node computes): its "
-                     "recurrent weights stay float32; the input projection before it is quantized like any MatMul")
+        notes.append(f"{before['Scan']} Scan (a recurrent layer no fused node computes: an activation, ConvLSTM): "
+                     "its recurrent weights stay float32; the input projection (MatMul or Conv) before it is quantized")
     if weights and setting.portable:
         notes.append(f"integer-kernel weights in [{weights[0]}, {weights[1]}] (7-bit): onnxruntime's u8s8 kernels "
                      "cannot saturate, on CPUs with or without VNNI")

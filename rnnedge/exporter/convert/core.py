@@ -11,7 +11,7 @@ import keras
 import onnx
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter.convert import layers, recurrent, registry, splice, temporal  # noqa: F401 - they declare converters
+from rnnedge.exporter.convert import convlstm, layers, recurrent, registry, splice, temporal  # noqa: F401 - they declare converters
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
 from rnnedge.exporter.keras_api import graph_nodes, has_graph, input_name, producer, sequential_graph

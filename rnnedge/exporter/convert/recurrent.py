@@ -31,6 +31,7 @@ import numpy as np
 from keras import layers as L
 from onnx import TensorProto
 
+from rnnedge.exporter.convert import convlstm
 from rnnedge.exporter.convert.activations import keras_name, rnn_activation
 from rnnedge.exporter.convert.context import Context, StateIO
 from rnnedge.exporter.convert.graph import Sym
@@ -84,13 +85,15 @@ def _activation_fns(cell) -> list:
     return [cell.activation]
 
 
-def scan_note(layer) -> str:
+def scan_note(layer) -> str | None:
     """Why a recurrent (or Bidirectional) layer became a Scan: its activations no fused ONNX node
-    computes exactly, for the manifest's `notes`."""
+    computes exactly, for the manifest's `notes`; None for a layer whose converter said why itself."""
     subs = [layer.forward_layer, layer.backward_layer] if isinstance(layer, L.Bidirectional) else [layer]
     cells = [c for sub in subs for c in (sub.cell.cells if isinstance(sub.cell, L.StackedRNNCells) else [sub.cell])]
     names = sorted({keras_name(fn) for c in cells if type(c) in CELL_OPS for fn in _activation_fns(c)
                     if rnn_activation(fn) is None})
+    if not names:  # no cell of a fused kind (ConvLSTM: convlstm.py notes why)
+        return None
     listed = ", ".join(repr(n) for n in names)
     if len(names) == 1:
         return f"activation {listed} has no exact fused ONNX form: exported as an exact Scan"
@@ -364,6 +367,8 @@ def _one_node(fw_cells, bw_cells, fw, bw) -> bool:
 def bidirectional(ctx: Context, layer, args, kwargs, outs):
     g, x, mask = ctx.g, args[0], kwargs.get("mask")
     fw, bw = layer.forward_layer, layer.backward_layer
+    if isinstance(fw, convlstm.TYPES):  # a Scan of Conv ops per direction
+        return convlstm.bidirectional(ctx, layer, args, kwargs)
     if ctx.streaming or fw.stateful or bw.stateful:
         ctx.fail(layer, "a Bidirectional layer cannot stream or be stateful: its backward direction needs the "
                         "whole sequence at once")

@@ -109,7 +109,7 @@ def route(op, mask) -> Route:
         return Route(None)
     if base is not type(op) and _own_call(op, base):
         what = f"{type(op).__name__} subclasses {base.__name__} with a call() of its own"
-        if conv.recurrent and type(op).__module__.startswith("keras."):  # e.g. ConvLSTM1D: no fused ONNX op
+        if conv.recurrent and type(op).__module__.startswith("keras."):  # a Keras RNN rnnedge has no converter for
             return Route(None, refusal=f"layer type {type(op).__name__} is not supported by rnnedge's converter "
                                        "(no fused ONNX op computes it)")
         if conv.recurrent:
