@@ -232,3 +232,32 @@ def test_every_streaming_only_converter_has_a_streamed_case():
     covered = {type(layer) for build in MODELS.values() for layer in build().layers}
     missing = {t.__name__ for t, c in CONVERTERS.items() if c.streaming_only} - {t.__name__ for t in covered}
     assert not missing, sorted(missing)
+
+
+def test_a_streaming_export_quantizes_to_int8_on_the_users_data(tmp_path, monkeypatch):
+    """`export --streaming --data d.npz --quantize int8`: calibration feeds the state inputs too, the
+    data streamed in chunks through the fp32 model (states collected, zeros first), so static int8
+    is calibrated and gated on the user's data."""
+    from rnnedge.quantize import int8
+
+    model = randomize(crnn())
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 40, MELS)).astype(np.float32)
+    y = np.asarray(model(x, training=False)).argmax(-1)
+    np.savez(tmp_path / "d.npz", mel=x, y=y)
+    seen = []
+    original = int8._calibration_feeds
+    monkeypatch.setattr(int8, "_calibration_feeds", lambda m, c: seen.append(original(m, c)) or seen[-1])
+    result = export(model, tmp_path / "q", streaming=True, data=tmp_path / "d.npz", quantize=("int8",))
+    assert result.passed and "int8" in result.manifest.variants
+    feeds = seen[0]
+    assert len(feeds) == 3 and [f["mel"].shape[1] for f in feeds] == [16, 16, 8]
+    states = [s.name for s in result.manifest.state_inputs]
+    assert all(not f[n].any() for n in states for f in feeds[:1])  # the stream starts from zeros
+    assert all(f[n].any() for n in states for f in feeds[1:])  # then the states the data gave
+    stream = load(result.folder, "cpu").stream(batch=8)
+    stream.push(x[:, :16])
+    np.testing.assert_allclose(feeds[1]["gru/state_in/h"], stream.state["gru/state_in/h"], atol=1e-6)
+    stream = load(result.folder, "cpu", variant="int8").stream(batch=8)
+    hops = np.concatenate([stream.push(x[:, t:t + 1])[0] for t in range(40)], axis=1)
+    assert (hops.argmax(-1) == y).mean() > 0.8
