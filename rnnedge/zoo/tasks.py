@@ -183,9 +183,9 @@ def _kws_crnn(inputs):
     hidden = L.Reshape((-1, _KWS_BINS, 1), name="frames")(inputs)
     for i in (1, 2):
         hidden = L.ZeroPadding2D(((2, 0), (1, 1)), name=f"past_{i}")(hidden)
-        hidden = L.Conv2D(8, (3, 3), strides=(1, 2), activation="relu", name=f"conv_{i}")(hidden)
-    hidden = L.Reshape((-1, 10 * 8), name="per_frame")(hidden)
-    return L.GRU(48, return_sequences=True, name="rnn")(hidden)
+        hidden = L.Conv2D(16, (3, 3), strides=(1, 2), activation="relu", name=f"conv_{i}")(hidden)
+    hidden = L.Reshape((-1, 10 * 16), name="per_frame")(hidden)
+    return L.GRU(128, return_sequences=True, name="rnn")(hidden)
 
 
 def _kws_tcresnet(inputs):
@@ -209,7 +209,7 @@ def _train_kws(cell: str) -> _Trained:
     x_test, y_test = _kws_data(rng, 96, 100)
     inputs = keras.Input(shape=(None, _KWS_BINS), name="mel")
     if cell == "CRNN(GRU)":
-        hidden, name, epochs = _kws_crnn(inputs), "kws_crnn", 8
+        hidden, name, epochs = _kws_crnn(inputs), "kws_crnn", 5
     elif cell == "TC-ResNet":
         hidden, name, epochs = _kws_tcresnet(inputs), "kws_tcresnet", 8
     else:
