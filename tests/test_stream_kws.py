@@ -36,13 +36,15 @@ def crnn(steps=None):
 
 
 def ds_cnn():
-    """Strided in time (2, then a pool of 2: chunks of 4 steps), depthwise-separable blocks."""
+    """Strided in time (2, then a pool of 2: chunks of 4 steps), depthwise-separable blocks (one
+    dilated in time), 'same' pooling over frequency alone."""
     x = keras.Input((None, MELS), name="mel")
     h = L.Conv2D(4, (3, 3), strides=(2, 1))(L.ZeroPadding2D(((2, 0), (0, 0)))(_frames(x)))
     h = L.ReLU()(L.BatchNormalization()(h))
-    h = L.Conv2D(5, 1, activation="relu")(L.DepthwiseConv2D((3, 3))(L.ZeroPadding2D(((2, 0), (1, 1)))(h)))
+    h = L.DepthwiseConv2D((3, 3), dilation_rate=(2, 1))(L.ZeroPadding2D(((4, 0), (1, 1)))(h))
+    h = L.Conv2D(5, 1, activation="relu")(h)
     h = L.SeparableConv2D(5, (2, 3))(L.ZeroPadding2D(((1, 0), (1, 1)))(h))
-    h = L.AveragePooling2D((1, 2))(L.MaxPooling2D((2, 2))(h))
+    h = L.AveragePooling2D((1, 3), strides=(1, 2), padding="same")(L.MaxPooling2D((2, 2))(h))
     h = L.Permute((1, 3, 2))(L.LayerNormalization(axis=[-2, -1])(h))
     return keras.Model(x, L.Dense(3, activation="softmax")(L.Reshape((-1, 5 * 2))(h)), name="ds_cnn")
 
