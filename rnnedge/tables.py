@@ -200,6 +200,8 @@ ZOO: dict[str, tuple[str, str]] = {
     "digits-conv-gru": ("digits-conv", "GRU"),
     "reviews-lstm": ("reviews", "LSTM"),
     "kws-gru": ("kws", "GRU"),
+    "kws-crnn": ("kws", "CRNN(GRU)"),
+    "kws-tcresnet": ("kws", "TC-ResNet"),
 }
 ZOO_TASK_METRICS: dict[str, str] = {
     "digits": "accuracy",

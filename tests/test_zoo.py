@@ -15,7 +15,7 @@ from rnnedge.errors import RnnEdgeError
 # Model outputs: the prediction, then the states a seq2seq decoder or the stacked cells return.
 OUTPUTS = {"seq2seq-lstm": 3, "seq2seq-gru": 2, "cells-lstm": 5}  # every other model: 1
 DYNAMIC_TIME = {"events-simplernn", "events-gru", "events-lstm", "cells-lstm",
-                "seq2seq-lstm", "seq2seq-gru", "reviews-lstm", "kws-gru"}
+                "seq2seq-lstm", "seq2seq-gru", "reviews-lstm", "kws-gru", "kws-crnn", "kws-tcresnet"}
 METRICS = {"digits": "accuracy", "airline": "rmse", "events": "f1", "sentiment": "accuracy",
            "seq2seq": "accuracy", "cells": "rmse", "digits-conv": "accuracy", "reviews": "accuracy",
            "kws": "accuracy"}
@@ -100,11 +100,11 @@ def test_unknown_name_lists_the_valid_ones(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def test_names_are_the_documented_sixteen_in_order():
+def test_names_are_the_documented_eighteen_in_order():
     assert zoo.NAMES == (
         "digits-simplernn", "digits-lstm", "digits-gru",
         "airline-simplernn", "airline-lstm", "airline-gru",
         "events-simplernn", "events-gru", "events-lstm",
         "sentiment-bilstm", "seq2seq-lstm", "seq2seq-gru", "cells-lstm",
-        "digits-conv-gru", "reviews-lstm", "kws-gru",
+        "digits-conv-gru", "reviews-lstm", "kws-gru", "kws-crnn", "kws-tcresnet",
     )

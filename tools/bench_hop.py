@@ -1,9 +1,11 @@
 """What one streaming hop costs: `stream.push` against the best bare onnxruntime call of the same
 graph, and against re-running a whole window at every hop.
 
-    .venv/bin/python tools/bench_hop.py exported/kws-gru exported/events-gru --runs 5000
+    .venv/bin/python tools/bench_hop.py exported/kws-gru exported/kws-crnn exported/kws-tcresnet --runs 5000
+    .venv/bin/python tools/bench_hop.py zoo:kws-crnn zoo:kws-tcresnet   # exported --streaming first (TensorFlow)
 
-For each streaming export, one frame per hop, batch 1, one thread, interleaved in one process:
+For each streaming export, one hop (one frame, or the model's time stride in frames) per push,
+batch 1, one thread, interleaved in one process:
 - push: `rnnedge.load(DIR).stream().push(frame)` (input checks, state carried on the device);
 - run: a bare `session.run` with the states fed back by hand (numpy in and out);
 - iobinding: the best bare call: I/O binding to preallocated buffers, the state outputs bound to
@@ -24,7 +26,7 @@ import numpy as np
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folders", nargs="+", type=Path, help="streaming export folders")
+    p.add_argument("folders", nargs="+", help="streaming export folders, or zoo:NAME to export one first")
     p.add_argument("--runs", type=int, default=3000)
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--window", type=int, default=100, help="frames re-run per hop by the window candidate")
@@ -42,7 +44,9 @@ def candidates(folder: Path, window: int):
     model = rnnedge.load(folder, "cpu", threads=1)
     m = model.manifest
     (data,) = m.data_inputs
-    frame = np.random.default_rng(0).normal(size=(1, 1, data.shape[-1])).astype(np.float32)
+    hop = int(m.time_stride)  # a strided model takes its chunks in multiples of its stride
+    window = -(-window // hop) * hop
+    frame = np.random.default_rng(0).normal(size=(1, hop, *data.shape[2:])).astype(np.float32)
     stream = model.stream(1)
     session = ort.InferenceSession(str(folder / "model.onnx"), session_options(1), providers=["CPUExecutionProvider"])
     names = [o.name for o in m.outputs]
@@ -81,7 +85,7 @@ def candidates(folder: Path, window: int):
         turn[0] = 1 - turn[0]
         return io.get_outputs()[0].numpy()
 
-    frames = np.random.default_rng(1).normal(size=(1, window, data.shape[-1])).astype(np.float32)
+    frames = np.random.default_rng(1).normal(size=(1, window, *data.shape[2:])).astype(np.float32)
     zeros = {s.name: np.zeros((1, *s.shape[1:]), np.float32) for s in m.state_inputs}
 
     def rerun_window():
@@ -90,19 +94,35 @@ def candidates(folder: Path, window: int):
     return {"push": lambda: stream.push(frame), "run": run, "iobinding": iobinding, f"window {window}": rerun_window}
 
 
+def streaming_folder(source: str, scratch: Path) -> Path:
+    """`source` itself, or for zoo:NAME the zoo model exported with --streaming into `scratch`."""
+    if not source.startswith("zoo:"):
+        return Path(source)
+    from rnnedge.exporter import export
+
+    out = scratch / source[4:]
+    export(source, out, streaming=True)
+    return out
+
+
 def main(argv=None) -> int:
     args = parse(argv)
+    import tempfile
+
     import onnxruntime as ort
 
     from rnnedge.timing import measure, percentiles
 
-    lines = [f"One frame per hop, batch 1, 1 thread, onnxruntime {ort.__version__}; {args.runs} runs after "
+    lines = [f"One hop per push (a frame, or the model's time stride in frames), batch 1, 1 thread, onnxruntime "
+             f"{ort.__version__}; {args.runs} runs after "
              f"{args.warmup} warm-up, candidates interleaved (`tools/bench_hop.py`): `push` is "
              "`rnnedge.load(DIR).stream().push(frame)`, `iobinding` the best bare onnxruntime call of the same "
              f"graph, `window {args.window}` re-running the last {args.window} frames at every hop.", "",
              "| export | candidate | p50 us | p99 us | vs iobinding (p50) |", "|---|---|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
-    for folder in args.folders:
+    scratch = tempfile.TemporaryDirectory(prefix="bench-hop-")
+    for source in args.folders:
+        folder = streaming_folder(source, Path(scratch.name))
         calls = candidates(folder, args.window)
         timings = {n: percentiles(ms) for n, ms in measure(calls, runs=args.runs, warmup=args.warmup).items()}
         best = timings["iobinding"][0]

@@ -59,6 +59,26 @@ def read_data(path: str | Path, manifest) -> tuple[dict[str, np.ndarray], np.nda
     return inputs, _checked_targets(path, arrays.get("y"), inputs)
 
 
+def calibration_feeds(model, inputs: dict[str, np.ndarray], chunk: int = 16) -> dict | list[dict]:
+    """What int8 calibration feeds the graph: the data as given; for a streaming export (state
+    inputs beside the data), the data streamed through the fp32 model about `chunk` steps at a
+    time (a multiple of its time stride), each chunk with the state it starts from (zeros first),
+    so the states' ranges are those the user's data gives."""
+    if not model.state_slots:
+        return inputs
+    timed = {s.name for s in model.data_slots if s.time_axis == 1}
+    stride = int(model.manifest.time_stride)
+    step = stride * max(1, chunk // stride)
+    steps = min(int(np.asarray(inputs[n]).shape[1]) for n in timed) if timed else 1
+    stream = model.stream(int(np.asarray(next(iter(inputs.values()))).shape[0]))
+    feeds = []
+    for start in range(0, max(steps - steps % stride, 1), step):
+        part = {n: (np.asarray(a)[:, start:start + step] if n in timed else a) for n, a in inputs.items()}
+        feeds.append({**part, **stream.state})
+        stream.push(**part)
+    return feeds
+
+
 def _checked_targets(path: Path, y: np.ndarray | None, inputs: dict[str, np.ndarray]) -> np.ndarray | None:
     """Targets that can be scored: real numbers, all finite, one row per input row. Anything else
     would end as a NaN metric in the manifest or a numpy traceback halfway through quantizing."""
@@ -134,12 +154,13 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
     with scratch as tmp:
         written: dict[str, tuple[dict, Path]] = {}  # candidate -> (facts, file)
         if "int8" in names:
+            graph_feeds = calibration_feeds(load(folder, "cpu"), calibration) if calibration is not None else None
             settings = ([setting_named(setting)] if setting
                         else candidate_settings(fp32_model, calibrated=calibration is not None))
             for s in settings:
                 path = Path(tmp) / f"int8-{s.name}.onnx"
                 with _scratch_write(folder / "model.int8.onnx"):
-                    written[f"int8:{s.name}"] = (quantize_int8(folder / MODEL, path, calibration=calibration,
+                    written[f"int8:{s.name}"] = (quantize_int8(folder / MODEL, path, calibration=graph_feeds,
                                                                setting=s), path)
         if "fp16" in names:
             path = Path(tmp) / "fp16.onnx"

@@ -127,13 +127,14 @@ def candidate_settings(model: onnx.ModelProto, *, calibrated: bool) -> list[Int8
     return kept
 
 
-def quantize_int8(src: Path, dst: Path, *, calibration: dict[str, np.ndarray] | None = None,
+def quantize_int8(src: Path, dst: Path, *, calibration: dict[str, np.ndarray] | list[dict] | None = None,
                   setting: str | Int8Setting | None = None) -> dict:
     """Write an int8 variant of `src` to `dst` in `setting` (default: `static-7bit` with
     `calibration`, else `dynamic-7bit`); return its facts for the manifest.
 
-    `calibration` (one array per graph input: a batch of typical inputs, batch first) gives the
-    activation ranges of the static setting; activations outside them are clipped.
+    `calibration` (one array per graph input: a batch of typical inputs, batch first; or a list of
+    such feeds, as a streaming export's chunks with their states) gives the activation ranges of
+    the static setting; activations outside them are clipped.
     """
     setting = setting_named(setting or ("static-7bit" if calibration is not None else DEFAULT_SETTING))
     if setting.static and calibration is None:
@@ -395,26 +396,26 @@ def _dims(inits: dict[str, TensorProto], name: str) -> list[int]:
 # static QDQ
 
 
-def _calibration_feeds(model: onnx.ModelProto, calibration: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _calibration_feeds(model: onnx.ModelProto, calibration: dict | list[dict]) -> list[dict[str, np.ndarray]]:
     init_names = {t.name for t in model.graph.initializer}
     inputs = {i.name: i.type.tensor_type.elem_type for i in model.graph.input if i.name not in init_names}
-    if set(calibration) != set(inputs):
-        raise RnnEdgeError(
-            f"calibration data must hold one array per model input: expected {sorted(inputs)}, "
-            f"got {sorted(calibration)}"
-        )
-    return {
-        k: np.asarray(calibration[k]).astype(helper.tensor_dtype_to_np_dtype(t), copy=False)
-        for k, t in inputs.items()
-    }
+    feeds = [calibration] if isinstance(calibration, dict) else list(calibration)
+    for feed in feeds:
+        if set(feed) != set(inputs):
+            raise RnnEdgeError(
+                f"calibration data must hold one array per model input: expected {sorted(inputs)}, "
+                f"got {sorted(feed)}"
+            )
+    return [{k: np.asarray(feed[k]).astype(helper.tensor_dtype_to_np_dtype(t), copy=False) for k, t in inputs.items()}
+            for feed in feeds]
 
 
-def _quantize_static(src: Path, dst: Path, feeds: dict[str, np.ndarray], setting: Int8Setting) -> None:
+def _quantize_static(src: Path, dst: Path, feeds: list[dict[str, np.ndarray]], setting: Int8Setting) -> None:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Batch(CalibrationDataReader):
         def __init__(self):
-            self._left = [feeds]
+            self._left = list(reversed(feeds))
 
         def get_next(self):
             return self._left.pop() if self._left else None

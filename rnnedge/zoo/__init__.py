@@ -1,5 +1,6 @@
-"""The reference zoo: takes nothing (data ships with the project or its dependencies), gives sixteen
-small Keras 3 recurrent models trained for real, each with its test split, score and baseline.
+"""The reference zoo: takes nothing (data ships with the project or its dependencies), gives
+eighteen small Keras 3 sequence models (all but one recurrent) trained for real, each with its test
+split, score and baseline.
 
     >>> from rnnedge import zoo
     >>> m = zoo.load("events-gru")
@@ -34,6 +35,10 @@ Tasks (the metric of each, and what its baseline is):
              keywords are the same three bands in different orders; a causal Conv1D front end, two
              GRUs and a softmax per frame (0 = none, or the keyword heard in the last 10 frames);
              exported with --streaming and run hop by hop; per-frame accuracy; baseline = "none".
+             kws-crnn: the same task through kws_streaming's CRNN in small (Reshape to
+             [time, 40, 1], two Conv2D over (time, frequency) after ZeroPadding2D on the past,
+             Reshape((-1, f * c)), a GRU); kws-tcresnet: a TC-ResNet with no recurrent layer
+             (causal dilated Conv1D residual blocks over the 40 bins as channels).
 """
 
 from rnnedge.logs import quiet_tensorflow

@@ -176,19 +176,51 @@ def _kws_data(rng: np.random.Generator, n: int, frames: int) -> tuple[np.ndarray
     return x.astype(np.float32), y
 
 
+def _kws_crnn(inputs):
+    """kws_streaming's CRNN in small: Conv2D over (time, frequency) with causal time padding
+    (ZeroPadding2D on the past, then 'valid'), Reshape((-1, f * c)) keeping time, a GRU."""
+    L = keras.layers
+    hidden = L.Reshape((-1, _KWS_BINS, 1), name="frames")(inputs)
+    for i in (1, 2):
+        hidden = L.ZeroPadding2D(((2, 0), (1, 1)), name=f"past_{i}")(hidden)
+        hidden = L.Conv2D(16, (3, 3), strides=(1, 2), activation="relu", name=f"conv_{i}")(hidden)
+    hidden = L.Reshape((-1, 10 * 16), name="per_frame")(hidden)
+    return L.GRU(128, return_sequences=True, name="rnn")(hidden)
+
+
+def _kws_tcresnet(inputs):
+    """A TC-ResNet with no recurrent layer: the mel bins as channels, causal Conv1D residual blocks
+    (ZeroPadding1D on the past, then 'valid') dilated 1, 2, 4, 8 (31 frames of context)."""
+    L = keras.layers
+    hidden = L.Conv1D(24, 3, activation="relu", name="conv_0")(L.ZeroPadding1D((2, 0), name="past_0")(inputs))
+    for d in (1, 2, 4, 8):
+        branch = L.ZeroPadding1D((2 * d, 0), name=f"past_{d}")(hidden)
+        branch = L.Conv1D(24, 3, dilation_rate=d, name=f"conv_{d}")(branch)
+        branch = L.BatchNormalization(name=f"bn_{d}")(branch)
+        hidden = L.ReLU(name=f"relu_{d}")(L.Add(name=f"residual_{d}")([hidden, branch]))
+    return hidden
+
+
 def _train_kws(cell: str) -> _Trained:
-    """A streaming keyword spotter: a causal Conv1D front end, two GRUs, a softmax per frame."""
+    """A streaming keyword spotter, a softmax per frame: "GRU" (a causal Conv1D front end, two
+    GRUs), "CRNN(GRU)" (a Conv2D front end, a GRU) or "TC-ResNet" (convolutional, no recurrent layer)."""
     rng = np.random.default_rng(SEED)
     x_train, y_train = _kws_data(rng, 512, 64)
     x_test, y_test = _kws_data(rng, 96, 100)
-    rnn = _RNN_LAYERS[cell]
     inputs = keras.Input(shape=(None, _KWS_BINS), name="mel")
-    hidden = keras.layers.Conv1D(32, 5, padding="causal", activation="relu", name="front")(inputs)
-    hidden = rnn(96, return_sequences=True, name="rnn_1")(hidden)
-    hidden = rnn(96, return_sequences=True, name="rnn_2")(hidden)
+    if cell == "CRNN(GRU)":
+        hidden, name, epochs = _kws_crnn(inputs), "kws_crnn", 5
+    elif cell == "TC-ResNet":
+        hidden, name, epochs = _kws_tcresnet(inputs), "kws_tcresnet", 8
+    else:
+        rnn = _RNN_LAYERS[cell]
+        hidden = keras.layers.Conv1D(32, 5, padding="causal", activation="relu", name="front")(inputs)
+        hidden = rnn(96, return_sequences=True, name="rnn_1")(hidden)
+        hidden = rnn(96, return_sequences=True, name="rnn_2")(hidden)
+        name, epochs = f"kws_{cell.lower()}", 8
     outputs = keras.layers.Dense(len(_KWS_WORDS) + 1, activation="softmax", name="keyword")(hidden)
-    model = keras.Model(inputs, outputs, name=f"kws_{cell.lower()}")
-    _fit(model, x_train, y_train, epochs=8, batch_size=32, lr=0.01, loss="sparse_categorical_crossentropy")
+    model = keras.Model(inputs, outputs, name=name)
+    _fit(model, x_train, y_train, epochs=epochs, batch_size=32, lr=0.01, loss="sparse_categorical_crossentropy")
     return _Trained(model, (x_test,), y_test, metrics.majority_accuracy(y_test.reshape(-1)))
 
 

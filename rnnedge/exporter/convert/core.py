@@ -11,7 +11,9 @@ import keras
 import onnx
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter.convert import convlstm, layers, recurrent, registry, splice, temporal  # noqa: F401 - they declare converters
+
+# each module imported here declares its converters
+from rnnedge.exporter.convert import convlstm, layers, recurrent, registry, splice, temporal, temporal2d  # noqa: F401
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
 from rnnedge.exporter.keras_api import graph_nodes, has_graph, input_name, producer, sequential_graph
@@ -80,6 +82,8 @@ def _route(ctx: Context, op, kwargs) -> registry.Route | None:
     if isinstance(op, keras.Model) and has_graph(op):
         return None
     found = registry.route(op, kwargs.get("mask"))
+    if found.converter is not None and found.converter.streaming_only and not ctx.streaming:
+        found = registry.Route(None)  # rule 6: tf2onnx converts it in a whole-sequence export
     if found.refusal:
         raise UnsupportedLayerError(op, found.refusal)
     if found.converter is None and isinstance(op, splice.RECURRENT_TYPES):
@@ -291,10 +295,12 @@ def convert(model, *, streaming: bool = False, name: str | None = None, opset: i
     from rnnedge.tables import VERSION as __version__
 
     graph = functional_graph(model)
-    if not recurrent_layers(graph) and not any(splice.recurrent_inside(layer) for layer in graph.layers):
+    over_time = any(len(t.shape) >= 3 for t in graph.inputs)  # convolutional and SVDF-style sequence models
+    if not over_time and not recurrent_layers(graph) and not any(splice.recurrent_inside(x) for x in graph.layers):
         raise RnnEdgeError(
-            f"model '{model.name}' has no recurrent layer (LSTM, GRU, SimpleRNN, RNN, Bidirectional): "
-            "rnnedge exports recurrent models; use tf2onnx or keras' own ONNX export for others"
+            f"model '{model.name}' has no recurrent layer (LSTM, GRU, SimpleRNN, RNN, Bidirectional) and no input "
+            "over time ([batch, time, features]): rnnedge exports sequence models; use tf2onnx or keras' own ONNX "
+            "export for others"
         )
     ctx = Context(GraphBuilder(name or model.name, opset), streaming=streaming, convert_layer=convert_layer)
     io = interface(graph, streaming=streaming)

@@ -16,7 +16,7 @@ from onnx import TensorProto
 from rnnedge.exporter.convert import activations
 from rnnedge.exporter.convert.context import Context
 from rnnedge.exporter.convert.graph import Sym
-from rnnedge.exporter.convert.registry import CONVERTERS, WHOLE, converts
+from rnnedge.exporter.convert.registry import CONVERTERS, converts
 from rnnedge.exporter.keras_api import ops_classes as knp
 from rnnedge.exporter.keras_api import takes_mask
 
@@ -104,7 +104,12 @@ def _any(g, mask: str, axes, keepdims: int) -> str:
     return g.op("Cast", [reduced], to=TensorProto.BOOL)
 
 
-@converts(L.GlobalAveragePooling1D, mask_aware=True, streaming=WHOLE)
+def _pools_time(layer, x) -> str:
+    return "it pools over every step of the sequence, so its output looks ahead to the sequence's last step; " \
+           "drop it and classify each step (a Dense on the sequence), pooling the per-step outputs in your application"
+
+
+@converts(L.GlobalAveragePooling1D, mask_aware=True, streaming=_pools_time)
 def global_average_pooling1d(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
     require_channels_last(ctx, layer)
@@ -120,21 +125,52 @@ def global_average_pooling1d(ctx: Context, layer, args, kwargs, outs):
     return [g.op("Div", [total, count], hint=layer.name)]
 
 
-@converts(L.GlobalMaxPooling1D, streaming=WHOLE)
+@converts(L.GlobalMaxPooling1D, streaming=_pools_time)
 def global_max_pooling1d(ctx: Context, layer, args, kwargs, outs):
     require_channels_last(ctx, layer)
     return [ctx.g.op("ReduceMax", [args[0].name], hint=layer.name, axes=[1], keepdims=int(bool(layer.keepdims)))]
 
 
-@converts(L.Flatten, streaming=_mixes_time("it flattens the time axis into the features"))
+@converts(L.Flatten, streaming=_mixes_time("it flattens the time axis into the features, so its output looks ahead "
+                                            "to the sequence's last step; keep time first: TimeDistributed(Flatten()) "
+                                            "or Reshape((-1, features))"))
 def flatten(ctx: Context, layer, args, kwargs, outs):
     require_channels_last(ctx, layer)
     return [ctx.g.op("Flatten", [args[0].name], hint=layer.name, axis=1)]
 
 
-@converts(L.Reshape, streaming=_mixes_time("it reshapes across the time axis"))
+def _per_step_shape(layer, x: Sym) -> tuple | None:
+    """The shape of each step after a Reshape that keeps the time axis first (each step's features
+    reshaped alone), or None where it moves steps (or where the sizes are unknown)."""
+    target, rest = [int(d) for d in layer.target_shape], x.shape[2:]
+    if x.rank < 2 or not target or any(d is None for d in rest):
+        return None
+    size = int(np.prod(rest, dtype=np.int64))
+    if target[0] == -1 or (x.shape[1] is not None and target[0] == x.shape[1]):
+        tail = target[1:]
+        known = int(np.prod([d for d in tail if d != -1], dtype=np.int64))
+        if tail.count(-1) == 1 and target[0] != -1 and known and size % known == 0:
+            return tuple(size // known if d == -1 else d for d in tail)
+        return tuple(tail) if -1 not in tail and known == size else None
+    return None
+
+
+def _reshape_stream(layer, x) -> str | None:
+    if x.rank < 3 or _per_step_shape(layer, x) is not None:
+        return None
+    return f"it reshapes {tuple(x.shape[1:])} into {tuple(layer.target_shape)}, moving steps into the features, so " \
+           "its output looks ahead up to the sequence's last step; keep time first: Reshape((-1, ...)) with each " \
+           f"step's {int(np.prod([d or 1 for d in x.shape[2:]], dtype=np.int64))} value(s) in the other axes"
+
+
+@converts(L.Reshape, streaming=_reshape_stream)
 def reshape(ctx: Context, layer, args, kwargs, outs):
+    """Streamed, a Reshape that keeps time first reshapes each step (the chunk's length stays free)."""
     g, x = ctx.g, args[0]
+    step = _per_step_shape(layer, x) if ctx.streaming and x.rank >= 3 else None
+    if step is not None:
+        shape = g.op("Concat", [g.dims(x.name, 0, 2), g.const(np.array(step, np.int64), "shape")], axis=0)
+        return [g.op("Reshape", [x.name, shape], hint=layer.name)]
     shape = g.op("Concat", [g.dims(x.name, 0, 1), g.const(np.array(layer.target_shape, np.int64), "shape")], axis=0)
     return [g.op("Reshape", [x.name, shape], hint=layer.name)]
 
@@ -187,7 +223,8 @@ def layer_normalization(ctx: Context, layer, args, kwargs, outs):
     return [g.op("Add", [g.op("Mul", [g.op("Div", [centred, scale]), gamma]), beta], hint=layer.name)]
 
 
-@converts(L.BatchNormalization, per_step=True, mask_aware=True)
+@converts(L.BatchNormalization, per_step=True, mask_aware=True,
+          streaming=_along_time("it scales each step by its position in the sequence (axis=1, time)"))
 def batch_normalization(ctx: Context, layer, args, kwargs, outs):
     """Inference form: one multiply and one add per channel (the mask only matters in training)."""
     g, x = ctx.g, args[0]

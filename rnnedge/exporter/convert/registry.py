@@ -27,9 +27,12 @@ applies, in one place (`route`):
    refused); a callable `(layer, x) -> reason or None` for layers whose configuration decides
    (the reason completes "layer 'name' (Type): <reason>, so it cannot run chunk by chunk").
    A layer that changes how many steps there are records it for the stream and the sample cases
-   (temporal.py: `_in_phase` for strides, `_shortens` for steps dropped, `ctx.rates` for
+   (temporal.py: `in_phase` for strides, `shortens` for steps dropped, `ctx.rates` for
    upsampling); core.py gives every other output its input's rate and length.
    Layers tf2onnx converts are probed in Keras instead (splice.py).
+6. Streaming only: a `streaming_only` converter (temporal2d.py: Conv2D and its kin over (time,
+   frequency), Permute) is used under --streaming alone, where each chunk must keep its past frames
+   as states; a whole-sequence export gives those layers to tf2onnx (tests/test_frontends.py).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Converter:
     mask_aware: bool = False
     per_step: bool = False
     streaming: str | Callable = PER_STEP
+    streaming_only: bool = False  # rule 6: whole-sequence exports give the layer to tf2onnx
 
     def stream_refusal(self, layer, x) -> str | None:
         """Why `layer` cannot run chunk by chunk on input `x` (a Sym with a time axis), or None."""
@@ -64,13 +68,13 @@ CONVERTERS: dict[type, Converter] = {}
 
 
 def converts(*types, recurrent: bool = False, mask_aware: bool = False, per_step: bool = False,
-             streaming: str | Callable = PER_STEP):
+             streaming: str | Callable = PER_STEP, streaming_only: bool = False):
     """Declare the decorated function the converter of `types` (Keras layer or op classes)."""
     if not callable(streaming) and streaming not in (PER_STEP, STATE, WHOLE):
         raise ValueError(f"streaming must be {PER_STEP!r}, {STATE!r}, {WHOLE!r} or a callable, got {streaming!r}")
 
     def register(fn):
-        entry = Converter(fn, tuple(types), recurrent, mask_aware, per_step, streaming)
+        entry = Converter(fn, tuple(types), recurrent, mask_aware, per_step, streaming, streaming_only)
         for t in types:
             if t in CONVERTERS:
                 raise ValueError(f"{t.__name__} has two converters: {CONVERTERS[t].fn.__name__} and {fn.__name__}")

@@ -137,9 +137,33 @@ def _refuse_time_mixing(calls, steps: int = 6, part: int = 3) -> None:
                    and np.allclose(a[:, part:], c, atol=ATOL, rtol=RTOL) for a, b, c in zip(whole, first, rest))
     except Exception as e:  # noqa: BLE001 - e.g. a Reshape to a fixed number of steps
         same, why = False, f"it cannot run on a chunk of {part} steps ({_one_line(f'{type(e).__name__}: {e}', 120)})"
+    if not same and why.startswith("its output"):
+        ahead = _look_ahead(calls, full, steps)
+        if ahead:
+            why = (f"its output at a step changes with the {ahead} step(s) after it in a probe of {steps} steps (it "
+                   "looks ahead, to the sequence's end where it reads all of it: attention over the whole sequence "
+                   "does); give it only past steps (a causal convolution: ZeroPadding1D((k-1)*d, 0) then "
+                   "padding='valid', or a recurrent layer)")
     if not same:
         raise UnsupportedLayerError(calls[0][0], f"{why}, so it cannot run chunk by chunk",
                                     advice="export without --streaming")
+
+
+def _look_ahead(calls, full: dict, steps: int) -> int:
+    """How many steps ahead the calls' outputs read, probed by changing the inputs' last step: the
+    first output step that changes is that many steps before it (0: they read no step ahead)."""
+    try:
+        changed = {n: x.copy() for n, x in full.items()}
+        for x in changed.values():
+            if x.ndim >= 3 and x.dtype.kind == "f":
+                x[:, -1] += 1.0
+        before, after = _eager(calls, full), _eager(calls, changed)
+        first = min((int(np.argmax(np.any(np.abs(a - b) > ATOL, axis=tuple(i for i in range(a.ndim) if i != 1))))
+                     for a, b in zip(before, after) if a.ndim >= 2 and a.shape[1] == steps
+                     and np.any(np.abs(a[:, :-1] - b[:, :-1]) > ATOL)), default=steps - 1)
+    except Exception:  # noqa: BLE001 - the probe only sharpens the message
+        return 0
+    return steps - 1 - first
 
 
 def _call_all(calls, env: dict) -> list[list]:

@@ -39,15 +39,22 @@ def _refuse(ctx: Context, layer, reason: str):
     ctx.fail_stream(layer, reason)
 
 
+def reads_past(fn):
+    """Mark a converter as one that may read a ZeroPadding's kept frames (a convolution over time)."""
+    fn.reads_past = True
+    return fn
+
+
 def refuse_overlap(ctx: Context, op, fn, inputs: list) -> None:
-    """A ZeroPadding1D's streamed output (its kept frames, then the chunk) is for the convolution
-    that reads those frames; anything else reading it would see steps twice."""
-    if any(getattr(s, "name", None) in ctx.overlaps for s in inputs) and fn not in READS_PAST:
-        _refuse(ctx, op, "it reads a ZeroPadding1D's output, which streams only into a 'valid' convolution "
-                         "that reaches back exactly the padded steps")
+    """A ZeroPadding1D's (or ZeroPadding2D's) streamed output (its kept frames, then the chunk) is
+    for the convolution that reads those frames; anything else reading it would see steps twice."""
+    read = [s for s in inputs if getattr(s, "name", None) in ctx.overlaps]
+    if read and not getattr(fn, "reads_past", False):
+        _refuse(ctx, op, f"it reads a ZeroPadding{read[0].rank - 2}D's output, which streams only into a 'valid' "
+                         "convolution that reaches back exactly the padded steps")
 
 
-def _past_frames(ctx: Context, layer, x: Sym, frames: int) -> str:
+def past_frames(ctx: Context, layer, x: Sym, frames: int) -> str:
     """Concat(state, x) along time, where the state input holds the last `frames` frames of the
     stream (zeros at its start: the padding a whole sequence gets); the state output is the last
     `frames` frames of the concatenation."""
@@ -64,7 +71,7 @@ def _past_frames(ctx: Context, layer, x: Sym, frames: int) -> str:
     return full
 
 
-def _in_phase(ctx: Context, layer, x: Sym, stride: int, out: str) -> None:
+def in_phase(ctx: Context, layer, x: Sym, stride: int, out: str) -> None:
     """Record that `out` runs at 1/stride of `x`'s rate: streamed chunks must keep that stride in
     phase, and the sample cases are at least that long."""
     rate = Fraction(ctx.rates.get(x.name, 1)) * stride
@@ -77,14 +84,24 @@ def _rate(rate: Fraction) -> int | Fraction:
     return int(rate) if rate.denominator == 1 else rate
 
 
-def _shortens(ctx: Context, x: Sym, out: str, steps: int) -> None:
+def shortens(ctx: Context, x: Sym, out: str, steps: int) -> None:
     """`out` is `steps` input steps shorter than `x`: sample cases must be longer than that."""
     ctx.shortened[out] = ctx.shortened.get(x.name, 0) + steps
     ctx.min_steps = max(ctx.min_steps, math.ceil(ctx.shortened[out]))  # a Fraction after an UpSampling1D
 
 
-def conv_input(ctx: Context, layer, x: Sym, padding: str, past: int, stride: int) -> tuple[str, list[int]]:
-    """The time input a convolution runs on and its [left, right] padding, streamed or not."""
+def padded(ctx: Context, x: Sym, out: str, steps: int) -> None:
+    """`out` is `steps` steps of padding longer than `x`: the 'valid' windows after it consume those
+    steps first, so they count against what the windows consume, not against the input."""
+    ctx.shortened[out] = ctx.shortened.get(x.name, 0) - ctx.rates.get(x.name, 1) * steps
+
+
+def conv_input(ctx: Context, layer, x: Sym, padding: str, past: int, stride: int,
+               pad_layer: str = "ZeroPadding1D(({past}, 0))") -> tuple[str, list[int]]:
+    """The time input a convolution runs on and its [left, right] padding, streamed or not.
+    `pad_layer` is the Keras layer that pads `past` steps in front (for the advice of a refusal)."""
+    pad = f"put a {pad_layer.format(past=past)} before it"
+    fix = f"{pad} and use padding='valid'"
     if not ctx.streaming or x.rank < 3:
         if padding == "valid":
             return x.name, [0, 0]
@@ -96,7 +113,7 @@ def conv_input(ctx: Context, layer, x: Sym, padding: str, past: int, stride: int
     overlap = ctx.overlaps.get(x.name)
     if padding == "same" and past:
         _refuse(ctx, layer, f"padding='same' looks {past - past // 2} step(s) ahead (it centres a {past + 1}-step "
-                            "window); use padding='causal'")
+                            f"window); {fix}")
     if overlap is not None and padding != "valid":
         _refuse(ctx, layer, f"padding='{padding}' pads again after the ZeroPadding1D before it; use padding='valid'")
     if overlap is not None and overlap != past:
@@ -106,10 +123,11 @@ def conv_input(ctx: Context, layer, x: Sym, padding: str, past: int, stride: int
                             f"pad exactly {past}")
     if padding == "valid" and overlap is None and past:
         _refuse(ctx, layer, f"padding='valid' without left padding drops a sequence's first {past} step(s), so its "
-                            f"output at a step reads {past} step(s) ahead of it; use padding='causal' or a "
-                            f"ZeroPadding1D(({past}, 0)) before it")
+                            f"output at a step reads {past} step(s) ahead of it; {pad}")
+    if padding not in ("valid", "causal", "same"):
+        _refuse(ctx, layer, f"padding='{padding}' is not one rnnedge streams; {fix}")
     if padding == "causal" and past:
-        return _past_frames(ctx, layer, x, past), [0, 0]
+        return past_frames(ctx, layer, x, past), [0, 0]
     return x.name, [0, 0]
 
 
@@ -126,9 +144,9 @@ def _conv(ctx: Context, layer, x: Sym, weight: np.ndarray, bias, k: int, stride:
              group=group)
     y = g.transpose(y, (0, 2, 1))
     if stride > 1 and x.rank >= 3:
-        _in_phase(ctx, layer, x, stride, y)
+        in_phase(ctx, layer, x, stride, y)
     if x.rank >= 3 and sum(pads) < past and x_in == x.name and x.name not in ctx.overlaps:  # no padding, no kept frames
-        _shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (past - sum(pads)))
+        shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (past - sum(pads)))
     return y
 
 
@@ -138,6 +156,7 @@ def _time_conv_args(layer):
     return k, stride, dilation
 
 
+@reads_past
 @converts(L.Conv1D, streaming=STATE)
 def conv1d(ctx: Context, layer, args, kwargs, outs):
     x = args[0]
@@ -155,6 +174,7 @@ def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
     return kernel.transpose(1, 2, 0).reshape(channels * mult, 1, k)
 
 
+@reads_past
 @converts(L.DepthwiseConv1D, streaming=STATE)
 def depthwise_conv1d(ctx: Context, layer, args, kwargs, outs):
     x = args[0]
@@ -166,6 +186,7 @@ def depthwise_conv1d(ctx: Context, layer, args, kwargs, outs):
     return [apply_activation(ctx, layer, y, layer.activation)]
 
 
+@reads_past
 @converts(L.SeparableConv1D, streaming=STATE)
 def separable_conv1d(ctx: Context, layer, args, kwargs, outs):
     """A depthwise convolution over time, then a pointwise one (a MatMul per step), bias, activation."""
@@ -190,11 +211,14 @@ def zero_padding1d(ctx: Context, layer, args, kwargs, outs):
             _refuse(ctx, layer, f"it pads {right} step(s) at the end, so what follows looks {right} step(s) ahead")
         if not left:
             return [x.name]
-        full = _past_frames(ctx, layer, x, left)
+        full = past_frames(ctx, layer, x, left)
         ctx.overlaps[full] = left  # read by the next convolution ('valid', reaching exactly `left` back)
         return [full]
     pads = g.const(np.array([0, left, 0, 0, right, 0], np.int64), f"{layer.name}/pads")
-    return [g.op("Pad", [x.name, pads], hint=layer.name, mode="constant")]
+    y = g.op("Pad", [x.name, pads], hint=layer.name, mode="constant")
+    if x.rank >= 3:
+        padded(ctx, x, y, left + right)
+    return [y]
 
 
 def _pool1d(op_type, keras_type):
@@ -214,9 +238,9 @@ def _pool1d(op_type, keras_type):
                  auto_pad="SAME_UPPER" if layer.padding == "same" else "VALID", **extra)
         y = g.transpose(y, (0, 2, 1))
         if x.rank >= 3 and s > 1:
-            _in_phase(ctx, layer, x, s, y)
+            in_phase(ctx, layer, x, s, y)
         if x.rank >= 3 and layer.padding == "valid" and k > s:  # windows longer than their stride
-            _shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (k - s))
+            shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (k - s))
         return [y]
 
     return convert
@@ -224,9 +248,6 @@ def _pool1d(op_type, keras_type):
 
 _pool1d("MaxPool", L.MaxPooling1D)
 _pool1d("AveragePool", L.AveragePooling1D)
-
-
-READS_PAST = (conv1d, depthwise_conv1d, separable_conv1d)  # what reads a ZeroPadding1D's kept frames
 
 
 def _cropping_stream(layer, x) -> str | None:
@@ -252,7 +273,7 @@ def cropping1d(ctx: Context, layer, args, kwargs, outs):
         return [x.name]
     c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
     y = g.op("Slice", [x.name, c(start), c(-end if end else INT64_MAX), c(1)], hint=layer.name)
-    _shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (start + end))
+    shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (start + end))
     return [y]
 
 
