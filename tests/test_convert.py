@@ -14,6 +14,7 @@ import pytest
 from keras import layers as L
 
 from rnnedge.check import read_golden
+from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter import export
 from rnnedge.exporter.convert import UnsupportedLayerError
 from rnnedge.exporter.convert.registry import CONVERTERS
@@ -419,6 +420,19 @@ def test_output_values_are_not_trivial(tmp_path):
     export(CASES["SimpleRNN-activation-linear"][0](), tmp_path / "o")
     for _, _, outputs in read_golden(tmp_path / "o"):
         assert all(np.std(v) > 1e-3 for v in outputs.values())
+
+
+def test_a_truth_of_nan_is_refused_not_passed(tmp_path):
+    """A BatchNormalization with a negative moving variance makes Keras output NaN: the ONNX graph
+    gives NaN in the same places, and a comparison would "pass" with |diff| 0; the export refuses."""
+    x = seq_input()
+    norm = L.BatchNormalization(name="norm")
+    model = keras.Model(x, norm(L.GRU(4, name="rec")(x)))
+    gamma, beta, mean, _ = norm.get_weights()
+    norm.set_weights([gamma, beta, mean, -np.ones_like(gamma)])
+    with pytest.raises(RnnEdgeError, match="Keras itself outputs NaN in .* parity against it would prove nothing"):
+        export(model, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
 
 
 def test_mixed_precision_is_refused_with_the_reason(tmp_path):

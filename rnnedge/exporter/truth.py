@@ -167,7 +167,7 @@ def keras_truth(model, converted, proto, seed: int, truth=None, data=None):
                            time_stride=converted.time_stride, min_steps=converted.min_steps, long=long) + users
     try:
         cases = [(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples]
-        return cases, *_observed_widths(converted, proto, cases)
+        return _finite(cases), *_observed_widths(converted, proto, cases)
     except Exception:
         own = {d for s in converted.inputs for d in s.shape if is_time_axis(d) and d != TIME}
         if not own:
@@ -183,7 +183,21 @@ def keras_truth(model, converted, proto, seed: int, truth=None, data=None):
     samples = random_cases(converted.keras_inputs, seed, random_states=random_states, time_stride=converted.time_stride,
                            min_steps=converted.min_steps, long=long) + users
     cases = [(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples]
-    return cases, *_observed_widths(converted, proto, cases)
+    return _finite(cases), *_observed_widths(converted, proto, cases)
+
+
+def _finite(cases):
+    """The truth must be numbers: where Keras itself gives NaN or infinity, matching it proves nothing
+    (an all-NaN output would "pass" with |diff| 0), so the export is refused naming the output."""
+    for name, _, outputs in cases:
+        for output, value in outputs.items():
+            value = np.asarray(value)
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                bad = "NaN" if np.isnan(value).any() else "infinity"
+                raise RnnEdgeError(f"Keras itself outputs {bad} in {output!r} on the case {name!r}: parity against "
+                                   "it would prove nothing; check the model's weights (e.g. a BatchNormalization "
+                                   "with a negative moving_variance, or weights that make the state overflow)")
+    return cases
 
 
 def _observed_widths(converted, proto, cases):
