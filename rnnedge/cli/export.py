@@ -41,6 +41,8 @@ def export(
     opset: Annotated[int, typer.Option(metavar="N", help=f"ONNX opset, {min(OPSETS)} to {max(OPSETS)}.")] = 17,
     static: Annotated[Optional[str], typer.Option(metavar="AXES", help="Fix axes: batch=B,time=T (either or both).")
                       ] = None,
+    custom: Annotated[Optional[list[str]], typer.Option(metavar="MODULE", help="A .py file or dotted module path "
+                                                        "defining the model's custom classes; repeatable.")] = None,
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
@@ -53,7 +55,7 @@ def export(
         result = run_export(model, out, force=force, streaming=streaming, allow_loop=allow_loop, unsafe=unsafe,
                             tolerance=Tolerance(atol, rtol), overrides=parse_tolerances(tolerance or []),
                             quantize=quantize or (), data=data, metric=metric.value if metric else None, opset=opset,
-                            static=fixed)
+                            static=fixed, custom=custom or None)
         say(result.lines())
         if quantize:
             _print_variants(result.manifest)

@@ -87,4 +87,4 @@ def origin(model: keras.Model, kind: str = "tf.Module") -> dict:
     return {"format": f"savedmodel ({kind})", "truth": {"framework": "tensorflow", "version": tf.__version__},
             "whole_graph": True,
             "translated": {signature_layer(model).name: [f"a {kind}'s signature: its whole graph converted by "
-                                                         "tf2onnx (--allow-loop), nothing fused by rnnedge"]}}
+                                                         "tf2onnx, nothing fused by rnnedge"]}}
