@@ -242,6 +242,35 @@ def revived_custom_layer(folder: Path) -> Path:
     return path
 
 
+TF_KERAS_MODULE = textwrap.dedent('''
+    """A user's module of tf_keras custom layers."""
+    import tf_keras
+
+
+    class Twice(tf_keras.layers.Layer):
+        def call(self, x):
+            return 2.0 * x
+''')
+
+
+def keras2_custom_layer(folder: Path) -> Path:
+    """A tf_keras .h5 with a custom layer class, read with the user's module (--custom)."""
+    import importlib.util
+
+    module_path = folder / "user_tf_keras_layers.py"
+    module_path.write_text(TF_KERAS_MODULE)
+    spec = importlib.util.spec_from_file_location("user_tf_keras_writer", module_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    k, L = _k2(), _k2().layers
+    _k2().utils.set_random_seed(0)
+    x = L.Input((None, 3), name="frames")
+    model = _seeded(k.Model(x, L.Dense(2)(module.Twice(name="twice")(L.LSTM(4)(x)))))
+    path = folder / "keras2_custom_layer.h5"
+    model.save(path)
+    return path
+
+
 # name -> (builder, fused recurrent nodes, truth framework, export keyword arguments)
 PATTERNS = {
     "early_savedmodel": (early_savedmodel, 2, "tf_keras", {}),
@@ -254,4 +283,5 @@ PATTERNS = {
     "keras23_gru_reset_after": (keras23_gru_reset_after, 1, "tf_keras", {}),  # tf_keras' default fits it
     "keras3_custom_layer": (keras3_custom_layer, 1, "keras", {"custom": "user_layers.py"}),
     "revived_custom_layer": (revived_custom_layer, 1, "tensorflow", {}),
+    "keras2_custom_layer": (keras2_custom_layer, 1, "tensorflow", {"custom": "user_tf_keras_layers.py"}),
 }

@@ -172,6 +172,9 @@ def test_a_revived_custom_layer_is_named_with_the_shapes_it_was_traced_for(folde
     result = export(path, tmp_path / "o")  # its signature: the traced functions at their traced lengths
     assert "revived" in result.manifest.source["format"]
     assert result.manifest.inputs[0].shape == ("batch", 12, 3)  # the length it was traced with
+    built(folder, "keras2_custom_layer")  # writes user_tf_keras_layers.py, which defines Twice
+    supplied = export(path, tmp_path / "s", custom=str(folder / "user_tf_keras_layers.py"))
+    assert supplied.passed and "--custom layer(s) 'twice'" in supplied.manifest.source["format"]
 
 
 def test_hdf5_under_any_name_and_files_no_keras_can_describe(folder, tmp_path):

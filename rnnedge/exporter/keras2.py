@@ -138,8 +138,26 @@ def from_object(model, source_format: str = "tf_keras object", custom: dict | No
     weights = {}
     for layer in _all_layers(model):
         weights.setdefault(layer.name, [np.asarray(w) for w in layer.get_weights()])
-    rebuilt, translated = rebuild(config, weights, model.name, custom)
+    try:
+        rebuilt, translated = rebuild(config, weights, model.name, custom)
+    except RnnEdgeError:
+        mine = {id(c) for c in (custom or {}).values()}
+        user = [layer for layer in _all_layers(model) if id(type(layer)) in mine]
+        if user:  # tf_keras classes the user supplied, which Keras 3 cannot rebuild
+            raise CustomLayerError(model, user) from None
+        raise
     return Rebuilt(rebuilt, model, source_format, translated)
+
+
+class CustomLayerError(RnnEdgeError):
+    """A tf_keras model holding layers of the user's own (tf_keras) classes: tf_keras loaded it with
+    them, but it has no Keras 3 rebuild; it is exported from a traced signature of it instead."""
+
+    def __init__(self, model, layers: list):
+        self.model, self.layers = model, layers
+        names = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in layers)
+        super().__init__(f"model '{model.name}': layer(s) {names} are tf_keras classes from --custom, which have "
+                         "no Keras 3 rebuild")
 
 
 def from_h5(path: Path, custom: dict | None = None) -> Rebuilt:

@@ -62,7 +62,9 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False, custo
                      source, allow_loop)
     if keras2.is_tf_keras_model(source):
         try:
-            return _rebuilt(keras2.from_object(source), source.name, None)
+            return _rebuilt(keras2.from_object(source, custom=custom), source.name, None)
+        except keras2.CustomLayerError as e:
+            return _object_signature(e.model, _custom_kind(e), "tf_keras object")
         except keras2.SubclassedError as e:
             if allow_loop:
                 return _object_signature(source)
@@ -85,6 +87,8 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False, custo
             return _rebuilt(keras2.from_savedmodel(path, custom), str(path), None)
         except keras2.RevivedError as e:  # converted from its traced functions, or refused naming their shapes
             return _revived_signature(path, e)
+        except keras2.CustomLayerError as e:  # the user's tf_keras classes: its signature, traced with them
+            return _signature(path, _custom_kind(e))
         except keras2.SubclassedError as e:
             if allow_loop:
                 return _signature(path, "subclassed tf_keras model")
@@ -101,7 +105,11 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False, custo
                                f"call model.load_weights('{path.name}'), and export the model object "
                                "(rnnedge.export(model, out))")
         if not version.startswith("3."):
-            return _rebuilt(keras2.from_h5(path, custom), str(path), _file_sha256(path))
+            try:
+                return _rebuilt(keras2.from_h5(path, custom), str(path), _file_sha256(path))
+            except keras2.CustomLayerError as e:  # the user's tf_keras classes: a signature of the loaded model
+                found = _object_signature(e.model, _custom_kind(e), "h5")
+                return dataclasses.replace(found, name=str(path), sha256=_file_sha256(path))
     objects = {**_operations(), **keras2.only(custom, keras.layers.Layer)}
     try:
         with keras2.h5_named(path) if hdf5 else contextlib.nullcontext(path) as named:
@@ -143,9 +151,15 @@ def _revived_signature(path: Path, error: RnnEdgeError) -> Source:
         raise error from None
 
 
-def _object_signature(model) -> Source:
-    """A subclassed tf_keras model object through a SavedModel of it (tf_keras writes the serving
-    signature of the shapes it was called with), then as `_signature`."""
+def _custom_kind(error) -> str:
+    return f"tf_keras model with --custom layer(s) {', '.join(repr(layer.name) for layer in error.layers)}"
+
+
+def _object_signature(model, kind: str = "subclassed tf_keras model",
+                      fmt: str = "tf_keras object (subclassed)") -> Source:
+    """A subclassed tf_keras model object (or one of the user's tf_keras classes) through a
+    SavedModel of it (tf_keras writes the serving signature of the shapes it was called with), then
+    as `_signature`."""
     import tempfile
 
     from rnnedge.logs import quiet_native_stderr
@@ -158,8 +172,8 @@ def _object_signature(model) -> Source:
         except Exception as e:  # tf_keras cannot save a model it has never run
             raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): tf_keras could not save it as a "
                                f"SavedModel ({first_line(e)}); call it once on a batch and export again") from None
-        found = _signature(path, "subclassed tf_keras model")  # its variables are read into memory here
-    origin = {**found.origin, "format": "tf_keras object (subclassed)"}
+        found = _signature(path, kind)  # its variables are read into memory here
+    origin = {**found.origin, "format": f"{fmt} ({kind})" if "subclassed" not in kind else fmt}
     return dataclasses.replace(found, name=model.name, origin=origin)
 
 
