@@ -147,6 +147,10 @@ def test_custom_classes_come_from_a_module_file_or_a_dotted_path(folder, tmp_pat
     assert result.exit_code == 0, result.output
     monkeypatch.syspath_prepend(str(folder))
     assert export(path, tmp_path / "d", custom="user_layers").passed
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["source"]["custom"] == [str((folder / "user_layers.py").resolve())]
+    result = runner.invoke(app, ["bench", str(tmp_path / "c"), "--baseline", "keras", "--runs", "2", "--warmup", "1"])
+    assert result.exit_code == 0 and "keras" in result.output, result.output  # the source reloaded with its classes
     result = runner.invoke(app, ["export", str(path), "--out", str(tmp_path / "e"), "--custom", "no_such_module"])
     assert result.exit_code == 1 and result.output.startswith("error: --custom no_such_module") \
         and len(result.output.strip().splitlines()) == 1, result.output

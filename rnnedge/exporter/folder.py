@@ -156,7 +156,8 @@ def export(
             outputs=converted.outputs,
             opset=converted.opset,
             ir_version=proto.ir_version,
-            source={"name": found.name, "sha256": found.sha256, "keras_name": model.name, **found.origin},
+            source={"name": found.name, "sha256": found.sha256, "keras_name": model.name, **found.origin,
+                    **({"custom": _custom_record(custom)} if _custom_record(custom) else {})},
             versions=versions(),
             fused_nodes=converted.fused_nodes,
             loop_layers=looped,
@@ -207,6 +208,19 @@ def task_metrics(entry, folder: Path) -> dict:
     return {"metric": entry.metric, "keras": float(entry.keras_score), "onnx": float(entry.score(outputs.data)),
             "baseline": float(entry.baseline), "higher_is_better": entry.higher_is_better, "cell": entry.cell,
             "task": entry.task}
+
+
+def _custom_record(custom) -> list[str]:
+    """The --custom modules as the manifest records them (a file's absolute path, a module's name),
+    so that reloading the source (bench's Keras baseline) imports them again."""
+    items = custom if isinstance(custom, (list, tuple)) else [custom] if custom is not None else []
+    out = []
+    for item in items:
+        if isinstance(item, (str, Path)):
+            out.append(str(Path(item).resolve()) if str(item).endswith(".py") or Path(item).exists() else str(item))
+        elif hasattr(item, "__name__") and hasattr(item, "__spec__"):  # a module
+            out.append(item.__name__)
+    return out
 
 
 def _loops_refused(found, loops: int) -> str:
