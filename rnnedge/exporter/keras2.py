@@ -164,7 +164,7 @@ def from_h5(path: Path, custom: dict | None = None) -> Rebuilt:
     """A Keras 2 .h5 file (HDF5 under any name): loaded by tf_keras where installed (the truth),
     else its stored configuration and weights read with h5py and rebuilt in Keras 3. A Keras
     2.0-2.2 GRU (no `reset_after`, which tf_keras refuses) is rebuilt too, the truth then the rebuild."""
-    config, weights = h5_model(path)
+    config, weights = h5_model(path, only_old_grus=True)
     old_grus = grus_without_reset_after(config, weights)
     if has_tf_keras() and not old_grus:
         import tf_keras
@@ -177,6 +177,7 @@ def from_h5(path: Path, custom: dict | None = None) -> Rebuilt:
     if old_grus:
         why = (f"tf_keras cannot load a Keras 2.0-2.2 GRU without reset_after ({', '.join(old_grus)}); "
                "its kind is read from its bias shape")
+    config, weights = h5_model(path)
     rebuilt, translated = rebuild(config, weights, path.name, custom)
     return Rebuilt(rebuilt, None, "h5", translated, why)
 

@@ -56,18 +56,40 @@ def grus_without_reset_after(config: dict, weights: dict) -> list[str]:
     return [name for name, said in notes.items() if any("reset_after=False" in n for n in said)]
 
 
-def h5_model(path: Path) -> tuple[dict, dict]:
-    """(model configuration, weights by layer name) of an .h5 model file, read with h5py."""
+def h5_model(path: Path, only_old_grus: bool = False) -> tuple[dict, dict]:
+    """(model configuration, weights by layer name) of an .h5 model file, read with h5py;
+    `only_old_grus`: only the weights of layers holding a GRU without reset_after (a large file's
+    other weights are not read where tf_keras will load it anyway)."""
     import h5py
 
     with h5py.File(path, "r") as f:
         config = json.loads(text(f.attrs["model_config"]))
         group = f["model_weights"] if "model_weights" in f else f
+        wanted = _old_gru_owners(config) if only_old_grus else None
         weights = {}
         for name in (text(n) for n in group.attrs.get("layer_names", [])):
+            if wanted is not None and name not in wanted:
+                continue
             layer = group[name]
             weights[name] = [np.asarray(layer[text(w)]) for w in layer.attrs.get("weight_names", [])]
     return config, weights
+
+
+def _old_gru_owners(config, owner: str | None = None) -> set[str]:
+    """The names of the layers (a GRU, or the Bidirectional around it) whose GRU config has no reset_after."""
+    found = set()
+    if isinstance(config, list):
+        for x in config:
+            found |= _old_gru_owners(x, owner)
+    elif isinstance(config, dict):
+        inner = config.get("config")
+        if isinstance(inner, dict) and config.get("class_name") == "Bidirectional":
+            owner = inner.get("name")
+        if isinstance(inner, dict) and config.get("class_name") == "GRU" and "reset_after" not in inner:
+            found.add(owner or inner.get("name", "gru"))
+        for x in config.values():
+            found |= _old_gru_owners(x, owner)
+    return found
 
 
 @contextmanager
