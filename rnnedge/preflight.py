@@ -45,12 +45,15 @@ def require(extra: str, what: str) -> None:
 
 def keras_file(path: str | Path) -> Path:
     """The path of a Keras model file or SavedModel folder, refused in one line when it is missing,
-    empty, a folder without saved_model.pb, of another suffix or not of its suffix's format."""
+    empty, a folder without saved_model.pb, of another suffix or not of its suffix's format. An
+    HDF5 file is taken under any name (published `.keras` files are sometimes HDF5): `is_hdf5`."""
     path = Path(path)
     if not path.exists():
         raise RnnEdgeError(f"{path}: no such file; expected a .keras model file or zoo:NAME (see `rnnedge zoo`)")
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return path  # a SavedModel folder (tf.keras 2 model.save(dir)); what it holds is read when loaded
+    if path.is_file() and is_hdf5(path):
+        return path  # a legacy .h5 model, whatever its name says
     if path.is_dir() or path.suffix not in _MAGIC:
         raise RnnEdgeError(f"{path} is not a Keras model file: expected a .keras or .h5 file, or a SavedModel "
                            "folder (with saved_model.pb)")
@@ -63,6 +66,13 @@ def keras_file(path: str | Path) -> Path:
         raise RnnEdgeError(f"{path} is not a Keras model file: a {path.suffix} file is {kind}, this one is not "
                            f"(save the model with model.save('{path.name}'))")
     return path
+
+
+def is_hdf5(path: str | Path) -> bool:
+    """Whether a file is HDF5 (a legacy Keras .h5 model or weights), by its first bytes, not its name."""
+    magic = _MAGIC[".h5"][0]
+    with open(path, "rb") as f:
+        return f.read(len(magic)) == magic
 
 
 def zoo_name(name: str) -> str:

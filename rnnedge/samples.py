@@ -11,7 +11,8 @@ from rnnedge.manifest import BATCH, Manifest, TensorSpec, is_time_axis
 
 def sample(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator,
            keep: np.ndarray | None = None) -> np.ndarray:
-    """One array for `spec`: floats from N(0, 1), token ids in [0, vocab) ([1, vocab) where 0 pads),
+    """One array for `spec`: floats from N(0, 1), token ids in [0, vocab) ([1, vocab) where 0 pads; of
+    the spec's dtype, float too, where it has a vocab),
     bool masks all True (random where no padding is declared). `keep` ([batch, time] bool) marks
     the real steps; the others get the spec's padding value."""
     if spec.dtype == "bool":
@@ -19,6 +20,8 @@ def sample(spec: TensorSpec, shape: tuple[int, ...], rng: np.random.Generator,
     elif spec.dtype.startswith(("int", "uint")):
         low = 1 if spec.pad_value is not None else 0
         x = rng.integers(low, max(spec.vocab or 10, low + 1), size=shape).astype(spec.dtype)
+    elif spec.vocab:  # token ids in a float input (a Keras 2 Embedding's model input is float32)
+        x = rng.integers(0, spec.vocab, size=shape).astype(spec.dtype)
     else:
         x = rng.normal(0, 1, size=shape).astype(spec.dtype)
     if spec.pad_value is not None and keep is not None and x.shape[:2] == keep.shape:

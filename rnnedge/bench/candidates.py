@@ -63,7 +63,8 @@ def keras_source(source, manifest: Manifest, baselines: Sequence[str], threads: 
     _tf_threads(threads)
     from rnnedge.exporter import load_keras
 
-    model = load_keras(source, allow_loop=bool(manifest.loop_layers))[0]  # as exported: a plain tf.Module too
+    model = load_keras(source, allow_loop=bool(manifest.loop_layers),  # as exported: a plain tf.Module too
+                       custom=manifest.source.get("custom"))[0]
     if len(model.inputs) != len(manifest.data_inputs):
         raise RnnEdgeError(f"the source model has {len(model.inputs)} input(s) but the export takes "
                            f"{len(manifest.data_inputs)} ({', '.join(s.name for s in manifest.data_inputs)}): "

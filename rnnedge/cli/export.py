@@ -44,6 +44,8 @@ def export(
     target: Annotated[Optional[str], typer.Option(metavar="P", help="Shape the export for a provider (qnn: static "
                                                   "shapes, SimpleRNN unrolled) and check it there if installed.")
                       ] = None,
+    custom: Annotated[Optional[list[str]], typer.Option(metavar="MODULE", help="A .py file or dotted module path "
+                                                        "defining the model's custom classes; repeatable.")] = None,
 ):
     """Export a Keras recurrent model to fused ONNX and verify it against Keras."""
     with user_errors():
@@ -57,7 +59,7 @@ def export(
         result = run_export(model, out, force=force, streaming=streaming, allow_loop=allow_loop, unsafe=unsafe,
                             tolerance=Tolerance(atol, rtol), overrides=parse_tolerances(tolerance or []),
                             quantize=quantize or (), data=data, metric=metric.value if metric else None, opset=opset,
-                            static=fixed, target=target)
+                            static=fixed, target=target, custom=custom or None)
         say(result.lines())
         if quantize:
             _print_variants(result.manifest)

@@ -88,6 +88,38 @@ def loop_nodes(proto: onnx.ModelProto) -> list[str]:
     return [n.name for n in proto.graph.node if n.op_type in ("Loop", "Scan")]
 
 
+_PASS_THROUGH = ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Flatten")
+
+
+def token_inputs(proto: onnx.ModelProto) -> dict[str, int]:
+    """{graph input: vocabulary size} for each input that reaches, through casts and reshapes only,
+    the indices of a Gather from a stored table (an Embedding): its values must be ids below the
+    table's first dimension (tf2onnx's graph of a SavedModel gives no other sign of it)."""
+    graph = proto.graph
+    tables = {init.name: init.dims[0] for init in graph.initializer if init.dims}
+    tables.update((n.output[0], onnx.helper.get_attribute_value(n.attribute[0]).dims[0]) for n in graph.node
+                  if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
+                  and onnx.helper.get_attribute_value(n.attribute[0]).dims)
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, k))
+    found = {}
+    for given in graph.input:
+        seen, todo, sizes = set(), [given.name], []
+        while todo:
+            name = todo.pop()
+            for node, k in readers.get(name, []):
+                if node.op_type in ("Gather", "GatherV2") and k == 1 and node.input[0] in tables:
+                    sizes.append(int(tables[node.input[0]]))
+                elif node.op_type in _PASS_THROUGH and k == 0 and node.output[0] not in seen:
+                    seen.add(node.output[0])
+                    todo.append(node.output[0])
+        if sizes:
+            found[given.name] = min(sizes)
+    return found
+
+
 def loop_layers(proto: onnx.ModelProto, model) -> list[str]:
     loops = loop_nodes(proto)
     names = [layer.name for layer in recurrent_layers(functional_graph(model))]

@@ -15,7 +15,7 @@ import onnx
 
 from rnnedge.check import ParityReport, Tolerance, check_dir, write_golden
 from rnnedge.errors import ParityError, RnnEdgeError
-from rnnedge.exporter.baselines import loop_layers, loop_nodes, tf2onnx_export
+from rnnedge.exporter.baselines import loop_layers, loop_nodes, tf2onnx_export, token_inputs
 from rnnedge.exporter.convert import UnsupportedLayerError, convert, functional_graph
 from rnnedge.exporter.convert.core import Converted, interface
 from rnnedge.exporter.convert.graph import OPSET
@@ -58,6 +58,8 @@ class ExportResult:
         against = f" against {truth['framework']} {truth['version']}" if other else ""
         unrolled = [name for name, route in m.layers.items() if route == "unrolled"]
         via += f", {len(unrolled)} layer(s) unrolled for --target ({_names(unrolled)})" if unrolled else ""
+        if truth.get("rebuild"):  # a Keras 2 file tf_keras could not load (or tf_keras missing)
+            against = f" (checked against rnnedge's rebuild, not tf_keras: {truth['rebuild']})"
         return [f"wrote {self.folder}: {fused} fused recurrent node(s){_scanned(m)}{via}, "
                 f"{m.variants['fp32']['size']} bytes, opset {m.opset}",
                 *m.interface_lines({n.name: n.op_type for n in graph.node}),
@@ -95,6 +97,7 @@ def export(
     opset: int = OPSET,
     static: dict[str, int] | None = None,
     target: str | None = None,
+    custom=None,
 ) -> ExportResult:
     """Export a Keras model (Keras 3 or tf_keras object, .keras / .h5 path, SavedModel folder or
     `zoo:NAME`) to `out` and verify it against the framework that trained it.
@@ -104,6 +107,8 @@ def export(
     every golden case has those sizes. `target` ("qnn"): what that accelerator runs (exporter/target.py),
     checked on it where its provider is installed. `data`: an .npz of the model's inputs (and
     targets 'y'): up to DATA_ROWS of its sequences become golden cases, and quantization uses it.
+    `custom`: the user's classes for loading the file (a .py path, a dotted module path, a module or
+    a list of classes; the CLI's `--custom`).
     Raises RnnEdgeError for bad input (nothing written) and ParityError when ONNX and Keras
     disagree (the folder is written, its manifest marked failed).
     """
@@ -116,7 +121,7 @@ def export(
     new_folder(out, force=force, marker=MANIFEST)  # recover_dir may have put back an export left aside
     tmp = temp_dir(out)  # first: a disk that cannot take it is refused before any work, and the lock is held
     try:
-        found = load_source(source, unsafe=unsafe, allow_loop=allow_loop)
+        found = load_source(source, unsafe=unsafe, allow_loop=allow_loop, custom=custom)
         model, entry = found.model, found.entry
         started = time.perf_counter()
         looped: list[str] = []
@@ -127,6 +132,8 @@ def export(
                                        "tf.Module's graph (--allow-loop) cannot carry state across calls")
                 proto, converted = _fallback(model, f"{found.name}: tf2onnx's graph of its signature", opset)
                 looped = [signature_layer(model).name] if loop_nodes(proto) else []
+                if looped and not allow_loop:
+                    raise RnnEdgeError(_loops_refused(found, len(loop_nodes(proto))))
             else:
                 converted = convert(model, streaming=streaming, opset=opset)
                 proto = converted.onnx_model
@@ -161,7 +168,8 @@ def export(
             outputs=converted.outputs,
             opset=converted.opset,
             ir_version=proto.ir_version,
-            source={"name": found.name, "sha256": found.sha256, "keras_name": model.name, **found.origin},
+            source={"name": found.name, "sha256": found.sha256, "keras_name": model.name, **found.origin,
+                    **({"custom": _custom_record(custom)} if _custom_record(custom) else {})},
             versions=versions(),
             fused_nodes=converted.fused_nodes,
             loop_layers=looped,
@@ -218,6 +226,28 @@ def task_metrics(entry, folder: Path) -> dict:
             "task": entry.task}
 
 
+def _custom_record(custom) -> list[str]:
+    """The --custom modules as the manifest records them (a file's absolute path, a module's name),
+    so that reloading the source (bench's Keras baseline) imports them again."""
+    items = custom if isinstance(custom, (list, tuple)) else [custom] if custom is not None else []
+    out = []
+    for item in items:
+        if isinstance(item, (str, Path)):
+            out.append(str(Path(item).resolve()) if str(item).endswith(".py") or Path(item).exists() else str(item))
+        elif hasattr(item, "__name__") and hasattr(item, "__spec__"):  # a module
+            out.append(item.__name__)
+    return out
+
+
+def _loops_refused(found, loops: int) -> str:
+    """Why a SavedModel's signature graph with Loops is refused without --allow-loop."""
+    fmt = found.origin.get("format", "savedmodel")
+    why = ("rnnedge fuses only layers it can read as Keras layers, and a SavedModel without Keras metadata has none"
+           if "revived" not in fmt else "its layer classes were not supplied (--custom module.py)")
+    return (f"{found.name} ({fmt}): tf2onnx's graph of its signature keeps {loops} recurrence(s) as Loop/Scan and "
+            f"{why}; pass --allow-loop to export it with them, or export the Keras model (model.save) it came from")
+
+
 def _fallback(model, where: str, opset: int):
     """tf2onnx's graph of the whole model, described with the same input/output specs as a fused
     export would have. Refused in one line, starting with `where` (the layer that made it needed)
@@ -239,7 +269,8 @@ def _fallback(model, where: str, opset: int):
                                      "replace that layer or its activation")) from None
     graph = functional_graph(model)
     io = interface(graph)
-    inputs = [TensorSpec(n, tuple(shape), str(t.dtype))
+    vocab = token_inputs(proto)  # what an Embedding (a Gather) reads: ids below its vocabulary
+    inputs = [TensorSpec(n, tuple(shape), str(t.dtype), vocab=vocab.get(n))
               for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
     outputs = [TensorSpec(n, tuple(shape), str(t.dtype))
                for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]

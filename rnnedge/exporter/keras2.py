@@ -15,6 +15,15 @@ import keras
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError, first_line
+from rnnedge.exporter.keras2_files import (
+    RevivedError,
+    grus_without_reset_after,
+    h5_model,
+    h5_named,
+    is_revived,
+    keras_metadata,
+    reset_after_from_weights,
+)
 from rnnedge.exporter.keras2_fit import fit_arguments, is_layer, renumber_nested_calls
 from rnnedge.exporter.keras_api import standard_kernel_only
 
@@ -53,14 +62,15 @@ class Rebuilt:
     truth: object | None  # the tf_keras model that computes the golden outputs; None: the rebuild does
     source_format: str  # "h5", "savedmodel" or "tf_keras object"
     translated: dict[str, list[str]] = field(default_factory=dict)  # layer -> what was changed
+    why_rebuild: str = "tf_keras not installed"  # why the rebuild computes the truth (truth None)
 
     def origin(self) -> dict:
         """The manifest's record of where the model came from and who computed the truth."""
         if self.truth is not None:
             truth = {"framework": "tf_keras", "version": _version("tf-keras") or _version("tf_keras")}
         else:
-            truth = {"framework": "keras", "version": keras.__version__,
-                     "note": "tf_keras not installed: parity is against the Keras 3 rebuild "
+            truth = {"framework": "keras", "version": keras.__version__, "rebuild": self.why_rebuild,
+                     "note": f"{self.why_rebuild}: parity is against rnnedge's Keras 3 rebuild "
                              "of the stored configuration"}
         return {"format": self.source_format, "truth": truth, "translated": self.translated}
 
@@ -98,16 +108,25 @@ def h5_keras_version(path: Path) -> str | None:
         return version.decode() if isinstance(version, bytes) else str(version)
 
 
+def h5_has_weights(path: Path) -> bool:
+    """Whether an HDF5 file holds Keras weights (layer names, at its root or under model_weights)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        return "layer_names" in group.attrs or "weight_names" in group.attrs or len(group) > 0
+
+
 def is_savedmodel(path: Path) -> bool:
     return path.is_dir() and (path / "saved_model.pb").is_file()
 
 
 def has_keras_metadata(path: Path) -> bool:
     """A SavedModel folder written by tf.keras (model.save), not a plain tf.Module."""
-    return (path / "keras_metadata.pb").is_file()
+    return keras_metadata(path) is not None
 
 
-def from_object(model, source_format: str = "tf_keras object") -> Rebuilt:
+def from_object(model, source_format: str = "tf_keras object", custom: dict | None = None) -> Rebuilt:
     """Rebuild a tf_keras model object; it stays the truth."""
     if type(model).__name__ not in ("Functional", "Sequential", "Model") or not hasattr(model, "_is_graph_network") \
             or not model._is_graph_network:
@@ -119,44 +138,82 @@ def from_object(model, source_format: str = "tf_keras object") -> Rebuilt:
     weights = {}
     for layer in _all_layers(model):
         weights.setdefault(layer.name, [np.asarray(w) for w in layer.get_weights()])
-    rebuilt, translated = rebuild(config, weights, model.name)
+    try:
+        rebuilt, translated = rebuild(config, weights, model.name, custom)
+    except RnnEdgeError:
+        mine = {id(c) for c in (custom or {}).values()}
+        user = [layer for layer in _all_layers(model) if id(type(layer)) in mine]
+        if user:  # tf_keras classes the user supplied, which Keras 3 cannot rebuild
+            raise CustomLayerError(model, user) from None
+        raise
     return Rebuilt(rebuilt, model, source_format, translated)
 
 
-def from_h5(path: Path) -> Rebuilt:
-    """A Keras 2 .h5 file: loaded by tf_keras where installed (the truth), else its stored
-    configuration and weights read with h5py and rebuilt in Keras 3."""
-    if has_tf_keras():
+class CustomLayerError(RnnEdgeError):
+    """A tf_keras model holding layers of the user's own (tf_keras) classes: tf_keras loaded it with
+    them, but it has no Keras 3 rebuild; it is exported from a traced signature of it instead."""
+
+    def __init__(self, model, layers: list):
+        self.model, self.layers = model, layers
+        names = ", ".join(f"'{layer.name}' ({type(layer).__name__})" for layer in layers)
+        super().__init__(f"model '{model.name}': layer(s) {names} are tf_keras classes from --custom, which have "
+                         "no Keras 3 rebuild")
+
+
+def from_h5(path: Path, custom: dict | None = None) -> Rebuilt:
+    """A Keras 2 .h5 file (HDF5 under any name): loaded by tf_keras where installed (the truth),
+    else its stored configuration and weights read with h5py and rebuilt in Keras 3. A Keras
+    2.0-2.2 GRU (no `reset_after`, which tf_keras refuses) is rebuilt too, the truth then the rebuild."""
+    config, weights = h5_model(path, only_old_grus=True)
+    old_grus = grus_without_reset_after(config, weights)
+    if has_tf_keras() and not old_grus:
         import tf_keras
 
-        model = _load(lambda: tf_keras.models.load_model(path, compile=False, custom_objects=_standard_kernels()), path)
-        return from_object(model, "h5")
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        config = json.loads(_text(f.attrs["model_config"]))
-        group = f["model_weights"] if "model_weights" in f else f
-        weights = {}
-        for name in (_text(n) for n in group.attrs.get("layer_names", [])):
-            layer = group[name]
-            weights[name] = [np.asarray(layer[_text(w)]) for w in layer.attrs.get("weight_names", [])]
-    rebuilt, translated = rebuild(config, weights, path.name)
-    return Rebuilt(rebuilt, None, "h5", translated)
+        objects = {**_standard_kernels(), **only(custom, tf_keras.layers.Layer)}
+        with h5_named(path) as named:
+            model = _load(lambda: tf_keras.models.load_model(named, compile=False, custom_objects=objects), path)
+        return from_object(model, "h5", custom)
+    why = "tf_keras not installed"
+    if old_grus:
+        why = (f"tf_keras cannot load a Keras 2.0-2.2 GRU without reset_after ({', '.join(old_grus)}); "
+               "its kind is read from its bias shape")
+    config, weights = h5_model(path)
+    rebuilt, translated = rebuild(config, weights, path.name, custom)
+    return Rebuilt(rebuilt, None, "h5", translated, why)
 
 
-def from_savedmodel(path: Path) -> Rebuilt:
-    """A SavedModel folder written by tf.keras 2: tf_keras restores its layers from keras_metadata.pb."""
-    if not has_keras_metadata(path):
-        raise RnnEdgeError(f"{path} is a SavedModel without Keras metadata (a plain tf.Module, not written by "
-                           "tf.keras model.save), so rnnedge cannot fuse its recurrent layers; pass --allow-loop to "
-                           "convert its whole graph with tf2onnx (recurrences stay Loops), or export the Keras model "
-                           "it came from")
+def from_savedmodel(path: Path, custom: dict | None = None) -> Rebuilt:
+    """A SavedModel folder written by tf.keras 2: tf_keras restores its layers from its Keras
+    metadata (keras_metadata.pb, or saved_model.pb's object graph for TF <= 2.4)."""
+    where = keras_metadata(path)
+    if where is None:
+        raise RnnEdgeError(f"{path} is a SavedModel without Keras metadata (a plain tf.Module, or "
+                           "tf.saved_model.save of a Keras model): no Keras layers to rebuild; export its signature "
+                           "(pass --allow-loop where tf2onnx's graph of it has Loops), or export the Keras model it "
+                           "came from")
     if not has_tf_keras():
         raise RnnEdgeError(f"{path} is a Keras 2 SavedModel folder: reading it needs tf_keras: {INSTALL}")
     import tf_keras
 
-    model = _load(lambda: tf_keras.models.load_model(path, compile=False, custom_objects=_standard_kernels()), path)
-    return from_object(model, "savedmodel")
+    from rnnedge.logs import quiet_native_stderr
+
+    objects = {**_standard_kernels(), **only(custom, tf_keras.layers.Layer)}
+    with quiet_native_stderr():
+        model = _load(lambda: tf_keras.models.load_model(path, compile=False, custom_objects=objects), path)
+    if not hasattr(model, "layers"):  # tf_keras found no Keras object in it: the core loader's result
+        raise RnnEdgeError(f"{path}: its Keras metadata describes no Keras model")
+    revived = [layer for layer in _all_layers(model) if is_revived(layer)]
+    if revived:
+        raise RevivedError(path, revived)
+    fmt = "savedmodel" if where == "keras_metadata.pb" else "savedmodel (TF <= 2.4: Keras metadata in saved_model.pb)"
+    return from_object(model, fmt, custom)
+
+
+def only(custom: dict | None, base) -> dict:
+    """The user's custom objects (`--custom`) of one framework: classes derived from `base`
+    (tf_keras' or Keras 3's Layer), and plain functions (activations) for both."""
+    return {name: obj for name, obj in (custom or {}).items()
+            if not isinstance(obj, type) or issubclass(obj, base)}
 
 
 def _standard_kernels() -> dict:
@@ -184,18 +241,18 @@ def _load(fn, path):
     try:
         return fn()
     except Exception as e:  # tf_keras raises many types for a file it cannot read
-        _unknown_layer(e, path)
+        unknown_layer(e, path)
         raise RnnEdgeError(f"{path} is not a loadable tf_keras model ({first_line(e)})") from None
 
 
-def _unknown_layer(e: Exception, what) -> None:
+def unknown_layer(e: Exception, what) -> None:
     """One line naming a layer class that neither Keras 3 nor tf_keras knows (a custom layer)."""
     found = re.search(r"(?:Unknown layer|Could not locate class):? '([^']+)'", str(e))
     if found:
         name = found.group(1)
         raise RnnEdgeError(f"{what}: layer class {name!r} is known to neither Keras nor rnnedge (a custom layer?); "
-                           "replace it with standard layers, or build the model in code with its class and export "
-                           "the model object") from None
+                           "pass --custom module.py (or a dotted module path) defining it (Python: "
+                           "export(..., custom=...)), or build the model in code and export the object") from None
 
 
 def _rebuild_reason(e: Exception) -> str:
@@ -221,14 +278,16 @@ def _all_layers(model) -> list:
     return found
 
 
-def rebuild(config: dict, weights: dict[str, list[np.ndarray]], what: str) -> tuple[keras.Model, dict]:
+def rebuild(config: dict, weights: dict[str, list[np.ndarray]], what: str,
+            custom: dict | None = None) -> tuple[keras.Model, dict]:
     """A Keras 3 model from a Keras 2 model configuration and weights by layer name."""
     translated: dict[str, list[str]] = {}
     config = _translate(json.loads(json.dumps(config)), translated)
+    reset_after_from_weights(config, weights, translated)
     try:
-        model = keras.models.model_from_json(json.dumps(config))
+        model = keras.models.model_from_json(json.dumps(config), custom_objects=only(custom, keras.layers.Layer))
     except Exception as e:  # Keras raises many types for a configuration it cannot build
-        _unknown_layer(e, what)
+        unknown_layer(e, what)
         raise RnnEdgeError(f"{what}: its Keras 2 configuration does not rebuild in Keras 3 "
                            f"({_rebuild_reason(e)})") from None
     for layer in _all_layers(model):

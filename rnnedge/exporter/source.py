@@ -5,6 +5,7 @@ models are traced into a functional graph."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
@@ -16,9 +17,10 @@ import numpy as np
 
 from rnnedge.errors import RnnEdgeError, first_line
 from rnnedge.exporter import keras2
+from rnnedge.exporter.keras2_files import keras_objects
 from rnnedge.exporter.keras_api import call_parameters, graph_nodes, has_graph, sublayers
 from rnnedge.files import digest
-from rnnedge.preflight import keras_file
+from rnnedge.preflight import is_hdf5, keras_file
 from rnnedge.tables import VERSION as __version__
 
 
@@ -35,17 +37,22 @@ class Source:
     whole_graph: bool = False  # a plain tf.Module's signature (tfgraph): tf2onnx converts all of it
 
 
-def load_keras(source, *, unsafe: bool = False, allow_loop: bool = False):
+def load_keras(source, *, unsafe: bool = False, allow_loop: bool = False, custom=None):
     """(keras.Model, description, sha256, zoo entry or None) from a model, a path, `zoo:NAME`
     or a loaded `rnnedge.zoo.ZooModel`."""
-    found = load_source(source, unsafe=unsafe, allow_loop=allow_loop)
+    found = load_source(source, unsafe=unsafe, allow_loop=allow_loop, custom=custom)
     return found.model, found.name, found.sha256, found.entry
 
 
-def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> Source:
-    """The Source of an export from a Keras 3 or tf_keras model object, a .keras / .h5 file, a
-    SavedModel folder, `zoo:NAME` or a loaded `rnnedge.zoo.ZooModel`. `allow_loop`: a SavedModel
-    without Keras metadata is taken as its signature's graph (tfgraph) rather than refused."""
+def load_source(source, *, unsafe: bool = False, allow_loop: bool = False, custom=None) -> Source:
+    """The Source of an export from a Keras 3 or tf_keras model object, a .keras / .h5 file (HDF5
+    under any name), a SavedModel folder, `zoo:NAME` or a loaded `rnnedge.zoo.ZooModel`. A SavedModel
+    without Keras metadata is taken as its signature's graph (tfgraph; the export refuses the Loops
+    tf2onnx leaves in it unless `allow_loop`). `custom`: the user's classes for loading (a module, its
+    path or dotted name, or a list of classes; custom.py)."""
+    from rnnedge.exporter.custom import custom_objects
+
+    custom = custom_objects(custom)
     keras3 = {"format": "keras3", "truth": {"framework": "keras", "version": keras.__version__}}
     if isinstance(source, keras.Model):
         if has_graph(source):
@@ -55,7 +62,9 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> So
                      source, allow_loop)
     if keras2.is_tf_keras_model(source):
         try:
-            return _rebuilt(keras2.from_object(source), source.name, None)
+            return _rebuilt(keras2.from_object(source, custom=custom), source.name, None)
+        except keras2.CustomLayerError as e:
+            return _object_signature(e.model, _custom_kind(e), "tf_keras object")
         except keras2.SubclassedError as e:
             if allow_loop:
                 return _object_signature(source)
@@ -70,36 +79,52 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False) -> So
         entry = zoo.load(text[4:])
         return Source(entry.model, text, _weights_sha256(entry.model), entry, origin=keras3)
     path = keras_file(text)  # missing, empty, or not a .keras/.h5 file or SavedModel: one line, before Keras reads it
-    if keras2.is_savedmodel(path) and not keras2.has_keras_metadata(path) and allow_loop:
-        return _signature(path, "tf.Module")
+    if keras2.is_savedmodel(path) and not keras2.has_keras_metadata(path):
+        kind = "tf.saved_model.save of a Keras model" if keras_objects(path) else "tf.Module"
+        return _signature(path, kind)  # exported where tf2onnx's graph of it has no Loop, or with allow_loop
     if keras2.is_savedmodel(path):
         try:
-            return _rebuilt(keras2.from_savedmodel(path), str(path), None)
+            return _rebuilt(keras2.from_savedmodel(path, custom), str(path), None)
+        except keras2.RevivedError as e:  # converted from its traced functions, or refused naming their shapes
+            return _revived_signature(path, e)
+        except keras2.CustomLayerError as e:  # the user's tf_keras classes: its signature, traced with them
+            return _signature(path, _custom_kind(e))
         except keras2.SubclassedError as e:
             if allow_loop:
                 return _signature(path, "subclassed tf_keras model")
             raise RnnEdgeError(f"{e}; or pass --allow-loop to convert the SavedModel's signature whole with "
                                "tf2onnx (recurrent layers stay Loops)") from None
-    if path.suffix == ".h5":
+    hdf5 = is_hdf5(path)
+    if hdf5:
         version = keras2.h5_keras_version(path)
+        if version is None and not keras2.h5_has_weights(path):
+            raise RnnEdgeError(f"{path} is an HDF5 file with neither a model configuration nor weights (no "
+                               "'model_config' attribute): not a Keras model; save the model with model.save")
         if version is None:
             raise RnnEdgeError(f"{path} holds weights only (no model configuration): build the model in code, "
                                f"call model.load_weights('{path.name}'), and export the model object "
                                "(rnnedge.export(model, out))")
         if not version.startswith("3."):
-            return _rebuilt(keras2.from_h5(path), str(path), _file_sha256(path))
+            try:
+                return _rebuilt(keras2.from_h5(path, custom), str(path), _file_sha256(path))
+            except keras2.CustomLayerError as e:  # the user's tf_keras classes: a signature of the loaded model
+                found = _object_signature(e.model, _custom_kind(e), "h5")
+                return dataclasses.replace(found, name=str(path), sha256=_file_sha256(path))
+    objects = {**_operations(), **keras2.only(custom, keras.layers.Layer)}
     try:
-        model = keras.models.load_model(path, compile=False, safe_mode=not unsafe, custom_objects=_operations())
+        with keras2.h5_named(path) if hdf5 else contextlib.nullcontext(path) as named:
+            model = keras.models.load_model(named, compile=False, safe_mode=not unsafe, custom_objects=objects)
     except Exception as e:  # Keras raises many types for a bad file; all mean "not loadable"
         if "safe_mode" in str(e) or "Lambda" in str(e):
             raise RnnEdgeError(
                 f"{path} holds a Lambda layer, which can run arbitrary code when loaded; "
                 "pass --unsafe only if you trust the file"
             ) from None
+        keras2.unknown_layer(e, path)
         raise RnnEdgeError(f"{path} is not a loadable Keras model ({first_line(e)})") from None
     if not isinstance(model, keras.Model):
         raise RnnEdgeError(f"{path} does not hold a keras.Model")
-    origin = {**keras3, "format": path.suffix.lstrip(".")}
+    origin = {**keras3, "format": "h5" if hdf5 else path.suffix.lstrip(".")}
     if has_graph(model):
         return _open(Source(model, str(path), _file_sha256(path), origin=origin), model, allow_loop)
     traced = trace(model)  # a subclassed model saved whole: its call() traced as for the object
@@ -115,9 +140,26 @@ def _signature(path: Path, kind: str) -> Source:
     return Source(model, str(path), _folder_sha256(path), origin=tfgraph.origin(model, kind), whole_graph=True)
 
 
-def _object_signature(model) -> Source:
-    """A subclassed tf_keras model object through a SavedModel of it (tf_keras writes the serving
-    signature of the shapes it was called with), then as `_signature`."""
+def _revived_signature(path: Path, error: RnnEdgeError) -> Source:
+    """A tf_keras SavedModel with layers revived from traced functions (their class not supplied):
+    its serving signature, which calls those functions at the shapes they were traced with; refused
+    with `error` (naming the shapes) where it has none."""
+    layers = ", ".join(f"'{layer.name}'" for layer in error.layers)
+    try:
+        return _signature(path, f"tf_keras model whose layer(s) {layers} were revived from traced functions")
+    except RnnEdgeError:
+        raise error from None
+
+
+def _custom_kind(error) -> str:
+    return f"tf_keras model with --custom layer(s) {', '.join(repr(layer.name) for layer in error.layers)}"
+
+
+def _object_signature(model, kind: str = "subclassed tf_keras model",
+                      fmt: str = "tf_keras object (subclassed)") -> Source:
+    """A subclassed tf_keras model object (or one of the user's tf_keras classes) through a
+    SavedModel of it (tf_keras writes the serving signature of the shapes it was called with), then
+    as `_signature`."""
     import tempfile
 
     from rnnedge.logs import quiet_native_stderr
@@ -130,8 +172,8 @@ def _object_signature(model) -> Source:
         except Exception as e:  # tf_keras cannot save a model it has never run
             raise RnnEdgeError(f"model '{model.name}' ({type(model).__name__}): tf_keras could not save it as a "
                                f"SavedModel ({first_line(e)}); call it once on a batch and export again") from None
-        found = _signature(path, "subclassed tf_keras model")  # its variables are read into memory here
-    origin = {**found.origin, "format": "tf_keras object (subclassed)"}
+        found = _signature(path, kind)  # its variables are read into memory here
+    origin = {**found.origin, "format": f"{fmt} ({kind})" if "subclassed" not in kind else fmt}
     return dataclasses.replace(found, name=model.name, origin=origin)
 
 

@@ -1,5 +1,5 @@
-"""A SavedModel rnnedge cannot rebuild as Keras layers (a plain `tf.Module` saved with
-`tf.saved_model.save`, or a subclassed tf_keras model), for `--allow-loop`: its serving signature,
+"""A SavedModel rnnedge cannot rebuild as Keras layers (a plain `tf.Module` or a Keras model saved
+with `tf.saved_model.save`, a subclassed tf_keras model, layers revived from traced functions): its serving signature,
 called as the one layer of a Keras model, so that tf2onnx converts its whole graph (recurrences
 stay the `Loop`s / `Scan`s it writes, unless it fuses them itself) and TensorFlow itself computes
 the golden outputs the ONNX file is checked against."""
@@ -87,4 +87,4 @@ def origin(model: keras.Model, kind: str = "tf.Module") -> dict:
     return {"format": f"savedmodel ({kind})", "truth": {"framework": "tensorflow", "version": tf.__version__},
             "whole_graph": True,
             "translated": {signature_layer(model).name: [f"a {kind}'s signature: its whole graph converted by "
-                                                         "tf2onnx (--allow-loop), nothing fused by rnnedge"]}}
+                                                         "tf2onnx, nothing fused by rnnedge"]}}
