@@ -167,7 +167,7 @@ def keras_truth(model, converted, proto, seed: int, truth=None, data=None):
                            time_stride=converted.time_stride, min_steps=converted.min_steps, long=long) + users
     try:
         cases = [(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples]
-        return _finite(cases), *_observed_widths(converted, proto, cases)
+        return _finite(cases, converted), *_observed_widths(converted, proto, cases)
     except Exception:
         own = {d for s in converted.inputs for d in s.shape if is_time_axis(d) and d != TIME}
         if not own:
@@ -183,20 +183,32 @@ def keras_truth(model, converted, proto, seed: int, truth=None, data=None):
     samples = random_cases(converted.keras_inputs, seed, random_states=random_states, time_stride=converted.time_stride,
                            min_steps=converted.min_steps, long=long) + users
     cases = [(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples]
-    return _finite(cases), *_observed_widths(converted, proto, cases)
+    return _finite(cases, converted), *_observed_widths(converted, proto, cases)
 
 
-def _finite(cases):
+def _finite(cases, converted):
     """The truth must be numbers: where Keras itself gives NaN or infinity, matching it proves nothing
-    (an all-NaN output would "pass" with |diff| 0), so the export is refused naming the output."""
-    for name, _, outputs in cases:
+    (an all-NaN output would "pass" with |diff| 0), so the export is refused naming the output. Rows
+    that are all padding are exempt: Keras gives NaN there by design (a masked mean over no step)."""
+    padded = [s for s in converted.keras_inputs or converted.inputs if s.pad_value is not None and len(s.shape) >= 2]
+    for name, feeds, outputs in cases:
+        empty = None
+        for spec in padded:
+            x = np.asarray(feeds[spec.name])
+            rows = np.all(x.reshape(x.shape[0], -1) == spec.pad_value, axis=1)
+            empty = rows if empty is None else empty & rows
         for output, value in outputs.items():
             value = np.asarray(value)
-            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-                bad = "NaN" if np.isnan(value).any() else "infinity"
-                raise RnnEdgeError(f"Keras itself outputs {bad} in {output!r} on the case {name!r}: parity against "
-                                   "it would prove nothing; check the model's weights (e.g. a BatchNormalization "
-                                   "with a negative moving_variance, or weights that make the state overflow)")
+            if not np.issubdtype(value.dtype, np.floating) or np.isfinite(value).all():
+                continue
+            if empty is not None and value.ndim and value.shape[0] == empty.shape[0]:
+                value = value[~empty]
+                if np.isfinite(value).all():
+                    continue
+            bad = "NaN" if np.isnan(value).any() else "infinity"
+            raise RnnEdgeError(f"Keras itself outputs {bad} in {output!r} on the case {name!r}: parity against "
+                               "it would prove nothing; check the model's weights (e.g. a BatchNormalization "
+                               "with a negative moving_variance, or weights that make the state overflow)")
     return cases
 
 
