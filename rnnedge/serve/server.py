@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.interrupts import handled
 from rnnedge.serve.triton import tidy_repository
 
 HOST = "127.0.0.1"
@@ -247,6 +248,7 @@ def serve_forever(repo: str | os.PathLike, *, http_port: int, grpc_port: int, ti
             while server.alive():
                 time.sleep(0.5)
         except KeyboardInterrupt:
+            handled()  # Ctrl-C is how serve ends: exit 0
             say("stopping")
             return
         raise RnnEdgeError(f"tritonserver exited: {server.log_tail(1)}")
