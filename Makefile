@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo exported lint test install clean-venv gpu-check
+.PHONY: demo exported lint test test-fast install clean-venv gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The inner loop: the tests that need no TensorFlow (tests/conftest.py's FAST_MODULES), about a minute.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m fast
 
 # The zoo on CUDA and TensorRT (parity, placement, speed beside Keras on the GPU), within 8 minutes.
 # Needs an NVIDIA GPU and onnxruntime-gpu (pip install 'rnnedge[gpu]'); elsewhere it says so and exits 2.

@@ -48,3 +48,27 @@ def writer_of():
     start.kill = kill
     yield start
     kill()
+
+
+# The fast tier (`make test-fast`): modules that need no TensorFlow (the runtime, check, quantize,
+# bench and the CLI's runtime-only commands, over the committed exported/ and small ONNX fixtures).
+# test_layout checks that none of them imports TensorFlow or Keras at module level.
+FAST_MODULES = frozenset({
+    "test_runtime", "test_layout", "test_manifest", "test_metrics", "test_check", "test_exported",
+    "test_hostile_inputs", "test_hostile_cli", "test_quantize_gate", "test_quantize", "test_plots",
+    "test_view", "test_bench",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.stem in FAST_MODULES:
+            item.add_marker(pytest.mark.fast)
+
+
+def pytest_ignore_collect(collection_path, config):
+    """Under `-m fast` the other modules are not even imported (they import TensorFlow)."""
+    if config.getoption("markexpr", "") == "fast" and collection_path.suffix == ".py" \
+            and collection_path.name.startswith("test_"):
+        return collection_path.stem not in FAST_MODULES
+    return None

@@ -205,3 +205,22 @@ def test_plain_pytest_collects_the_suite():
     done = subprocess.run([pytest, "--collect-only", "-q", "tests/test_runtime.py"], capture_output=True, text=True,
                           timeout=300, cwd=PACKAGE.parent)  # test_runtime imports tests.onnx_fixtures
     assert done.returncode == 0 and "tests collected" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_the_fast_tier_needs_no_tensorflow():
+    """`make test-fast` stays fast: its modules import neither TensorFlow nor Keras (nor the test
+    models built with them) at module level, and there are at least 300 of its tests."""
+    from tests.conftest import FAST_MODULES
+
+    heavy = ("tensorflow", "keras", "tf_keras", "tf2onnx", "tests.kmodels", "tests.k2models", "rnnedge.exporter",
+             "rnnedge.zoo")
+    for name in sorted(FAST_MODULES):
+        tree = ast.parse((PACKAGE.parent / "tests" / f"{name}.py").read_text())
+        for node in tree.body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.split(".")[0] in heavy or n.startswith(heavy)], (name, names)
+    run = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "fast", "-p",
+                          "no:cacheprovider"], capture_output=True, text=True, cwd=PACKAGE.parent)
+    collected = int(re.search(r"(\d+)(?:/\d+)? tests? (?:collected|selected)", run.stdout).group(1))
+    assert collected >= 300, run.stdout[-500:]
