@@ -116,7 +116,7 @@ def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> lis
     from rnnedge import bench, zoo
 
     results = []
-    task = progress.add_task("benchmark", total=len(names))
+    task = progress.add_task("benchmark", total=len(names) + (PLOT_MODEL in names))  # the sweep is a step too
     for name in names:
         progress.update(task, description=f"benchmark {name}")
         entry = zoo.load(name)
@@ -131,6 +131,7 @@ def benchmark_zoo(out: Path, names: list[str], progress, runs: int = 100) -> lis
                                source=zoo.load(PLOT_MODEL), times=PLOT_TIMES, runs=runs, warmup=max(5, runs // 10))
         bench.plot(rows, out / f"bench-{PLOT_MODEL}.png", model=PLOT_MODEL)
         results.append((f"{PLOT_MODEL} (over lengths)", rows))
+        progress.advance(task)
     return results
 
 

@@ -69,7 +69,8 @@ def main() -> None:
                 held.replay()
             raise
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if interrupts.interrupted() and code not in (0, None):
+    if interrupts.interrupted() and (code not in (0, None) or interrupts.swallowed()):
+        # (a command that returned as if Ctrl-C never came: a library or a finalizer swallowed it)
         if not interrupts.said():
             sys.stderr.write(interrupts.interrupted_line() + "\n")
         # Out now, without the interpreter's shutdown: a KeyboardInterrupt that passed through code

@@ -34,6 +34,36 @@ def last_committed() -> Path | None:
     return next((p for p in reversed(_COMMITTED) if p.exists()), None)
 
 
+_HELD = {"depth": 0, "pending": False}  # commit points open, and a Ctrl-C that came inside one
+
+
+@contextlib.contextmanager
+def held():
+    """A commit point Ctrl-C does not cut in two (a rename and the record that it happened): the
+    `rnnedge` command's handler (`rnnedge.interrupts`) defers a signal that arrives inside it, and
+    KeyboardInterrupt is raised as the block ends, once the block is whole."""
+    _HELD["depth"] += 1
+    try:
+        yield
+    finally:
+        _HELD["depth"] -= 1
+        due = not _HELD["depth"] and _HELD["pending"]
+        if due:
+            _HELD["pending"] = False
+    if due:
+        raise KeyboardInterrupt
+
+
+def holding() -> bool:
+    """Whether a commit point (`held`) is open."""
+    return _HELD["depth"] > 0
+
+
+def defer_interrupt() -> None:
+    """Ctrl-C came inside a commit point: raise it as the point ends."""
+    _HELD["pending"] = True
+
+
 _DISK_WHY = {  # errno -> (what happened, what to do)
     errno.ENOSPC: ("the disk is full", "free space or choose another folder"),
     errno.EDQUOT: ("the disk quota is exceeded", "free space or choose another folder"),
@@ -96,10 +126,12 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike):
+def atomic_path(final: str | os.PathLike, *, result: bool = False):
     """Yield a temporary path beside `final`; when the block ends without error the file there is
     fsynced and renamed onto `final`. On any error (or a signal) the temporary file is removed
-    and `final` is untouched. OSError from the disk becomes RnnEdgeError."""
+    and `final` is untouched. OSError from the disk becomes RnnEdgeError. `result`: the file is
+    the command's result, `committed` in the same step as the rename, which Ctrl-C does not cut
+    in two (so "interrupted" never leaves the file written without saying so)."""
     final = Path(final)
     try:
         fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
@@ -113,7 +145,10 @@ def atomic_path(final: str | os.PathLike):
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the file gets a file's usual mode
-        os.replace(tmp, final)
+        with held():  # the commit point: renamed and recorded, or neither
+            os.replace(tmp, final)
+            if result:
+                committed(final)
         fsync_dir(final.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -333,27 +368,35 @@ def replace_dir(tmp: Path, out: Path, force: bool = True) -> None:
         if out.exists():
             if not force:
                 raise appeared
-            if exchange(tmp, out):  # tmp now holds the old export
-                committed(out)
+            with held():  # the commit point: swapped and recorded, or neither
+                swapped = exchange(tmp, out)
+                if swapped:
+                    committed(out)
+            if swapped:  # tmp now holds the old export
                 shutil.rmtree(tmp, ignore_errors=True)
                 _release(tmp)
                 return
             old = temp_dir(out, suffix=".old")
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            committed(out)
+            with held():
+                os.replace(out, old / out.name)
+                os.replace(tmp, out)
+                committed(out)
             fsync_dir(out.parent)
             discard_dir(old)
         else:
-            try:
-                placed = _renameat2(tmp, out, RENAME_NOREPLACE)
-            except FileExistsError:
+            with held():
+                try:
+                    placed = _renameat2(tmp, out, RENAME_NOREPLACE)
+                except FileExistsError:
+                    placed = None
+                if placed is False:
+                    os.replace(tmp, out)
+                if placed is not None:
+                    committed(out)
+            if placed is None:
                 if not force:
                     raise appeared from None
                 return replace_dir(tmp, out, force)
-            if not placed:
-                os.replace(tmp, out)
-            committed(out)
             fsync_dir(out.parent)
     except OSError as e:
         raise disk_error(out, e) from None

@@ -5,14 +5,57 @@ interruption, in one line that says what was left."""
 
 from __future__ import annotations
 
+from rnnedge import files
+
 INTERRUPTED = "interrupted: what was being written was discarded; export folders hold whole exports"
-_state = {"interrupted": False, "said": False}
+RETRY_S = 0.02  # a Ctrl-C that landed in a finalizer is raised again this much later, outside it
+_state = {"interrupted": False, "said": False, "handled": False}
 
 
 def on_sigint(signum, frame):
-    """The SIGINT handler of the `rnnedge` command."""
+    """The SIGINT handler of the `rnnedge` command: records the signal and raises KeyboardInterrupt
+    where that is safe. Inside a commit point (`files.held`: a result renamed into place and
+    recorded) it is raised when the point ends. Inside a finalizer (`__del__`, such as TensorFlow's
+    AtomicFunction.__del__ run by the garbage collector) an exception is printed as "Exception
+    ignored in" and lost, so the signal is delivered again a moment later, until it lands outside one."""
     _state["interrupted"] = True
+    if files.holding():
+        files.defer_interrupt()
+        return
+    if _in_finalizer(frame):
+        _again_soon()
+        return
     raise KeyboardInterrupt
+
+
+def _in_finalizer(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _again_soon() -> None:
+    import os
+    import signal
+    import threading
+
+    timer = threading.Timer(RETRY_S, os.kill, (os.getpid(), signal.SIGINT))  # a real signal: it wakes a sleep
+    timer.daemon = True
+    timer.start()
+
+
+def handled() -> None:
+    """The command took Ctrl-C as its normal end (`rnnedge serve` stopping its server): its own exit
+    stands."""
+    _state["handled"] = True
+
+
+def swallowed() -> bool:
+    """Ctrl-C came, and no command took it as its end, yet the command returned as if it had not:
+    a library caught the KeyboardInterrupt (or the exception a finalizer raised was lost)."""
+    return _state["interrupted"] and not _state["handled"]
 
 
 def interrupted() -> bool:
@@ -23,9 +66,7 @@ def interrupted() -> bool:
 def interrupted_line() -> str:
     """What Ctrl-C left: nothing of what was being written, or (when it came after the command's
     result was in place) that result, whole."""
-    from rnnedge.files import last_committed
-
-    done = last_committed()
+    done = files.last_committed()
     if done is None:
         return INTERRUPTED
     return f"interrupted after {done} was written (it is complete); nothing else was changed"

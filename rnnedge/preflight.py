@@ -238,6 +238,14 @@ def export_ready(model: str, out: Path, *, force: bool, data: Path | None, stati
         inputs = None if model.startswith("zoo:") else keras_inputs(model)
         if inputs:
             data_matches(data, arrays, inputs, static)
+    if quantize is not None:  # the names `rnnedge quantize` takes, refused before TensorFlow loads
+        from rnnedge.tables import VARIANTS
+
+        names = [v.strip() for v in quantize.split(",") if v.strip()]
+        unknown = [v for v in names if v not in VARIANTS]
+        if unknown or not names:
+            raise RnnEdgeError(f"--quantize {quantize}: unknown variant(s) {', '.join(unknown) or '(none given)'}: "
+                               f"expected a comma-separated list of {', '.join(VARIANTS)}")
     if "fp16" in (quantize or ""):
         require("quantize", "--quantize fp16")
 

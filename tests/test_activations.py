@@ -7,6 +7,7 @@ graph's structure and the manifest's route checked beside it."""
 from __future__ import annotations
 
 import collections
+import re
 import warnings
 
 import keras
@@ -269,3 +270,39 @@ def test_a_scan_model_that_cannot_stream_says_why(setting, says, tmp_path):
     with pytest.raises(RnnEdgeError, match="cannot stream") as err:
         rnnedge.load(tmp_path / "o", "cpu").stream(batch=1)
     assert says in str(err.value)
+
+
+# Every activation `activations.apply` writes as standalone ONNX ops (Dense, Activation, TimeDistributed
+# layers outside the recurrent ones), with Keras' defaults (leaky_relu: negative_slope 0.2; elu: alpha 1).
+STANDALONE = ("relu", "sigmoid", "tanh", "elu", "selu", "softplus", "softsign", "exponential", "softmax",
+              "log_softmax", "hard_sigmoid", "silu", "hard_silu", "relu6", "leaky_relu", "gelu", "mish", "linear")
+
+
+def test_activations_outside_recurrent_layers_match_keras(tmp_path):
+    """Per activation, Dense(activation=act) on every step of a fused LSTM's sequence and
+    Activation(act) on a GRU's last state, all in one model: parity with Keras for every output
+    (ParityError otherwise), with pre-activations of both signs and beyond [-1, 1] so that the
+    negative side (elu, leaky_relu's slope) counts."""
+    keras.utils.set_random_seed(0)
+    x = seq_input()
+    seq = L.LSTM(6, return_sequences=True, name="rec")(x)
+    pre = L.Dense(3, name="pre")(L.GRU(5, name="rec2")(seq))
+    outputs = [L.Dense(4, activation=act, name=f"dense_{act}")(seq) for act in STANDALONE]
+    outputs += [L.Activation(act, name=f"act_{act}")(pre) for act in STANDALONE]
+    model = functional(x, outputs, "m", scale=0.8)
+    result = export(model, tmp_path / "o")  # raises ParityError on a mismatch
+    assert result.passed and len(result.manifest.data_outputs) == 2 * len(STANDALONE)
+    assert ops(tmp_path / "o")["LSTM"] == 1 and ops(tmp_path / "o")["GRU"] == 1 and not ops(tmp_path / "o")["Loop"]
+    probe = keras.Model(x, [pre, model.get_layer("dense_linear").output])
+    seen = [np.concatenate([np.asarray(p).ravel() for _, inputs, _ in read_golden(tmp_path / "o")
+                            for p in [probe(inputs["x"])[k]]]) for k in range(2)]
+    for values in seen:
+        assert values.min() < -1 and values.max() > 1, (values.min(), values.max())  # both sides of 0
+
+
+def test_every_standalone_activation_is_checked():
+    """An activation `apply` writes, added without a case above, fails this test."""
+    import inspect
+
+    written = set(re.findall(r'"([a-z][a-z_0-9]*)"', inspect.getsource(activations.apply)))  # ONNX ops: capitals
+    assert written - {"swish", "hard_swish", "keras2_hard_sigmoid"} == set(STANDALONE)  # aliases, Keras 2's

@@ -79,6 +79,9 @@ def test_export_against_baselines(exported, keras_gru):
         assert all(v > 0 for v in r.ratios.values())
     for b in baselines:
         assert next(r for r in rows if r.candidate == b).ratios[b] == pytest.approx(1.0)
+    errors = {r.candidate: r.error for r in rows}
+    assert errors["keras"] < 1e-6 and errors["tf2onnx"] < 1e-4  # baselines have a max |diff| too
+    assert errors["litert"] < 1e-4 and 0 <= errors["litert-int8"] < 1.0  # (a tiny GRU's weights stay float)
     assert {r.candidate: r.provider for r in rows} == {"fp32": "CPUExecutionProvider",
                                                        "tf2onnx": "CPUExecutionProvider", "keras": "TensorFlow",
                                                        "litert": "LiteRT (CPU)",
@@ -352,5 +355,7 @@ def test_cli_plot_draws_latency_against_length_by_default(tmp_path):
     result = CliRunner().invoke(app, ["bench", str(folder), "--plot", str(png), "--json", str(rows),
                                       "--runs", "3", "--warmup", "1"])
     assert result.exit_code == 0, result.output
-    assert [r.time for r in read_json(rows)] == [16, 100, 400]
+    got = read_json(rows)
+    assert sorted({r.time for r in got}) == [16, 100, 400]
+    assert {r.candidate for r in got} == {"fp32", "int8", "fp16"}  # every variant the folder has, by default
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from keras import layers as L
 
+import rnnedge
 import rnnedge.exporter
 from rnnedge.check import read_golden
 from tests.kmodels import seq_input, sequential
@@ -128,12 +129,49 @@ def test_check_plots_the_error_against_the_step(with_data, tmp_path):
     assert_user_error(invoke("check", out, "--plot", tmp_path / "err.txt"), ".png, .svg or .pdf")
 
 
-def test_check_plot_needs_a_time_axis(tmp_path):
+def test_check_plots_a_last_step_output_against_the_case_length(tmp_path):
+    """An output without a time axis (a GRU's last step): its worst |diff| per case length, as
+    onnxruntime and golden.npz give it here, is what the figure draws."""
+    from rnnedge.check import check_dir, read_golden
+    from rnnedge.check.plot import length_errors
+
     model = tmp_path / "last.keras"
     sequential([seq_input(3), L.GRU(4)], "last").save(model)
     out = tmp_path / "last"
     assert invoke("export", model, "--out", out).exit_code == 0
-    assert_user_error(invoke("check", out, "--plot", tmp_path / "e.png"), "no output has a time axis")
+    png = tmp_path / "e.png"
+    result = invoke("check", out, "--plot", png)
+    assert result.exit_code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", result.output
+    loaded = rnnedge.load(out, "cpu")
+    want: dict[int, float] = {}
+    for _, inputs, expected in read_golden(out):
+        got = loaded.run(**inputs)
+        for name, e in expected.items():
+            steps = inputs["x"].shape[1]
+            want[steps] = max(want.get(steps, 0.0), float(np.abs(np.asarray(got[name], np.float64) - e).max()))
+    (name, points), = length_errors(check_dir(out)).items()
+    assert points.keys() == want.keys() and len(points) >= 3
+    np.testing.assert_allclose([points[n] for n in sorted(points)], [want[n] for n in sorted(want)], rtol=1e-6)
+
+
+def test_check_plot_keeps_exact_zeros_on_the_floor(tmp_path, monkeypatch):
+    """Steps where ONNX and Keras agree exactly are drawn on the axis' floor, not dropped."""
+    from matplotlib.figure import Figure
+
+    from rnnedge.check.compare import CaseParity, OutputParity, ParityReport
+    from rnnedge.check.plot import plot_errors
+
+    figures = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda self, *a, **k: (figures.append(self), save(self, *a, **k))[1])
+    per_step = (0.0, 1e-7, 0.0, 3e-6)
+    o = OutputParity("y", 3e-6, 1e-6, 1e-3, 1e-5, 1e-4, True, "", 4, per_step)
+    plot_errors(ParityReport("CPUExecutionProvider", (CaseParity("c", (o,), 4),)), tmp_path / "z.png")
+    ax = figures[0].axes[0]
+    (curve,) = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 4]
+    y = np.asarray(curve.get_ydata(), float)
+    floor = ax.get_ylim()[0]
+    assert np.all(np.isfinite(y)) and y[0] == y[2] and floor < y[0] < 1e-7, (y, floor)
 
 
 def test_export_prints_its_interface(with_data):

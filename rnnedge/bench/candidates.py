@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import MODEL, Manifest, TensorSpec
-from rnnedge.tables import BASELINES, ONNX_TYPES
+from rnnedge.tables import BASELINES, ONNX_TYPES, VARIANTS
 
 FLOOR = "floor"
 STREAM_PREFIX = "stream-"
@@ -19,6 +19,10 @@ STREAM_PREFIX = "stream-"
 
 def variant_files(folder: Path, manifest: Manifest, variants: Sequence[str]) -> None:
     have = sorted({"fp32", *manifest.variants})
+    unknown = [v for v in variants if v not in VARIANTS and v not in manifest.variants]
+    if unknown:  # no command makes these: no suggestion to make them
+        raise RnnEdgeError(f"unknown variant(s) {', '.join(repr(v) for v in unknown)}: expected some of "
+                           f"{', '.join(have)} (the variants {folder} has)")
     missing = [v for v in variants if v != "fp32" and v not in manifest.variants]
     if missing:
         raise RnnEdgeError(f"{folder} has no {', '.join(repr(v) for v in missing)} variant "
@@ -47,9 +51,12 @@ def keras_source(source, manifest: Manifest, baselines: Sequence[str], threads: 
         name = str(manifest.source.get("name") or "")
         if not name:
             raise RnnEdgeError(f"{need}: the manifest names no source model")
+        recorded = str(manifest.source.get("path") or "")  # where it was at export (an absolute path)
+        if not name.startswith("zoo:") and not Path(name).exists() and recorded and Path(recorded).exists():
+            name = recorded
         if not name.startswith("zoo:") and not Path(name).exists():
             raise RnnEdgeError(f"{need}: the manifest's source {name!r} is not here (a model file or SavedModel "
-                               "folder) nor zoo:NAME")
+                               "folder)" + (f" nor at {recorded}" if recorded else "") + ": pass --source FILE")
         source = name
     from rnnedge.logs import quiet_tensorflow
 

@@ -29,7 +29,13 @@ def _cells(r: BenchRow, keys: list[str]) -> list[str]:
     return [r.candidate, provider, str(r.batch), "-" if r.time is None else str(r.time), str(r.threads),
             _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.p99_ms), _rate(r.seq_per_s), _rate(r.steps_per_s),
             "-" if r.error is None else f"{r.error:.1e}",
-            *(f"{r.ratios[k]:.2f}x" if k in r.ratios else "" for k in keys)]
+            *(ratio(r.ratios[k]) if k in r.ratios else "" for k in keys)]
+
+
+def ratio(v: float) -> str:
+    """'1.23x'; below 0.1 two significant digits ('0.0031x': Triton over a socket against the
+    in-process runtime), never a '0.00x' that hides how far apart the two are."""
+    return f"{v:.2f}x" if v >= 0.1 or v == 0 or v != v else f"{v:.2g}x"
 
 
 def fastest(rows: Sequence[BenchRow]) -> list[str]:

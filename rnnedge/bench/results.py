@@ -23,8 +23,8 @@ class BenchRow:
         times `batch`; steps_per_s: seq_per_s x time. ratios: baseline -> baseline p50 / this
         p50 (above 1: this candidate is faster), for the baselines timed in the same case
         ("floor" for streams: below 1, the share of a push that is overhead). error: the
-        variant's max |diff| against Keras on the export's golden outputs (from the manifest),
-        None for baselines.
+        variant's max |diff| against Keras on the export's golden outputs (from the manifest);
+        a baseline's, measured on the golden cases it can take (None where it takes none).
     """
 
     candidate: str

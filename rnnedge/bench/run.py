@@ -21,12 +21,13 @@ from rnnedge.bench.candidates import (
 )
 from rnnedge.bench.cases import cases_for, time_axes_of
 from rnnedge.bench.results import BenchRow
+from rnnedge.check.folder import check_runner
 from rnnedge.errors import RnnEdgeError
 from rnnedge.manifest import Manifest
 from rnnedge.runtime.providers import normalize_provider, precision_options
 from rnnedge.runtime.runner import OrtRunner
 from rnnedge.samples import random_inputs
-from rnnedge.tables import BASELINES, CPU, label
+from rnnedge.tables import BASELINES, CPU, VARIANTS, label
 from rnnedge.timing import measure, percentiles, whole
 
 
@@ -37,7 +38,7 @@ def bench_dir(
     batches: Sequence[int] | None = None,
     times: Sequence[int] | None = None,
     threads: int = 1,
-    variants: Sequence[str] = ("fp32",),
+    variants: Sequence[str] | None = None,
     baselines: Sequence[str] = (),
     stream: bool = False,
     runs: int = 200,
@@ -54,7 +55,8 @@ def bench_dir(
     batches / times: sizes to time. None (the CLI's "not given") means 1 for batch and, for time,
         the fixed time axis where the model has one, else 100 steps (1 step per push with
         `stream`). A size that differs from a fixed axis of an input raises RnnEdgeError.
-    variants: "fp32" and keys of the manifest's `variants` ("int8", "fp16": `rnnedge quantize`).
+    variants: "fp32" and keys of the manifest's `variants` ("int8", "fp16": `rnnedge quantize`); None:
+        every one the folder has.
     baselines: any of "keras", "tf2onnx", "litert", "litert-int8", timed with the same inputs; they
         need TensorFlow and the Keras model: `source` (a keras.Model, a .keras path, zoo:NAME or a
         `rnnedge.zoo.ZooModel`), else the manifest's source when it is a file here or zoo:NAME.
@@ -75,6 +77,8 @@ def bench_dir(
     whole("threads", threads, 1)
     whole("runs", runs, 1)
     whole("warmup", warmup, 0)
+    if variants is None:  # every variant present
+        variants = [v for v in VARIANTS if v == "fp32" or v in manifest.variants]
     variants = list(dict.fromkeys(variants))
     baselines = list(dict.fromkeys(baselines))
     if not variants:
@@ -112,8 +116,11 @@ def bench_dir(
     first = next(iter(models.values()))
     references_of_providers = [next(iter(models))] if len(providers) > 1 else []
     runners = {v: OrtRunner(m.session, v) for v, m in models.items()}
+    errors = {}
     if keras_model is not None:
-        runners.update(baseline_runners(keras_model, manifest, baselines, first.session, threads))
+        made = baseline_runners(keras_model, manifest, baselines, first.session, threads)
+        runners.update(made)
+        errors = {b: baseline_error(runner, folder) for b, runner in made.items()}
     with tempfile.TemporaryDirectory(prefix="rnnedge-bench-") as tmp:
         floor = (load_variant(floor_folder(manifest, Path(tmp) / "floor"), providers[0], "fp32", threads)
                  if stream else None)
@@ -137,9 +144,10 @@ def bench_dir(
                     candidate=name, provider=BASELINES.get(name) or (model or first).provider, batch=batch, time=steps,
                     threads=threads, p50_ms=a, p90_ms=b, p99_ms=c, seq_per_s=per_s, steps_per_s=per_s * (steps or 1),
                     ratios={r: p50[r] / a if a > 0 else math.inf for r in references}, runs=runs,
-                    error=variant_error(manifest, name.removeprefix(STREAM_PREFIX).split("@")[0],
-                                        model.provider if model is not None else CPU,
-                                        model.precision if model is not None else "fp32"),
+                    error=errors[name] if name in errors else
+                    variant_error(manifest, name.removeprefix(STREAM_PREFIX).split("@")[0],
+                                  model.provider if model is not None else CPU,
+                                  model.precision if model is not None else "fp32"),
                 ))
             advance(1)
     return rows
@@ -174,6 +182,16 @@ def variant_error(manifest: Manifest, variant: str, provider: str = CPU, precisi
         return None if worst is None else float(worst)
     errors = manifest.variants.get(variant, {}).get("max_abs_error")
     return float(max(errors.values())) if errors else None
+
+
+def baseline_error(runner, folder: Path) -> float | None:
+    """A baseline's max |diff| against Keras' golden outputs, measured on the golden cases it can
+    take (those from a fresh state); None where it can take none of them."""
+    try:
+        report = check_runner(runner, folder, verify=False)
+    except Exception:  # noqa: BLE001 - a baseline that cannot run a golden case (a fixed length) has no figure
+        return None
+    return float(report.worst_abs) if report.cases else None
 
 
 def _baseline_fits(keras_model, manifest: Manifest, cases) -> None:

@@ -33,7 +33,8 @@ def bench(
     time_: Annotated[Optional[str], typer.Option("--time", metavar="LIST", callback=sizes_opt, help="Lengths, e.g. "
                                                  "16,100,400 (steps per push with --stream).")] = None,
     threads: Threads = 1,
-    variants: Annotated[str, typer.Option(metavar="LIST", help="Variants to time, e.g. fp32,int8,fp16.")] = "fp32",
+    variants: Annotated[Optional[str], typer.Option(metavar="LIST", help="Variants to time, e.g. fp32,int8 "
+                                                   "(default: every one the folder has).")] = None,
     stream: Annotated[bool, typer.Option("--stream", help="Per-push latency, against a trivial floor.")] = False,
     baseline: Annotated[Optional[str], typer.Option(metavar="LIST", help="keras,tf2onnx,litert,litert-int8")] = None,
     source: Annotated[Optional[str], typer.Option(metavar="MODEL", help="The baselines' model (default: the source).")
@@ -93,7 +94,8 @@ def bench(
             placements: dict = {}
             with Progress(auto_refresh=False, transient=True) as progress:  # no refresh thread while timing
                 rows = b.bench_dir(folder, provider=provider, batches=b.int_list(batch, "--batch"), times=times,
-                                   threads=threads, variants=b.name_list(variants), baselines=b.name_list(baseline),
+                                   threads=threads, variants=b.name_list(variants) if variants else None,
+                                   baselines=b.name_list(baseline),
                                    stream=stream, runs=runs, warmup=warmup, source=source, progress=progress,
                                    verify=not no_verify, precision=precision, placements=placements)
             Console().print(b.rich_table(rows, model=folder.name))

@@ -107,20 +107,22 @@ def run(
     fallback: Fallback = False,
     no_verify: NoVerify = False,
     force: Force = False,
+    variant: Variant = "fp32",
 ):
     """Run an exported model on inputs from a file (numpy + onnxruntime only)."""
     with user_errors():
         from rnnedge.runtime import run_file
-        from rnnedge.runtime.datafiles import outputs_json, preview
+        from rnnedge.runtime.datafiles import outputs_json, preview, summary
 
         stdout = preflight.run_output(folder, input, output, force=force)
         outputs = run_file(folder, input, None if stdout else output, chunk=chunk, provider=provider, threads=threads,
-                           fallback=fallback, verify=not no_verify, precision=precision)
+                           fallback=fallback, variant=variant, verify=not no_verify, precision=precision)
         if stdout:  # only the JSON on standard output, for a pipe
             typer.echo(outputs_json(outputs))
             return
-        for name, value in outputs.items():
-            say([f"{name}: shape {tuple(value.shape)} {value.dtype}", preview(value)])
+        for name, value in outputs.items():  # written to a file: a summary; else the values
+            say([f"{name}: shape {tuple(value.shape)} {value.dtype}" + (f", {summary(value)}" if output else "")]
+                + ([] if output else [preview(value)]))
         typer.echo(f"provider: {outputs.provider}" + (f"; wrote {output}" if output else ""))
         unchecked = provider_unchecked(folder, outputs.provider)
         if unchecked:

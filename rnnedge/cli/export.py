@@ -93,9 +93,16 @@ def quantize(
 
         if int8 is not None:
             setting_named(int8)  # an unknown name is refused before any work
-        evaluate, note = zoo_evaluator(Manifest.load(folder).source.get("name", "")) if data is None else (None, None)
+        evaluate, note = zoo_evaluator(*_source_and_static(folder)) if data is None else (None, None)
         if note:
             typer.echo(note, err=True)
         quantize_dir(folder, variants, evaluate=evaluate, data=data, metric=metric.value if metric else None,
                      setting=int8)
         _print_variants(Manifest.load(folder), explain)
+
+
+def _source_and_static(folder: Path) -> tuple[str, dict]:
+    from rnnedge.manifest import Manifest
+
+    manifest = Manifest.load(folder)
+    return manifest.source.get("name", ""), manifest.static

@@ -54,7 +54,12 @@ def triton(
                                   instances=instances, gpu=gpu, tensorrt=tensorrt, idle_seconds=idle_seconds,
                                   max_sequences=max_sequences, threads=threads, queue_delay_ms=queue_delay_ms,
                                   force=force, verify=not no_verify, provider=provider, precision=precision or "")
-        typer.echo(f"wrote {target} ({backend.value} backend); serve it with `rnnedge serve {out}`")
+        if backend.value == "python":
+            typer.echo(f"wrote {target} (python backend); serve it with `rnnedge serve {out}`")
+        else:  # the tritonserver `rnnedge serve` runs (pip's) has only the python backend
+            typer.echo(f"wrote {target} (onnxruntime backend); serve it with a Triton server that has the "
+                       "onnxruntime backend (NVIDIA's tritonserver container); for `rnnedge serve`, write it with "
+                       "--backend python")
 
 
 @app.command()

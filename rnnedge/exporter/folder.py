@@ -27,6 +27,7 @@ from rnnedge.exporter.truth import keras_outputs, keras_truth, stateful_layers, 
 from rnnedge.files import atomic_path, discard_dir, new_folder, recover_dir, replace_dir, temp_dir
 from rnnedge.manifest import BATCH, MANIFEST, MODEL, Manifest, TensorSpec, is_time_axis
 from rnnedge.quantize import parse_variants, quantize_dir
+from rnnedge.quantize.folder import zoo_scorer
 from rnnedge.runtime import load
 from rnnedge.tables import PROVIDER_TOLERANCE, opset_checked
 
@@ -169,7 +170,7 @@ def export(
             opset=converted.opset,
             ir_version=proto.ir_version,
             source={"name": found.name, "sha256": found.sha256, "keras_name": model.name, **found.origin,
-                    **({"custom": _custom_record(custom)} if _custom_record(custom) else {})},
+                    **_where(found.name), **({"custom": _custom_record(custom)} if _custom_record(custom) else {})},
             versions=versions(),
             fused_nodes=converted.fused_nodes,
             loop_layers=looped,
@@ -196,12 +197,12 @@ def export(
                                                              for p, (a, r) in PROVIDER_TOLERANCE.items()}}
         if target and report.passed:
             manifest.target = check_on_target(target, tmp)
-        if entry is not None and not static:  # the test split has its own batch and length
-            manifest.task = task_metrics(entry, tmp)
+        if entry is not None:
+            manifest.task = task_metrics(entry, tmp, static or {})
         manifest.export_seconds = round(time.perf_counter() - started, 3)
         manifest.save(tmp)
         if variants and report.passed:
-            evaluate = (lambda m: entry.score(m.run(*entry.x_test).data)) if entry is not None else None
+            evaluate = zoo_scorer(entry, static or {}) if entry is not None else None
             quantize_dir(tmp, variants, evaluate=evaluate, data=data, metric=metric)
             manifest = Manifest.load(tmp)
         replace_dir(tmp, out, force=force)
@@ -217,13 +218,18 @@ def export(
     return ExportResult(out, manifest, report)
 
 
-def task_metrics(entry, folder: Path) -> dict:
-    """The zoo model's task metric computed from Keras' and from onnxruntime's outputs."""
-    model = load(folder, provider="cpu")
-    outputs = model.run(*entry.x_test)
-    return {"metric": entry.metric, "keras": float(entry.keras_score), "onnx": float(entry.score(outputs.data)),
+def task_metrics(entry, folder: Path, static: dict | None = None) -> dict:
+    """The zoo model's task metric computed from Keras' and from onnxruntime's outputs (None, with
+    a note, where `--static` fixed a length the zoo's test split does not have)."""
+    score = zoo_scorer(entry, static or {})
+    task = {"metric": entry.metric, "keras": float(entry.keras_score),
+            "onnx": float(score(load(folder, provider="cpu"))) if score else None,
             "baseline": float(entry.baseline), "higher_is_better": entry.higher_is_better, "cell": entry.cell,
             "task": entry.task}
+    if score is None:
+        task["note"] = (f"the zoo's test split has {entry.x_test[0].shape[1]} steps and --static fixed time="
+                        f"{static['time']}: the task metric was computed in Keras only")
+    return task
 
 
 def _custom_record(custom) -> list[str]:
@@ -335,3 +341,9 @@ def _first_line(err: Exception) -> str:
 def _one_line(message: str, limit: int = 300) -> str:
     return message if len(message) <= limit else message[: limit - 3] + "..."
 
+
+def _where(name: str) -> dict:
+    """{"path": the source file's absolute path} where it is one, so that `rnnedge bench --baseline`
+    finds it from any folder; {} for zoo:NAME and model objects."""
+    path = Path(name)
+    return {"path": str(path.resolve())} if not name.startswith("zoo:") and path.exists() else {}

@@ -305,7 +305,30 @@ def _scratch_write(final: Path):
 
 
 
-def zoo_evaluator(source: str):
+def zoo_scorer(entry, static: dict):
+    """The zoo's task metric of a loaded model on its test split, fed in slices of a batch that
+    `--static` fixed (the last one padded, the padding's rows dropped); None where `--static` fixed a
+    time the split's sequences do not have (cutting them would score another task)."""
+    x = [np.asarray(a) for a in entry.x_test]
+    time_, batch = static.get("time"), static.get("batch")
+    if time_ is not None and any(a.ndim >= 2 and a.shape[1] != time_ for a in x):
+        return None
+    if not batch:
+        return lambda m: entry.score(m.run(*x).data)
+
+    def score(m):
+        parts = []
+        for i in range(0, len(x[0]), batch):
+            rows = [a[i:i + batch] for a in x]
+            real = len(rows[0])
+            rows = [np.concatenate([r, np.zeros((batch - real, *r.shape[1:]), r.dtype)]) for r in rows]
+            parts.append([o[:real] for o in m.run(*rows).data])
+        return entry.score([np.concatenate(p) for p in zip(*parts)])
+
+    return score
+
+
+def zoo_evaluator(source: str, static: dict | None = None):
     """(the zoo model's task metric on its test split as a function of a loaded variant, a note or
     None) for an export whose source is `zoo:NAME`; (None, None) for any other source. Without
     TensorFlow the test split cannot be rebuilt: (None, a note saying how variants are judged)."""
@@ -317,4 +340,8 @@ def zoo_evaluator(source: str):
         return None, ("note: TensorFlow is not installed, so the zoo's test split cannot be rebuilt: variants are "
                       "judged on Keras' golden outputs (pass --data with targets 'y' for a task metric)")
     entry = zoo.load(source[4:])
-    return (lambda m: entry.score(m.run(*entry.x_test).data)), None
+    score = zoo_scorer(entry, static or {})
+    if score is None:
+        return None, ("note: the zoo's test split does not fit the export's --static time: variants are judged on "
+                      "Keras' golden outputs")
+    return score, None

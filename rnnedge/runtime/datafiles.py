@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import re
+import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.files import atomic_path, committed, disk_error
+from rnnedge.files import atomic_path, disk_error
 from rnnedge.manifest import Manifest, TensorSpec
 from rnnedge.runtime.inputs import Outputs, fmt_shape
 from rnnedge.runtime.model import Model, load
@@ -264,7 +265,7 @@ def write_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray] | n
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise disk_error(path, e) from None
-    with atomic_path(path) as tmp:  # a file object: numpy adds no suffix to the temporary name
+    with atomic_path(path, result=True) as tmp:  # a file object: numpy adds no suffix to the temporary name
         if suffix == ".npz":
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
@@ -274,7 +275,6 @@ def write_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray] | n
         else:
             name, array = next(iter(arrays.items()))
             _write_csv(tmp, name, array)
-    committed(path)
     return path
 
 
@@ -294,6 +294,18 @@ def preview(array: np.ndarray, threshold: int = 100) -> str:
     rows and columns with "..." between (np.array2string under printoptions)."""
     with np.printoptions(threshold=threshold, edgeitems=3, precision=5, suppress=True, linewidth=110):
         return np.array2string(np.asarray(array), separator=", ")
+
+
+def summary(array: np.ndarray) -> str:
+    """'min -0.51, max 2.3, mean 0.12' (finite values; how many are not, where some are)."""
+    a = np.asarray(array)
+    if a.size == 0 or a.dtype.kind not in "biuf":
+        return f"{a.size} values"
+    finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+    if finite.size == 0:
+        return f"{a.size} values, none finite"
+    text = f"min {finite.min():.5g}, max {finite.max():.5g}, mean {finite.astype(np.float64).mean():.5g}"
+    return text + (f", {a.size - finite.size} not finite" if finite.size < a.size else "")
 
 
 def _write_csv(path: Path, name: str, array: np.ndarray) -> None:
@@ -335,6 +347,11 @@ def run_file(
                  precision=precision)
     model.nonfinite_advice = "clean the data in the file"  # a file cannot pass allow_nonfinite
     inputs = read_inputs(input_path, model)
+    for spec in model.manifest.data_inputs:  # a file's integers, read as the float inputs they feed: said
+        a = inputs.get(spec.name)
+        if a is not None and a.dtype.kind in "iu" and spec.dtype.startswith("float"):
+            warnings.warn(f"{input_path}: input '{spec.name}' holds {a.dtype} values; cast to {spec.dtype}",
+                          stacklevel=2)
     if chunk is None:
         out = model.run(**inputs)
         result = Outputs(((n, out[n]) for n in out.data_names), out.provider, out.data_names)

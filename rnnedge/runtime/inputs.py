@@ -222,8 +222,15 @@ def check_values(slot: Slot, a: np.ndarray, allow_nonfinite: bool, errors: list[
             a = a.astype(slot.dtype)
     else:
         if a.dtype != slot.dtype:
+            whole = a.dtype.kind in "iu"
             with np.errstate(over="ignore"):
-                a = a.astype(slot.dtype)
+                a, given = a.astype(slot.dtype), a
+            if whole and a.size and not np.array_equal(a.astype(given.dtype), given):  # beyond 2**24: rounded
+                changed = a.astype(given.dtype) != given
+                errors.append(f"input '{slot.name}': {given.dtype} value {given[tuple(np.argwhere(changed)[0])]} "
+                              f"at {_first_index(changed)} changes when cast to {slot.dtype} "
+                              f"({int(changed.sum())} such values); scale the data or pass floats")
+                return None
         if not allow_nonfinite and not np.isfinite(a).all():
             bad = ~np.isfinite(a)
             first = a[tuple(np.argwhere(bad)[0])]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.interrupts import handled
 from rnnedge.manifest import MODEL, Manifest
 
 
@@ -24,5 +25,6 @@ def view(folder: Path, variant: str, *, port: int, browse: bool, say) -> None:
     try:
         netron.wait()
     except KeyboardInterrupt:
+        handled()  # Ctrl-C is how it ends: exit 0
         netron.stop()
         say("stopped")

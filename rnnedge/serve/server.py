@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rnnedge.errors import RnnEdgeError
+from rnnedge.interrupts import handled
 from rnnedge.serve.triton import tidy_repository
 
 HOST = "127.0.0.1"
@@ -397,4 +398,5 @@ def serve_forever(repo: str | os.PathLike, *, http_port: int, grpc_port: int, ti
                 time.sleep(POLL_S)
                 watcher.poll()
         except KeyboardInterrupt:
+            handled()  # Ctrl-C is how serve ends: exit 0
             say("stopping")

@@ -33,7 +33,7 @@ from onnx import TensorProto
 
 from rnnedge.exporter.convert import convlstm
 from rnnedge.exporter.convert.activations import keras_name, rnn_activation
-from rnnedge.exporter.convert.context import Context, StateIO
+from rnnedge.exporter.convert.context import Context, StateIO, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import Sym
 from rnnedge.exporter.convert.layers import weights_of
 from rnnedge.exporter.convert.registry import STATE, converts
@@ -369,9 +369,12 @@ def bidirectional(ctx: Context, layer, args, kwargs, outs):
     fw, bw = layer.forward_layer, layer.backward_layer
     if isinstance(fw, convlstm.TYPES):  # a Scan of Conv ops per direction
         return convlstm.bidirectional(ctx, layer, args, kwargs)
-    if ctx.streaming or fw.stateful or bw.stateful:
-        ctx.fail(layer, "a Bidirectional layer cannot stream or be stateful: its backward direction needs the "
-                        "whole sequence at once")
+    why = "its backward direction needs the whole sequence at once"
+    if ctx.streaming:  # --allow-loop cannot stream either: no advice to pass it
+        ctx.fail_stream(layer, why)
+    if fw.stateful or bw.stateful:
+        raise UnsupportedLayerError(layer, f"a Bidirectional layer cannot be stateful: {why}",
+                                    advice="rebuild it with stateful=False (--allow-loop cannot keep state either)")
     _check_layer(ctx, layer, x)
     fw_cells, bw_cells = _cells(ctx, fw), _cells(ctx, bw)
     initial = [s.name for s in _initial(args, kwargs)]
