@@ -114,6 +114,29 @@ def test_no_import_cycles_between_modules():
     assert not cycles, "\n".join(cycles)
 
 
+def test_a_stream_knows_nothing_of_the_model():
+    """runtime/stream.py builds a stream from a session and a signature: it imports nothing of
+    runtime/model.py (not even under TYPE_CHECKING, nor `Model` through the package) and reads no
+    other object's private fields."""
+    path = PACKAGE / "runtime" / "stream.py"
+    tree = ast.parse(path.read_text())
+    wrong = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            wrong += [f"{node.lineno}: import {a.name}" for a in node.names
+                      if a.name.startswith("rnnedge.runtime.model")]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            names = [a.name for a in node.names]
+            if base.startswith("rnnedge.runtime.model") or (node.level and base.startswith("model")) \
+                    or (base in ("rnnedge", "rnnedge.runtime") and {"model", "Model", "load"} & set(names)):
+                wrong.append(f"{node.lineno}: from {base} import {', '.join(names)}")
+        elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            wrong.append(f"{node.lineno}: reads private field .{node.attr}")
+    assert not wrong, "runtime/stream.py: " + "; ".join(wrong)
+
+
 @pytest.mark.parametrize("module", ["rnnedge.runtime", "rnnedge.check", "rnnedge.quantize", "rnnedge.bench",
                                     "rnnedge.cli"])
 def test_the_runtime_side_imports_no_tensorflow(module):

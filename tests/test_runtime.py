@@ -583,6 +583,24 @@ def test_manifest_that_disagrees_with_the_graph(tmp_path, folders):
     assert "re-export" in error(load, folder, "cpu")
 
 
+@pytest.mark.parametrize("feeds, expected", [("x", "feeds 'x', which is not a state input"),
+                                              (None, "feeds None, which is not a state input")])
+def test_a_stream_refuses_state_outputs_that_feed_no_state_input(tmp_path, folders, feeds, expected):
+    """A hand-edited manifest whose state output does not feed its state input: loads and runs whole
+    sequences, but a stream is refused in one line (it would carry no state, or the wrong one)."""
+    folder = tmp_path / "m"
+    shutil.copytree(folders["gru"], folder)
+    d = json.loads((folder / "manifest.json").read_text())
+    state_out = [o for o in d["outputs"] if o.get("role") == "state"]
+    assert [o["feeds"] for o in state_out] == ["h"]
+    state_out[0]["feeds"] = feeds
+    (folder / "manifest.json").write_text(json.dumps(d))
+    m = load(folder, "cpu")
+    assert m.run(seq()).data[0].shape[0] == 2
+    message = error(m.stream, 1)
+    assert expected in message and "re-export" in message
+
+
 def test_rnnedge_load_entry_point(folders):
     model = rnnedge.load(folders["gru"], provider="cpu")
     assert isinstance(model, runtime.Model)

@@ -10,8 +10,9 @@ alone, whole sequences or streamed chunk by chunk with the state carried: no Ten
     stream.reset()                                  # every row; stream.reset(i) for row i only
 
 Steps: `providers` (which execution providers, their options, the session), `inputs` (checks
-every input before onnxruntime sees it), `model` (`load`, `Model.run`), `stream` (`Stream`,
-`run_chunked`), `datafiles` (.npy/.npz/.csv in and out).
+every input before onnxruntime sees it), `signature` (a model's inputs and outputs as the manifest
+and the graph give them), `model` (`load`, `Model.run`), `stream` (`Stream`, from a session and a
+signature; `run_chunked`), `datafiles` (.npy/.npz/.csv in and out).
 """
 
 from rnnedge.runtime.datafiles import read_inputs, run_file, write_outputs

@@ -32,7 +32,7 @@ class Outputs(dict):
         self._data_names = list(self) if data_names is None else [n for n in data_names if n in self]
 
     @classmethod
-    def _of(cls, names: list[str], values: list, provider: str | None) -> Outputs:
+    def of_data(cls, names: list[str], values: list, provider: str | None) -> Outputs:
         """Hot-path constructor: every name is a data output."""
         out = dict.__new__(cls)
         dict.update(out, zip(names, values))
@@ -56,7 +56,7 @@ class Outputs(dict):
 
     @property
     def data_names(self) -> list[str]:
-        return list(self._data_names)  # a copy: `_of` shares the stream's list
+        return list(self._data_names)  # a copy: `of_data` shares the stream's list
 
     def __repr__(self) -> str:
         body = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in self.items())

@@ -1,5 +1,6 @@
 """Streams: sequences fed chunk by chunk with their recurrent state carried (`Model.stream`),
-and `run_chunked`, which replays a whole input that way.
+and `run_chunked`, which replays a whole input that way. A stream is built from an onnxruntime
+session and the model's `Signature` (runtime/signature.py): it knows nothing of `Model`.
 
 The state stays on the session's device in two sets of `OrtValue`s bound with IOBinding: a call
 reads set A and writes set B, the next reads B and writes A, so nothing is allocated or copied
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import onnxruntime as ort
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.manifest import BATCH, is_time_axis
+from rnnedge.manifest import BATCH
 from rnnedge.runtime.inputs import (
     STREAM,
     Outputs,
@@ -27,10 +28,8 @@ from rnnedge.runtime.inputs import (
     ort_run,
     raise_problems,
 )
+from rnnedge.runtime.signature import Signature
 from rnnedge.tables import GPU_PROVIDERS
-
-if TYPE_CHECKING:
-    from rnnedge.runtime.model import Model
 
 
 class Stream:
@@ -47,33 +46,23 @@ class Stream:
     shape. One stream serves one thread at a time.
     """
 
-    def __init__(self, model: Model, batch: int = 1, *, allow_nonfinite: bool = False):
+    def __init__(self, session: ort.InferenceSession, signature: Signature, batch: int = 1, *,
+                 allow_nonfinite: bool = False):
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise RnnEdgeError(f"batch must be a whole number >= 1, got {batch!r}")
-        if not model.state_slots:
-            raise RnnEdgeError(model.why_not_streamable())
-        self.model = model
+        sig = signature
+        if not sig.state_slots:
+            raise RnnEdgeError(sig.why_not_streamable())
+        self.signature = sig
+        self.session = session
+        self.provider: str = session.get_providers()[0]
         self.batch = int(batch)
         self.allow_nonfinite = allow_nonfinite
-        session = model.session
-        self._session = session
-        m = model.manifest
-        # state input -> the state output that feeds it
-        feeds_from: dict[str, str] = {}
-        for out in m.state_outputs:
-            if out.feeds not in model.slots or model.slots[out.feeds].spec.role != "state":
-                raise RnnEdgeError(f"manifest.json: state output '{out.name}' feeds {out.feeds!r}, which is not a "
-                                   "state input; re-export the model")
-            feeds_from[out.feeds] = out.name
-        unfed = [s.name for s in model.state_slots if s.name not in feeds_from]
-        if unfed:
-            raise RnnEdgeError(f"manifest.json: no state output feeds state input(s) {', '.join(unfed)}; "
-                               "re-export the model with `rnnedge export --streaming`")
-        self._feeds_from = feeds_from
+        feeds_from = sig.state_feeds()  # state input -> the state output that feeds it
         self._axes0 = {BATCH: (self.batch, STREAM)}
-        self._shapes = {s.name: model.state_shape(s, self._axes0) for s in model.state_slots}
+        self._shapes = {s.name: sig.state_shape(s, self._axes0) for s in sig.state_slots}
 
-        provider = model.provider
+        provider = self.provider
         self._on_cpu = provider not in GPU_PROVIDERS
         if self._on_cpu:
             self._device = ("cpu", 0)
@@ -84,12 +73,12 @@ class Stream:
         self._host: list[dict[str, np.ndarray]] = []
         self._values: list[dict[str, ort.OrtValue]] = []
         for _ in range(2):
-            host = {s.name: np.zeros(self._shapes[s.name], s.dtype) for s in model.state_slots}
+            host = {s.name: np.zeros(self._shapes[s.name], s.dtype) for s in sig.state_slots}
             self._host.append(host)
             self._values.append({n: ort.OrtValue.ortvalue_from_numpy(a, *self._device) for n, a in host.items()})
-        self._data_in = [s.name for s in model.data_slots]
-        self._data_out = model.data_output_names
-        self._all_out = model.output_names
+        self._data_in = [s.name for s in sig.data_slots]
+        self._data_out = sig.data_output_names
+        self._all_out = sig.output_names
         if self._all_out[: len(self._data_out)] != self._data_out:
             raise RnnEdgeError(f"manifest.json lists state outputs before data outputs ({self._all_out}); "
                                "re-export the model")
@@ -98,9 +87,9 @@ class Stream:
         self._bindings = []
         for k in range(2):
             io = session.io_binding()
-            for s in model.state_slots:
+            for s in sig.state_slots:
                 io.bind_ortvalue_input(s.name, self._values[k][s.name])
-            state_out = {feeds_from[s.name]: s.name for s in model.state_slots}
+            state_out = {feeds_from[s.name]: s.name for s in sig.state_slots}
             for name in self._all_out:  # bound in graph order: results come back in that order
                 if name in state_out:
                     io.bind_ortvalue_output(name, self._values[1 - k][state_out[name]])
@@ -115,23 +104,20 @@ class Stream:
         # of those buffers shaped as that chunk, whether it was one step). A chunk like it needs only
         # its values checked: where every data input is float (finiteness is the only value check).
         self._fast: list[tuple | None] = [None, None]
-        self._plain = all(s.dtype.kind == "f" and not s.right_padded for s in model.data_slots)
+        self._plain = all(s.dtype.kind == "f" and not s.right_padded for s in sig.data_slots)
         self._current = 0
         self.chunks = 0  # chunks applied since the stream started (or was reset): the next chunk's number
         # Inputs with a time axis: a chunk that lacks it is one step, and then the outputs with a
         # time axis lose it too.
-        self._step_ranks = [(s.name, s.rank) for s in model.data_slots if s.time_axis == 1]
+        self._step_ranks = [(s.name, s.rank) for s in sig.data_slots if s.time_axis == 1]
         self._step_names = {name for name, _ in self._step_ranks}
-        fixed = m.static.get("time")
-        self._time_outputs = {t.name for t in m.data_outputs if len(t.shape) > 1 and (
-            is_time_axis(t.shape[1]) or fixed and len(t.shape) >= 3 and t.shape[1] == fixed)}
-        self._squeeze = [name in self._time_outputs for name in self._data_out]
+        self._squeeze = [name in sig.time_outputs for name in self._data_out]
         # Strided layers over time (convolutions or pooling striding S steps in all): every chunk is a
         # multiple of S steps, so each strided window starts where it would over the whole sequence.
-        self.time_stride = int(m.time_stride)
+        self.time_stride = sig.time_stride
 
     def __repr__(self) -> str:
-        return f"<rnnedge.Stream batch={self.batch} on {self.model.provider}>"
+        return f"<rnnedge.Stream batch={self.batch} on {self.provider}>"
 
     # -- hot path ------------------------------------------------------------------------------
 
@@ -144,7 +130,7 @@ class Stream:
                                + ("it was already applied; each chunk is applied once"
                                   if isinstance(chunk_index, int) and 0 <= chunk_index < self.chunks else
                                   "push a stream's chunks in order, numbered from 0"))
-        model = self.model
+        sig = self.signature
         allow = self.allow_nonfinite if allow_nonfinite is None else allow_nonfinite
         k = self._current
         io = self._bindings[k]
@@ -158,13 +144,13 @@ class Stream:
             feeds, single = None, fast[2]
         else:
             given = (dict(zip(self._data_in, arrays)) if key is not None
-                     else model.gather(arrays, named, allow_state=False))
+                     else sig.gather(arrays, named, allow_state=False))
             feeds, single = self._check(given, allow)
             self._bind_inputs(k, io, feeds)
             if key is not None and self._plain:
                 buffers = self._inputs[k]
                 self._fast[k] = (key, [buffers[n].reshape(a.shape) for n, a in zip(self._data_in, arrays)], single)
-        ort_run(model, lambda: self._session.run_with_iobinding(io), feeds or dict(zip(self._data_in, arrays)))
+        ort_run(sig, lambda: self.session.run_with_iobinding(io), feeds or dict(zip(self._data_in, arrays)))
         outputs = self._outputs[k]
         if outputs is not None:  # onnxruntime wrote into our buffers: hand out copies
             data = [b.copy() for b in outputs]
@@ -179,7 +165,7 @@ class Stream:
         self.chunks += 1
         if single:
             data = [d[:, 0] if squeeze and d.ndim > 1 else d for d, squeeze in zip(data, self._squeeze)]
-        return Outputs._of(self._data_out, data, model.provider)
+        return Outputs.of_data(self._data_out, data, self.provider)
 
     def _bind_inputs(self, k: int, io, feeds: dict[str, np.ndarray]) -> None:
         """Copy checked inputs into binding k's buffers, binding new ones (and letting onnxruntime
@@ -214,7 +200,7 @@ class Stream:
             if a.ndim == rank - 1 and a.dtype != object:
                 given[name] = a[:, None]
                 expanded.add(name)
-        feeds = self.model.prepare(given, allow, self._axes0.copy(), frozenset(expanded))
+        feeds = self.signature.prepare(given, allow, self._axes0.copy(), frozenset(expanded))
         if self.time_stride > 1 and self._step_ranks:
             self._check_stride(feeds[self._step_ranks[0][0]].shape[1])
         return feeds, bool(self._step_ranks) and len(expanded) == len(self._step_ranks)
@@ -258,13 +244,14 @@ class Stream:
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Set the state (e.g. saved from `stream.state`): state input name -> [batch, ...] array."""
+        sig = self.signature
         errors = []
         arrays = {}
         for name, value in state.items():
-            slot = self.model.slots.get(name)
+            slot = sig.slots.get(name)
             if slot is None or slot.spec.role != "state":
                 errors.append(f"'{name}' is not a state input (state inputs: "
-                              f"{', '.join(s.name for s in self.model.state_slots)})")
+                              f"{', '.join(s.name for s in sig.state_slots)})")
                 continue
             a = as_array(name, value, errors)
             if a is None or not check_kind(slot, a, errors):
@@ -277,8 +264,7 @@ class Stream:
         if errors:
             raise_problems(errors)
         for name, a in arrays.items():
-            checked = check_values(self.model.slots[name], a, self.allow_nonfinite, errors,
-                                    self.model.nonfinite_advice)
+            checked = check_values(sig.slots[name], a, self.allow_nonfinite, errors, sig.nonfinite_advice)
             if checked is not None:
                 arrays[name] = checked
         if errors:
@@ -305,24 +291,32 @@ def _finite(a: np.ndarray) -> bool:
     return math.isfinite(np.dot(flat, flat)) or bool(np.isfinite(a).all())
 
 
-def run_chunked(model: Model, inputs: Mapping[str, Any], chunk: int) -> tuple[Outputs, dict[str, np.ndarray]]:
+class Streamable(Protocol):
+    """What `run_chunked` needs of a model (a `Model` is one): its session and its signature."""
+
+    session: ort.InferenceSession
+    signature: Signature
+
+
+def run_chunked(model: Streamable, inputs: Mapping[str, Any], chunk: int) -> tuple[Outputs, dict[str, np.ndarray]]:
     """Stream `inputs` through `model` `chunk` steps at a time, the state carried (state inputs
     in `inputs` start the stream). Returns the data outputs (those with a time axis concatenated
     along it, the others from the last chunk) and the final state, by state input name."""
     inputs = dict(inputs)
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
         raise RnnEdgeError(f"chunk must be a whole number of steps >= 1, got {chunk!r}")
-    timed = [s for s in model.data_slots if s.time_axis == 1]
+    sig = model.signature
+    timed = [s for s in sig.data_slots if s.time_axis == 1]
     if not timed:
-        raise RnnEdgeError(f"the export {model.folder} has no input with a time axis: run it without chunk")
-    state = {s.name: inputs.pop(s.name) for s in model.state_slots if s.name in inputs}
+        raise RnnEdgeError(f"the export {sig.folder} has no input with a time axis: run it without chunk")
+    state = {s.name: inputs.pop(s.name) for s in sig.state_slots if s.name in inputs}
     arrays = {n: np.asarray(v) for n, v in inputs.items()}
     first = arrays[timed[0].name]
     if first.ndim < 2:
         raise RnnEdgeError(f"input '{timed[0].name}' has shape {fmt_shape(first.shape)}: streaming in chunks "
                            f"needs {fmt_shape(timed[0].spec.shape)} with the time axis second")
     batch, steps = int(first.shape[0]), int(first.shape[1])
-    stream = model.stream(batch)
+    stream = Stream(model.session, sig, batch)
     if state:
         stream.load_state(state)
     timed_names = {s.name for s in timed}
@@ -333,6 +327,5 @@ def run_chunked(model: Model, inputs: Mapping[str, Any], chunk: int) -> tuple[Ou
         last = stream.push(**part)
         for name, value in last.items():
             pieces.setdefault(name, []).append(value)
-    time_outputs = stream._time_outputs
-    merged = {n: (np.concatenate(v, axis=1) if n in time_outputs else v[-1]) for n, v in pieces.items()}
-    return Outputs(merged, model.provider, list(merged)), stream.state
+    merged = {n: (np.concatenate(v, axis=1) if n in sig.time_outputs else v[-1]) for n, v in pieces.items()}
+    return Outputs(merged, stream.provider, list(merged)), stream.state

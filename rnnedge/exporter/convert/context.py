@@ -33,18 +33,12 @@ class StateIO:
 
 
 @dataclass
-class Context:
-    g: GraphBuilder
-    streaming: bool = False
-    graph_inputs: dict[str, int] = field(default_factory=dict)  # input name -> position
-    annotations: dict[str, dict] = field(default_factory=dict)  # input name -> {"vocab": .., "pad_value": ..}
-    fused: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> fused ONNX node names
-    scans: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> Scan node names (convert/scan.py)
+class StreamBook:
+    """The streaming bookkeeping of one conversion, apart from the graph building: the recurrent
+    states carried across calls, and how each value relates to the input's time axis."""
+
     states: list[StateIO] = field(default_factory=list)
     state_outputs: dict[str, str] = field(default_factory=dict)  # state output name -> value
-    routes: dict[str, str] = field(default_factory=dict)  # layer (or op) -> "fused" | "scan" | "native" | "tf2onnx"
-    notes: dict[str, str] = field(default_factory=dict)  # layer -> why it took its route, where that needs saying
-    scope: str = ""  # "outer/" while the layers of a nested model are converted
     # streaming layers over time (temporal.py): values holding a ZeroPadding1D's kept frames before
     # the chunk (-> how many); each value's rate, input steps per step of the value (2 after a
     # stride of 2, Fraction(1, 2) after an UpSampling1D(2); absent: 1); the total stride
@@ -54,6 +48,20 @@ class Context:
     # value -> input steps lost before it ('valid' windows, cropping)
     shortened: dict[str, int | Fraction] = field(default_factory=dict)
     min_steps: int = 0  # the most input steps any value loses: sample cases must be longer
+
+
+@dataclass
+class Context:
+    g: GraphBuilder
+    streaming: bool = False
+    graph_inputs: dict[str, int] = field(default_factory=dict)  # input name -> position
+    annotations: dict[str, dict] = field(default_factory=dict)  # input name -> {"vocab": .., "pad_value": ..}
+    fused: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> fused ONNX node names
+    scans: dict[str, list[str]] = field(default_factory=dict)  # Keras layer -> Scan node names (convert/scan.py)
+    routes: dict[str, str] = field(default_factory=dict)  # layer (or op) -> "fused" | "scan" | "native" | "tf2onnx"
+    notes: dict[str, str] = field(default_factory=dict)  # layer -> why it took its route, where that needs saying
+    scope: str = ""  # "outer/" while the layers of a nested model are converted
+    book: StreamBook = field(default_factory=StreamBook)  # the state carried and the time bookkeeping
     # core.convert_layer, for converters that convert an inner layer (TimeDistributed): set by core
     convert_layer: Callable | None = None
 

@@ -106,7 +106,7 @@ def _state_inputs(ctx: Context, layer, x: Sym, out_space: list[int]) -> list[str
         name = ctx.g.fresh(f"{layer.name}/state_in/{s}")
         out = ctx.g.fresh(f"{layer.name}/state_out/{s}")
         ctx.g.add_input(name, "float32", list(shape))
-        ctx.states.append(StateIO(input=name, output=out, layer=layer.name, shape=shape))
+        ctx.book.states.append(StateIO(input=name, output=out, layer=layer.name, shape=shape))
         names.append(name)
     return names
 
@@ -131,8 +131,8 @@ def conv_lstm(ctx: Context, layer, args, kwargs, outs):
     prev = initial[0] if ctx.streaming and not layer.stateful else None
     y, h, c = _run(ctx, layer, x, initial, owner=layer, mask=_mask(ctx, kwargs.get("mask")), prev=prev)
     if carried:
-        for io, value in zip(ctx.states[-2:], (h, c)):
-            ctx.state_outputs[io.output] = value
+        for io, value in zip(ctx.book.states[-2:], (h, c)):
+            ctx.book.state_outputs[io.output] = value
     return [y, h, c] if layer.return_state else [y]
 
 

@@ -139,12 +139,12 @@ def convert_layer(ctx: Context, op, args, kwargs, outs) -> list[str]:
         ctx.route(op, "scan", recurrent.scan_note(op))
     else:
         ctx.route(op, "fused")
-    rate = max((ctx.rates.get(s.name, 1) for s in syms), default=1)
-    shortened = max((ctx.shortened.get(s.name, 0) for s in syms), default=0)
+    rate = max((ctx.book.rates.get(s.name, 1) for s in syms), default=1)
+    shortened = max((ctx.book.shortened.get(s.name, 0) for s in syms), default=0)
     for name in names:  # per-step layers keep their input's rate and length; strided and 'valid' ones set their own
-        ctx.rates.setdefault(name, rate)
+        ctx.book.rates.setdefault(name, rate)
         if shortened:
-            ctx.shortened.setdefault(name, shortened)
+            ctx.book.shortened.setdefault(name, shortened)
     return names
 
 
@@ -172,10 +172,11 @@ def run_graph(ctx: Context, graph, inputs: list[Sym]) -> list[Sym]:
                 if id(t) in graph_outputs or any(r not in members for r in readers.get(id(t), [])):
                     wanted.append((i, j))
                     tensors.append(t)
-        rate = max((ctx.rates.get(s.name, 1) for _, args, kwargs in calls for s in _syms((args, kwargs))), default=1)
+        rates = ctx.book.rates
+        rate = max((rates.get(s.name, 1) for _, args, kwargs in calls for s in _syms((args, kwargs))), default=1)
         for t, name in zip(tensors, splice.convert_run(ctx, calls, wanted)):
             values[id(t)] = Sym(name, tuple(t.shape), str(t.dtype))
-            ctx.rates.setdefault(name, rate)
+            ctx.book.rates.setdefault(name, rate)
         held.clear()
 
     for node in nodes:
@@ -323,15 +324,15 @@ def convert(model, *, streaming: bool = False, name: str | None = None, opset: i
         for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)
     ]
     keras_inputs = [dataclasses.replace(s, shape=tuple(k)) for s, k in zip(inputs, io.keras_shapes)]
-    for io in ctx.states:
-        ctx.g.add_output(ctx.state_outputs[io.output], io.output, "float32", list(io.shape))
+    for io in ctx.book.states:
+        ctx.g.add_output(ctx.book.state_outputs[io.output], io.output, "float32", list(io.shape))
         inputs.append(TensorSpec(io.input, io.shape, "float32", role="state", layer=io.layer))
         outputs.append(TensorSpec(io.output, io.shape, "float32", role="state", feeds=io.input, layer=io.layer))
     onnx_model = ctx.g.model("rnnedge", __version__)
     onnx.checker.check_model(onnx_model)
     keras_inputs += [s for s in inputs if s.role == "state"]
     return Converted(onnx_model, inputs, outputs, ctx.fused, keras_inputs, layers=ctx.routes, scan_nodes=ctx.scans,
-                     notes=ctx.notes, time_stride=ctx.time_stride, min_steps=ctx.min_steps, opset=opset,
+                     notes=ctx.notes, time_stride=ctx.book.time_stride, min_steps=ctx.book.min_steps, opset=opset,
                      ir_version=onnx_model.ir_version)
 
 

@@ -247,7 +247,7 @@ def _state_inputs(ctx: Context, layer, cells, x: Sym) -> list[str]:
             name = ctx.g.fresh(f"{layer.name}/state_in/{suffix}")
             out = ctx.g.fresh(f"{layer.name}/state_out/{suffix}")  # a shared layer carries one state per call
             ctx.g.add_input(name, "float32", [batch, cell.units])
-            ctx.states.append(StateIO(input=name, output=out, layer=layer.name, shape=(batch, cell.units)))
+            ctx.book.states.append(StateIO(input=name, output=out, layer=layer.name, shape=(batch, cell.units)))
             names.append(name)
     return names
 
@@ -346,8 +346,8 @@ def rnn(ctx: Context, layer, args, kwargs, outs):
     else:
         result = [_keras_last(ctx, layer, Yh, reverse, mk, prev)]
     if carried:
-        for io, value in zip(ctx.states[-len(states):], states):
-            ctx.state_outputs[io.output] = value
+        for io, value in zip(ctx.book.states[-len(states):], states):
+            ctx.book.state_outputs[io.output] = value
     if layer.return_state:
         result += states
     return result

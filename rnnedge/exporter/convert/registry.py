@@ -27,7 +27,7 @@ applies, in one place (`route`):
    refused); a callable `(layer, x) -> reason or None` for layers whose configuration decides
    (the reason completes "layer 'name' (Type): <reason>, so it cannot run chunk by chunk").
    A layer that changes how many steps there are records it for the stream and the sample cases
-   (temporal.py: `in_phase` for strides, `shortens` for steps dropped, `ctx.rates` for
+   (temporal.py: `in_phase` for strides, `shortens` for steps dropped, `ctx.book.rates` for
    upsampling); core.py gives every other output its input's rate and length.
    Layers tf2onnx converts are probed in Keras instead (splice.py).
 6. Streaming only: a `streaming_only` converter (temporal2d.py: Conv2D and its kin over (time,

@@ -11,7 +11,7 @@ output is the last `past` frames of that concatenation, so chunk after chunk it 
 what it computes over the whole sequence. That covers `padding="causal"`, and a ZeroPadding1D of
 `past` steps on the left followed by a 'valid' convolution (the padding keeps the frames; the
 convolution reads them). A stride (or pooling with pool size = stride) keeps no state but needs
-its chunks in phase: the model's total time stride S (`ctx.time_stride`, in the manifest) is
+its chunks in phase: the model's total time stride S (`ctx.book.time_stride`, in the manifest) is
 what every chunk but a sequence's last must be a multiple of. What looks ahead ('same' padding,
 right padding, a 'valid' convolution without its left padding) is refused, with how far it looks.
 UpSampling1D streams as it is (each input step gives its `size` steps; its output's rate is a
@@ -48,7 +48,7 @@ def reads_past(fn):
 def refuse_overlap(ctx: Context, op, fn, inputs: list) -> None:
     """A ZeroPadding1D's (or ZeroPadding2D's) streamed output (its kept frames, then the chunk) is
     for the convolution that reads those frames; anything else reading it would see steps twice."""
-    read = [s for s in inputs if getattr(s, "name", None) in ctx.overlaps]
+    read = [s for s in inputs if getattr(s, "name", None) in ctx.book.overlaps]
     if read and not getattr(fn, "reads_past", False):
         _refuse(ctx, op, f"it reads a ZeroPadding{read[0].rank - 2}D's output, which streams only into a 'valid' "
                          "convolution that reaches back exactly the padded steps")
@@ -64,19 +64,19 @@ def past_frames(ctx: Context, layer, x: Sym, frames: int) -> str:
     name = g.fresh(f"{layer.name}/state_in/frames")
     out = g.fresh(f"{layer.name}/state_out/frames")
     g.add_input(name, x.dtype, list(shape))
-    ctx.states.append(StateIO(input=name, output=out, layer=layer.name, shape=shape))
+    ctx.book.states.append(StateIO(input=name, output=out, layer=layer.name, shape=shape))
     full = g.op("Concat", [name, x.name], hint=f"{layer.name}/with_past", axis=1)
     c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
-    ctx.state_outputs[out] = g.op("Slice", [full, c(-frames), c(INT64_MAX), c(1)], hint=f"{layer.name}/keep_past")
+    ctx.book.state_outputs[out] = g.op("Slice", [full, c(-frames), c(INT64_MAX), c(1)], hint=f"{layer.name}/keep_past")
     return full
 
 
 def in_phase(ctx: Context, layer, x: Sym, stride: int, out: str) -> None:
     """Record that `out` runs at 1/stride of `x`'s rate: streamed chunks must keep that stride in
     phase, and the sample cases are at least that long."""
-    rate = Fraction(ctx.rates.get(x.name, 1)) * stride
-    ctx.rates[out] = _rate(rate)
-    ctx.time_stride = math.lcm(ctx.time_stride, rate.numerator)  # chunks of n input steps give n / rate steps
+    rate = Fraction(ctx.book.rates.get(x.name, 1)) * stride
+    ctx.book.rates[out] = _rate(rate)
+    ctx.book.time_stride = math.lcm(ctx.book.time_stride, rate.numerator)  # chunks of n input steps give n / rate steps
 
 
 def _rate(rate: Fraction) -> int | Fraction:
@@ -86,14 +86,14 @@ def _rate(rate: Fraction) -> int | Fraction:
 
 def shortens(ctx: Context, x: Sym, out: str, steps: int) -> None:
     """`out` is `steps` input steps shorter than `x`: sample cases must be longer than that."""
-    ctx.shortened[out] = ctx.shortened.get(x.name, 0) + steps
-    ctx.min_steps = max(ctx.min_steps, math.ceil(ctx.shortened[out]))  # a Fraction after an UpSampling1D
+    ctx.book.shortened[out] = ctx.book.shortened.get(x.name, 0) + steps
+    ctx.book.min_steps = max(ctx.book.min_steps, math.ceil(ctx.book.shortened[out]))  # a Fraction after an UpSampling1D
 
 
 def padded(ctx: Context, x: Sym, out: str, steps: int) -> None:
     """`out` is `steps` steps of padding longer than `x`: the 'valid' windows after it consume those
     steps first, so they count against what the windows consume, not against the input."""
-    ctx.shortened[out] = ctx.shortened.get(x.name, 0) - ctx.rates.get(x.name, 1) * steps
+    ctx.book.shortened[out] = ctx.book.shortened.get(x.name, 0) - ctx.book.rates.get(x.name, 1) * steps
 
 
 def conv_input(ctx: Context, layer, x: Sym, padding: str, past: int, stride: int,
@@ -110,7 +110,7 @@ def conv_input(ctx: Context, layer, x: Sym, padding: str, past: int, stride: int
         if padding == "same" and stride == 1:
             return x.name, [past // 2, past - past // 2]
         ctx.fail(layer, f"padding='{padding}' with strides={stride} is not supported")
-    overlap = ctx.overlaps.get(x.name)
+    overlap = ctx.book.overlaps.get(x.name)
     if padding == "same" and past:
         _refuse(ctx, layer, f"padding='same' looks {past - past // 2} step(s) ahead (it centres a {past + 1}-step "
                             f"window); {fix}")
@@ -145,8 +145,9 @@ def _conv(ctx: Context, layer, x: Sym, weight: np.ndarray, bias, k: int, stride:
     y = g.transpose(y, (0, 2, 1))
     if stride > 1 and x.rank >= 3:
         in_phase(ctx, layer, x, stride, y)
-    if x.rank >= 3 and sum(pads) < past and x_in == x.name and x.name not in ctx.overlaps:  # no padding, no kept frames
-        shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (past - sum(pads)))
+    # no padding, no kept frames
+    if x.rank >= 3 and sum(pads) < past and x_in == x.name and x.name not in ctx.book.overlaps:
+        shortens(ctx, x, y, ctx.book.rates.get(x.name, 1) * (past - sum(pads)))
     return y
 
 
@@ -212,7 +213,7 @@ def zero_padding1d(ctx: Context, layer, args, kwargs, outs):
         if not left:
             return [x.name]
         full = past_frames(ctx, layer, x, left)
-        ctx.overlaps[full] = left  # read by the next convolution ('valid', reaching exactly `left` back)
+        ctx.book.overlaps[full] = left  # read by the next convolution ('valid', reaching exactly `left` back)
         return [full]
     pads = g.const(np.array([0, left, 0, 0, right, 0], np.int64), f"{layer.name}/pads")
     y = g.op("Pad", [x.name, pads], hint=layer.name, mode="constant")
@@ -240,7 +241,7 @@ def _pool1d(op_type, keras_type):
         if x.rank >= 3 and s > 1:
             in_phase(ctx, layer, x, s, y)
         if x.rank >= 3 and layer.padding == "valid" and k > s:  # windows longer than their stride
-            shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (k - s))
+            shortens(ctx, x, y, ctx.book.rates.get(x.name, 1) * (k - s))
         return [y]
 
     return convert
@@ -273,7 +274,7 @@ def cropping1d(ctx: Context, layer, args, kwargs, outs):
         return [x.name]
     c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
     y = g.op("Slice", [x.name, c(start), c(-end if end else INT64_MAX), c(1)], hint=layer.name)
-    shortens(ctx, x, y, ctx.rates.get(x.name, 1) * (start + end))
+    shortens(ctx, x, y, ctx.book.rates.get(x.name, 1) * (start + end))
     return [y]
 
 
@@ -281,7 +282,7 @@ def cropping1d(ctx: Context, layer, args, kwargs, outs):
 def upsampling1d(ctx: Context, layer, args, kwargs, outs):
     """Each step repeated `size` times along time: Tile on a new axis after time, then Reshape.
     Streams exactly (each input step gives its `size` output steps, looking neither back nor
-    ahead); its output runs at `size` times its input's rate (`ctx.rates`, a Fraction below 1)."""
+    ahead); its output runs at `size` times its input's rate (`ctx.book.rates`, a Fraction below 1)."""
     g, x = ctx.g, args[0]
     size = int(layer.size)
     if size == 1:
@@ -290,5 +291,5 @@ def upsampling1d(ctx: Context, layer, args, kwargs, outs):
                  hint=layer.name)
     shape = g.op("Concat", [g.const(np.array([0, -1], np.int64)), g.dims(x.name, 2, 3)], axis=0)
     y = g.op("Reshape", [tiled, shape], hint=layer.name)
-    ctx.rates[y] = _rate(Fraction(ctx.rates.get(x.name, 1)) / size)
+    ctx.book.rates[y] = _rate(Fraction(ctx.book.rates.get(x.name, 1)) / size)
     return [y]

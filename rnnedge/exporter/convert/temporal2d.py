@@ -121,7 +121,7 @@ def zero_padding2d(ctx: Context, layer, args, kwargs, outs):
         return [y]
     freq = None if x.shape[2] is None else int(x.shape[2]) + left + right
     full = past_frames(ctx, layer, Sym(y, (x.shape[0], x.shape[1], freq, x.shape[3]), x.dtype), top)
-    ctx.overlaps[full] = top  # read by the next convolution ('valid', reaching exactly `top` back)
+    ctx.book.overlaps[full] = top  # read by the next convolution ('valid', reaching exactly `top` back)
     return [full]
 
 
