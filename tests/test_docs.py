@@ -1,7 +1,7 @@
 """The README and docs/ as a reader meets them: a README short enough to read in five minutes that
 links every page, links that lead somewhere, a commands page naming every command and option the
-command line has, and a supported-layers page listing exactly the Keras layer types the converter
-registry handles. (tests/test_readme.py runs every page's examples.)"""
+command line has. No TensorFlow here (make test-fast runs it); tests/test_docs_layers.py checks the
+supported-layers page against the converter registry, tests/test_readme.py runs every page's examples."""
 
 from __future__ import annotations
 
@@ -76,20 +76,3 @@ def test_the_commands_page_names_every_command_and_option():
             missing += [f"rnnedge {name} {o}" for o in names if f"`{o}`" not in section]
     assert not missing, f"docs/commands.md does not name: {missing}"
 
-
-def test_the_supported_layers_page_is_the_registry():
-    """docs/layers.md's table lists exactly the Keras layer types CONVERTERS handles, each with its kind."""
-    import keras
-
-    import rnnedge.exporter.convert.core  # noqa: F401  (imports every converter module, which registers them)
-    from rnnedge.exporter.convert.registry import CONVERTERS
-
-    text = (DOCS / "layers.md").read_text()
-    table = text.split("## Every Keras layer type with a converter", 1)[1]
-    rows = dict(re.findall(r"^\| `(\w+)` \| (.+?) \|$", table, re.M))
-    registry = {t.__name__: c for t, c in CONVERTERS.items() if issubclass(t, keras.layers.Layer)}
-    assert sorted(rows) == sorted(registry), (sorted(set(rows) ^ set(registry)))
-    wrong = [name for name, kind in rows.items()
-             if kind.startswith("recurrent") != registry[name].recurrent
-             or ("--streaming only" in kind) != registry[name].streaming_only]
-    assert not wrong, f"docs/layers.md gives these the wrong kind: {wrong}"
