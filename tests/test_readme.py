@@ -1,11 +1,11 @@
-"""The README and every docs/*.md page, walked as a new user would: every command and code block in them runs as
-written
-(with `--runs 5 --warmup 1` added to `rnnedge bench`, and a short load test for `bench --triton`, so
-timing stays short), the runtime-only ones in a process where TensorFlow, Keras and tf2onnx cannot be
-imported. `rnnedge serve` runs for real in the background for the rest of its block (and for the
-TritonRunner example), on free ports that replace the README's 8000 and 8001 in what follows. A line
-that cannot run here (minutes of training, installing packages) matches a rule in SKIP with its
-reason; any other line that is added to the README is run."""
+"""The README and every docs/*.md page, walked as a new user would: every command and code block in
+them runs as written (with `--runs 5 --warmup 1` added to `rnnedge bench`, and a short load test for
+`bench --triton`, so timing stays short), the runtime-only ones in a process where TensorFlow, Keras
+and tf2onnx cannot be imported. `rnnedge serve` runs for real in the background for the rest of its
+block (and for the TritonRunner example of the same page), on free ports that replace the pages'
+8000 and 8001 in what follows. Each page runs under the same rules: a line that cannot run here
+(minutes of training, installing packages) matches a rule in SKIP with its reason, a block skipped
+says why, and any other line added to a page is run."""
 
 from __future__ import annotations
 
