@@ -56,7 +56,7 @@ def writer_of():
 FAST_MODULES = frozenset({
     "test_runtime", "test_layout", "test_manifest", "test_metrics", "test_check", "test_exported",
     "test_hostile_inputs", "test_hostile_cli", "test_quantize_gate", "test_quantize", "test_plots",
-    "test_view", "test_bench",
+    "test_view", "test_bench", "test_docs",
 })
 
 

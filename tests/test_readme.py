@@ -1,10 +1,11 @@
-"""The README, walked as a new user would: every command and code block in it runs as written
-(with `--runs 5 --warmup 1` added to `rnnedge bench`, and a short load test for `bench --triton`, so
-timing stays short), the runtime-only ones in a process where TensorFlow, Keras and tf2onnx cannot be
-imported. `rnnedge serve` runs for real in the background for the rest of its block (and for the
-TritonRunner example), on free ports that replace the README's 8000 and 8001 in what follows. A line
-that cannot run here (minutes of training, installing packages) matches a rule in SKIP with its
-reason; any other line that is added to the README is run."""
+"""The README and every docs/*.md page, walked as a new user would: every command and code block in
+them runs as written (with `--runs 5 --warmup 1` added to `rnnedge bench`, and a short load test for
+`bench --triton`, so timing stays short), the runtime-only ones in a process where TensorFlow, Keras
+and tf2onnx cannot be imported. `rnnedge serve` runs for real in the background for the rest of its
+block (and for the TritonRunner example of the same page), on free ports that replace the pages'
+8000 and 8001 in what follows. Each page runs under the same rules: a line that cannot run here
+(minutes of training, installing packages) matches a rule in SKIP with its reason, a block skipped
+says why, and any other line added to a page is run."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from tests.blocking import BLOCK_TENSORFLOW
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # each page's examples run the same way, with the same rules
 
 # the subprocesses run in the user's folder: import this checkout's rnnedge, as the tests do
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -57,10 +59,14 @@ def no_server() -> str | None:
     return None
 
 
-def blocks() -> list[tuple[int, str, str]]:
-    """(line, language, text) of every fenced block."""
-    text = README.read_text()
-    return [(text[: m.start()].count("\n") + 1, m.group(1), m.group(2))
+def page_name(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+def blocks(page: Path) -> list[tuple[str, int, str, str]]:
+    """(page, line, language, text) of every fenced block of a page."""
+    text = page.read_text()
+    return [(page_name(page), text[: m.start()].count("\n") + 1, m.group(1), m.group(2))
             for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)]
 
 
@@ -213,29 +219,37 @@ def _run_commands(cmds: list[str], root: Path, skipped: list[str]) -> int:
     return len(with_tf) + len(without_tf)
 
 
-def serve_block(before_line: int) -> list[str]:
-    """The commands of the last bash block above `before_line` that starts a server."""
-    found = [b for b in BLOCKS if b[0] < before_line and b[1] == "bash"
-             and any(re.search(SERVE, c) for c in commands(b[2]))]
-    assert found, f"README.md:{before_line}: no `rnnedge serve` block above this example"
-    return commands(found[-1][2])
+def serve_block(page: str, before_line: int) -> list[str]:
+    """The commands of the last bash block of `page` above `before_line` that starts a server."""
+    found = [b for b in BLOCKS if b[0] == page and b[1] < before_line and b[2] == "bash"
+             and any(re.search(SERVE, c) for c in commands(b[3]))]
+    assert found, f"{page}:{before_line}: no `rnnedge serve` block above this example"
+    return commands(found[-1][3])
 
 
-BLOCKS = blocks()
+BLOCKS = [b for page in PAGES for b in blocks(page)]
 
 
-@pytest.mark.parametrize("line,language,text", BLOCKS, ids=[f"README-line-{b[0]}" for b in BLOCKS])
-def test_readme_block_runs_as_written(line, language, text, workdir, monkeypatch):
+def test_every_page_has_examples_to_run():
+    """The parametrization below covers the README and each docs page (a page moved or renamed is still walked)."""
+    assert (ROOT / "docs").is_dir() and len(PAGES) > 1
+    assert {page_name(p) for p in PAGES} >= {"README.md", "docs/commands.md", "docs/python.md"}
+    assert {b[0] for b in BLOCKS} >= {"README.md", "docs/commands.md", "docs/python.md", "docs/serving.md"}
+
+
+@pytest.mark.parametrize("page,line,language,text", BLOCKS, ids=[f"{b[0]}-line-{b[1]}" for b in BLOCKS])
+def test_readme_block_runs_as_written(page, line, language, text, workdir, monkeypatch):
     root, model = workdir
     monkeypatch.chdir(root)
     if language == "":
         pytest.skip("a diagram (the code layout), not code")
     if language == "js":
+        assert page == "docs/browser.md", f"{page}:{line}: tests/test_web.py runs docs/browser.md's JavaScript only"
         pytest.skip("JavaScript: tests/test_web.py runs it in Chromium")
     if language == "python" and "TritonRunner" in text:
         if no_server():
             pytest.skip(no_server())
-        cmds = serve_block(line)  # the README's own commands write the repository and serve it
+        cmds = serve_block(page, line)  # the README's own commands write the repository and serve it
         at = next(k for k, c in enumerate(cmds) if re.search(SERVE, c))
         skipped: list[str] = []
         assert _run_commands(cmds[:at], root, skipped) and not skipped, skipped
@@ -254,7 +268,7 @@ def test_readme_block_runs_as_written(line, language, text, workdir, monkeypatch
         return
     if language == "python":
         export_part, _, runtime_part = text.partition("# run (numpy + onnxruntime only)")
-        exec(compile(export_part, f"README.md:{line}", "exec"), {"keras_model": model})  # noqa: S102
+        exec(compile(export_part, f"{page}:{line}", "exec"), {"keras_model": model})  # noqa: S102
         setup = ("import numpy as np\n"
                  "x = np.zeros((1, 20, 40), np.float32)\n"  # exported/events-gru: frames [batch, time, 40]
                  "chunks = [np.zeros((1, k, 40), np.float32) for k in (1, 3, 5)]\n")
@@ -264,7 +278,7 @@ def test_readme_block_runs_as_written(line, language, text, workdir, monkeypatch
                               env=ENV)
         assert done.returncode == 0 and "ok" in done.stdout, (done.stdout + done.stderr)[-2000:]
         return
-    assert language == "bash", f"README.md:{line}: a ```{language} block this test cannot run"
+    assert language == "bash", f"{page}:{line}: a ```{language} block this test cannot run"
     skipped: list[str] = []
     cmds = commands(text)
     at = next((k for k, c in enumerate(cmds) if re.search(SERVE, c)), len(cmds))
