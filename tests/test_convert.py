@@ -409,7 +409,8 @@ def test_allow_loop_falls_back_to_tf2onnx_with_a_warning(tmp_path):
 
 def test_streaming_bidirectional_is_refused(tmp_path):
     x = seq_input()
-    with pytest.raises(UnsupportedLayerError, match="cannot stream"):
+    with pytest.raises(UnsupportedLayerError, match="whole sequence at once, so it cannot run chunk by chunk; "
+                                                    "export without --streaming"):
         export(functional(x, L.Bidirectional(L.GRU(4))(x), "m"), tmp_path / "o", streaming=True)
 
 
