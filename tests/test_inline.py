@@ -11,7 +11,7 @@ from keras import layers as L
 
 import rnnedge
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter import export
+from rnnedge.pipeline import export
 from tests.helpers import op_counts
 from tests.kmodels import randomize
 

@@ -21,7 +21,8 @@ STAGES = [
     {"runtime"},  # numpy + onnxruntime: load, run, stream
     {"check"},  # parity against golden data, on any runner
     {"quantize", "zoo"},  # variants of an export; the reference models
-    {"exporter"},  # Keras -> ONNX, Keras' truth, the baselines' exporters
+    {"exporter"},  # Keras -> ONNX (the --allow-loop fallback too), Keras' truth
+    {"pipeline"},  # export: source -> convert -> truth -> golden -> check -> quantize -> write
     {"bench", "serve", "web"},  # timing every candidate; serving through Triton; the browser
     {"cli", "demo", "entry", "__main__", "__init__"},  # the command line and the package's front door
 ]
@@ -213,7 +214,7 @@ def test_the_fast_tier_needs_no_tensorflow():
     from tests.conftest import FAST_MODULES
 
     heavy = ("tensorflow", "keras", "tf_keras", "tf2onnx", "tests.kmodels", "tests.k2models", "rnnedge.exporter",
-             "rnnedge.zoo")
+             "rnnedge.pipeline", "rnnedge.zoo")
     for name in sorted(FAST_MODULES):
         tree = ast.parse((PACKAGE.parent / "tests" / f"{name}.py").read_text())
         for node in tree.body:
