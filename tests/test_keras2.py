@@ -21,7 +21,7 @@ from typer.testing import CliRunner  # noqa: E402
 import rnnedge  # noqa: E402
 from rnnedge.cli import app  # noqa: E402
 from rnnedge.errors import RnnEdgeError, first_line  # noqa: E402
-from rnnedge.exporter import keras2  # noqa: E402
+from rnnedge.exporter.load import keras2  # noqa: E402
 from rnnedge.pipeline import export  # noqa: E402
 from tests import k2models  # noqa: E402
 from tests.helpers import op_counts

@@ -12,7 +12,7 @@ from rnnedge.logs import quiet_tensorflow
 quiet_tensorflow()  # imports TensorFlow with its native start-up lines held, before Keras does
 
 from rnnedge.exporter.fallback import keras_function, tf2onnx_export  # noqa: E402
-from rnnedge.exporter.source import load_keras, versions  # noqa: E402
+from rnnedge.exporter.load.source import load_keras, versions  # noqa: E402
 from rnnedge.exporter.truth import BATCHES, LENGTHS, keras_outputs, random_cases, zoo_case  # noqa: E402
 
 __all__ = ["BATCHES", "LENGTHS", "keras_function", "keras_outputs", "load_keras", "random_cases", "tf2onnx_export",

@@ -1,4 +1,4 @@
-"""`export`: the pipeline above the stages. It loads the source (exporter.source), converts it
+"""`export`: the pipeline above the stages. It loads the source (exporter.load.source), converts it
 (exporter.convert, or the --allow-loop fallback), fixes the interface's axes, shapes it for a
 target, takes Keras' outputs as the truth (exporter.truth), writes the golden cases, checks the ONNX
 file against them (check), quantizes it if asked (quantize), and writes it all to a temporary
@@ -22,8 +22,8 @@ from rnnedge.exporter.convert.core import Converted
 from rnnedge.exporter.convert.graph import OPSET
 from rnnedge.exporter.convert.splice import SpliceError
 from rnnedge.exporter.fallback import fallback_graph, loop_layers, loop_nodes, loops_refused
-from rnnedge.exporter.source import load_source, versions
-from rnnedge.exporter.tfgraph import signature_layer
+from rnnedge.exporter.load.source import load_source, versions
+from rnnedge.exporter.load.tfgraph import signature_layer
 from rnnedge.exporter.truth import keras_outputs, keras_truth, stateful_layers, zoo_case
 from rnnedge.files import atomic_path, discard_dir, new_folder, recover_dir, replace_dir, temp_dir
 from rnnedge.manifest import BATCH, MANIFEST, MODEL, Manifest, is_time_axis

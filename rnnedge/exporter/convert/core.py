@@ -16,7 +16,7 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter.convert import convlstm, layers, recurrent, registry, splice, temporal, temporal2d  # noqa: F401
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
-from rnnedge.exporter.keras_api import graph_nodes, has_graph, input_name, producer, sequential_graph
+from rnnedge.exporter.load.keras_api import graph_nodes, has_graph, input_name, producer, sequential_graph
 from rnnedge.manifest import TensorSpec
 
 

@@ -19,7 +19,7 @@ import onnx
 
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import Sym
-from rnnedge.exporter.keras_api import call_parameters, call_spec, mask_of, sublayers, takes_training
+from rnnedge.exporter.load.keras_api import call_parameters, call_spec, mask_of, sublayers, takes_training
 from rnnedge.tables import ATOL, RTOL
 
 # tf2onnx writes at most this opset; at a higher one its nodes are kept as written (the ops it uses

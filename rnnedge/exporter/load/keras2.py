@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError, first_line
-from rnnedge.exporter.keras2_files import (
+from rnnedge.exporter.load.keras2_files import (
     RevivedError,
     grus_without_reset_after,
     h5_model,
@@ -24,8 +24,8 @@ from rnnedge.exporter.keras2_files import (
     keras_metadata,
     reset_after_from_weights,
 )
-from rnnedge.exporter.keras2_fit import fit_arguments, is_layer, renumber_nested_calls
-from rnnedge.exporter.keras_api import standard_kernel_only
+from rnnedge.exporter.load.keras2_fit import fit_arguments, is_layer, renumber_nested_calls
+from rnnedge.exporter.load.keras_api import standard_kernel_only
 
 INSTALL = "pip install 'rnnedge[export,keras2]'"
 RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")

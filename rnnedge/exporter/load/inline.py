@@ -12,7 +12,7 @@ import keras
 
 from rnnedge.exporter.convert import functional_graph
 from rnnedge.exporter.convert.splice import RECURRENT_TYPES, implicit_masks
-from rnnedge.exporter.keras_api import call_parameters, has_graph, input_name, run_graph, sublayers
+from rnnedge.exporter.load.keras_api import call_parameters, has_graph, input_name, run_graph, sublayers
 
 
 def wrapping_layers(model) -> list:
