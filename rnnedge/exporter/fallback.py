@@ -11,9 +11,7 @@ import keras
 import onnx
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter.convert import functional_graph, recurrent_layers
-from rnnedge.exporter.convert.core import Converted, interface
-from rnnedge.exporter.convert.splice import TF2ONNX_OPSET
+from rnnedge.exporter.convert import TF2ONNX_OPSET, Converted, functional_graph, interface, recurrent_layers
 from rnnedge.manifest import TensorSpec
 
 

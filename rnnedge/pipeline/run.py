@@ -1,12 +1,11 @@
 """`export`: the pipeline above the stages. It loads the source (exporter.load.source), converts it
-(exporter.convert, or the --allow-loop fallback), fixes the interface's axes, shapes it for a
+(exporter.convert, or the --allow-loop fallback), fixes the interface's axes (convert.interface), shapes it for a
 target, takes Keras' outputs as the truth (exporter.truth), writes the golden cases, checks the ONNX
 file against them (check), quantizes it if asked (quantize), and writes it all to a temporary
 sibling folder that is moved into place only when complete."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 import warnings
@@ -17,16 +16,22 @@ import onnx
 
 from rnnedge.check import ParityReport, Tolerance, check_dir, write_golden
 from rnnedge.errors import ParityError, RnnEdgeError
-from rnnedge.exporter.convert import UnsupportedLayerError, convert
-from rnnedge.exporter.convert.core import Converted
-from rnnedge.exporter.convert.graph import OPSET
-from rnnedge.exporter.convert.splice import SpliceError
+from rnnedge.exporter.convert import (
+    OPSET,
+    SpliceError,
+    UnsupportedLayerError,
+    convert,
+    fix_axes,
+    fix_widths,
+    observed_widths,
+    share_time,
+)
 from rnnedge.exporter.fallback import fallback_graph, loop_layers, loop_nodes, loops_refused
 from rnnedge.exporter.load.source import load_source, versions
 from rnnedge.exporter.load.tfgraph import signature_layer
 from rnnedge.exporter.truth import keras_outputs, keras_truth, stateful_layers, zoo_case
 from rnnedge.files import atomic_path, discard_dir, new_folder, recover_dir, replace_dir, temp_dir
-from rnnedge.manifest import BATCH, MANIFEST, MODEL, Manifest, is_time_axis
+from rnnedge.manifest import MANIFEST, MODEL, Manifest
 from rnnedge.pipeline.target import check_on_target, shaped_for, static_for, target_checked, target_line
 from rnnedge.quantize import parse_variants, quantize_dir
 from rnnedge.quantize.folder import zoo_scorer
@@ -156,10 +161,13 @@ def export(
             batch = next((s.shape[0] for s in converted.inputs if s.shape and isinstance(s.shape[0], int)), None)
             static = static_for(target, dict(static or {}), batch)
         if static:
-            converted, proto = _fix_axes(converted, proto, static)
+            converted, proto = fix_axes(converted, proto, static)
         if target:
             converted, proto = shaped_for(target, converted, proto)
-        cases, converted, proto = keras_truth(model, converted, proto, seed, found.truth, data)
+        cases, shared = keras_truth(model, converted, seed, found.truth, data)
+        if shared:  # Keras took the inputs at one length only: one shared time axis
+            converted, proto = share_time(converted, shared, proto)
+        converted, proto = fix_widths(converted, proto, observed_widths(converted, cases))
         with atomic_path(tmp / MODEL) as path:
             onnx.save(proto, str(path))
         if entry is not None and not static:  # the zoo's rows have their own batch and length
@@ -245,33 +253,6 @@ def _custom_record(custom) -> list[str]:
         elif hasattr(item, "__name__") and hasattr(item, "__spec__"):  # a module
             out.append(item.__name__)
     return out
-
-
-def _fix_axes(converted: Converted, proto, static: dict[str, int]):
-    """The named batch and time axes of every input and output (states too) fixed to `static`'s
-    sizes, in the specs and in the graph's declared inputs and outputs."""
-    sizes = {**({BATCH: static["batch"]} if "batch" in static else {})}
-    fixed_batch = {s.shape[0] for s in converted.inputs if s.shape and isinstance(s.shape[0], int)}
-    if "batch" in static and fixed_batch and fixed_batch != {static["batch"]}:
-        raise RnnEdgeError(f"--static batch={static['batch']}: this model is stateful with a fixed batch of "
-                           f"{fixed_batch.pop()}; leave batch out of --static")
-    if "time" in static:
-        specs = converted.inputs + converted.outputs
-        sizes.update((d, static["time"]) for s in specs for d in s.shape if is_time_axis(d))
-        if not any(is_time_axis(d) for s in converted.inputs for d in s.shape):
-            raise RnnEdgeError(f"--static time={static['time']}: the model's inputs have no dynamic time axis "
-                               "(their length is fixed already); leave time out of --static")
-
-    def fix(specs):
-        return [dataclasses.replace(s, shape=tuple(sizes.get(d, d) for d in s.shape)) for s in specs or []]
-
-    for value in [*proto.graph.input, *proto.graph.output]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param in sizes:
-                dim.dim_value = sizes[dim.dim_param]  # clears dim_param (one of the two)
-    keras_inputs = fix(converted.keras_inputs) if converted.keras_inputs else None
-    return dataclasses.replace(converted, inputs=fix(converted.inputs), outputs=fix(converted.outputs),
-                               keras_inputs=keras_inputs), proto
 
 
 def _where(name: str) -> dict:

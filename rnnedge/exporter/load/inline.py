@@ -10,8 +10,7 @@ from contextlib import contextmanager
 
 import keras
 
-from rnnedge.exporter.convert import functional_graph
-from rnnedge.exporter.convert.splice import RECURRENT_TYPES, implicit_masks
+from rnnedge.exporter.convert import RECURRENT_TYPES, functional_graph, implicit_masks
 from rnnedge.exporter.load.keras_api import call_parameters, has_graph, input_name, run_graph, sublayers
 
 
