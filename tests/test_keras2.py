@@ -411,6 +411,15 @@ def test_long_reasons_end_cleanly():
     assert reason.endswith(" ...") and "https://keras.io/guides/serialization_and_saving/#reg" not in reason[-10:]
 
 
+def test_a_quoted_converter_failure_hides_paths_and_keeps_tensorflows_own_error():
+    """first_line(scrub=True), for tf2onnx's and onnxruntime's failures (the --allow-loop fallback)."""
+    trace = ValueError("in user code:\n\n    File \"/tmp/tmpab12/module.py\", line 3, in call\n\n"
+                       "    ValueError: Bad shape at /tmp/tmpab12/x.pb. More text\n")
+    assert first_line(trace, scrub=True) == "Bad shape at <file>"
+    said = first_line(RuntimeError("Load model from /var/x/m.onnx failed"), scrub=True)
+    assert said == "Load model from <file> failed"
+
+
 def _k2_layers():
     import tf_keras
 

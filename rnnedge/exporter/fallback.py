@@ -10,7 +10,7 @@ import warnings
 import keras
 import onnx
 
-from rnnedge.errors import RnnEdgeError
+from rnnedge.errors import RnnEdgeError, first_line
 from rnnedge.exporter.convert import TF2ONNX_OPSET, Converted, functional_graph, interface, recurrent_layers
 from rnnedge.manifest import TensorSpec
 
@@ -114,14 +114,15 @@ def fallback_graph(model, where: str, opset: int):
     try:
         proto = tf2onnx_export(model, opset=min(opset, TF2ONNX_OPSET))
     except Exception as err:  # noqa: BLE001 - tf2onnx's own failure, said in one line
-        raise RnnEdgeError(_one_line(f"{where}, which tf2onnx could not convert: {_first_line(err)}")) from None
+        said = first_line(err, scrub=True)
+        raise RnnEdgeError(_one_line(f"{where}, which tf2onnx could not convert: {said}")) from None
     try:
         ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime's exception types are not importable across versions
         unknown = unknown_ops(proto.graph)
         match = re.search(r"(?:No Op registered for|implementation for) (\w+)", str(err))
         reason = (f"op {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not implemented" if unknown
-                  else f"op {match.group(1)} is not implemented" if match else _first_line(err))
+                  else f"op {match.group(1)} is not implemented" if match else first_line(err, scrub=True))
         raise RnnEdgeError(_one_line(f"{where}, which onnxruntime cannot run: {reason}; "
                                      "replace that layer or its activation")) from None
     graph = functional_graph(model)
@@ -147,19 +148,6 @@ def unknown_ops(graph: onnx.GraphProto) -> list[str]:
             for body in [attr.g] if attr.HasField("g") else list(attr.graphs):
                 found += [op for op in unknown_ops(body) if op not in found]
     return found
-
-
-def _first_line(err: Exception) -> str:
-    """The first line of an error without file paths (a temporary folder means nothing to the user);
-    for TensorFlow's "in user code:" trace, the first sentence of the error it ends with."""
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(err).splitlines()]
-    lines = [ln for ln in lines if ln] or [type(err).__name__]
-    line = lines[0]
-    at = next((i for i, ln in enumerate(lines) if re.match(r"\w+(Error|Exception): ", ln)), None)
-    if line.startswith("in user code") and at is not None:
-        said = [lines[at].split(":", 1)[1].strip(), *lines[at + 1:]]
-        line = next((ln for ln in said if not ln.startswith("Exception encountered")), said[0]).split(". ")[0]
-    return re.sub(r"(?<![\w.-])(?:[A-Za-z]:)?[\\/][^\s:,;()'\"]*", "<file>", line)
 
 
 def _one_line(message: str, limit: int = 300) -> str:

@@ -13,8 +13,10 @@ from rnnedge.exporter.convert.interface import (
     own_time_axes,
     share_time,
 )
-from rnnedge.exporter.convert.splice import RECURRENT_TYPES, TF2ONNX_OPSET, SpliceError, implicit_masks
+from rnnedge.exporter.convert.registry import is_recurrent, recurrent_names
+from rnnedge.exporter.convert.splice import TF2ONNX_OPSET, SpliceError, implicit_masks
 
-__all__ = ["OPSET", "RECURRENT_TYPES", "TF2ONNX_OPSET", "Converted", "Interface", "SpliceError",
+__all__ = ["OPSET", "TF2ONNX_OPSET", "Converted", "Interface", "SpliceError",
            "UnsupportedLayerError", "convert", "fix_axes", "fix_widths", "functional_graph", "implicit_masks",
-           "interface", "observed_widths", "own_time_axes", "recurrent_layers", "share_time"]
+           "interface", "is_recurrent", "observed_widths", "own_time_axes", "recurrent_layers", "recurrent_names",
+           "share_time"]

@@ -86,7 +86,7 @@ def _route(ctx: Context, op, kwargs) -> registry.Route | None:
         found = registry.Route(None)  # rule 6: tf2onnx converts it in a whole-sequence export
     if found.refusal:
         raise UnsupportedLayerError(op, found.refusal)
-    if found.converter is None and isinstance(op, splice.RECURRENT_TYPES):
+    if found.converter is None and registry.is_recurrent(op):
         raise UnsupportedLayerError(op, f"layer type {type(op).__name__} is not supported by rnnedge's converter")
     if found.note:
         ctx.note(op, found.note)
