@@ -183,6 +183,27 @@ def test_modules_stay_small_enough_to_read():
     assert not {m: n for m, n in sizes.items() if n > 450}, sizes
 
 
+def test_the_exporter_converts_and_nothing_else():
+    """exporter/ turns Keras into ONNX (and Keras' outputs): checking and quantizing the result is the
+    pipeline's (rnnedge/pipeline), so no exporter module imports check or quantize."""
+    found = [f"{module}:{line}: {target}" for module, path in _modules() if _stage(module) == "exporter"
+             for target, line in _imports(module, path) if _stage(target) in ("check", "quantize", "pipeline")]
+    assert not found, found
+
+
+def test_convert_is_used_through_its_public_names():
+    """Outside exporter/convert, convert is imported only as `from rnnedge.exporter.convert import NAME`
+    with NAME in its __init__'s __all__ (no core.interface, graph.OPSET, splice.SpliceError from inside)."""
+    init = ast.parse((PACKAGE / "exporter" / "convert" / "__init__.py").read_text())
+    public = next(ast.literal_eval(node.value) for node in init.body if isinstance(node, ast.Assign)
+                  and any(getattr(t, "id", None) == "__all__" for t in node.targets))
+    found = [f"{module}:{line}: {target}" for module, path in _modules()
+             if not module.startswith("rnnedge.exporter.convert")
+             for target, line in _imports(module, path) if target.startswith("rnnedge.exporter.convert.")
+             and not (target.count(".") == 3 and target.rpartition(".")[2] in public)]
+    assert not found, found
+
+
 def test_converters_are_declared_in_one_registry():
     """One declaration per converter (`registry.converts`): no module keeps a table of layer types of its
     own beside it (CONVERTERS / MASK_AWARE / PER_STEP tables were kept in step by hand)."""
