@@ -15,7 +15,7 @@ def export(model, out, **kwargs):
     from rnnedge.preflight import require
 
     require("export", "rnnedge.export")
-    from rnnedge.exporter import export as _export
+    from rnnedge.pipeline import export as _export
 
     return _export(model, out, **kwargs)
 

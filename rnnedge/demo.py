@@ -52,8 +52,8 @@ def recurrent_ops(path: Path) -> str:
 
 def export_zoo_model(name: str, out: Path, force: bool) -> DemoRow:
     from rnnedge import zoo
-    from rnnedge.exporter import export
     from rnnedge.exporter.convert import UnsupportedLayerError
+    from rnnedge.pipeline import export
 
     started = time.perf_counter()
     entry = zoo.load(name)

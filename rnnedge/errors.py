@@ -3,6 +3,8 @@ subclasses (ParityError here; UnsupportedLayerError and SpliceError where layers
 
 from __future__ import annotations
 
+import re
+
 
 class RnnEdgeError(Exception):
     """A problem with the user's input: a missing file, an unsupported layer, a bad array.
@@ -22,10 +24,26 @@ class ParityError(RnnEdgeError):
     """The exported ONNX model does not match Keras within tolerance (files are kept)."""
 
 
-def first_line(e: Exception, limit: int = 160) -> str:
+def first_line(e: Exception, limit: int = 160, *, scrub: bool = False) -> str:
     """The first line of an exception (its type's name if it has none), cut at a word boundary
-    (never mid-URL) after `limit` characters: for a one-line message that quotes a library's error."""
+    (never mid-URL) after `limit` characters: for a one-line message that quotes a library's error.
+    `scrub` (a converter's failure quoted whole: tf2onnx's, onnxruntime's): file paths become <file>
+    (a temporary folder means nothing to the user), TensorFlow's "in user code:" trace gives the
+    first sentence of the error it ends with, and nothing is cut."""
+    if scrub:
+        return _scrubbed(e)
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if len(text) <= limit:
         return text.rstrip(". ")
     return text[:limit].rsplit(" ", 1)[0].rstrip(".,;: ") + " ..."
+
+
+def _scrubbed(err: Exception) -> str:
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(err).splitlines()]
+    lines = [ln for ln in lines if ln] or [type(err).__name__]
+    line = lines[0]
+    at = next((i for i, ln in enumerate(lines) if re.match(r"\w+(Error|Exception): ", ln)), None)
+    if line.startswith("in user code") and at is not None:
+        said = [lines[at].split(":", 1)[1].strip(), *lines[at + 1:]]
+        line = next((ln for ln in said if not ln.startswith("Exception encountered")), said[0]).split(". ")[0]
+    return re.sub(r"(?<![\w.-])(?:[A-Za-z]:)?[\\/][^\s:,;()'\"]*", "<file>", line)

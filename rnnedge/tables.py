@@ -41,7 +41,7 @@ ONNX_TYPES = {name: code for name, (_, code, _) in DTYPES.items()}
 ORT_DTYPES = {ort_type: np_type for np_type, _, ort_type in DTYPES.values()}
 INT_RANGES = {np.dtype(np.int32): (-(2**31), 2**31 - 1), np.dtype(np.int64): (-(2**63), 2**63 - 1)}
 
-# ONNX opsets an export can target (`--opset`; rnnedge.exporter.convert.graph.OPSET is the default) ->
+# ONNX opsets an export can target (`--opset`; rnnedge.exporter.convert.OPSET is the default) ->
 # the IR version each needs. onnxruntime runs them all; LSTM, GRU and RNN are the same op from 14 on.
 # Reduce* take their axes as an input from 18 (the graph builder moves them); LayerNormalization
 # exists from 17 (written out in plain ops below that); tf2onnx writes spliced layers at up to 18.

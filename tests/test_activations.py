@@ -20,9 +20,9 @@ import rnnedge
 from rnnedge import ParityError
 from rnnedge.check import read_golden
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter import export
 from rnnedge.exporter.convert import activations, scan
 from rnnedge.exporter.convert.activations import RNN_ACTIVATIONS
+from rnnedge.pipeline import export
 from tests.helpers import op_counts
 from tests.kmodels import functional, seq_input, sequential, tokens_input
 

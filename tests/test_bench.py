@@ -47,7 +47,7 @@ def keras_gru():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, keras_gru):
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     folder = tmp_path_factory.mktemp("bench") / "gru"
     export(keras_gru, folder)
@@ -92,8 +92,8 @@ def test_litert_baseline_computes_what_keras_computes(tmp_path):
     """The LiteRT candidate is timed on a faithful conversion: same outputs as Keras, inputs matched by name."""
     import keras
 
-    from rnnedge.exporter import export
-    from rnnedge.exporter.baselines import LiteRTRunner
+    from rnnedge.bench.baselines import LiteRTRunner
+    from rnnedge.pipeline import export
     from rnnedge.samples import random_inputs
 
     a, b = keras.Input((None, 3), name="a"), keras.Input((None, 2), name="b")
@@ -115,9 +115,9 @@ def test_litert_baseline_computes_what_keras_computes(tmp_path):
 def test_check_and_bench_take_the_same_runners(tmp_path, keras_gru):
     """One runner interface (a name, run(feeds) -> outputs, bind(feeds) for timing): check compares
     the baselines with Keras' golden outputs as it does onnxruntime, and can fail."""
+    from rnnedge.bench.baselines import KerasRunner, LiteRTRunner, tf2onnx_runner
     from rnnedge.check import Tolerance, check_runner
-    from rnnedge.exporter import export
-    from rnnedge.exporter.baselines import KerasRunner, LiteRTRunner, tf2onnx_runner
+    from rnnedge.pipeline import export
     from rnnedge.runtime import load
     from rnnedge.runtime.runner import OrtRunner
 
@@ -144,7 +144,7 @@ def test_check_and_bench_take_the_same_runners(tmp_path, keras_gru):
 def test_litert_conversion_failure_is_one_line(monkeypatch, keras_gru):
     import tensorflow as tf
 
-    from rnnedge.exporter import litert_export
+    from rnnedge.bench.baselines import litert_export
 
     class Refuses:
         def convert(self):
@@ -286,7 +286,7 @@ def test_row_checks():
 def test_baselines_refuse_a_length_the_keras_model_does_not_take(tmp_path):
     keras = pytest.importorskip("keras")
     from rnnedge.bench import bench_dir
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     x = keras.Input((6, 3))
     model = keras.Model(x, keras.layers.GRU(4)(x))
@@ -300,7 +300,7 @@ def test_baselines_refuse_a_length_the_keras_model_does_not_take(tmp_path):
 def test_litert_refuses_stateful_models_in_one_line(tmp_path):
     import keras
 
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     x = keras.Input((None, 3), batch_size=1, name="x")
     model = keras.Model(x, keras.layers.GRU(4, stateful=True, name="memory")(x))

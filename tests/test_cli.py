@@ -274,7 +274,7 @@ def fixed_export(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fixed") / "exp"
     x = seq_input(3, time=6, batch=2)
     model = functional(x, L.GRU(4, stateful=True)(x), "fixed")
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     export(model, folder)
     return folder

@@ -105,7 +105,7 @@ def test_bidirectional_streaming_suggests_what_works(tmp_path):
     import keras
     from keras import layers as L
 
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
     from tests.kmodels import functional, seq_input
 
     keras.utils.set_random_seed(0)
@@ -127,7 +127,7 @@ def test_bench_finds_the_source_model_from_the_manifests_path(tmp_path, monkeypa
     from keras import layers as L
 
     from rnnedge.bench.candidates import keras_source
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
     from tests.kmodels import functional, seq_input
 
     keras.utils.set_random_seed(0)
@@ -164,12 +164,12 @@ def test_integer_files_feeding_float_inputs_are_said_or_refused(airline, tmp_pat
 
 
 def test_export_quantize_names_are_refused_before_tensorflow_loads(tmp_path, monkeypatch):
-    import rnnedge.exporter
+    import rnnedge.pipeline
 
     def no_work(*args, **kwargs):
         raise AssertionError("export started")
 
-    monkeypatch.setattr(rnnedge.exporter, "export", no_work)
+    monkeypatch.setattr(rnnedge.pipeline, "export", no_work)
     line = _one_line_error(invoke("export", "zoo:airline-gru", "--out", tmp_path / "o", "--quantize", "int4"))
     assert "int4" in line and "fp32, int8, fp16" in line and not (tmp_path / "o").exists()
 
@@ -201,7 +201,7 @@ def test_zoo_export_with_static_axes_scores_its_test_split(tmp_path, static):
     """`export zoo:events-lstm --static batch=1[,time=50]`: a fixed batch is scored in slices of it
     (the metric from onnxruntime equals Keras' own); a fixed time the test split does not have
     leaves the onnxruntime metric out, saying why, instead of failing on the split's shape."""
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     result = export("zoo:events-lstm", tmp_path / "o", static=static, quantize=["fp16"])
     task = result.manifest.task

@@ -15,9 +15,9 @@ from keras import layers as L
 
 from rnnedge.check import read_golden
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter import export
 from rnnedge.exporter.convert import UnsupportedLayerError
 from rnnedge.exporter.convert.registry import CONVERTERS
+from rnnedge.pipeline import export
 from tests.helpers import assert_fused
 from tests.kmodels import CELLS, ONNX_OP, functional, seq_input, sequential, tokens_input
 

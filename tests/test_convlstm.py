@@ -15,8 +15,8 @@ from keras import layers as L
 import rnnedge
 from rnnedge import ParityError
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter import export
 from rnnedge.exporter.convert import convlstm
+from rnnedge.pipeline import export
 from tests.helpers import invoke, op_counts
 from tests.kmodels import functional
 

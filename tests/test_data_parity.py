@@ -10,7 +10,7 @@ import pytest
 from keras import layers as L
 
 import rnnedge
-import rnnedge.exporter
+import rnnedge.pipeline
 from rnnedge.check import read_golden
 from tests.kmodels import seq_input, sequential
 from tests.test_cli import assert_user_error, invoke
@@ -104,7 +104,7 @@ def test_data_that_does_not_fit_is_one_line_before_any_work(lstm_gru, tmp_path, 
     def no_work(*args, **kwargs):
         raise AssertionError("export started")
 
-    monkeypatch.setattr(rnnedge.exporter, "export", no_work)
+    monkeypatch.setattr(rnnedge.pipeline, "export", no_work)
     data = tmp_path / "bad.npz"
     np.savez(data, **make())
     result = invoke("export", lstm_gru, "--out", tmp_path / "out", "--data", data)

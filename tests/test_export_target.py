@@ -13,7 +13,7 @@ import pytest
 from keras import layers as L
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter import export
+from rnnedge.pipeline import export
 from rnnedge.runtime.qnn import QNN_PIP, qnn_installed, qnn_session
 from tests.helpers import invoke, op_counts
 from tests.kmodels import functional, seq_input, sequential
@@ -122,7 +122,7 @@ def test_dynamic_time_and_unknown_target_are_one_line_before_tensorflow(models, 
 
 
 def test_not_installed_is_recorded_not_claimed(models, tmp_path, monkeypatch):
-    import rnnedge.exporter.target as target
+    import rnnedge.pipeline.target as target
 
     monkeypatch.setattr(target, "qnn_installed", lambda: False)
     result = export(models["simplernn"], tmp_path / "n", static={"time": 6}, target="qnn")

@@ -16,8 +16,8 @@ import pytest
 from keras import layers as L
 
 from rnnedge.check import ATOL, RTOL, read_golden
-from rnnedge.exporter import export
 from rnnedge.exporter.convert.splice import SpliceError
+from rnnedge.pipeline import export
 from tests.helpers import assert_fused
 from tests.kmodels import functional, randomize, tokens_input
 

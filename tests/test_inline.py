@@ -1,5 +1,5 @@
 """Custom layers and nested subclassed models that run recurrent layers inside their own call are
-opened (rnnedge/exporter/inline.py): each recurrent layer they hold is fused, and the model as
+opened (rnnedge/exporter/load/inline.py): each recurrent layer they hold is fused, and the model as
 given computes the truth, so parity shows the opened graph is the model."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from keras import layers as L
 
 import rnnedge
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter import export
+from rnnedge.pipeline import export
 from tests.helpers import op_counts
 from tests.kmodels import randomize
 

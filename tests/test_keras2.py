@@ -21,7 +21,8 @@ from typer.testing import CliRunner  # noqa: E402
 import rnnedge  # noqa: E402
 from rnnedge.cli import app  # noqa: E402
 from rnnedge.errors import RnnEdgeError, first_line  # noqa: E402
-from rnnedge.exporter import export, keras2  # noqa: E402
+from rnnedge.exporter.load import keras2  # noqa: E402
+from rnnedge.pipeline import export  # noqa: E402
 from tests import k2models  # noqa: E402
 from tests.helpers import op_counts
 from tests.kmodels import randomize  # noqa: E402
@@ -408,6 +409,15 @@ def test_long_reasons_end_cleanly():
     reason = first_line(ValueError("Unknown layer: 'NotEqual'. Please see https://keras.io/guides/"
                                        "serialization_and_saving/#registering-the-custom-object " + "x" * 200))
     assert reason.endswith(" ...") and "https://keras.io/guides/serialization_and_saving/#reg" not in reason[-10:]
+
+
+def test_a_quoted_converter_failure_hides_paths_and_keeps_tensorflows_own_error():
+    """first_line(scrub=True), for tf2onnx's and onnxruntime's failures (the --allow-loop fallback)."""
+    trace = ValueError("in user code:\n\n    File \"/tmp/tmpab12/module.py\", line 3, in call\n\n"
+                       "    ValueError: Bad shape at /tmp/tmpab12/x.pb. More text\n")
+    assert first_line(trace, scrub=True) == "Bad shape at <file>"
+    said = first_line(RuntimeError("Load model from /var/x/m.onnx failed"), scrub=True)
+    assert said == "Load model from <file> failed"
 
 
 def _k2_layers():

@@ -21,7 +21,8 @@ STAGES = [
     {"runtime"},  # numpy + onnxruntime: load, run, stream
     {"check"},  # parity against golden data, on any runner
     {"quantize", "zoo"},  # variants of an export; the reference models
-    {"exporter"},  # Keras -> ONNX, Keras' truth, the baselines' exporters
+    {"exporter"},  # Keras -> ONNX (the --allow-loop fallback too), Keras' truth
+    {"pipeline"},  # export: source -> convert -> truth -> golden -> check -> quantize -> write
     {"bench", "serve", "web"},  # timing every candidate; serving through Triton; the browser
     {"cli", "demo", "entry", "__main__", "__init__"},  # the command line and the package's front door
 ]
@@ -178,9 +179,10 @@ KERAS_PRIVATE = ("keras.src", "_nodes_by_depth", "_inbound_nodes", "_keras_histo
 
 
 def test_keras_private_api_lives_in_one_module():
-    """Keras' (and tf_keras') private API is used in rnnedge/exporter/keras_api.py only, so a Keras
+    """Keras' (and tf_keras') private API is used in rnnedge/exporter/load/keras_api.py only, so a Keras
     release that moves it breaks one module."""
-    found = [f"{path.relative_to(PACKAGE.parent)}:{n}: {name}" for _, path in _modules() if path.name != "keras_api.py"
+    found = [f"{path.relative_to(PACKAGE.parent)}:{n}: {name}" for _, path in _modules()
+             if path != PACKAGE / "exporter" / "load" / "keras_api.py"
              for n, line in enumerate(path.read_text().splitlines(), 1) for name in KERAS_PRIVATE
              if re.search(rf"(?<![\w]){re.escape(name)}\b", line)]
     assert not found, found
@@ -202,6 +204,27 @@ def test_modules_stay_small_enough_to_read():
     """Past ~450 lines a module has become a stage of its own (STYLE.md): make it a package."""
     sizes = {str(path.relative_to(PACKAGE.parent)): len(path.read_text().splitlines()) for _, path in _modules()}
     assert not {m: n for m, n in sizes.items() if n > 450}, sizes
+
+
+def test_the_exporter_converts_and_nothing_else():
+    """exporter/ turns Keras into ONNX (and Keras' outputs): checking and quantizing the result is the
+    pipeline's (rnnedge/pipeline), so no exporter module imports check or quantize."""
+    found = [f"{module}:{line}: {target}" for module, path in _modules() if _stage(module) == "exporter"
+             for target, line in _imports(module, path) if _stage(target) in ("check", "quantize", "pipeline")]
+    assert not found, found
+
+
+def test_convert_is_used_through_its_public_names():
+    """Outside exporter/convert, convert is imported only as `from rnnedge.exporter.convert import NAME`
+    with NAME in its __init__'s __all__ (no core.interface, graph.OPSET, splice.SpliceError from inside)."""
+    init = ast.parse((PACKAGE / "exporter" / "convert" / "__init__.py").read_text())
+    public = next(ast.literal_eval(node.value) for node in init.body if isinstance(node, ast.Assign)
+                  and any(getattr(t, "id", None) == "__all__" for t in node.targets))
+    found = [f"{module}:{line}: {target}" for module, path in _modules()
+             if not module.startswith("rnnedge.exporter.convert")
+             for target, line in _imports(module, path) if target.startswith("rnnedge.exporter.convert.")
+             and not (target.count(".") == 3 and target.rpartition(".")[2] in public)]
+    assert not found, found
 
 
 def test_converters_are_declared_in_one_registry():
@@ -236,7 +259,7 @@ def test_the_fast_tier_needs_no_tensorflow():
     from tests.conftest import FAST_MODULES
 
     heavy = ("tensorflow", "keras", "tf_keras", "tf2onnx", "tests.kmodels", "tests.k2models", "rnnedge.exporter",
-             "rnnedge.zoo")
+             "rnnedge.pipeline", "rnnedge.zoo")
     for name in sorted(FAST_MODULES):
         tree = ast.parse((PACKAGE.parent / "tests" / f"{name}.py").read_text())
         for node in tree.body:

@@ -20,8 +20,8 @@ from keras import layers as L
 
 import rnnedge
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter import export
 from rnnedge.exporter.convert import convert
+from rnnedge.pipeline import export
 from tests.helpers import assert_fused
 from tests.kmodels import CELLS, ONNX_OP, randomize
 

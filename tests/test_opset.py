@@ -9,7 +9,7 @@ import onnx
 import pytest
 from keras import layers as L
 
-from rnnedge.exporter import export
+from rnnedge.pipeline import export
 from rnnedge.tables import OPSETS
 from tests.kmodels import functional, seq_input
 from tests.test_cli import assert_user_error, invoke

@@ -203,7 +203,7 @@ def static_export(tmp_path_factory, name: str) -> Path:
     """The zoo model `name` exported fresh with static shapes (QNN compiles static graphs only); its
     Keras model, not zoo:NAME, whose golden cases come from its test split's shapes."""
     from rnnedge import zoo
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     out = tmp_path_factory.mktemp("qnn") / name
     try:

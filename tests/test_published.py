@@ -20,7 +20,8 @@ from typer.testing import CliRunner  # noqa: E402
 import rnnedge  # noqa: E402
 from rnnedge.cli import app  # noqa: E402
 from rnnedge.errors import RnnEdgeError  # noqa: E402
-from rnnedge.exporter import export, keras2  # noqa: E402
+from rnnedge.exporter.load import keras2  # noqa: E402
+from rnnedge.pipeline import export  # noqa: E402
 from tests import published  # noqa: E402
 from tests.helpers import op_counts  # noqa: E402
 

@@ -390,7 +390,7 @@ def test_fp16_of_an_exported_gru_loads_and_runs(tmp_path):
     import sys
 
     keras = pytest.importorskip("keras")
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     x = keras.Input((None, 4))
     y = keras.layers.TimeDistributed(keras.layers.Dense(2))(keras.layers.GRU(5, return_sequences=True)(x))
@@ -406,7 +406,7 @@ def test_variants_of_a_streaming_export(tmp_path):
     """A streaming export (state inputs after a skipped sequence_lens) quantizes to every variant,
     and each, run on the golden inputs, is within its gate of Keras' outputs."""
     keras = pytest.importorskip("keras")
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
     from tests.variants import variant_errors
 
     keras.utils.set_random_seed(0)

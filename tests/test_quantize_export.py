@@ -13,8 +13,8 @@ import pytest  # noqa: E402
 keras = pytest.importorskip("keras")
 
 from rnnedge.check import Tolerance, check_dir  # noqa: E402
-from rnnedge.exporter import export  # noqa: E402
 from rnnedge.manifest import Manifest  # noqa: E402
+from rnnedge.pipeline import export  # noqa: E402
 from rnnedge.quantize import SETTINGS, quantize_int8, u8s8_weight_range  # noqa: E402
 from rnnedge.quantize.int8 import SAFE_U8S8_WEIGHT  # noqa: E402
 

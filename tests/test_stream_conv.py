@@ -10,7 +10,7 @@ import pytest
 from keras import layers as L
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter import export
+from rnnedge.pipeline import export
 from rnnedge.runtime import load
 from tests.kmodels import functional, seq_input
 

@@ -10,7 +10,7 @@ from keras import layers as L
 import rnnedge
 from rnnedge import zoo
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter import export
+from rnnedge.pipeline import export
 from tests.kmodels import functional, seq_input, sequential, tokens_input
 
 # Bidirectional and encoder-decoder models cannot stream; digits-conv's Conv2D mixes rows (refused below).
@@ -134,8 +134,8 @@ def test_front_ends_that_mix_steps_refuse_to_stream(front, tmp_path):
     refused by name at export, instead of an export whose chunked runs differ from Keras."""
     import keras
 
-    from rnnedge.exporter import export
     from rnnedge.exporter.convert import UnsupportedLayerError
+    from rnnedge.pipeline import export
 
     if front == "conv2d_same":
         x = keras.Input((8, 8, 1))
@@ -157,7 +157,7 @@ def test_front_ends_that_mix_steps_refuse_to_stream(front, tmp_path):
 def test_a_per_frame_front_end_streams(tmp_path):
     import keras
 
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     x = keras.Input((None, 6, 1))
     h = keras.layers.TimeDistributed(keras.layers.Conv1D(2, 3, padding="same"))(x)

@@ -12,7 +12,7 @@ import pytest
 from keras import layers as L
 from onnx import TensorProto, helper, numpy_helper
 
-from rnnedge.exporter import export
+from rnnedge.pipeline import export
 from rnnedge.runtime.qnn import qnn_installed, qnn_session
 from rnnedge.runtime.targets import RESTRICTIONS, TARGETS, assess, judge, nodes_of
 from tests.helpers import invoke

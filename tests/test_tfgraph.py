@@ -16,8 +16,8 @@ from typer.testing import CliRunner  # noqa: E402
 import rnnedge  # noqa: E402
 from rnnedge.cli import app  # noqa: E402
 from rnnedge.errors import RnnEdgeError  # noqa: E402
-from rnnedge.exporter import export  # noqa: E402
 from rnnedge.manifest import Manifest  # noqa: E402
+from rnnedge.pipeline import export  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 

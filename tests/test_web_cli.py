@@ -104,7 +104,7 @@ def test_bench_in_the_browser_against_tfjs_with_parity_of_both_against_keras(tmp
         pytest.skip("the tensorflowjs converter is not installed (make install installs it with --no-deps)")
     import keras
 
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((None, 6)), keras.layers.GRU(8, reset_after=False, return_sequences=True),

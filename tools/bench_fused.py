@@ -12,7 +12,7 @@ routes the Conv2D through tf2onnx and fuses the recurrent layer). It is exported
 (tf2onnx: a `Loop` for GRU and SimpleRNN, a fused LSTM), and both run in onnxruntime with one
 thread; Keras runs under
 `tf.function` with one TensorFlow thread; LiteRT runs the Keras model as TensorFlow Lite's
-converter writes it for these fixed shapes (`rnnedge.exporter.litert_export`), in its interpreter
+converter writes it for these fixed shapes (`rnnedge.bench.baselines.litert_export`), in its interpreter
 with one thread and XNNPACK. With --int8 the fused model's int8 variant
 (`rnnedge.quantize.quantize_file`) is timed too, beside LiteRT's dynamic-range int8
 ("litert-int8"). Every candidate of every cell is interleaved in one process
@@ -97,8 +97,8 @@ def main(argv=None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from rnnedge.exporter import litert_export, tf2onnx_export
-    from rnnedge.exporter.baselines import litert_call, litert_interpreter
+    from rnnedge.bench.baselines import litert_call, litert_export, litert_interpreter
+    from rnnedge.exporter import tf2onnx_export
     from rnnedge.exporter.convert import convert
     from rnnedge.logs import quiet_native_stderr
     from rnnedge.quantize import quantize_file

@@ -98,7 +98,7 @@ def streaming_folder(source: str, scratch: Path) -> Path:
     """`source` itself, or for zoo:NAME the zoo model exported with --streaming into `scratch`."""
     if not source.startswith("zoo:"):
         return Path(source)
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     out = scratch / source[4:]
     export(source, out, streaming=True)

@@ -66,7 +66,7 @@ def tiny_export(folder: Path) -> Path:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     x = keras.Input((None, 8), name="x")
     model = keras.Model(x, keras.layers.Dense(2)(keras.layers.GRU(16)(x)), name="tiny_gru")

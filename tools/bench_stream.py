@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from rnnedge import zoo
     from rnnedge.bench import FLOOR, STREAM_PREFIX, bench_dir
     from rnnedge.errors import RnnEdgeError
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     names = [n.strip() for n in args.models.split(",") if n.strip()] or [n for n in zoo.NAMES if n not in BIDIRECTIONAL]
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-stream-"))

@@ -54,7 +54,7 @@ def export_static(name: str, out: Path, batch: int, steps: int) -> Path:
     static shape rather than its test split) exported with batch (and time, where free) fixed."""
     from rnnedge import zoo
     from rnnedge.errors import RnnEdgeError
-    from rnnedge.exporter import export
+    from rnnedge.pipeline import export
 
     model = zoo.load(name).model
     try:

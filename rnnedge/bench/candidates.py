@@ -1,5 +1,5 @@
 """What bench times, as runners: the export's variants (`OrtRunner`), the baselines (Keras,
-tf2onnx, LiteRT: `rnnedge.exporter.baselines`), streams of each variant, and the floor (a graph
+tf2onnx, LiteRT: `rnnedge.bench.baselines`), streams of each variant, and the floor (a graph
 of Identity nodes with the same inputs, pushed the same way)."""
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def floor_folder(manifest: Manifest, folder: str | os.PathLike) -> Path:
 
 def baseline_runners(keras_model, manifest: Manifest, baselines: Sequence[str], like, threads: int) -> dict:
     """The baselines asked for, as runners over the source Keras model."""
-    from rnnedge.exporter.baselines import KerasRunner, LiteRTRunner, tf2onnx_runner
+    from rnnedge.bench.baselines import KerasRunner, LiteRTRunner, tf2onnx_runner
 
     names_in = [s.name for s in manifest.data_inputs]
     names_out = [s.name for s in manifest.data_outputs]

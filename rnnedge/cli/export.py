@@ -54,7 +54,7 @@ def export(
         preflight.target_ready(model, target, fixed)
         preflight.export_ready(model, out, force=force, data=data, static=fixed, quantize=quantize)
         from rnnedge.check import Tolerance, parse_tolerances
-        from rnnedge.exporter import export as run_export
+        from rnnedge.pipeline import export as run_export
 
         result = run_export(model, out, force=force, streaming=streaming, allow_loop=allow_loop, unsafe=unsafe,
                             tolerance=Tolerance(atol, rtol), overrides=parse_tolerances(tolerance or []),

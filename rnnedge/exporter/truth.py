@@ -3,15 +3,14 @@ every kind), Keras' outputs for them (states of stateful layers included), the z
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter.convert import functional_graph, recurrent_layers
-from rnnedge.manifest import TIME, TensorSpec, is_time_axis
+from rnnedge.exporter.convert import functional_graph, own_time_axes, recurrent_layers, share_time
+from rnnedge.manifest import TensorSpec, is_time_axis
 from rnnedge.samples import sample, sized
 
 BATCHES = (1, 3, 2)  # batch sizes tried where the batch axis is dynamic
@@ -154,36 +153,28 @@ def keras_outputs(model, converted, feeds: dict, truth=None) -> dict[str, np.nda
     return out
 
 
-def keras_truth(model, converted, proto, seed: int, truth=None, data=None):
-    """The truth's outputs (Keras', or `truth`'s: tf_keras for a Keras 2 model) on the random cases, a
-    long one (LONG_STEPS, or the user's longest), and the user's `data` (an .npz) if given. Inputs
-    with time axes of their own get different lengths; where Keras refuses that (the model joins
-    them step by step), the export declares one shared "time" axis instead, so the runtime checks
-    that their lengths agree."""
+def keras_truth(model, converted, seed: int, truth=None, data=None):
+    """(cases, axes): the truth's outputs (Keras', or `truth`'s: tf_keras for a Keras 2 model) on the
+    random cases, a long one (LONG_STEPS, or the user's longest), and the user's `data` (an .npz) if
+    given. Inputs with time axes of their own get different lengths; where Keras refuses that (the
+    model joins them step by step), the cases share one length and `axes` names those own time axes,
+    which the export must declare as one shared "time" axis (convert.share_time) so the runtime checks
+    that their lengths agree; otherwise `axes` is empty. The graph is not touched."""
     random_states = bool(stateful_layers(model))
     users, steps = data_cases(data, converted) if data is not None else ([], None)  # a bad file: refused first
     long = LONG_STEPS if not steps or steps < LONG_STEPS else None
     samples = random_cases(converted.keras_inputs or converted.inputs, seed, random_states=random_states,
                            time_stride=converted.time_stride, min_steps=converted.min_steps, long=long) + users
     try:
-        cases = [(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples]
-        return _finite(cases, converted), *_observed_widths(converted, proto, cases)
+        return _finite([(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples], converted), set()
     except Exception:
-        own = {d for s in converted.inputs for d in s.shape if is_time_axis(d) and d != TIME}
+        own = own_time_axes(converted)
         if not own:
             raise
-    shared = lambda specs: [dataclasses.replace(s, shape=tuple(TIME if d in own else d for d in s.shape))  # noqa: E731
-                            for s in specs]
-    converted = dataclasses.replace(converted, inputs=shared(converted.inputs), outputs=shared(converted.outputs),
-                                    keras_inputs=shared(converted.keras_inputs or converted.inputs))
-    for value in [*proto.graph.input, *proto.graph.output]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param in own:
-                dim.dim_param = TIME
-    samples = random_cases(converted.keras_inputs, seed, random_states=random_states, time_stride=converted.time_stride,
-                           min_steps=converted.min_steps, long=long) + users
-    cases = [(n, f, keras_outputs(model, converted, f, truth)) for n, f in samples]
-    return _finite(cases, converted), *_observed_widths(converted, proto, cases)
+    shared = share_time(converted, own)
+    samples = random_cases(shared.keras_inputs, seed, random_states=random_states, time_stride=shared.time_stride,
+                           min_steps=shared.min_steps, long=long) + users
+    return _finite([(n, f, keras_outputs(model, shared, f, truth)) for n, f in samples], shared), own
 
 
 def _finite(cases, converted):
@@ -210,30 +201,6 @@ def _finite(cases, converted):
                                "it would prove nothing; check the model's weights (e.g. a BatchNormalization "
                                "with a negative moving_variance, or weights that make the state overflow)")
     return cases
-
-
-def _observed_widths(converted, proto, cases):
-    """Declare the fixed output sizes Keras computes rather than those it reports: for a
-    Bidirectional layer whose backward layer has other units, Keras reports twice the forward
-    width. Named (dynamic) axes are left alone."""
-    fixed = {}
-    for spec in converted.outputs:
-        seen = [out[spec.name].shape for _, _, out in cases if spec.name in out]
-        if not seen or any(len(s) != len(spec.shape) for s in seen):
-            continue
-        shape = tuple(d if not isinstance(d, int) or len({s[i] for s in seen}) != 1 else seen[0][i]
-                      for i, d in enumerate(spec.shape))
-        if shape != tuple(spec.shape):
-            fixed[spec.name] = shape
-    if not fixed:
-        return converted, proto
-    for value in proto.graph.output:
-        if value.name in fixed:
-            for dim, size in zip(value.type.tensor_type.shape.dim, fixed[value.name]):
-                if isinstance(size, int):
-                    dim.dim_value = size
-    outputs = [dataclasses.replace(s, shape=fixed.get(s.name, s.shape)) for s in converted.outputs]
-    return dataclasses.replace(converted, outputs=outputs), proto
 
 
 def zoo_case(entry, converted) -> tuple[str, dict]:

@@ -1,7 +1,7 @@
 """A runner over an onnxruntime session: `run(feeds)` gives outputs by name, `bind(feeds)` a call
 for timing (`session.run` on prepared numpy feeds on CPU; inputs bound once on the device with
 IOBinding and outputs synchronised on CUDA/TensorRT). Check and bench take every runner alike:
-this one, and the baselines' (`rnnedge.exporter.baselines`)."""
+this one, and the baselines' (`rnnedge.bench.baselines`)."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def _chain(model) -> list:
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     if type(model).__name__ == "Sequential":
         return layers
-    from rnnedge.exporter.keras_api import graph_nodes, producer
+    from rnnedge.exporter.load.keras_api import graph_nodes, producer
 
     nodes = [n for n in graph_nodes(model) if type(n.operation).__name__ != "InputLayer"]
     before = None

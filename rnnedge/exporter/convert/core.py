@@ -4,7 +4,6 @@ where it is defined; registry.py states the rules that route a call)."""
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
 import keras
@@ -16,7 +15,8 @@ from rnnedge.errors import RnnEdgeError
 from rnnedge.exporter.convert import convlstm, layers, recurrent, registry, splice, temporal, temporal2d  # noqa: F401
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import IR_VERSION, OPSET, GraphBuilder, Sym
-from rnnedge.exporter.keras_api import graph_nodes, has_graph, input_name, producer, sequential_graph
+from rnnedge.exporter.convert.interface import interface
+from rnnedge.exporter.load.keras_api import graph_nodes, has_graph, producer, sequential_graph
 from rnnedge.manifest import TensorSpec
 
 
@@ -86,7 +86,7 @@ def _route(ctx: Context, op, kwargs) -> registry.Route | None:
         found = registry.Route(None)  # rule 6: tf2onnx converts it in a whole-sequence export
     if found.refusal:
         raise UnsupportedLayerError(op, found.refusal)
-    if found.converter is None and isinstance(op, splice.RECURRENT_TYPES):
+    if found.converter is None and registry.is_recurrent(op):
         raise UnsupportedLayerError(op, f"layer type {type(op).__name__} is not supported by rnnedge's converter")
     if found.note:
         ctx.note(op, found.note)
@@ -231,64 +231,6 @@ def _value(ctx: Context, consumer, t, values: dict, held: bool):
         ctx.fail(consumer.operation, "Keras passes it a mask computed by a layer tf2onnx converts in the same "
                                      "run, which rnnedge cannot follow")
     return values[id(t)]
-
-
-def _axis_names(shape, time_name: str) -> list:
-    dims = []
-    for i, d in enumerate(shape):
-        if d is not None:
-            dims.append(int(d))
-        else:
-            dims.append("batch" if i == 0 else time_name if i == 1 else f"{time_name}_dim{i}")
-    return dims
-
-
-def _unique(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    result = []
-    for n in names:
-        n = re.sub(r"[^A-Za-z0-9_./:-]", "_", n) or "output"
-        if n in seen:
-            seen[n] += 1
-            n = f"{n}_{seen[n]}"
-        else:
-            seen[n] = 0
-        result.append(n)
-    return result
-
-
-@dataclass(frozen=True)
-class Interface:
-    """The names and shapes (dynamic axes named) of an export's graph inputs and outputs."""
-
-    input_names: list[str]
-    output_names: list[str]
-    input_shapes: list[list]  # as the ONNX graph declares them
-    keras_shapes: list[list]  # as Keras accepts them (a streaming export frees a fixed time axis)
-    output_shapes: list[list]
-
-
-def interface(graph, *, streaming: bool = False) -> Interface:
-    """Inputs follow `graph.inputs`, outputs Keras' flattened outputs; one "time" axis, or one
-    "<input>_time" axis per input where several inputs have their own."""
-    input_names = _unique([input_name(t) for t in graph.inputs])
-    output_names = _unique(list(getattr(graph, "output_names", None)
-                                or [f"output_{i}" for i in range(len(graph.outputs))]))
-    # A stream takes chunks of any length, so a streaming export frees a fixed time axis too.
-    free_time = lambda t: len(t.shape) >= 3 and (t.shape[1] is None or streaming)  # noqa: E731
-    dynamic_time = [t for t in graph.inputs if len(t.shape) > 1 and t.shape[1] is None or free_time(t)]
-    fixed_steps = {t.shape[1] for t in graph.inputs if free_time(t) and t.shape[1] is not None}
-    input_shapes, keras_shapes = [], []
-    for t, n in zip(graph.inputs, input_names):
-        time_name = "time" if len(dynamic_time) <= 1 else f"{n}_time"
-        keras_shapes.append(_axis_names(t.shape, time_name))
-        input_shapes.append(_axis_names((t.shape[0], None, *t.shape[2:]) if free_time(t) else t.shape, time_name))
-    output_shapes = []
-    for t, n in zip(graph.outputs, output_names):
-        steps_fixed = len(t.shape) >= 3 and t.shape[1] in fixed_steps
-        output_shapes.append(_axis_names((t.shape[0], None, *t.shape[2:]) if steps_fixed else t.shape,
-                                         "time" if len(dynamic_time) == 1 else f"{n}_time"))
-    return Interface(input_names, output_names, input_shapes, keras_shapes, output_shapes)
 
 
 def convert(model, *, streaming: bool = False, name: str | None = None, opset: int = OPSET) -> Converted:

@@ -17,8 +17,8 @@ from rnnedge.exporter.convert import activations
 from rnnedge.exporter.convert.context import Context
 from rnnedge.exporter.convert.graph import Sym
 from rnnedge.exporter.convert.registry import CONVERTERS, converts
-from rnnedge.exporter.keras_api import ops_classes as knp
-from rnnedge.exporter.keras_api import takes_mask
+from rnnedge.exporter.load.keras_api import ops_classes as knp
+from rnnedge.exporter.load.keras_api import takes_mask
 
 
 def weights_of(variable) -> np.ndarray:

@@ -133,3 +133,8 @@ def is_recurrent(op) -> bool:
 
 def recurrent_types() -> tuple:
     return tuple(t for t, c in CONVERTERS.items() if c.recurrent)
+
+
+def recurrent_names() -> frozenset[str]:
+    """The class names of the recurrent layer types (a Keras 2 file's config names its layers so)."""
+    return frozenset(t.__name__ for t in recurrent_types())

@@ -17,16 +17,16 @@ import keras
 import numpy as np
 import onnx
 
+from rnnedge.exporter.convert import registry
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import Sym
-from rnnedge.exporter.keras_api import call_parameters, call_spec, mask_of, sublayers, takes_training
+from rnnedge.exporter.load.keras_api import call_parameters, call_spec, mask_of, sublayers, takes_training
 from rnnedge.tables import ATOL, RTOL
 
 # tf2onnx writes at most this opset; at a higher one its nodes are kept as written (the ops it uses
 # changed only in the types they accept from 19 to 21), and the export's parity check runs them
 TF2ONNX_OPSET = 18
 
-RECURRENT_TYPES = (keras.layers.RNN, keras.layers.Bidirectional)
 DOMAINS = ("", "ai.onnx", "ai.onnx.ml")  # what onnxruntime and other runtimes all implement
 
 
@@ -54,7 +54,7 @@ def recurrent_inside(op):
     """The first recurrent layer a layer runs inside its own call (itself included), or None."""
     if not isinstance(op, keras.layers.Layer):
         return None
-    return next((sub for sub in sublayers(op) if isinstance(sub, RECURRENT_TYPES)), None)
+    return next((sub for sub in sublayers(op) if registry.is_recurrent(sub)), None)
 
 
 def implicit_masks(op, args, kwargs) -> dict:

@@ -16,9 +16,9 @@ import keras
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError, first_line
-from rnnedge.exporter import keras2
-from rnnedge.exporter.keras2_files import keras_objects
-from rnnedge.exporter.keras_api import call_parameters, graph_nodes, has_graph, sublayers
+from rnnedge.exporter.load import keras2
+from rnnedge.exporter.load.keras2_files import keras_objects
+from rnnedge.exporter.load.keras_api import call_parameters, graph_nodes, has_graph, sublayers
 from rnnedge.files import digest
 from rnnedge.preflight import is_hdf5, keras_file
 from rnnedge.tables import VERSION as __version__
@@ -50,7 +50,7 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False, custo
     without Keras metadata is taken as its signature's graph (tfgraph; the export refuses the Loops
     tf2onnx leaves in it unless `allow_loop`). `custom`: the user's classes for loading (a module, its
     path or dotted name, or a list of classes; custom.py)."""
-    from rnnedge.exporter.custom import custom_objects
+    from rnnedge.exporter.load.custom import custom_objects
 
     custom = custom_objects(custom)
     keras3 = {"format": "keras3", "truth": {"framework": "keras", "version": keras.__version__}}
@@ -134,7 +134,7 @@ def load_source(source, *, unsafe: bool = False, allow_loop: bool = False, custo
 
 def _signature(path: Path, kind: str) -> Source:
     """A SavedModel's serving signature as the model (tfgraph): tf2onnx converts it whole."""
-    from rnnedge.exporter import tfgraph
+    from rnnedge.exporter.load import tfgraph
 
     model = tfgraph.signature_model(path)
     return Source(model, str(path), _folder_sha256(path), origin=tfgraph.origin(model, kind), whole_graph=True)
@@ -181,7 +181,7 @@ def _open(found: Source, given, allow_loop: bool) -> Source:
     """`found` with the custom layers that run recurrent layers in their own call opened
     (inline.py); the model as `given` computes the truth. Where a layer's call() cannot be traced,
     `allow_loop` leaves the model as it is (for tf2onnx's graph); otherwise that is one line."""
-    from rnnedge.exporter import inline
+    from rnnedge.exporter.load import inline
 
     layers = inline.wrapping_layers(found.model)
     if not layers:
@@ -227,7 +227,7 @@ def _folder_sha256(path: Path) -> str:
 def _operations() -> dict:
     """Keras operations a Keras 3 legacy .h5 stores as layers of its graph (the mask of
     Embedding(mask_zero=True) is `NotEqual`), which its loader does not look up by itself."""
-    from rnnedge.exporter.keras_api import ops_classes
+    from rnnedge.exporter.load.keras_api import ops_classes
 
     return {name: getattr(ops_classes, name) for name in ("NotEqual", "Equal", "Any", "All", "Cast")
             if hasattr(ops_classes, name)}
@@ -299,7 +299,7 @@ def _traced_call(model, shapes: list, nested: bool, free_time: bool, tokens=froz
 def _opened_or_not(traced) -> keras.Model:
     """The traced graph with custom layers opened where they can be, so that an Embedding inside one
     (a nested encoder model) is seen reading its input."""
-    from rnnedge.exporter import inline
+    from rnnedge.exporter.load import inline
 
     layers = inline.wrapping_layers(traced)
     if not layers:

@@ -10,9 +10,8 @@ from contextlib import contextmanager
 
 import keras
 
-from rnnedge.exporter.convert import functional_graph
-from rnnedge.exporter.convert.splice import RECURRENT_TYPES, implicit_masks
-from rnnedge.exporter.keras_api import call_parameters, has_graph, input_name, run_graph, sublayers
+from rnnedge.exporter.convert import functional_graph, implicit_masks, is_recurrent
+from rnnedge.exporter.load.keras_api import call_parameters, has_graph, input_name, run_graph, sublayers
 
 
 def wrapping_layers(model) -> list:
@@ -20,9 +19,9 @@ def wrapping_layers(model) -> list:
     their own) that hold a recurrent layer, outermost first."""
     found = []
     for layer in sublayers(model)[1:]:
-        if isinstance(layer, RECURRENT_TYPES) or type(layer).__module__.startswith("keras.") or has_graph(layer):
+        if is_recurrent(layer) or type(layer).__module__.startswith("keras.") or has_graph(layer):
             continue
-        if any(isinstance(sub, RECURRENT_TYPES) for sub in sublayers(layer)[1:]):
+        if any(is_recurrent(sub) for sub in sublayers(layer)[1:]):
             found.append(layer)
     return found
 
@@ -75,7 +74,7 @@ def opened_graph(model, layers: list) -> keras.Model:
 def described(layers) -> dict[str, list[str]]:
     """The manifest's record of what was opened: layer -> the recurrent layers it holds."""
     def outermost(layer):  # a Bidirectional, not also its two directions
-        found = [sub for sub in sublayers(layer)[1:] if isinstance(sub, RECURRENT_TYPES)]
+        found = [sub for sub in sublayers(layer)[1:] if is_recurrent(sub)]
         inner = {id(s) for r in found for s in sublayers(r)[1:]}
         return [sub.name for sub in found if id(sub) not in inner]
 

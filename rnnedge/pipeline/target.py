@@ -21,7 +21,7 @@ from onnx import helper, numpy_helper
 
 from rnnedge.check import read_golden
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter.convert.core import Converted
+from rnnedge.exporter.convert import Converted
 from rnnedge.manifest import MODEL, is_time_axis
 from rnnedge.preflight import EXPORT_TARGETS
 from rnnedge.quantize.gate import golden_gate, output_kinds

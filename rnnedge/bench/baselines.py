@@ -1,56 +1,13 @@
 """The baselines rnnedge is measured against, exported from the same Keras model: Keras itself
-(`tf.function`), the plain tf2onnx graph (also the `--allow-loop` fallback) and LiteRT; each
-as a runner (a name and `run(feeds) -> outputs`, `bind(feeds)` for timing) that `check` and
-`bench` take alike."""
+(`tf.function`), the plain tf2onnx graph (rnnedge.exporter.fallback) and LiteRT; each as a runner
+(a name and `run(feeds) -> outputs`, `bind(feeds)` for timing) that `check` and `bench` take alike.
+TensorFlow, Keras and the exporter are imported when a baseline is built, not with this module."""
 
 from __future__ import annotations
 
 import warnings
 
-import keras
-import onnx
-
 from rnnedge.errors import RnnEdgeError
-from rnnedge.exporter.convert import functional_graph, recurrent_layers
-from rnnedge.exporter.convert.core import interface
-from rnnedge.exporter.truth import stateful_layers
-
-
-def keras_function(model, shapes: list[tuple[int, ...]] | None = None):
-    """(tf.function of the Keras model in inference mode with a fixed input signature, its
-    `interface`): inputs named as in rnnedge's export, outputs Keras' flattened outputs.
-    `shapes` fixes every input's shape (one per input); by default Keras' own (None = dynamic)."""
-    import tensorflow as tf
-
-    graph = functional_graph(model)
-    io = interface(graph)
-    shapes = shapes or [t.shape for t in graph.inputs]
-    spec = [tf.TensorSpec(shape, t.dtype, name=n) for t, n, shape in zip(graph.inputs, io.input_names, shapes)]
-
-    @tf.function(input_signature=spec)
-    def call(*args):
-        return keras.tree.flatten(model(list(args) if len(args) > 1 else args[0], training=False))
-
-    return call, io
-
-
-def tf2onnx_export(model, opset: int = 17) -> onnx.ModelProto:
-    """The plain tf2onnx graph of a Keras 3 model (Sequential included, via a tf.function),
-    with the same input and output names as rnnedge's export."""
-    import tf2onnx
-
-    call, io = keras_function(model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        proto, _ = tf2onnx.convert.from_function(call, input_signature=call.input_signature, opset=opset)
-    proto.ir_version = min(proto.ir_version, 8)
-    renamed = {o.name: n for o, n in zip(proto.graph.output, io.output_names)}
-    for node in proto.graph.node:
-        node.output[:] = [renamed.get(o, o) for o in node.output]
-        node.input[:] = [renamed.get(i, i) for i in node.input]
-    for o in proto.graph.output:
-        o.name = renamed[o.name]
-    return proto
 
 
 def litert_export(model, shapes: list[tuple[int, ...]], *, int8: bool = False) -> bytes:
@@ -62,6 +19,9 @@ def litert_export(model, shapes: list[tuple[int, ...]], *, int8: bool = False) -
     quantized on the fly by its hybrid kernels), its counterpart of rnnedge's int8 variant."""
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    from rnnedge.exporter import keras_function
+    from rnnedge.exporter.truth import stateful_layers
 
     shown = ", ".join(str(tuple(s)) for s in shapes)
     stateful = [layer.name for layer in stateful_layers(model)]
@@ -83,52 +43,6 @@ def litert_export(model, shapes: list[tuple[int, ...]], *, int8: bool = False) -
                            f"for input shapes {shown}: {reason}") from None
 
 
-def loop_nodes(proto: onnx.ModelProto) -> list[str]:
-    """The names of the graph's Loop and Scan nodes (tf2onnx's recurrences)."""
-    return [n.name for n in proto.graph.node if n.op_type in ("Loop", "Scan")]
-
-
-_PASS_THROUGH = ("Cast", "Identity", "Squeeze", "Unsqueeze", "Reshape", "Transpose", "Flatten")
-
-
-def token_inputs(proto: onnx.ModelProto) -> dict[str, int]:
-    """{graph input: vocabulary size} for each input that reaches, through casts and reshapes only,
-    the indices of a Gather from a stored table (an Embedding): its values must be ids below the
-    table's first dimension (tf2onnx's graph of a SavedModel gives no other sign of it)."""
-    graph = proto.graph
-    tables = {init.name: init.dims[0] for init in graph.initializer if init.dims}
-    tables.update((n.output[0], onnx.helper.get_attribute_value(n.attribute[0]).dims[0]) for n in graph.node
-                  if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
-                  and onnx.helper.get_attribute_value(n.attribute[0]).dims)
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for k, name in enumerate(node.input):
-            readers.setdefault(name, []).append((node, k))
-    found = {}
-    for given in graph.input:
-        seen, todo, sizes = set(), [given.name], []
-        while todo:
-            name = todo.pop()
-            for node, k in readers.get(name, []):
-                if node.op_type in ("Gather", "GatherV2") and k == 1 and node.input[0] in tables:
-                    sizes.append(int(tables[node.input[0]]))
-                elif node.op_type in _PASS_THROUGH and k == 0 and node.output[0] not in seen:
-                    seen.add(node.output[0])
-                    todo.append(node.output[0])
-        if sizes:
-            found[given.name] = min(sizes)
-    return found
-
-
-def loop_layers(proto: onnx.ModelProto, model) -> list[str]:
-    loops = loop_nodes(proto)
-    names = [layer.name for layer in recurrent_layers(functional_graph(model))]
-    hit = [n for n in names if any(f"/{n}/" in f"/{loop}/" for loop in loops)]
-    return hit or (names if loops else [])
-
-
-# ---------------------------------------------------------------- the baselines as runners
-
 class KerasRunner:
     """The Keras model under `tf.function` (no XLA): inputs in `input_names` order, outputs named
     `output_names` (the export's data outputs, in Keras' flattened order)."""
@@ -136,6 +50,8 @@ class KerasRunner:
     name = "keras"
 
     def __init__(self, model, input_names: list[str], output_names: list[str]):
+        from rnnedge.exporter import keras_function
+
         self.fn = keras_function(model)[0]
         self.input_names, self.output_names = list(input_names), list(output_names)
         self.provider = "TensorFlow"
@@ -223,6 +139,7 @@ def tf2onnx_runner(model, like=None, threads: int = 1):
 
     import onnxruntime as ort
 
+    from rnnedge.exporter import tf2onnx_export
     from rnnedge.logs import quiet_native_stderr
     from rnnedge.runtime import session_options
     from rnnedge.runtime.runner import OrtRunner

@@ -15,7 +15,8 @@ import keras
 import numpy as np
 
 from rnnedge.errors import RnnEdgeError, first_line
-from rnnedge.exporter.keras2_files import (
+from rnnedge.exporter.convert import recurrent_names
+from rnnedge.exporter.load.keras2_files import (
     RevivedError,
     grus_without_reset_after,
     h5_model,
@@ -24,11 +25,10 @@ from rnnedge.exporter.keras2_files import (
     keras_metadata,
     reset_after_from_weights,
 )
-from rnnedge.exporter.keras2_fit import fit_arguments, is_layer, renumber_nested_calls
-from rnnedge.exporter.keras_api import standard_kernel_only
+from rnnedge.exporter.load.keras2_fit import fit_arguments, is_layer, renumber_nested_calls
+from rnnedge.exporter.load.keras_api import standard_kernel_only
 
 INSTALL = "pip install 'rnnedge[export,keras2]'"
-RECURRENT = ("LSTM", "GRU", "SimpleRNN", "RNN", "Bidirectional", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
 # Keras 2 arguments Keras 3 no longer takes, with the values that leave the computation unchanged
 # (None: any value). A value outside them has no Keras 3 equivalent and is refused.
 DROPPED = {
@@ -358,7 +358,7 @@ def _translate(obj, translated: dict):
         renumber_nested_calls(config, notes)
     for layer in config.get("layers", []) if isinstance(config.get("layers"), list) else []:
         layer.pop("_batch_shape", None)  # a functional model's InputLayers say it already
-    if obj["class_name"] in RECURRENT and obj.get("inbound_nodes"):
+    if obj["class_name"] in recurrent_names() and obj.get("inbound_nodes"):
         obj["inbound_nodes"] = [_state_node(node, notes) for node in obj["inbound_nodes"]]
     if notes:
         translated.setdefault(name, []).extend(notes)

@@ -1,31 +1,38 @@
-"""`export`: the Keras model converted, checked against Keras, quantized if asked, written to a
-temporary sibling folder and moved into place only when complete."""
+"""`export`: the pipeline above the stages. It loads the source (exporter.load.source), converts it
+(exporter.convert, or the --allow-loop fallback), fixes the interface's axes (convert.interface), shapes it for a
+target, takes Keras' outputs as the truth (exporter.truth), writes the golden cases, checks the ONNX
+file against them (check), quantizes it if asked (quantize), and writes it all to a temporary
+sibling folder that is moved into place only when complete."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import onnx
 
 from rnnedge.check import ParityReport, Tolerance, check_dir, write_golden
 from rnnedge.errors import ParityError, RnnEdgeError
-from rnnedge.exporter.baselines import loop_layers, loop_nodes, tf2onnx_export, token_inputs
-from rnnedge.exporter.convert import UnsupportedLayerError, convert, functional_graph
-from rnnedge.exporter.convert.core import Converted, interface
-from rnnedge.exporter.convert.graph import OPSET
-from rnnedge.exporter.convert.splice import TF2ONNX_OPSET, SpliceError
-from rnnedge.exporter.source import load_source, versions
-from rnnedge.exporter.target import check_on_target, shaped_for, static_for, target_checked, target_line
-from rnnedge.exporter.tfgraph import signature_layer
+from rnnedge.exporter.convert import (
+    OPSET,
+    SpliceError,
+    UnsupportedLayerError,
+    convert,
+    fix_axes,
+    fix_widths,
+    observed_widths,
+    share_time,
+)
+from rnnedge.exporter.fallback import fallback_graph, loop_layers, loop_nodes, loops_refused
+from rnnedge.exporter.load.source import load_source, versions
+from rnnedge.exporter.load.tfgraph import signature_layer
 from rnnedge.exporter.truth import keras_outputs, keras_truth, stateful_layers, zoo_case
 from rnnedge.files import atomic_path, discard_dir, new_folder, recover_dir, replace_dir, temp_dir
-from rnnedge.manifest import BATCH, MANIFEST, MODEL, Manifest, TensorSpec, is_time_axis
+from rnnedge.manifest import MANIFEST, MODEL, Manifest
+from rnnedge.pipeline.target import check_on_target, shaped_for, static_for, target_checked, target_line
 from rnnedge.quantize import parse_variants, quantize_dir
 from rnnedge.quantize.folder import zoo_scorer
 from rnnedge.runtime import load
@@ -131,10 +138,10 @@ def export(
                 if streaming:
                     raise RnnEdgeError(f"{found.name}: --streaming needs recurrent layers rnnedge fuses; a plain "
                                        "tf.Module's graph (--allow-loop) cannot carry state across calls")
-                proto, converted = _fallback(model, f"{found.name}: tf2onnx's graph of its signature", opset)
+                proto, converted = fallback_graph(model, f"{found.name}: tf2onnx's graph of its signature", opset)
                 looped = [signature_layer(model).name] if loop_nodes(proto) else []
                 if looped and not allow_loop:
-                    raise RnnEdgeError(_loops_refused(found, len(loop_nodes(proto))))
+                    raise RnnEdgeError(loops_refused(found, len(loop_nodes(proto))))
             else:
                 converted = convert(model, streaming=streaming, opset=opset)
                 proto = converted.onnx_model
@@ -145,7 +152,7 @@ def export(
                 raise RnnEdgeError(f"{e}; --allow-loop cannot keep state across calls "
                                    "(stateful or --streaming)") from None
             where = f"layer '{e.layer_name}' ({e.layer_type}): --allow-loop fell back to tf2onnx's graph"
-            proto, converted = _fallback(model, where, opset)
+            proto, converted = fallback_graph(model, where, opset)
             looped = loop_layers(proto, model)
             warnings.warn(f"{e.layer_name}: {e.reason}; fell back to the plain tf2onnx graph, where "
                           f"{', '.join(looped) or 'no layer'} stayed as Loop", stacklevel=2)
@@ -154,10 +161,13 @@ def export(
             batch = next((s.shape[0] for s in converted.inputs if s.shape and isinstance(s.shape[0], int)), None)
             static = static_for(target, dict(static or {}), batch)
         if static:
-            converted, proto = _fix_axes(converted, proto, static)
+            converted, proto = fix_axes(converted, proto, static)
         if target:
             converted, proto = shaped_for(target, converted, proto)
-        cases, converted, proto = keras_truth(model, converted, proto, seed, found.truth, data)
+        cases, shared = keras_truth(model, converted, seed, found.truth, data)
+        if shared:  # Keras took the inputs at one length only: one shared time axis
+            converted, proto = share_time(converted, shared, proto)
+        converted, proto = fix_widths(converted, proto, observed_widths(converted, cases))
         with atomic_path(tmp / MODEL) as path:
             onnx.save(proto, str(path))
         if entry is not None and not static:  # the zoo's rows have their own batch and length
@@ -243,103 +253,6 @@ def _custom_record(custom) -> list[str]:
         elif hasattr(item, "__name__") and hasattr(item, "__spec__"):  # a module
             out.append(item.__name__)
     return out
-
-
-def _loops_refused(found, loops: int) -> str:
-    """Why a SavedModel's signature graph with Loops is refused without --allow-loop."""
-    fmt = found.origin.get("format", "savedmodel")
-    why = ("rnnedge fuses only layers it can read as Keras layers, and a SavedModel without Keras metadata has none"
-           if "revived" not in fmt else "its layer classes were not supplied (--custom module.py)")
-    return (f"{found.name} ({fmt}): tf2onnx's graph of its signature keeps {loops} recurrence(s) as Loop/Scan and "
-            f"{why}; pass --allow-loop to export it with them, or export the Keras model (model.save) it came from")
-
-
-def _fallback(model, where: str, opset: int):
-    """tf2onnx's graph of the whole model, described with the same input/output specs as a fused
-    export would have. Refused in one line, starting with `where` (the layer that made it needed)
-    and naming the op, where tf2onnx fails or onnxruntime cannot run its graph."""
-    import onnxruntime as ort
-
-    try:
-        proto = tf2onnx_export(model, opset=min(opset, TF2ONNX_OPSET))
-    except Exception as err:  # noqa: BLE001 - tf2onnx's own failure, said in one line
-        raise RnnEdgeError(_one_line(f"{where}, which tf2onnx could not convert: {_first_line(err)}")) from None
-    try:
-        ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    except Exception as err:  # noqa: BLE001 - onnxruntime's exception types are not importable across versions
-        unknown = _unknown_ops(proto.graph)
-        match = re.search(r"(?:No Op registered for|implementation for) (\w+)", str(err))
-        reason = (f"op {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not implemented" if unknown
-                  else f"op {match.group(1)} is not implemented" if match else _first_line(err))
-        raise RnnEdgeError(_one_line(f"{where}, which onnxruntime cannot run: {reason}; "
-                                     "replace that layer or its activation")) from None
-    graph = functional_graph(model)
-    io = interface(graph)
-    vocab = token_inputs(proto)  # what an Embedding (a Gather) reads: ids below its vocabulary
-    inputs = [TensorSpec(n, tuple(shape), str(t.dtype), vocab=vocab.get(n))
-              for t, n, shape in zip(graph.inputs, io.input_names, io.input_shapes)]
-    outputs = [TensorSpec(n, tuple(shape), str(t.dtype))
-               for t, n, shape in zip(graph.outputs, io.output_names, io.output_shapes)]
-    routes = {layer.name: "tf2onnx" for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)}
-    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-    return proto, Converted(proto, inputs, outputs, {}, layers=routes, opset=opset, ir_version=proto.ir_version)
-
-
-def _fix_axes(converted: Converted, proto, static: dict[str, int]):
-    """The named batch and time axes of every input and output (states too) fixed to `static`'s
-    sizes, in the specs and in the graph's declared inputs and outputs."""
-    sizes = {**({BATCH: static["batch"]} if "batch" in static else {})}
-    fixed_batch = {s.shape[0] for s in converted.inputs if s.shape and isinstance(s.shape[0], int)}
-    if "batch" in static and fixed_batch and fixed_batch != {static["batch"]}:
-        raise RnnEdgeError(f"--static batch={static['batch']}: this model is stateful with a fixed batch of "
-                           f"{fixed_batch.pop()}; leave batch out of --static")
-    if "time" in static:
-        specs = converted.inputs + converted.outputs
-        sizes.update((d, static["time"]) for s in specs for d in s.shape if is_time_axis(d))
-        if not any(is_time_axis(d) for s in converted.inputs for d in s.shape):
-            raise RnnEdgeError(f"--static time={static['time']}: the model's inputs have no dynamic time axis "
-                               "(their length is fixed already); leave time out of --static")
-
-    def fix(specs):
-        return [dataclasses.replace(s, shape=tuple(sizes.get(d, d) for d in s.shape)) for s in specs or []]
-
-    for value in [*proto.graph.input, *proto.graph.output]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param in sizes:
-                dim.dim_value = sizes[dim.dim_param]  # clears dim_param (one of the two)
-    keras_inputs = fix(converted.keras_inputs) if converted.keras_inputs else None
-    return dataclasses.replace(converted, inputs=fix(converted.inputs), outputs=fix(converted.outputs),
-                               keras_inputs=keras_inputs), proto
-
-
-def _unknown_ops(graph: onnx.GraphProto) -> list[str]:
-    """Op types of the standard ONNX domain that no ONNX opset defines (TensorFlow ops tf2onnx
-    left in the graph, such as Erfc), bodies included, in order of first use."""
-    found: list[str] = []
-    for node in graph.node:
-        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type) and node.op_type not in found:
-            found.append(node.op_type)
-        for attr in node.attribute:
-            for body in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                found += [op for op in _unknown_ops(body) if op not in found]
-    return found
-
-
-def _first_line(err: Exception) -> str:
-    """The first line of an error without file paths (a temporary folder means nothing to the user);
-    for TensorFlow's "in user code:" trace, the first sentence of the error it ends with."""
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(err).splitlines()]
-    lines = [ln for ln in lines if ln] or [type(err).__name__]
-    line = lines[0]
-    at = next((i for i, ln in enumerate(lines) if re.match(r"\w+(Error|Exception): ", ln)), None)
-    if line.startswith("in user code") and at is not None:
-        said = [lines[at].split(":", 1)[1].strip(), *lines[at + 1:]]
-        line = next((ln for ln in said if not ln.startswith("Exception encountered")), said[0]).split(". ")[0]
-    return re.sub(r"(?<![\w.-])(?:[A-Za-z]:)?[\\/][^\s:,;()'\"]*", "<file>", line)
-
-
-def _one_line(message: str, limit: int = 300) -> str:
-    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def _where(name: str) -> dict:
