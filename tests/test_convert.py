@@ -188,6 +188,16 @@ case("elementwise-subtract-average-max-min", {"GRU": 1})(lambda: functional(x :=
 case("dropouts-and-noise", {"LSTM": 1})(lambda: sequential([seq_input(), L.GaussianNoise(0.1), L.SpatialDropout1D(0.2),
                                                            L.LSTM(4), L.GaussianDropout(0.1), L.AlphaDropout(0.1),
                                                            L.Dense(1)], "s"))
+# PReLU with alphas of both signs: shared over time (any length), and one alpha per (step, feature) (fixed length)
+case("prelu-shared-over-time", {"LSTM": 1})(lambda: functional(x := seq_input(), L.PReLU(
+    alpha_initializer=keras.initializers.RandomUniform(-0.5, 1.5), shared_axes=[1])(
+    L.LSTM(6, return_sequences=True)(x)), "m"))
+case("prelu-per-step-fixed-time", {"GRU": 1})(lambda: functional(x := seq_input(time=5), L.GRU(4)(L.PReLU(
+    alpha_initializer=keras.initializers.RandomUniform(-0.5, 1.5))(L.Dense(3)(x))), "m"))
+case("prelu-masked", {"GRU": 1})(lambda: functional(t := tokens_input(), L.GRU(4, return_sequences=True)(L.PReLU(
+    alpha_initializer="random_normal", shared_axes=[1])(L.Embedding(12, 5, mask_zero=True)(t))), "m"))
+case("prelu-timedistributed-4d", {"GRU": 1})(lambda: functional(x := keras.Input((None, 3, 2)), L.GRU(4)(L.Reshape(
+    (-1, 6))(L.TimeDistributed(L.PReLU(alpha_initializer="random_normal", shared_axes=[2]))(x))), "m"))
 
 
 

@@ -5,6 +5,7 @@ ahead, refused in one line saying how far."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 from keras import layers as L
@@ -81,8 +82,17 @@ def upsampled_then_strided():
     return functional(x, L.GRU(5, return_sequences=True)(h), "m")
 
 
+def prelu_around_recurrent():
+    """PReLU (alpha shared over time, of both signs) before and after a GRU: per step, it streams as is."""
+    x = seq_input(4)
+    alpha = keras.initializers.RandomUniform(-0.5, 1.5)
+    h = L.PReLU(alpha_initializer=alpha, shared_axes=[1])(L.Dense(6)(x))
+    return functional(x, L.PReLU(alpha_initializer=alpha, shared_axes=1)(L.GRU(5, return_sequences=True)(h)), "m")
+
+
 MODELS = {f.__name__: f for f in (causal_gru, dilated_strided_lstm, tcn_stack, padded_depthwise_separable, pooled,
-                                  per_step_between, conv_after_recurrent, upsampled, upsampled_then_strided)}
+                                  per_step_between, conv_after_recurrent, upsampled, upsampled_then_strided,
+                                  prelu_around_recurrent)}
 STRIDES = {"dilated_strided_lstm": 2, "pooled": 4, "upsampled": 2}
 
 
@@ -177,6 +187,20 @@ def test_what_looks_ahead_or_needs_the_whole_sequence_is_refused_in_one_line(bui
         assert phrase in message, message
     assert not (tmp_path / "out").exists()
     export(model, tmp_path / "whole")  # without --streaming the same model exports
+
+
+def test_a_prelu_with_an_alpha_per_step_is_refused_in_one_line(tmp_path):
+    """Not shared over time, PReLU's alpha weights each step by its position (a fixed length): no chunk knows it."""
+    x = seq_input(4, time=6)
+    model = functional(x, L.GRU(3)(L.PReLU(alpha_initializer="random_normal", shared_axes=[2], name="act")(x)), "m")
+    with pytest.raises(RnnEdgeError) as refused:
+        export(model, tmp_path / "out", streaming=True)
+    message = str(refused.value)
+    assert "\n" not in message and "cannot run chunk by chunk" in message, message
+    for phrase in ("'act' (PReLU)", "alpha differs per step", "shared_axes=[1]"):
+        assert phrase in message, message
+    assert not (tmp_path / "out").exists()
+    assert export(model, tmp_path / "whole").passed  # without --streaming the same model exports
 
 
 @pytest.mark.slow

@@ -76,6 +76,22 @@ def activation(ctx, layer, args, kwargs, outs):
     return [apply_activation(ctx, layer, args[0].name, layer.activation)]
 
 
+def _prelu_stream(layer, x) -> str | None:
+    """Refused where alpha differs per step: not shared over axis 1 (time), it weights each step by its position."""
+    if x.rank < 3 or 1 in (layer.shared_axes or ()):
+        return None
+    return "its alpha differs per step (shared_axes does not include axis 1, time), so each step's output depends " \
+           "on its position in the sequence; share alpha over time: PReLU(shared_axes=[1])"
+
+
+@converts(L.PReLU, per_step=True, mask_aware=True, streaming=_prelu_stream)
+def prelu(ctx: Context, layer, args, kwargs, outs):
+    """max(0, x) + alpha * min(0, x): ONNX PRelu, alpha ([*input_shape[1:]], 1 on shared axes) broadcast from
+    the right. The mask passes through untouched, as in Keras (an elementwise layer)."""
+    alpha = ctx.g.const(weights_of(layer.alpha), f"{layer.name}/alpha")
+    return [ctx.g.op("PRelu", [args[0].name, alpha], hint=layer.name)]
+
+
 @converts(L.Embedding)
 def embedding(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
