@@ -302,3 +302,101 @@ def test_web_site_then_serve(exports, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+# "pass --option" and the like: each phrase a message prints, with the test that follows it or why not
+PHRASE = re.compile(r"\b(?:pass|with|use|add|try|give) (--[a-z][a-z0-9-]*)")
+PHRASES_RUN = {
+    ("rnnedge/files.py", "pass --force"): HERE + "test_force_replaces_what_exists",
+    ("rnnedge/serve/ort.py", "pass --force"): HERE + "test_force_replaces_what_exists",
+    ("rnnedge/web/site.py", "pass --force"): HERE + "test_force_replaces_what_exists",
+    ("rnnedge/serve/triton.py", "pass --force"): HERE + "test_force_replaces_what_exists",
+    ("rnnedge/manifest.py", "pass --no-verify"): HERE + "test_no_verify_runs_a_changed_folder",
+    ("rnnedge/cli/web.py", "pass --out"): HERE + "test_web_out",
+    ("rnnedge/preflight.py", "add --static"): HERE + "test_target_static",
+    ("rnnedge/exporter/target.py", "add --static"): HERE + "test_target_static",
+}
+
+
+def printed_phrases() -> list[tuple[str, int, str]]:
+    """(file, line, phrase) of each "pass --option" in a string literal that is not a docstring."""
+    found = []
+    for path in sorted((ROOT / "rnnedge").rglob("*.py")):
+        text = path.read_text()
+        docs = set()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value,
+                                                                                                  str):
+                docs.update(range(node.lineno, node.end_lineno + 1))
+        for number, line in enumerate(text.splitlines(), 1):
+            found += [(str(path.relative_to(ROOT)), number, m.group(0)) for m in PHRASE.finditer(line)
+                      if number not in docs and '"' in line[:m.start()] + line[m.end():]]
+    return found
+
+
+PHRASES = sorted({(w, p) for w, _, p in printed_phrases()})
+
+
+def test_phrases_run_are_printed():
+    assert len(PHRASES) >= 30, len(PHRASES)
+    assert not set(PHRASES_RUN) - set(PHRASES), set(PHRASES_RUN) - set(PHRASES)
+    for test in set(PHRASES_RUN.values()):
+        assert f"def {test.split('::')[1]}(" in Path(__file__).read_text(), test
+
+
+@pytest.mark.parametrize("key", [k for k in PHRASES if k not in PHRASES_RUN],
+                         ids=[f"{w}:{p}" for w, p in PHRASES if (w, p) not in PHRASES_RUN])
+def test_phrases_not_run_yet(key):
+    pytest.skip(f"'{key[1]}' ({key[0]}) is not followed by a test yet (tests/test_suggestions.py checks the option "
+                "exists)")
+
+
+def _refused_then(args: list, says: str, then: list) -> None:
+    """`rnnedge ARGS` is refused with a line saying `says`; `rnnedge ARGS THEN` (the advice) works."""
+    result = invoke(*args)
+    assert result.exit_code == 1 and says in result.output, (args, result.output)
+    result = invoke(*args, *then)
+    assert result.exit_code == 0, (args, then, result.output)
+
+
+def test_force_replaces_what_exists(exports, tmp_path):
+    folder = _copy(EXPORTED / "airline-gru", tmp_path)
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 12, 1), np.float32))
+    assert invoke("run", folder, "-i", x, "-o", tmp_path / "y.npz").exit_code == 0
+    _refused_then(["run", folder, "-i", x, "-o", tmp_path / "y.npz"], "pass --force", ["--force"])
+    _refused_then(["export", exports["keras"], "--out", exports["plain"]], "pass --force", ["--force"])
+    assert invoke("web", folder, "--out", tmp_path / "site").exit_code == 0
+    _refused_then(["web", folder, "--out", tmp_path / "site"], "pass --force", ["--force"])
+    if invoke("ort", folder).exit_code == 0:  # else the ort extra is missing
+        _refused_then(["ort", folder], "pass --force", ["--force"])
+    _triton(folder, "--out", tmp_path / "repo")
+    _refused_then(["triton", folder, "--out", tmp_path / "repo"], "pass --force", ["--force"])
+
+
+def test_no_verify_runs_a_changed_folder(tmp_path):
+    """A file changed after export, or one the manifest records no checksum for: refused, and run
+    with --no-verify as the message says."""
+    import onnx
+
+    folder = _copy(EXPORTED / "airline-gru", tmp_path)
+    model = onnx.load(str(folder / "model.onnx"))
+    model.doc_string = "changed after export"
+    onnx.save(model, str(folder / "model.onnx"))
+    _refused_then(["check", folder], "pass --no-verify", ["--no-verify"])
+    folder = _copy(EXPORTED / "airline-gru", tmp_path / "b")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"].pop("model.onnx")  # by hand: Manifest.save records every file's checksum
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    _refused_then(["check", folder], "pass --no-verify", ["--no-verify"])
+
+
+def test_web_out(tmp_path):
+    folder = EXPORTED / "airline-gru"
+    _refused_then(["web", folder], "pass --out", ["--out", tmp_path / "site"])
+
+
+def test_target_static(exports, tmp_path):
+    """--target qnn on a model whose time axis is free says add --static time=T, which exports."""
+    _refused_then(["export", exports["keras"], "--out", tmp_path / "q", "--target", "qnn"], "add --static",
+                  ["--static", "time=6"])
