@@ -315,6 +315,11 @@ PHRASES_RUN = {
     ("rnnedge/cli/web.py", "pass --out"): HERE + "test_web_out",
     ("rnnedge/preflight.py", "add --static"): HERE + "test_target_static",
     ("rnnedge/exporter/target.py", "add --static"): HERE + "test_target_static",
+    ("rnnedge/runtime/providers.py", "pass --fallback"): HERE + "test_fallback_runs_on_cpu",
+    ("rnnedge/serve/triton.py", "pass --backend"): HERE + "test_triton_backend_and_gpu",
+    ("rnnedge/serve/triton.py", "pass --gpu"): HERE + "test_triton_backend_and_gpu",
+    ("rnnedge/serve/triton.py", "with --tensorrt"): HERE + "test_triton_backend_and_gpu",
+    ("rnnedge/bench/candidates.py", "pass --source"): HERE + "test_bench_source",
 }
 
 
@@ -400,3 +405,35 @@ def test_target_static(exports, tmp_path):
     """--target qnn on a model whose time axis is free says add --static time=T, which exports."""
     _refused_then(["export", exports["keras"], "--out", tmp_path / "q", "--target", "qnn"], "add --static",
                   ["--static", "time=6"])
+
+
+def test_fallback_runs_on_cpu(tmp_path):
+    """A provider this machine cannot start: `run` says pass --fallback, which runs on CPU."""
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 12, 1), np.float32))
+    args = ["run", EXPORTED / "airline-gru", "-i", x, "--provider", "tensorrt"]
+    if invoke(*args).exit_code == 0:
+        pytest.skip("'pass --fallback' not run: TensorRT starts on this machine")
+    _refused_then(args, "pass --fallback", ["--fallback"])
+
+
+def test_triton_backend_and_gpu(tmp_path):
+    """--provider with the onnxruntime backend says pass --backend python; --tensorrt alone says pass
+    --gpu --backend onnxruntime: both write a repository (whose configs Triton's schema accepts)."""
+    folder = EXPORTED / "airline-gru"
+    _triton(folder, "--out", tmp_path / "probe")
+    _refused_then(["triton", folder, "--out", tmp_path / "a", "--provider", "cpu"], "pass --backend python",
+                  ["--backend", "python"])
+    _refused_then(["triton", folder, "--out", tmp_path / "b", "--tensorrt"], "pass --gpu --backend onnxruntime",
+                  ["--gpu", "--backend", "onnxruntime"])
+    assert "tensorrt" in next((tmp_path / "b").glob("*/config.pbtxt")).read_text()
+
+
+def test_bench_source(exports, tmp_path):
+    """The source model moved away: bench's Keras baseline says pass --source FILE, which times it."""
+    folder = _copy(exports["plain"], tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["source"] = {**manifest["source"], "name": "moved.keras", "path": str(tmp_path / "moved.keras")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    _refused_then(["bench", folder, "--baseline", "keras", "--runs", 2, "--warmup", 1], "pass --source",
+                  ["--source", exports["keras"]])
