@@ -320,6 +320,7 @@ PHRASES_RUN = {
     ("rnnedge/serve/triton.py", "pass --gpu"): HERE + "test_triton_backend_and_gpu",
     ("rnnedge/serve/triton.py", "with --tensorrt"): HERE + "test_triton_backend_and_gpu",
     ("rnnedge/bench/candidates.py", "pass --source"): HERE + "test_bench_source",
+    ("rnnedge/quantize/int8.py", "pass --data"): HERE + "test_int8_static_setting_data",
 }
 
 
@@ -437,3 +438,13 @@ def test_bench_source(exports, tmp_path):
     (folder / "manifest.json").write_text(json.dumps(manifest))
     _refused_then(["bench", folder, "--baseline", "keras", "--runs", 2, "--warmup", 1], "pass --source",
                   ["--source", exports["keras"]])
+
+
+def test_int8_static_setting_data(tmp_path):
+    """A static int8 setting without calibration data says pass --data with typical inputs, which quantizes."""
+    folder = _copy(EXPORTED / "airline-gru", tmp_path)
+    data = tmp_path / "typical.npz"
+    np.savez(data, window=np.random.default_rng(0).normal(size=(16, 12, 1)).astype(np.float32))
+    _refused_then(["quantize", folder, "--variants", "int8", "--int8", "static-7bit"], "pass --data",
+                  ["--data", data])
+    assert json.loads((folder / "manifest.json").read_text())["variants"]["int8"]
