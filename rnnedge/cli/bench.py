@@ -26,7 +26,8 @@ from rnnedge.cli.common import (
 def bench(
     folder: Folder,
     provider: Annotated[str, typer.Option(metavar="LIST", help="Execution providers, side by side: cpu, cuda, "
-                                          "tensorrt, openvino, qnn (e.g. cpu,openvino,qnn).")] = "cpu",
+                                          "tensorrt, openvino, qnn (e.g. cpu,openvino,qnn). Default cpu, not auto as "
+                                          "in check and run: a timing names the provider it times.")] = "cpu",
     precision: Precision = None,
     batch: Annotated[Optional[str], typer.Option(metavar="LIST", callback=sizes_opt, help="Batch sizes, e.g. 1,8,32.")
                      ] = None,

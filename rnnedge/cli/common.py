@@ -123,7 +123,8 @@ Provider = Annotated[str, typer.Option(metavar="NAME", help="Execution provider:
 Precision = Annotated[Optional[str], typer.Option(metavar="P", help="Pin the provider's precision: OpenVINO f32 "
                                                                    "(its default here), bf16 or f16; QNN fp16.")]
 Fallback = Annotated[bool, typer.Option("--fallback", help="Run on CPU if the provider is not available.")]
-Threads = Annotated[int, typer.Option(metavar="N", min=1, max=THREADS_MAX, help="onnxruntime intra-op threads.")]
+Threads = Annotated[int, typer.Option(metavar="N", min=1, max=THREADS_MAX, help="onnxruntime intra-op threads "
+                                      "(default 1, not every core as in run: one per timed run or server instance).")]
 Variant = Annotated[str, typer.Option(metavar="NAME", help="Model variant: fp32, int8, fp16.")]
 Metric = Annotated[Optional[MetricChoice], typer.Option(metavar="METRIC", help="Task metric for --data targets: "
                                                                                 "accuracy, f1 or rmse.")]

@@ -52,12 +52,15 @@ def export(
         opset_checked(opset)
         fixed = preflight.static_axes(static)
         preflight.target_ready(model, target, fixed)
-        preflight.export_ready(model, out, force=force, data=data, static=fixed, quantize=quantize)
+        preflight.export_options(custom=custom, metric=metric.value if metric else None, data=data)
         from rnnedge.check import Tolerance, parse_tolerances
+
+        tolerances, overrides = Tolerance(atol, rtol), parse_tolerances(tolerance or [])  # before TensorFlow loads
+        preflight.export_ready(model, out, force=force, data=data, static=fixed, quantize=quantize)
         from rnnedge.pipeline import export as run_export
 
         result = run_export(model, out, force=force, streaming=streaming, allow_loop=allow_loop, unsafe=unsafe,
-                            tolerance=Tolerance(atol, rtol), overrides=parse_tolerances(tolerance or []),
+                            tolerance=tolerances, overrides=overrides,
                             quantize=quantize or (), data=data, metric=metric.value if metric else None, opset=opset,
                             static=fixed, target=target, custom=custom or None)
         say(result.lines())

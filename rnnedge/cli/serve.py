@@ -42,7 +42,7 @@ def triton(
     force: Force = False,
     no_verify: NoVerify = False,
     provider: Annotated[str, typer.Option(metavar="NAME", help="Python backend: the execution provider (cpu, "
-                                          "openvino, qnn, ...).")] = "",
+                                          "openvino, qnn, ...); default: cpu, or cuda with --gpu.")] = "",
     precision: Precision = None,
 ):
     """Write a Triton model repository entry (config.pbtxt checked against Triton's schema)."""

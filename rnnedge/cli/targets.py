@@ -14,7 +14,8 @@ from rnnedge.errors import RnnEdgeError
 @app.command()
 def targets(
     folder: Folder,
-    provider: Annotated[Optional[str], typer.Option(metavar="LIST", help="Only these providers (e.g. qnn,cuda); "
+    provider: Annotated[Optional[str], typer.Option(metavar="LIST", help="Only these providers (e.g. qnn,cuda; "
+                                                    "default: every one); "
                                                     "exit 1 if one would leave a recurrent node on CPU.")] = None,
 ):
     """Say, per execution provider, whether every recurrent node can run there, and what to change if not."""

@@ -20,7 +20,8 @@ def web(
     variant: Variant = "fp32",
     webgpu: Annotated[bool, typer.Option("--webgpu", help="Ship onnxruntime-web's WebGPU build too.")] = False,
     serve: Annotated[bool, typer.Option("--serve", help="Serve the site on 127.0.0.1 until Ctrl-C.")] = False,
-    port: Annotated[int, typer.Option(metavar="N", min=0, max=65535, help="Port for --serve (0: any free one).")
+    port: Annotated[int, typer.Option(metavar="N", min=0, max=65535, help="Port for --serve (0: any free one); 8000 "
+                                                 "by default, view's 8080 left free so both can run.")
                     ] = 8000,
     no_verify: NoVerify = False,
     force: Force = False,

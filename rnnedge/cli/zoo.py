@@ -25,7 +25,8 @@ def zoo():
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for the exported zoo.")] = Path("demo-out"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Folder for the exported zoo (default "
+                                      "demo-out: a whole zoo, not one model).")] = Path("demo-out"),
     force: Annotated[bool, typer.Option("--force", help="Replace existing exports.")] = False,
     models: Annotated[Optional[list[str]], typer.Option("--model", metavar="NAME", help="Only these; repeatable.")
                       ] = None,

@@ -1,0 +1,40 @@
+"""`rnnedge export`'s options that need no model are refused before TensorFlow loads (issue #28):
+--tolerance, --atol/--rtol, a --custom .py file that is not there, --metric without --data. Run with
+TensorFlow blocked: each refusal is its own line, not "pip install 'rnnedge[export]'"."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.blocking import BLOCK_TENSORFLOW
+
+CASES = [  # (extra arguments, what the one line says)
+    (["--tolerance", "dense"], "expected OUTPUT=ATOL[,RTOL]"),
+    (["--tolerance", "dense=abc"], "expected OUTPUT=ATOL[,RTOL]"),
+    (["--atol", "-1"], "tolerances must be finite numbers >= 0"),
+    (["--rtol", "nan"], "tolerances must be finite numbers >= 0"),
+    (["--custom", "missing_layers.py"], "--custom missing_layers.py: no such file"),
+    (["--metric", "accuracy"], "--metric accuracy scores the targets of --data"),
+]
+
+
+def test_export_options_refused_before_tensorflow_loads(tmp_path):
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"")  # never read: each refusal comes first
+    code = BLOCK_TENSORFLOW + (
+        "import json\n"
+        "from typer.testing import CliRunner\n"
+        "from rnnedge.cli import app\n"
+        f"cases = json.loads({json.dumps(json.dumps(CASES))})\n"
+        "for extra, says in cases:\n"
+        f"    r = CliRunner().invoke(app, ['export', r'{model}', '--out', r'{tmp_path / 'o'}', *extra])\n"
+        "    lines = r.output.strip().splitlines()\n"
+        "    assert r.exit_code == 1 and len(lines) == 1 and says in lines[0], (extra, r.output)\n"
+        "assert not [k for k in sys.modules if k.split('.')[0] in BLOCKED]\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, (done.stdout + done.stderr)[-1500:]
+    assert not (tmp_path / "o").exists()
