@@ -25,7 +25,7 @@ from onnx import TensorProto
 
 from rnnedge.exporter.convert.context import Context, StateIO
 from rnnedge.exporter.convert.graph import Sym
-from rnnedge.exporter.convert.layers import weights_of
+from rnnedge.exporter.convert.layers import merge_directions, weights_of
 from rnnedge.exporter.convert.registry import STATE, converts
 from rnnedge.exporter.convert.scan import apply_activation
 
@@ -153,19 +153,7 @@ def bidirectional(ctx: Context, layer, args, kwargs):
     if layer.return_sequences:
         c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
         y_b = g.op("Slice", [y_b, c(-1), c(INT64_MIN), c(1), c(-1)], hint=f"{layer.name}/backward_in_time_order")
-    mode = layer.merge_mode
-    if mode == "concat":
-        merged = [g.op("Concat", [y_f, y_b], hint=layer.name, axis=-1)]
-    elif mode == "sum":
-        merged = [g.op("Add", [y_f, y_b], hint=layer.name)]
-    elif mode == "ave":
-        merged = [g.op("Mul", [g.op("Add", [y_f, y_b]), g.const(np.float32(0.5))], hint=layer.name)]
-    elif mode == "mul":
-        merged = [g.op("Mul", [y_f, y_b], hint=layer.name)]
-    elif mode is None:
-        merged = [y_f, y_b]
-    else:
-        ctx.fail(layer, f"merge_mode={mode!r} is not supported")
+    merged = merge_directions(ctx, layer, y_f, y_b)
     return merged + ([h_f, c_f, h_b, c_b] if layer.return_state else [])
 
 

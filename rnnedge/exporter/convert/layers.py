@@ -348,3 +348,23 @@ _filled_like(knp.ZerosLike, 0)
 _filled_like(knp.OnesLike, 1)
 _logical(knp.LogicalAnd, "And")
 _logical(knp.LogicalOr, "Or")
+
+
+def merge_directions(ctx, layer, y_f, y_b) -> list:
+    """A Bidirectional layer's two outputs merged as its `merge_mode` says (both in time order);
+    None keeps both. Shared by the fused recurrent layers and the ConvLSTM Scans."""
+    g = ctx.g
+    mode = layer.merge_mode
+    if mode == "concat":
+        merged = [g.op("Concat", [y_f, y_b], hint=layer.name, axis=-1)]
+    elif mode == "sum":
+        merged = [g.op("Add", [y_f, y_b], hint=layer.name)]
+    elif mode == "ave":
+        merged = [g.op("Mul", [g.op("Add", [y_f, y_b]), g.const(np.float32(0.5))], hint=layer.name)]
+    elif mode == "mul":
+        merged = [g.op("Mul", [y_f, y_b], hint=layer.name)]
+    elif mode is None:
+        merged = [y_f, y_b]
+    else:
+        ctx.fail(layer, f"merge_mode={mode!r} is not supported")
+    return merged

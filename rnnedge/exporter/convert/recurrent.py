@@ -35,7 +35,7 @@ from rnnedge.exporter.convert import convlstm
 from rnnedge.exporter.convert.activations import keras_name, rnn_activation
 from rnnedge.exporter.convert.context import Context, StateIO, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import Sym
-from rnnedge.exporter.convert.layers import weights_of
+from rnnedge.exporter.convert.layers import merge_directions, weights_of
 from rnnedge.exporter.convert.registry import STATE, converts
 from rnnedge.exporter.convert.scan import scan_nodes
 
@@ -414,17 +414,5 @@ def bidirectional(ctx: Context, layer, args, kwargs, outs):
             y_b = _flip_time(ctx, y_b, 1)
     st_f, st_b = _keep_initial(ctx, st_f, init_fw, mk), _keep_initial(ctx, st_b, init_bw, mk)
 
-    mode = layer.merge_mode
-    if mode == "concat":
-        merged = [g.op("Concat", [y_f, y_b], hint=layer.name, axis=-1)]
-    elif mode == "sum":
-        merged = [g.op("Add", [y_f, y_b], hint=layer.name)]
-    elif mode == "ave":
-        merged = [g.op("Mul", [g.op("Add", [y_f, y_b]), g.const(np.float32(0.5))], hint=layer.name)]
-    elif mode == "mul":
-        merged = [g.op("Mul", [y_f, y_b], hint=layer.name)]
-    elif mode is None:
-        merged = [y_f, y_b]
-    else:
-        ctx.fail(layer, f"merge_mode={mode!r} is not supported")
+    merged = merge_directions(ctx, layer, y_f, y_b)
     return merged + (st_f + st_b if layer.return_state else [])
