@@ -43,7 +43,7 @@ RUN = {  # (file, suggestion) -> the test that runs it where it is printed
     **{(f, q): HERE + "test_quantize_for_a_missing_variant" for f, q in
        (("rnnedge/runtime/model.py", "quantize {folder}"), ("rnnedge/serve/netron.py", "quantize"),
         ("rnnedge/web/site.py", "quantize"))},
-    ("rnnedge/exporter/target.py", "targets DIR"): HERE + "test_targets_for_an_unknown_target",
+    ("rnnedge/pipeline/target.py", "targets DIR"): HERE + "test_targets_for_an_unknown_target",
     ("rnnedge/preflight.py", "targets DIR"): HERE + "test_targets_for_an_unknown_target",
     ("rnnedge/preflight.py", "zoo"): HERE + "test_zoo_for_a_missing_model_file",
     ("rnnedge/serve/server.py", "triton DIR --out {repo}"): HERE + "test_triton_for_a_missing_repository",
@@ -72,9 +72,8 @@ NOT_SUGGESTED = {  # (file, text) -> what it is
 }
 
 
-def printed_suggestions() -> list[tuple[str, int, str]]:
-    """(file, line, text) of each `rnnedge ...` in a string literal that is not a docstring."""
-    found = []
+def package_sources():
+    """(path relative to the repository, its text, the lines that are docstrings) of each module."""
     for path in sorted((ROOT / "rnnedge").rglob("*.py")):
         text = path.read_text()
         docs = set()
@@ -82,12 +81,19 @@ def printed_suggestions() -> list[tuple[str, int, str]]:
             if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value,
                                                                                                   str):
                 docs.update(range(node.lineno, node.end_lineno + 1))
+        yield str(path.relative_to(ROOT)), text, docs
+
+
+def printed_suggestions() -> list[tuple[str, int, str]]:
+    """(file, line, text) of each `rnnedge ...` in a string literal that is not a docstring."""
+    found = []
+    for where, text, docs in package_sources():
         comments = {t.start[0]: t.start[1] for t in tokenize.generate_tokens(io.StringIO(text).readline)
                     if t.type == tokenize.COMMENT}
         for number, line in enumerate(text.splitlines(), 1):
             for m in COMMAND.finditer(line):
                 if number not in docs and not (number in comments and m.start() > comments[number]):
-                    found.append((str(path.relative_to(ROOT)), number, m.group(1)))
+                    found.append((where, number, m.group(1)))
     return found
 
 
@@ -314,7 +320,7 @@ PHRASES_RUN = {
     ("rnnedge/manifest.py", "pass --no-verify"): HERE + "test_no_verify_runs_a_changed_folder",
     ("rnnedge/cli/web.py", "pass --out"): HERE + "test_web_out",
     ("rnnedge/preflight.py", "add --static"): HERE + "test_target_static",
-    ("rnnedge/exporter/target.py", "add --static"): HERE + "test_target_static",
+    ("rnnedge/pipeline/target.py", "add --static"): HERE + "test_target_static",
     ("rnnedge/runtime/providers.py", "pass --fallback"): HERE + "test_fallback_runs_on_cpu",
     ("rnnedge/serve/triton.py", "pass --backend"): HERE + "test_triton_backend_and_gpu",
     ("rnnedge/serve/triton.py", "pass --gpu"): HERE + "test_triton_backend_and_gpu",
@@ -327,15 +333,9 @@ PHRASES_RUN = {
 def printed_phrases() -> list[tuple[str, int, str]]:
     """(file, line, phrase) of each "pass --option" in a string literal that is not a docstring."""
     found = []
-    for path in sorted((ROOT / "rnnedge").rglob("*.py")):
-        text = path.read_text()
-        docs = set()
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value,
-                                                                                                  str):
-                docs.update(range(node.lineno, node.end_lineno + 1))
+    for where, text, docs in package_sources():
         for number, line in enumerate(text.splitlines(), 1):
-            found += [(str(path.relative_to(ROOT)), number, m.group(0)) for m in PHRASE.finditer(line)
+            found += [(where, number, m.group(0)) for m in PHRASE.finditer(line)
                       if number not in docs and '"' in line[:m.start()] + line[m.end():]]
     return found
 
@@ -415,7 +415,8 @@ def test_fallback_runs_on_cpu(tmp_path):
     args = ["run", EXPORTED / "airline-gru", "-i", x, "--provider", "tensorrt"]
     if invoke(*args).exit_code == 0:
         pytest.skip("'pass --fallback' not run: TensorRT starts on this machine")
-    _refused_then(args, "pass --fallback", ["--fallback"])
+    with pytest.warns(RuntimeWarning, match="falling back to CPUExecutionProvider"):
+        _refused_then(args, "pass --fallback", ["--fallback"])
 
 
 def test_triton_backend_and_gpu(tmp_path):

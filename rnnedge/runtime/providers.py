@@ -30,7 +30,8 @@ _REGISTERED: set[str] = set()  # plugin providers registered with onnxruntime in
 def available_providers() -> list[str]:
     """The execution providers this onnxruntime build offers, in its order of preference, then the
     plugin providers registered in this process that found a device here."""
-    return list(ort.get_available_providers()) + [p for p in sorted(_REGISTERED) if plugin_devices(p)]
+    built_in = list(ort.get_available_providers())  # lists a registered plugin too, in some versions
+    return built_in + [p for p in sorted(_REGISTERED) if p not in built_in and plugin_devices(p)]
 
 
 def plugin_module(provider: str):
