@@ -159,7 +159,8 @@ def test_integer_files_feeding_float_inputs_are_said_or_refused(airline, tmp_pat
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == f"warning: {x}: input 'window' holds int64 values; cast to float32", done.stderr
     np.save(x, np.full((1, 12, 1), 2**24 + 1, np.int64))
-    line = _one_line_error(invoke("run", airline, "-i", x))
+    with pytest.warns(UserWarning, match="holds int64 values; cast to float32"):
+        line = _one_line_error(invoke("run", airline, "-i", x))
     assert "int64 value 16777217" in line and "changes when cast to float32" in line, line
 
 

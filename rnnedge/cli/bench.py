@@ -63,8 +63,8 @@ def bench(
         if provider in ("wasm", "webgpu"):  # onnxruntime-web in headless Chromium, TF.js as the baseline (rnnedge.web)
             from rnnedge.web.bench import bench_cli
 
-            other = {"--batch": batch not in (None, "1"), "--variants": variants != "fp32", "--stream": stream,
-                     "--csv": csv_out, "--plot": plot_out, "--triton": triton}
+            other = {"--batch": batch not in (None, "1"), "--variants": variants not in (None, "fp32"),
+                     "--stream": stream, "--csv": csv_out, "--plot": plot_out, "--triton": triton}
             bench_cli(folder, provider, baseline, source, time_, runs, warmup, seconds, json_out, force,
                       not_here=[k for k, v in other.items() if v])
             return

@@ -225,8 +225,9 @@ def check_values(slot: Slot, a: np.ndarray, allow_nonfinite: bool, errors: list[
             whole = a.dtype.kind in "iu"
             with np.errstate(over="ignore"):
                 a, given = a.astype(slot.dtype), a
-            if whole and a.size and not np.array_equal(a.astype(given.dtype), given):  # beyond 2**24: rounded
-                changed = a.astype(given.dtype) != given
+            with np.errstate(invalid="ignore"):  # int64's top values round to 2**63, which int64 cannot hold
+                changed = a.astype(given.dtype) != given if whole and a.size else None
+            if changed is not None and changed.any():  # beyond 2**24: rounded
                 errors.append(f"input '{slot.name}': {given.dtype} value {given[tuple(np.argwhere(changed)[0])]} "
                               f"at {_first_index(changed)} changes when cast to {slot.dtype} "
                               f"({int(changed.sum())} such values); scale the data or pass floats")
