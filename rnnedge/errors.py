@@ -24,6 +24,13 @@ class ParityError(RnnEdgeError):
     """The exported ONNX model does not match Keras within tolerance (files are kept)."""
 
 
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` on one line (its whitespace runs made single spaces), cut to `limit` characters with
+    "...": for a refusal that quotes a converter's whole message."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def first_line(e: Exception, limit: int = 160, *, scrub: bool = False) -> str:
     """The first line of an exception (its type's name if it has none), cut at a word boundary
     (never mid-URL) after `limit` characters: for a one-line message that quotes a library's error.

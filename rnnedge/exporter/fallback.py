@@ -10,7 +10,7 @@ import warnings
 import keras
 import onnx
 
-from rnnedge.errors import RnnEdgeError, first_line
+from rnnedge.errors import RnnEdgeError, first_line, one_line
 from rnnedge.exporter.convert import TF2ONNX_OPSET, Converted, functional_graph, interface, recurrent_layers
 from rnnedge.manifest import TensorSpec
 
@@ -115,7 +115,7 @@ def fallback_graph(model, where: str, opset: int):
         proto = tf2onnx_export(model, opset=min(opset, TF2ONNX_OPSET))
     except Exception as err:  # noqa: BLE001 - tf2onnx's own failure, said in one line
         said = first_line(err, scrub=True)
-        raise RnnEdgeError(_one_line(f"{where}, which tf2onnx could not convert: {said}")) from None
+        raise RnnEdgeError(one_line(f"{where}, which tf2onnx could not convert: {said}")) from None
     try:
         ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     except Exception as err:  # noqa: BLE001 - onnxruntime's exception types are not importable across versions
@@ -123,7 +123,7 @@ def fallback_graph(model, where: str, opset: int):
         match = re.search(r"(?:No Op registered for|implementation for) (\w+)", str(err))
         reason = (f"op {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not implemented" if unknown
                   else f"op {match.group(1)} is not implemented" if match else first_line(err, scrub=True))
-        raise RnnEdgeError(_one_line(f"{where}, which onnxruntime cannot run: {reason}; "
+        raise RnnEdgeError(one_line(f"{where}, which onnxruntime cannot run: {reason}; "
                                      "replace that layer or its activation")) from None
     graph = functional_graph(model)
     io = interface(graph)
@@ -148,9 +148,3 @@ def unknown_ops(graph: onnx.GraphProto) -> list[str]:
             for body in [attr.g] if attr.HasField("g") else list(attr.graphs):
                 found += [op for op in unknown_ops(body) if op not in found]
     return found
-
-
-def _one_line(message: str, limit: int = 300) -> str:
-    return message if len(message) <= limit else message[: limit - 3] + "..."
-
-

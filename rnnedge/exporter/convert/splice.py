@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import onnx
 
+from rnnedge.errors import one_line
 from rnnedge.exporter.convert import registry
 from rnnedge.exporter.convert.context import Context, UnsupportedLayerError
 from rnnedge.exporter.convert.graph import Sym
@@ -136,7 +137,7 @@ def _refuse_time_mixing(calls, steps: int = 6, part: int = 3) -> None:
                    and np.allclose(a[:, :part], b, atol=ATOL, rtol=RTOL)
                    and np.allclose(a[:, part:], c, atol=ATOL, rtol=RTOL) for a, b, c in zip(whole, first, rest))
     except Exception as e:  # noqa: BLE001 - e.g. a Reshape to a fixed number of steps
-        same, why = False, f"it cannot run on a chunk of {part} steps ({_one_line(f'{type(e).__name__}: {e}', 120)})"
+        same, why = False, f"it cannot run on a chunk of {part} steps ({one_line(f'{type(e).__name__}: {e}', 120)})"
     if not same and why.startswith("its output"):
         ahead = _look_ahead(calls, full, steps)
         if ahead:
@@ -218,7 +219,7 @@ def _tf2onnx(calls, inputs: list[Sym], wanted, opset: int) -> onnx.ModelProto:
             fn = tf.function(run, input_signature=specs)
             proto, _ = tf2onnx.convert.from_function(fn, input_signature=specs, opset=min(opset, TF2ONNX_OPSET))
     except Exception as e:  # tracing the user's layer or tf2onnx failed: that is the layer's refusal
-        raise SpliceError(layer, _one_line(f"{type(e).__name__}: {e}")) from None
+        raise SpliceError(layer, one_line(f"{type(e).__name__}: {e}")) from None
     finally:
         logger.removeHandler(errors)
     _freeze_captures(proto, fn.get_concrete_function(*specs), len(inputs))
@@ -226,7 +227,7 @@ def _tf2onnx(calls, inputs: list[Sym], wanted, opset: int) -> onnx.ModelProto:
                       and not onnx.defs.has(n.op_type, "")})
     if unknown:
         said = next((m for m in errors.messages if "is not supported" in m or "Unsupported ops" in m), None)
-        raise SpliceError(layer, _one_line(said or f"it left TensorFlow op(s) {', '.join(unknown)} unconverted"))
+        raise SpliceError(layer, one_line(said or f"it left TensorFlow op(s) {', '.join(unknown)} unconverted"))
     foreign = sorted({f"{n.domain}::{n.op_type}" for n in _all_nodes(proto.graph) if n.domain not in DOMAINS})
     if foreign:
         raise SpliceError(layer, f"it emitted {', '.join(foreign)}, "
@@ -234,7 +235,7 @@ def _tf2onnx(calls, inputs: list[Sym], wanted, opset: int) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as e:
-        raise SpliceError(layer, _one_line(f"its graph is not valid ONNX: {e}")) from None
+        raise SpliceError(layer, one_line(f"its graph is not valid ONNX: {e}")) from None
     return proto
 
 
@@ -321,11 +322,6 @@ def _all_nodes(graph: onnx.GraphProto):
 
 def _short(name: str) -> str:
     return name[:-2] if name.endswith(":0") else name
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Errors(logging.Handler):
