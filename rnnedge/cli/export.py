@@ -52,7 +52,8 @@ def export(
         opset_checked(opset)
         fixed = preflight.static_axes(static)
         preflight.target_ready(model, target, fixed)
-        preflight.export_options(custom=custom, metric=metric.value if metric else None, data=data)
+        preflight.export_options(custom=custom, metric=metric.value if metric else None, data=data,
+                                 quantize=quantize)
         from rnnedge.check import Tolerance, parse_tolerances
 
         tolerances, overrides = Tolerance(atol, rtol), parse_tolerances(tolerance or [])  # before TensorFlow loads
