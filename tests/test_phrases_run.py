@@ -5,6 +5,7 @@ write, the CLI in process; what needs what this machine lacks skips naming it.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -349,3 +350,112 @@ def test_allow_loop_for_a_layer_that_cannot_be_traced(tmp_path):
     feed = np.random.default_rng(0).normal(size=(2, 7, 3)).astype(np.float32)
     got = next(iter(load(tmp_path / "o").run(feed).values()))
     np.testing.assert_allclose(got, np.asarray(model(feed)), atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ the browser
+
+
+def _browser_or_skip(phrase: str, *needs) -> None:
+    from rnnedge.web import assets
+
+    pytest.importorskip("playwright", reason=f"'{phrase}' not followed: playwright is not installed")
+    try:
+        for need in (assets.chromium, assets.ort_dist, *needs):
+            need()
+    except RnnEdgeError as e:
+        pytest.skip(f"'{phrase}' not followed: no browser set-up ({e})")
+
+
+def test_browser_check_without_webgpu_uses_wasm(monkeypatch):
+    """web/check.py 'use --provider': Chromium launched as where it has no WebGPU (--disable-gpu, no
+    --enable-unsafe-webgpu) offers no adapter, and says use --provider wasm, which passes."""
+    _browser_or_skip("use --provider")
+    from rnnedge.web.browser import Browser
+
+    launch = Browser.__init__
+    monkeypatch.setattr(Browser, "__init__", lambda self, site, webgpu=False: launch(self, site, webgpu=False))
+    result = invoke("check", EXPORTED / "airline-gru", "--provider", "webgpu")
+    assert result.exit_code == 1 and "offers no WebGPU adapter here" in result.output, result.output
+    assert "use --provider wasm" in result.output
+    result = invoke("check", EXPORTED / "airline-gru", "--provider", "wasm")
+    assert result.exit_code == 0 and "PASS" in result.output.splitlines()[-1], result.output
+
+
+def test_browser_bench_json_with_force(tmp_path):
+    """web/bench.py 'pass --force': the browser's bench refuses to replace its --json; --force replaces it."""
+    _browser_or_skip("pass --force")
+    rows = tmp_path / "rows.json"
+    rows.write_text("[]")
+    _refused_then(["bench", EXPORTED / "airline-gru", "--provider", "wasm", "--runs", 3, "--warmup", 1,
+                   "--json", rows], "pass --force", ["--force"])
+    assert json.loads(rows.read_text())[0]["runs"] >= 3
+
+
+def test_browser_bench_tfjs_with_source(tmp_path):
+    """web/bench.py 'pass --source': the TF.js baseline of an export whose manifest names no source is
+    refused; --source MODEL converts that model and times it beside the export."""
+    from rnnedge.web import assets
+
+    _browser_or_skip("pass --source", assets.tfjs_files)
+    if importlib.util.find_spec("tensorflowjs") is None:  # imported by rnnedge.web.tfjs with its imports stubbed
+        pytest.skip("'pass --source' not followed: the tensorflowjs converter is not installed")
+    import keras
+
+    keras.utils.set_random_seed(0)
+    keras.Sequential([keras.Input((None, 3)), keras.layers.GRU(4, reset_after=False),
+                      keras.layers.Dense(2)]).save(tmp_path / "g.keras")
+    assert invoke("export", tmp_path / "g.keras", "--out", tmp_path / "g").exit_code == 0
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    manifest["source"] = {k: v for k, v in manifest["source"].items() if k not in ("name", "path")}
+    (tmp_path / "g" / "manifest.json").write_text(json.dumps(manifest))
+    result = _refused_then(["bench", tmp_path / "g", "--provider", "wasm", "--baseline", "tfjs", "--runs", 3,
+                            "--warmup", 1], "the manifest names none; pass --source",
+                           ["--source", tmp_path / "g.keras"])
+    assert "TensorFlow.js" in result.output, result.output
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def _rss(pid: int) -> dict[str, int]:
+    """RssAnon and RssFile of a process, in bytes."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {k: int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile")}
+
+
+def test_run_chunk_streams_an_input_larger_than_memory(tmp_path):
+    """runtime/datafiles.py 'with --chunk': a .npy of 1 TiB (a sparse file: it takes no disk) is refused
+    as too large for memory; `run --chunk` maps it and streams it chunk by chunk: still running after
+    seconds, its anonymous memory small while the mapped file it has read grows."""
+    import subprocess
+
+    try:
+        overcommit = Path("/proc/sys/vm/overcommit_memory").read_text().strip()
+    except OSError:
+        pytest.skip("'with --chunk' not followed: no /proc here to read the process's memory")
+    if overcommit == "1":  # the kernel would grant 1 TiB, and numpy read it all
+        pytest.skip("'with --chunk' not followed: vm.overcommit_memory=1 grants any allocation")
+    steps = 2**38  # float32 [1, steps, 1]: 1 TiB
+    big = tmp_path / "big.npy"
+    with open(big, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (1, steps, 1)})
+        f.truncate(f.tell() + steps * 4)
+    folder = EXPORTED / "airline-gru"
+    result = invoke("run", folder, "-i", big)
+    assert result.exit_code == 1 and "too large for this machine's memory" in result.output, result.output
+    assert "stream it with --chunk" in result.output
+    process = subprocess.Popen([sys.executable, "-m", "rnnedge", "run", str(folder), "-i", str(big), "--chunk",
+                                "100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        import time
+
+        time.sleep(4)
+        assert process.poll() is None, process.communicate()[0]  # not refused, not done: streaming
+        first = _rss(process.pid)
+        time.sleep(2)
+        then = _rss(process.pid)
+        assert then["RssAnon"] < 2**31, then  # far below the file's 1 TiB
+        assert then["RssFile"] > first["RssFile"] + 2**20, (first, then)  # it read on through the file
+    finally:
+        process.kill()
+        process.wait(timeout=10)

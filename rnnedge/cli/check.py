@@ -100,7 +100,8 @@ def run(
     input: Annotated[Path, typer.Option("--input", "-i", metavar="FILE", help="Inputs: .npy, .npz (by name), .csv.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Outputs to .npz, .npy, "
                                                    ".csv; - for JSON on standard output.")] = None,
-    chunk: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Stream N steps at a time.")] = None,
+    chunk: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Stream N steps at a time (a .npy input is "
+                                                 "read chunk by chunk, so it may exceed memory).")] = None,
     provider: Provider = "auto",
     precision: Precision = None,
     threads: Annotated[Optional[int], typer.Option(metavar="N", min=1, max=THREADS_MAX,
