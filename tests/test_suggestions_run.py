@@ -3,7 +3,7 @@
 The scan finds each backticked `rnnedge ...` in the package's string literals (not docstrings or
 comments) and sorts it into one of three tables: RUN (the test here, or elsewhere, that provokes the
 message, runs the suggested command and checks it works), CANNOT_RUN (needs what this machine lacks:
-a GPU, a tritonserver; each one is a skipped test naming the suggestion), NOT_SUGGESTED (help text, or
+a GPU; each one is a skipped test naming the suggestion), NOT_SUGGESTED (help text, or
 the command named in "needs the X extra: pip install ..."). A new suggestion fails
 `test_every_printed_suggestion_is_run_or_says_why` until it is sorted. tests/test_suggestions.py
 checks statically that each one names a real command and options."""
@@ -51,17 +51,17 @@ RUN = {  # (file, suggestion) -> the test that runs it where it is printed
     ("rnnedge/serve/triton_model.py", "triton --max-sequences"): HERE + "test_triton_max_sequences",
     ("rnnedge/web/site.py", "web"): HERE + "test_web_site_then_serve",
     ("rnnedge/cli/web.py", "web --out {site} --serve"): HERE + "test_web_site_then_serve",
+    **{k: HERE + "test_serve_what_triton_wrote" for k in (
+        ("rnnedge/cli/serve.py", "serve {out}"), ("rnnedge/cli/serve.py", "serve"),
+        ("rnnedge/serve/client.py", "serve REPO"), ("rnnedge/serve/client.py", "triton"))},
+    ("rnnedge/cli/check.py", "check {folder} --provider {label(provider).lower()}"):  # after a run on QNN
+        "tests/test_providers.py::test_check_and_bench_on_qnn_from_the_command_line",
 }
 CANNOT_RUN = {  # (file, suggestion) -> why it is not run here
     ("rnnedge/runtime/targets.py", "bench --provider cuda,tensorrt"): "needs an NVIDIA GPU with TensorRT",
-    ("rnnedge/cli/check.py", "check {folder} --provider {label(provider).lower()}"):
-        "printed only after a run on a non-CPU provider (CUDA, TensorRT, QNN...), none here",
-    ("rnnedge/cli/serve.py", "serve {out}"): "starts tritonserver (the serve extra's server), absent here",
-    ("rnnedge/cli/serve.py", "serve"): "starts tritonserver, absent here (the --backend python repository it "
-                                       "suggests writing is run by test_triton_max_sequences)",
-    ("rnnedge/serve/client.py", "serve REPO"): "starts tritonserver, absent here",
-    ("rnnedge/serve/client.py", "triton"): "printed by a client of a running Triton server, absent here",
-    ("rnnedge/serve/triton_model.py", "serve"): "printed inside tritonserver's python backend, absent here",
+    ("rnnedge/serve/triton_model.py", "serve"): "printed inside tritonserver's python backend only where its stub "
+                                                "cannot import rnnedge (a server started by hand, not by `rnnedge "
+                                                "serve`, which test_serve_what_triton_wrote runs)",
 }
 NOT_SUGGESTED = {  # (file, text) -> what it is
     ("rnnedge/cli/common.py", "export"): "help text of DIR",
@@ -491,3 +491,56 @@ def test_int8_static_setting_data(tmp_path):
     _refused_then(["quantize", folder, "--variants", "int8", "--int8", "static-7bit"], "pass --data",
                   ["--data", data])
     assert json.loads((folder / "manifest.json").read_text())["variants"]["int8"]
+
+
+def test_serve_what_triton_wrote(tmp_path):
+    """`rnnedge triton` says serve the onnxruntime backend's repository elsewhere, and for `rnnedge serve`
+    write it with --backend python; that one is served by the `rnnedge serve REPO` it prints (run until
+    stopped). A Triton URL off this machine says start one with `rnnedge serve REPO`: the loopback one
+    is load-tested. A model on the server that is not the export's says serve a repository written from
+    this export (`rnnedge triton`): the export's own entry is load-tested."""
+    import signal
+    import urllib.request
+
+    from rnnedge.serve.client import parse_url
+    from rnnedge.serve.server import find_tritonserver, free_ports
+
+    try:
+        find_tritonserver()
+    except RnnEdgeError as e:
+        pytest.skip(f"`rnnedge serve` not run: tritonserver is not here ({e})")
+    result = _triton(EXPORTED / "airline-gru", "--out", tmp_path / "ort")
+    assert "for `rnnedge serve`, write it with --backend python" in result.output, result.output
+    repo = tmp_path / "repo"
+    _triton(EXPORTED / "events-gru", "--out", repo, "--backend", "python")
+    result = _triton(EXPORTED / "airline-gru", "--out", repo, "--backend", "python")
+    printed = result.output.split("`rnnedge ")[-1].split("`")[0].split()
+    assert printed == ["serve", str(repo)], result.output
+    http, grpc = free_ports(2)
+    server = subprocess.Popen([sys.executable, "-m", "rnnedge", *printed, "--http-port", str(http), "--grpc-port",
+                               str(grpc)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith(f"serving {repo}"), line + (server.stdout.read() if server.poll() is not None else "")
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=10) as reply:
+            assert reply.status == 200
+        with pytest.raises(RnnEdgeError) as err:
+            parse_url(f"grpc://10.1.2.3:{grpc}")
+        _suggested(str(err.value), "serve REPO")
+        load = ["--triton", f"grpc://127.0.0.1:{grpc}", "--concurrency", "1", "--sequences", "2", "--chunks", "2",
+                "--seconds", "1"]
+        result = invoke("bench", EXPORTED / "airline-gru", *load)
+        assert result.exit_code == 0, result.output
+        result = invoke("bench", EXPORTED / "events-gru", *load, "--triton-model", "airline-gru")
+        assert result.exit_code == 1, result.output
+        _suggested(result.output, "triton")
+        result = invoke("bench", EXPORTED / "events-gru", *load)
+        assert result.exit_code == 0, result.output
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, server.stdout.read()
