@@ -87,7 +87,7 @@ def test_no_explanation_is_stale():
 # ("X" is an input file); a command gaining --no-verify must be added here.
 VERIFYING = {"check": [], "run": ["-i", "X"], "bench": ["--runs", "2", "--warmup", "1"], "triton": ["--out", "REPO"],
              "web": ["--out", "SITE"], "ort": [], "view": ["--no-browse", "--port", "8123"],
-             "quantize": ["--variants", "fp16"]}
+             "quantize": ["--variants", "fp16"], "targets": []}
 # Every command that runs an onnxruntime session in this process and takes --threads, likewise.
 THREADED = {"check": [], "run": ["-i", "X"], "bench": ["--runs", "2", "--warmup", "1"], "ort": []}
 
@@ -113,8 +113,8 @@ def netron_stand_in(monkeypatch):
 
 def test_every_command_reading_an_export_verifies_it_unless_no_verify(tmp_path, netron_stand_in):
     """A model.onnx changed after export: each command with --no-verify refuses it in one line saying
-    so, and runs it with --no-verify (ort, view and quantize verify too, as check, run, bench, triton and web
-    do)."""
+    so, and runs it with --no-verify (ort, view, quantize and targets verify too, as check, run, bench,
+    triton and web do)."""
     import onnx
 
     from tests.helpers import invoke
