@@ -459,3 +459,42 @@ def test_run_chunk_streams_an_input_larger_than_memory(tmp_path):
     finally:
         process.kill()
         process.wait(timeout=10)
+
+
+def test_allow_loop_and_custom_for_tf_keras_savedmodels(tmp_path):
+    """exporter/load/source.py 'pass --allow-loop' (a subclassed tf_keras SavedModel: no configuration to
+    rebuild) and exporter/load/keras2_files.py 'pass --custom' (a layer revived from traced functions, its
+    class not supplied): each followed through the CLI, checked against TensorFlow."""
+    tf_keras = pytest.importorskip("tf_keras")
+    from rnnedge.exporter.load import keras2
+
+    class Net(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.gru, self.head = tf_keras.layers.GRU(4), tf_keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.head(self.gru(x))
+
+    class Twice(tf_keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    x = np.random.default_rng(0).normal(size=(2, 6, 3)).astype("float32")
+    net = Net()
+    net(x)
+    net.save(str(tmp_path / "net"), save_format="tf")
+    result = _refused_then(["export", tmp_path / "net", "--out", tmp_path / "o"], "or pass --allow-loop",
+                           ["--allow-loop"])
+    assert "PASS" in result.output and "against tensorflow" in result.output, result.output
+
+    inputs = tf_keras.Input((6, 3))
+    tf_keras.Model(inputs, tf_keras.layers.Dense(2)(Twice(name="twice")(tf_keras.layers.LSTM(4)(inputs)))).save(
+        str(tmp_path / "revived"), save_format="tf")
+    with pytest.raises(RnnEdgeError, match="'twice'.*exist only as traced functions.*pass --custom module.py"):
+        keras2.from_savedmodel(tmp_path / "revived")  # the export goes on through the signature at 6 steps
+    (tmp_path / "user_layers.py").write_text(TF_KERAS_LAYERS)
+    result = invoke("export", tmp_path / "revived", "--out", tmp_path / "r", "--custom", tmp_path / "user_layers.py")
+    assert result.exit_code == 0 and "PASS" in result.output, result.output
+    source = json.loads((tmp_path / "r" / "manifest.json").read_text())["source"]
+    assert "--custom layer(s) 'twice'" in source["format"], source

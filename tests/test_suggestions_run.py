@@ -345,7 +345,7 @@ PHRASES_RUN = {
     ("rnnedge/preflight.py", "pass --no-benchmark"): PHRASES + "test_demo_without_the_plot_extra",
     ("rnnedge/exporter/load/source.py", "pass --unsafe"): "tests/test_cli.py::test_lambda_layer_needs_unsafe",
     ("rnnedge/exporter/load/source.py", "pass --allow-loop"): (  # a subclassed tf_keras SavedModel; a layer
-        "tests/test_tfgraph.py::test_a_subclassed_tf_keras_savedmodel_goes_through_its_signature_with_allow_loop",
+        PHRASES + "test_allow_loop_and_custom_for_tf_keras_savedmodels",
         PHRASES + "test_allow_loop_for_a_layer_that_cannot_be_traced"),
     ("rnnedge/exporter/load/keras2.py", "pass --custom"): PHRASES + "test_custom_for_a_keras2_layer_class",
     ("rnnedge/exporter/load/keras2.py", "pass --allow-loop"):
@@ -357,7 +357,7 @@ PHRASES_RUN = {
     ("rnnedge/web/bench.py", "pass --source"): PHRASES + "test_browser_bench_tfjs_with_source",
     ("rnnedge/web/check.py", "use --provider"): PHRASES + "test_browser_check_without_webgpu_uses_wasm",
     ("rnnedge/exporter/load/keras2_files.py", "pass --custom"):
-        "tests/test_published.py::test_a_revived_custom_layer_is_named_with_the_shapes_it_was_traced_for",
+        PHRASES + "test_allow_loop_and_custom_for_tf_keras_savedmodels",
 }
 PHRASES_NOT_SUGGESTED = {  # (file, phrase) -> what it is: words that name an option, not advice to pass it
     ("rnnedge/cli/bench.py", "with --stream"): "help text of --time",
