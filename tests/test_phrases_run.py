@@ -423,10 +423,36 @@ def _rss(pid: int) -> dict[str, int]:
     return {k: int(fields[k].split()[0]) * 1024 for k in ("RssAnon", "RssFile")}
 
 
+def _sparse_npz(path: Path, name: str, shape: tuple[int, ...]) -> None:
+    """An .npz of one float32 member declaring `shape`, stored (zip64), its data a hole in a sparse file."""
+    import io
+    import struct
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    size = len(head.getvalue()) + int(np.prod(shape, dtype=object)) * 4
+    member = f"{name}.npy".encode()
+    extra = struct.pack("<HHQQ", 1, 16, size, size)
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0x21, 0, 2**32 - 1, 2**32 - 1, len(member),
+                        len(extra)) + member + extra
+    with open(path, "wb") as f:
+        f.write(local + head.getvalue())
+        f.seek(len(local) + size)
+        extra = struct.pack("<HHQQQ", 1, 24, size, size, 0)
+        central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, 0, 0x21, 0, 2**32 - 1, 2**32 - 1,
+                              len(member), len(extra), 0, 0, 0, 0, 2**32 - 1) + member + extra
+        f.write(central)
+        end = f.tell()
+        f.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, 1, 1, len(central), len(local) + size))
+        f.write(struct.pack("<IIQI", 0x07064B50, 0, end, 1))
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), 2**32 - 1, 0))
+
+
 def test_run_chunk_streams_an_input_larger_than_memory(tmp_path):
-    """runtime/datafiles.py 'with --chunk': a .npy of 1 TiB (a sparse file: it takes no disk) is refused
-    as too large for memory; `run --chunk` maps it and streams it chunk by chunk: still running after
-    seconds, its anonymous memory small while the mapped file it has read grows."""
+    """runtime/datafiles.py 'with --chunk': an .npz and a .npy of 1 TiB (sparse files: they take no disk)
+    are refused as too large for memory, the .npz saying save it as .npy and stream it with --chunk;
+    `run --chunk` maps the .npy and streams it chunk by chunk: still running after seconds, its
+    anonymous memory small while the mapped file it has read grows."""
     import subprocess
 
     try:
@@ -441,6 +467,10 @@ def test_run_chunk_streams_an_input_larger_than_memory(tmp_path):
         np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (1, steps, 1)})
         f.truncate(f.tell() + steps * 4)
     folder = EXPORTED / "airline-gru"
+    _sparse_npz(tmp_path / "big.npz", "window", (1, steps, 1))
+    result = invoke("run", folder, "-i", tmp_path / "big.npz")
+    assert result.exit_code == 1 and "save it with numpy.save as .npy and stream it with --chunk" in result.output, \
+        result.output
     result = invoke("run", folder, "-i", big)
     assert result.exit_code == 1 and "too large for this machine's memory" in result.output, result.output
     assert "stream it with --chunk" in result.output
