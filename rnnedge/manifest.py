@@ -165,11 +165,14 @@ class Manifest:
                     names.append(entry[key])
         return names
 
-    def save(self, folder: Path) -> Path:
+    def save(self, folder: Path, keep=()) -> Path:
         """Write manifest.json atomically, last: it records the sha256 and size of every file it names
-        that is present (so it must be saved after they are written)."""
+        that is present (so it must be saved after they are written), except those in `keep`, whose
+        recorded ones stay (files read unverified, `--no-verify`: a change is not recorded as exported)."""
         folder = Path(folder)
-        self.files = {n: digest(folder / n) for n in self.file_names() if (folder / n).is_file()}
+        old = self.files
+        self.files = {n: old[n] if n in keep and n in old else digest(folder / n) for n in self.file_names()
+                      if (folder / n).is_file()}
         return write_text(folder / MANIFEST, json.dumps(self.to_dict(), indent=2, default=_jsonable) + "\n")
 
     def verify(self, folder: str | Path, names) -> None:

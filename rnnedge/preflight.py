@@ -250,9 +250,11 @@ def export_ready(model: str, out: Path, *, force: bool, data: Path | None, stati
         require("quantize", "--quantize fp16")
 
 
-def export_options(*, custom: list[str] | None, metric: str | None, data: Path | None) -> None:
+def export_options(*, custom: list[str] | None, metric: str | None, data: Path | None,
+                   quantize: str | None = None) -> None:
     """`rnnedge export`'s options that need no model, refused before TensorFlow loads: a --custom .py
-    file that is not there, a --metric with no --data targets to score (it would be ignored)."""
+    file that is not there, a --metric with no --data targets to score or no --quantize variants to
+    judge (it would be ignored)."""
     for text in custom or []:
         if (text.endswith(".py") or Path(text).exists()) and not Path(text).is_file():
             raise RnnEdgeError(f"--custom {text}: no such file; expected a .py file or a dotted module path "
@@ -260,6 +262,9 @@ def export_options(*, custom: list[str] | None, metric: str | None, data: Path |
     if metric is not None and data is None:
         raise RnnEdgeError(f"--metric {metric} scores the targets of --data: pass --data FILE (an .npz with targets "
                            "'y') with it, or drop --metric")
+    if metric is not None and not quantize:
+        raise RnnEdgeError(f"--metric {metric} judges the --quantize variants on --data's targets: add --quantize "
+                           "LIST (e.g. int8,fp16), or drop --metric")
 
 
 EXPORT_TARGETS = ("qnn",)  # `export --target P` (exporter/target.py shapes the export for each)

@@ -91,7 +91,8 @@ class Provider:
     precisions: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (("fp32", ()),)
     range_gate: bool = False
     timing: str = ""  # what its timings mean, where they are not the device's own
-    # (words in its log's reason for refusing a node, what to change): shown beside the reason
+    # (words in its log's reason for refusing a node, or in its error when it cannot start, what to change):
+    # shown beside the reason
     fixes: tuple[tuple[str, str], ...] = ()
 
 
@@ -129,6 +130,8 @@ PROVIDERS = {p.name: p for p in (
              range_gate=True, timing="on x86-64 its HTP backend is Qualcomm's NPU simulator: placement and values are "
                                      "the NPU's, its times are not (time it on a Snapdragon device)",
              fixes=(("Cannot get shape", "QNN needs static shapes: re-export with --static batch=B,time=T"),
+                    ("Dynamic shape is not supported", "QNN needs static shapes: re-export with --static "
+                                                       "batch=B,time=T"),
                     ("non-default activations", "QNN refuses an activations attribute even at its defaults: "
                                                 "re-export with this rnnedge (it writes only non-default ones)"),
                     ("dynamic sequence_length", "QNN needs constant sequence lengths: a masked layer (Embedding "

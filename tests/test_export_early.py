@@ -1,5 +1,5 @@
 """`rnnedge export`'s options that need no model are refused before TensorFlow loads (issue #28):
---tolerance, --atol/--rtol, a --custom .py file that is not there, --metric without --data. Run with
+--tolerance, --atol/--rtol, a --custom .py file that is not there, --metric without --data or --quantize. Run with
 TensorFlow blocked: each refusal is its own line, not "pip install 'rnnedge[export]'"."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ CASES = [  # (extra arguments, what the one line says)
     (["--rtol", "nan"], "tolerances must be finite numbers >= 0"),
     (["--custom", "missing_layers.py"], "--custom missing_layers.py: no such file"),
     (["--metric", "accuracy"], "--metric accuracy scores the targets of --data"),
+    (["--metric", "rmse", "--data", "d.npz"], "--metric rmse judges the --quantize variants"),  # else ignored
 ]
 
 

@@ -3,7 +3,7 @@
 The scan finds each backticked `rnnedge ...` in the package's string literals (not docstrings or
 comments) and sorts it into one of three tables: RUN (the test here, or elsewhere, that provokes the
 message, runs the suggested command and checks it works), CANNOT_RUN (needs what this machine lacks:
-a GPU, a tritonserver; each one is a skipped test naming the suggestion), NOT_SUGGESTED (help text, or
+a GPU; each one is a skipped test naming the suggestion), NOT_SUGGESTED (help text, or
 the command named in "needs the X extra: pip install ..."). A new suggestion fails
 `test_every_printed_suggestion_is_run_or_says_why` until it is sorted. tests/test_suggestions.py
 checks statically that each one names a real command and options."""
@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPORTED = ROOT / "exported"
 COMMAND = re.compile(r"`rnnedge ([^`]*)`")
 HERE = "tests/test_suggestions_run.py::"
+PHRASES = "tests/test_phrases_run.py::"
 
 RUN = {  # (file, suggestion) -> the test that runs it where it is printed
     ("rnnedge/bench/candidates.py", "quantize {folder} --variants {','.join(missing)}"):
@@ -50,17 +51,17 @@ RUN = {  # (file, suggestion) -> the test that runs it where it is printed
     ("rnnedge/serve/triton_model.py", "triton --max-sequences"): HERE + "test_triton_max_sequences",
     ("rnnedge/web/site.py", "web"): HERE + "test_web_site_then_serve",
     ("rnnedge/cli/web.py", "web --out {site} --serve"): HERE + "test_web_site_then_serve",
+    **{k: HERE + "test_serve_what_triton_wrote" for k in (
+        ("rnnedge/cli/serve.py", "serve {out}"), ("rnnedge/cli/serve.py", "serve"),
+        ("rnnedge/serve/client.py", "serve REPO"), ("rnnedge/serve/client.py", "triton"))},
+    ("rnnedge/cli/check.py", "check {folder} --provider {label(provider).lower()}"):  # after a run on QNN
+        "tests/test_providers.py::test_check_and_bench_on_qnn_from_the_command_line",
 }
 CANNOT_RUN = {  # (file, suggestion) -> why it is not run here
     ("rnnedge/runtime/targets.py", "bench --provider cuda,tensorrt"): "needs an NVIDIA GPU with TensorRT",
-    ("rnnedge/cli/check.py", "check {folder} --provider {label(provider).lower()}"):
-        "printed only after a run on a non-CPU provider (CUDA, TensorRT, QNN...), none here",
-    ("rnnedge/cli/serve.py", "serve {out}"): "starts tritonserver (the serve extra's server), absent here",
-    ("rnnedge/cli/serve.py", "serve"): "starts tritonserver, absent here (the --backend python repository it "
-                                       "suggests writing is run by test_triton_max_sequences)",
-    ("rnnedge/serve/client.py", "serve REPO"): "starts tritonserver, absent here",
-    ("rnnedge/serve/client.py", "triton"): "printed by a client of a running Triton server, absent here",
-    ("rnnedge/serve/triton_model.py", "serve"): "printed inside tritonserver's python backend, absent here",
+    ("rnnedge/serve/triton_model.py", "serve"): "printed inside tritonserver's python backend only where its stub "
+                                                "cannot import rnnedge (a server started by hand, not by `rnnedge "
+                                                "serve`, which test_serve_what_triton_wrote runs)",
 }
 NOT_SUGGESTED = {  # (file, text) -> what it is
     ("rnnedge/cli/common.py", "export"): "help text of DIR",
@@ -327,6 +328,43 @@ PHRASES_RUN = {
     ("rnnedge/serve/triton.py", "with --tensorrt"): HERE + "test_triton_backend_and_gpu",
     ("rnnedge/bench/candidates.py", "pass --source"): HERE + "test_bench_source",
     ("rnnedge/quantize/int8.py", "pass --data"): HERE + "test_int8_static_setting_data",
+    ("rnnedge/bench/run.py", "pass --time"): PHRASES + "test_bench_time_for_a_baseline_of_fixed_length",
+    ("rnnedge/bench/run.py", "with --stream"): PHRASES + "test_bench_stream_without_baselines",
+    ("rnnedge/exporter/convert/context.py", "pass --allow-loop"):
+        PHRASES + "test_allow_loop_for_a_layer_that_cannot_be_fused",
+    ("rnnedge/preflight.py", "pass --data"): PHRASES + "test_export_metric_with_data",
+    ("rnnedge/preflight.py", "add --quantize"): PHRASES + "test_export_metric_with_data",
+    ("rnnedge/runtime/signature.py", "with --static"): PHRASES + "test_runtime_static_sizes",
+    ("rnnedge/quantize/folder.py", "pass --data"): (PHRASES + "test_quantize_metric_with_data",  # 2 messages
+                                                    PHRASES + "test_quantize_without_the_zoo_with_data"),
+    ("rnnedge/quantize/report.py", "pass --data"): PHRASES + "test_quantize_metric_with_data",
+    ("rnnedge/serve/netron.py", "pass --variant"): PHRASES + "test_view_another_variant",
+    ("rnnedge/serve/server.py", "pass --log"): PHRASES + "test_serve_log_in_a_writable_folder",
+    ("rnnedge/tables.py", "with --static"): PHRASES + "test_qnn_static_shapes",
+    ("rnnedge/runtime/targets.py", "with --target"): PHRASES + "test_targets_export_with_target",
+    ("rnnedge/preflight.py", "pass --no-benchmark"): PHRASES + "test_demo_without_the_plot_extra",
+    ("rnnedge/exporter/load/source.py", "pass --unsafe"): "tests/test_cli.py::test_lambda_layer_needs_unsafe",
+    ("rnnedge/exporter/load/source.py", "pass --allow-loop"): (  # a subclassed tf_keras SavedModel; a layer
+        PHRASES + "test_allow_loop_and_custom_for_tf_keras_savedmodels",
+        PHRASES + "test_allow_loop_for_a_layer_that_cannot_be_traced"),
+    ("rnnedge/exporter/load/keras2.py", "pass --custom"): PHRASES + "test_custom_for_a_keras2_layer_class",
+    ("rnnedge/exporter/load/keras2.py", "pass --allow-loop"):
+        PHRASES + "test_allow_loop_for_a_savedmodel_without_keras_metadata",
+    ("rnnedge/exporter/fallback.py", "pass --allow-loop"):
+        PHRASES + "test_allow_loop_for_a_savedmodel_without_keras_metadata",
+    ("rnnedge/runtime/datafiles.py", "with --chunk"): PHRASES + "test_run_chunk_streams_an_input_larger_than_memory",
+    ("rnnedge/web/bench.py", "pass --force"): PHRASES + "test_browser_bench_json_with_force",
+    ("rnnedge/web/bench.py", "pass --source"): PHRASES + "test_browser_bench_tfjs_with_source",
+    ("rnnedge/web/check.py", "use --provider"): PHRASES + "test_browser_check_without_webgpu_uses_wasm",
+    ("rnnedge/exporter/load/keras2_files.py", "pass --custom"):
+        PHRASES + "test_allow_loop_and_custom_for_tf_keras_savedmodels",
+}
+PHRASES_NOT_SUGGESTED = {  # (file, phrase) -> what it is: words that name an option, not advice to pass it
+    ("rnnedge/cli/bench.py", "with --stream"): "help text of --time",
+    ("rnnedge/cli/serve.py", "with --gpu"): "help text of --provider",
+    ("rnnedge/cli/targets.py", "with --target"): "a record: \"exported with --target qnn, checked then: ...\"",
+    ("rnnedge/exporter/load/source.py", "with --custom"): "the manifest's source format: \"tf_keras model with "
+                                                           "--custom layer(s) ...\"",
 }
 
 
@@ -340,21 +378,25 @@ def printed_phrases() -> list[tuple[str, int, str]]:
     return found
 
 
-PHRASES = sorted({(w, p) for w, _, p in printed_phrases()})
+PRINTED_PHRASES = sorted({(w, p) for w, _, p in printed_phrases()})
 
 
 def test_phrases_run_are_printed():
-    assert len(PHRASES) >= 30, len(PHRASES)
-    assert not set(PHRASES_RUN) - set(PHRASES), set(PHRASES_RUN) - set(PHRASES)
-    for test in set(PHRASES_RUN.values()):
-        assert f"def {test.split('::')[1]}(" in Path(__file__).read_text(), test
+    assert len(PRINTED_PHRASES) >= 30, len(PRINTED_PHRASES)
+    tables = (PHRASES_RUN, PHRASES_NOT_SUGGESTED)
+    stale = set().union(*tables) - set(PRINTED_PHRASES)
+    assert not stale, f"no longer printed: {stale}"
+    assert not set(PHRASES_RUN) & set(PHRASES_NOT_SUGGESTED), set(PHRASES_RUN) & set(PHRASES_NOT_SUGGESTED)
+    for test in {t for tests in PHRASES_RUN.values() for t in ((tests,) if isinstance(tests, str) else tests)}:
+        module, name = test.split("::")
+        assert f"def {name}(" in (ROOT / module).read_text(), test
 
 
-@pytest.mark.parametrize("key", [k for k in PHRASES if k not in PHRASES_RUN],
-                         ids=[f"{w}:{p}" for w, p in PHRASES if (w, p) not in PHRASES_RUN])
-def test_phrases_not_run_yet(key):
-    pytest.skip(f"'{key[1]}' ({key[0]}) is not followed by a test yet (tests/test_suggestions.py checks the option "
-                "exists)")
+def test_every_printed_phrase_is_followed_or_says_why():
+    """A new "pass --option" fails here until a test reaches its message and follows it (PHRASES_RUN), or
+    it is sorted as words that are no advice (PHRASES_NOT_SUGGESTED)."""
+    unsorted = [k for k in PRINTED_PHRASES if k not in PHRASES_RUN and k not in PHRASES_NOT_SUGGESTED]
+    assert not unsorted, f"not followed by a test yet: {unsorted}"
 
 
 def _refused_then(args: list, says: str, then: list) -> None:
@@ -449,3 +491,56 @@ def test_int8_static_setting_data(tmp_path):
     _refused_then(["quantize", folder, "--variants", "int8", "--int8", "static-7bit"], "pass --data",
                   ["--data", data])
     assert json.loads((folder / "manifest.json").read_text())["variants"]["int8"]
+
+
+def test_serve_what_triton_wrote(tmp_path):
+    """`rnnedge triton` says serve the onnxruntime backend's repository elsewhere, and for `rnnedge serve`
+    write it with --backend python; that one is served by the `rnnedge serve REPO` it prints (run until
+    stopped). A Triton URL off this machine says start one with `rnnedge serve REPO`: the loopback one
+    is load-tested. A model on the server that is not the export's says serve a repository written from
+    this export (`rnnedge triton`): the export's own entry is load-tested."""
+    import signal
+    import urllib.request
+
+    from rnnedge.serve.client import parse_url
+    from rnnedge.serve.server import find_tritonserver, free_ports
+
+    try:
+        find_tritonserver()
+    except RnnEdgeError as e:
+        pytest.skip(f"`rnnedge serve` not run: tritonserver is not here ({e})")
+    result = _triton(EXPORTED / "airline-gru", "--out", tmp_path / "ort")
+    assert "for `rnnedge serve`, write it with --backend python" in result.output, result.output
+    repo = tmp_path / "repo"
+    _triton(EXPORTED / "events-gru", "--out", repo, "--backend", "python")
+    result = _triton(EXPORTED / "airline-gru", "--out", repo, "--backend", "python")
+    printed = result.output.split("`rnnedge ")[-1].split("`")[0].split()
+    assert printed == ["serve", str(repo)], result.output
+    http, grpc = free_ports(2)
+    server = subprocess.Popen([sys.executable, "-m", "rnnedge", *printed, "--http-port", str(http), "--grpc-port",
+                               str(grpc)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        line = server.stdout.readline()
+        assert line.startswith(f"serving {repo}"), line + (server.stdout.read() if server.poll() is not None else "")
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/ready", timeout=10) as reply:
+            assert reply.status == 200
+        with pytest.raises(RnnEdgeError) as err:
+            parse_url(f"grpc://10.1.2.3:{grpc}")
+        _suggested(str(err.value), "serve REPO")
+        load = ["--triton", f"grpc://127.0.0.1:{grpc}", "--concurrency", "1", "--sequences", "2", "--chunks", "2",
+                "--seconds", "1"]
+        result = invoke("bench", EXPORTED / "airline-gru", *load)
+        assert result.exit_code == 0, result.output
+        result = invoke("bench", EXPORTED / "events-gru", *load, "--triton-model", "airline-gru")
+        assert result.exit_code == 1, result.output
+        _suggested(result.output, "triton")
+        result = invoke("bench", EXPORTED / "events-gru", *load)
+        assert result.exit_code == 0, result.output
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert server.returncode == 0, server.stdout.read()

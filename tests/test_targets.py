@@ -149,6 +149,7 @@ def test_bad_folders_are_one_line(exports, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(exports["plain"], broken)
     (broken / "model.onnx").write_bytes(b"not a model")
-    assert_user_error(invoke("targets", broken), "model.onnx is not a readable ONNX model", "re-export")
+    assert_user_error(invoke("targets", broken), "model.onnx does not match manifest.json", "--no-verify")
+    assert_user_error(invoke("targets", broken, "--no-verify"), "model.onnx is not a readable ONNX model", "re-export")
     (broken / "model.onnx").unlink()
     assert_user_error(invoke("targets", broken), "model.onnx is missing")

@@ -9,7 +9,7 @@ import numpy as np
 
 from rnnedge.check.compare import ParityReport, Tolerance, compare
 from rnnedge.check.golden import read_golden
-from rnnedge.manifest import GOLDEN, is_time_axis
+from rnnedge.manifest import GOLDEN, MODEL, is_time_axis
 from rnnedge.runtime import load, run_chunked
 from rnnedge.tables import PROVIDERS, RANGE_SHARE, label, tolerance_of
 
@@ -18,7 +18,8 @@ STREAM_CHUNKS = (1, 3)  # streaming exports are also checked fed 1 and 3 steps (
 
 def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32", tolerance: Tolerance | None = None,
               overrides: dict | None = None, fallback: bool = False, atol: float | None = None,
-              rtol: float | None = None, verify: bool = True, precision: str | None = None) -> ParityReport:
+              rtol: float | None = None, verify: bool = True, precision: str | None = None,
+              threads: int | None = None) -> ParityReport:
     """Replay golden.npz on onnxruntime (no TensorFlow needed) and compare with Keras' outputs.
 
     Tolerances: `tolerance` if given; else a quantized variant's own (its gate's limit per output,
@@ -28,9 +29,10 @@ def check_dir(folder: str | Path, provider: str = "cpu", *, variant: str = "fp32
     that default and keep the other (`rnnedge check --atol X`).
     `precision`: pinned on the provider (`load(precision=)`); the report carries it and the
     placement onnxruntime recorded (which node ran where, and why not on the provider).
-    `verify`: refuse a model or golden file whose sha256 differs from the manifest's."""
+    `verify`: refuse a model or golden file whose sha256 differs from the manifest's. `threads`: the
+    session's intra-op threads on CPU (onnxruntime's default, every core, when None)."""
     model = load(folder, provider=provider, variant=variant, fallback=fallback, verify=verify, precision=precision,
-                 explain=True)
+                 explain=True, threads=threads)
     manifest = model.manifest
     if verify:
         manifest.verify(folder, [GOLDEN])
@@ -86,10 +88,11 @@ def range_limits(folder, manifest) -> dict[str, float]:
     return {name: max(RANGE_SHARE * (high[name] - low[name]), 1e-6) for name in low}
 
 
-def record_check(folder: str | Path, report: ParityReport) -> str:
+def record_check(folder: str | Path, report: ParityReport, verified: bool = True) -> str:
     """Record a check on a provider in the folder's manifest (`providers`, keyed by provider and
     precision), under the folder's lock as `rnnedge quantize` changes it: precision, max |diff| per
     output, the tolerance, pass, the placement summary, onnxruntime's and the plugin's versions.
+    `verified`: the files were checked against the manifest (else their recorded checksums stay).
     Returns the key it wrote."""
     from rnnedge.files import changing
     from rnnedge.manifest import Manifest
@@ -114,7 +117,7 @@ def record_check(folder: str | Path, report: ParityReport) -> str:
     with changing(folder):
         manifest = Manifest.load(folder)
         manifest.providers[key] = entry
-        manifest.save(folder)
+        manifest.save(folder, () if verified else (MODEL, GOLDEN))
     return key
 
 

@@ -64,7 +64,8 @@ def bench(
             from rnnedge.web.bench import bench_cli
 
             other = {"--batch": batch not in (None, "1"), "--variants": variants not in (None, "fp32"),
-                     "--stream": stream, "--csv": csv_out, "--plot": plot_out, "--triton": triton}
+                     "--stream": stream, "--csv": csv_out, "--plot": plot_out, "--triton": triton,
+                     "--threads": threads != 1}
             bench_cli(folder, provider, baseline, source, time_, runs, warmup, seconds, json_out, force,
                       not_here=[k for k, v in other.items() if v])
             return

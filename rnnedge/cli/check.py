@@ -9,7 +9,7 @@ import typer
 
 from rnnedge import preflight
 from rnnedge.cli.common import (
-    THREADS_MAX,
+    CoreThreads,
     Fallback,
     Folder,
     Force,
@@ -32,6 +32,7 @@ def check(
     atol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Absolute tolerance (the provider's).")] = None,
     rtol: Annotated[Optional[float], typer.Option(metavar="TOL", help="Relative tolerance (the provider's).")] = None,
     fallback: Fallback = False,
+    threads: CoreThreads = None,
     no_verify: NoVerify = False,
     plot_out: Annotated[Optional[Path], typer.Option("--plot", metavar="PNG", help="Plot the worst |diff| per step.")
                         ] = None,
@@ -48,7 +49,12 @@ def check(
         from rnnedge.manifest import Manifest
 
         if provider in ("wasm", "webgpu"):  # onnxruntime-web in headless Chromium (rnnedge.web)
+            from rnnedge.errors import RnnEdgeError
             from rnnedge.web import check_browser
+
+            if threads is not None:
+                raise RnnEdgeError(f"--threads {threads}: the browser's check runs onnxruntime-web on one thread; "
+                                   "drop --threads")
 
             report = check_browser(folder, provider, variant=variant, atol=atol, rtol=rtol, verify=not no_verify)
             say(report.case_lines() + [report.summary()])
@@ -60,14 +66,16 @@ def check(
             if not report.passed:
                 raise typer.Exit(1)
             return
-        replay = dict(atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify, precision=precision)
+        replay = dict(atol=atol, rtol=rtol, fallback=fallback, verify=not no_verify, precision=precision,
+                      threads=threads)
         report = check_dir(folder, provider, variant=variant, **replay)
         say(report.case_lines() + placement_lines(report) + [report.summary()])
         named = provider.strip().lower() != "auto"  # a provider asked for by name, not whatever is installed
         if record and named and report.provider != "CPUExecutionProvider" and variant == "fp32":
             from rnnedge.check.folder import record_check
 
-            typer.echo(f"recorded in {folder / 'manifest.json'} (providers: {record_check(folder, report)!r})")
+            key = record_check(folder, report, verified=not no_verify)
+            typer.echo(f"recorded in {folder / 'manifest.json'} (providers: {key!r})")
         if plot_out is not None:
             from rnnedge.check.plot import plot_errors
 
@@ -100,11 +108,11 @@ def run(
     input: Annotated[Path, typer.Option("--input", "-i", metavar="FILE", help="Inputs: .npy, .npz (by name), .csv.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="FILE", help="Outputs to .npz, .npy, "
                                                    ".csv; - for JSON on standard output.")] = None,
-    chunk: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Stream N steps at a time.")] = None,
+    chunk: Annotated[Optional[int], typer.Option(metavar="N", min=1, help="Stream N steps at a time (a .npy input is "
+                                                 "read chunk by chunk, so it may exceed memory).")] = None,
     provider: Provider = "auto",
     precision: Precision = None,
-    threads: Annotated[Optional[int], typer.Option(metavar="N", min=1, max=THREADS_MAX,
-                                                   help="CPU threads (default: onnxruntime's, every core).")] = None,
+    threads: CoreThreads = None,
     fallback: Fallback = False,
     no_verify: NoVerify = False,
     force: Force = False,

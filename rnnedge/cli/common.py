@@ -125,6 +125,8 @@ Precision = Annotated[Optional[str], typer.Option(metavar="P", help="Pin the pro
 Fallback = Annotated[bool, typer.Option("--fallback", help="Run on CPU if the provider is not available.")]
 Threads = Annotated[int, typer.Option(metavar="N", min=1, max=THREADS_MAX, help="onnxruntime intra-op threads "
                                       "(default 1, not every core as in run: one per timed run or server instance).")]
+CoreThreads = Annotated[Optional[int], typer.Option("--threads", metavar="N", min=1, max=THREADS_MAX,
+                                                    help="CPU threads (default: onnxruntime's, every core).")]
 Variant = Annotated[str, typer.Option(metavar="NAME", help="Model variant: fp32, int8, fp16.")]
 Metric = Annotated[Optional[MetricChoice], typer.Option(metavar="METRIC", help="Task metric for --data targets: "
                                                                                 "accuracy, f1 or rmse.")]

@@ -13,6 +13,7 @@ from rnnedge.cli.common import (
     Folder,
     Force,
     Metric,
+    NoVerify,
     app,
     say,
     user_errors,
@@ -52,7 +53,8 @@ def export(
         opset_checked(opset)
         fixed = preflight.static_axes(static)
         preflight.target_ready(model, target, fixed)
-        preflight.export_options(custom=custom, metric=metric.value if metric else None, data=data)
+        preflight.export_options(custom=custom, metric=metric.value if metric else None, data=data,
+                                 quantize=quantize)
         from rnnedge.check import Tolerance, parse_tolerances
 
         tolerances, overrides = Tolerance(atol, rtol), parse_tolerances(tolerance or [])  # before TensorFlow loads
@@ -80,6 +82,7 @@ def quantize(
     variants: Annotated[str, typer.Option(metavar="LIST", help="Comma-separated variants: int8, fp16.")] = "int8,fp16",
     data: Data = None,
     metric: Metric = None,
+    no_verify: NoVerify = False,
     int8: Annotated[Optional[str], typer.Option("--int8", metavar="SETTING", help="This int8 setting, not the best: "
                                                 "dynamic-7bit(-tensor), lstm-7bit, weight-only, static-7bit.")] = None,
     explain: Annotated[bool, typer.Option("--explain", help="Print every int8 setting tried and the gates.")] = False,
@@ -100,7 +103,7 @@ def quantize(
         if note:
             typer.echo(note, err=True)
         quantize_dir(folder, variants, evaluate=evaluate, data=data, metric=metric.value if metric else None,
-                     setting=int8)
+                     setting=int8, verify=not no_verify)
         _print_variants(Manifest.load(folder), explain)
 
 

@@ -10,6 +10,7 @@ import typer
 from rnnedge import preflight
 from rnnedge.cli.common import (
     Backend,
+    CoreThreads,
     Folder,
     Force,
     NoVerify,
@@ -83,13 +84,17 @@ def serve(
 
 
 @app.command()
-def ort(folder: Folder, force: Annotated[bool, typer.Option("--force", help="Convert again if model.ort "
-                                                                            "exists.")] = False):
+def ort(
+    folder: Folder,
+    force: Annotated[bool, typer.Option("--force", help="Convert again if model.ort exists.")] = False,
+    no_verify: NoVerify = False,
+    threads: CoreThreads = None,
+):
     """Write model.ort (onnxruntime's ORT format) and required_operators.config for minimal/mobile builds."""
     with user_errors():
         from rnnedge.serve.ort import write_ort
 
-        entry = write_ort(folder, force=force)
+        entry = write_ort(folder, force=force, verify=not no_verify, threads=threads)
         worst = max(entry["max_abs_error"].values(), default=0.0)
         status = "PASS" if entry["gate"]["passed"] else "FAIL"
         typer.echo(f"wrote {folder / entry['file']} ({entry['size']:,} bytes) and "
@@ -106,10 +111,11 @@ def view(
     variant: Variant = "fp32",
     port: Annotated[int, typer.Option(metavar="N", help="Port on 127.0.0.1.")] = 8080,
     browse: Annotated[bool, typer.Option("--browse/--no-browse", help="Open the page in a web browser.")] = True,
+    no_verify: NoVerify = False,
 ):
     """Open the exported graph in Netron, served on 127.0.0.1 (Ctrl-C stops)."""
     with user_errors():
         preflight.require("view", "`rnnedge view`")
         from rnnedge.serve.netron import view as netron_view
 
-        netron_view(folder, variant, port=port, browse=browse, say=typer.echo)
+        netron_view(folder, variant, port=port, browse=browse, say=typer.echo, verify=not no_verify)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rnnedge.cli.common import Folder, app, say, user_errors
+from rnnedge.cli.common import Folder, NoVerify, app, say, user_errors
 from rnnedge.errors import RnnEdgeError
 
 
@@ -17,6 +17,7 @@ def targets(
     provider: Annotated[Optional[str], typer.Option(metavar="LIST", help="Only these providers (e.g. qnn,cuda; "
                                                     "default: every one); "
                                                     "exit 1 if one would leave a recurrent node on CPU.")] = None,
+    no_verify: NoVerify = False,
 ):
     """Say, per execution provider, whether every recurrent node can run there, and what to change if not."""
     with user_errors():
@@ -29,7 +30,7 @@ def targets(
             unknown = [p for p in wanted if p not in TARGETS]
             if unknown or not wanted:
                 raise RnnEdgeError(f"--provider {provider}: expected some of {', '.join(TARGETS)}")
-        verdicts = assess(folder, wanted)
+        verdicts = assess(folder, wanted, verify=not no_verify)
         say(table_lines(verdicts))
         record = Manifest.load(folder).target
         if record:

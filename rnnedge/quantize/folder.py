@@ -16,7 +16,7 @@ from rnnedge import metrics
 from rnnedge.check import read_golden
 from rnnedge.errors import RnnEdgeError
 from rnnedge.files import changing, committed, disk_error, place
-from rnnedge.manifest import MANIFEST, MODEL, Manifest
+from rnnedge.manifest import GOLDEN, MANIFEST, MODEL, Manifest
 from rnnedge.quantize import gate
 from rnnedge.quantize.common import DISK_ERRNOS
 from rnnedge.quantize.fp16 import quantize_fp16
@@ -103,7 +103,8 @@ def _checked_targets(path: Path, y: np.ndarray | None, inputs: dict[str, np.ndar
 
 
 def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Path | None = None,
-                 metric: str | None = None, latency_runs: int = 100, setting: str | None = None) -> dict:
+                 metric: str | None = None, latency_runs: int = 100, setting: str | None = None,
+                 verify: bool = True) -> dict:
     """Add quantized variants to an export folder; returns manifest.variants.
 
     For int8, every candidate setting (`int8.candidate_settings`, or only `setting`) is written
@@ -115,14 +116,18 @@ def quantize_dir(folder: str | Path, variants, *, evaluate=None, data: str | Pat
     `evaluate(model) -> float` scores a loaded runtime model on a test split (the zoo passes one);
     otherwise `data` (.npz with the inputs and targets `y`) and `metric` (or the manifest's) are used.
     Without either, variants are judged on the golden outputs alone (no TensorFlow needed).
-    One run at a time changes a folder (`rnnedge.files.changing`).
+    One run at a time changes a folder (`rnnedge.files.changing`). `verify`: refuse a model.onnx or
+    golden.npz whose sha256 differs from the manifest's (unverified, their recorded checksums stay).
     """
     with changing(Path(folder)):
-        return _quantize_dir(Path(folder), variants, evaluate, data, metric, latency_runs, setting)
+        return _quantize_dir(Path(folder), variants, evaluate, data, metric, latency_runs, setting, verify)
 
 
-def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, setting) -> dict:
+def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, setting, verify=True) -> dict:
     manifest = Manifest.load(folder)
+    keep = () if verify else (MODEL, GOLDEN)  # read unverified: a change is not recorded as exported
+    if verify:
+        manifest.verify(folder, [MODEL, GOLDEN])
     names = [v for v in parse_variants(variants) if v != "fp32"]
     calibration, targets = read_data(data, manifest) if data is not None else (None, None)
     if metric and evaluate is None and targets is None:
@@ -199,7 +204,7 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
             for n in names:
                 interim.variants.pop(n, None)
             interim.recommended = recommend(interim.variants)
-            interim.save(folder)
+            interim.save(folder, keep)
         if "int8" in names:
             candidates = []
             for key, (facts, _) in written.items():
@@ -240,7 +245,7 @@ def _quantize_dir(folder: Path, variants, evaluate, data, metric, latency_runs, 
 
     manifest.recommended = recommend(manifest.variants)
     try:
-        manifest.save(folder)
+        manifest.save(folder, keep)
     except BaseException:  # a full disk, Ctrl-C: no file left that the manifest on disk does not name
         named = Manifest.load(folder).file_names()
         for n in names:

@@ -33,10 +33,11 @@ def _manifest_of(model_or_manifest) -> Manifest:
 _FORMATS = ".npy, .npz or .csv"
 
 
-def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndarray]:
+def read_inputs(path: str | os.PathLike, model_or_manifest, *, mmap: bool = False) -> dict[str, np.ndarray]:
     """Read model inputs from a file: name -> array (pass them on with `model.run(**inputs)`).
 
-    .npy: one array, for a model with one data input.
+    .npy: one array, for a model with one data input; with `mmap`, mapped rather than read (what
+        `run --chunk` streams is read chunk by chunk, so it may exceed the machine's memory).
     .npz: keys are input names (state inputs allowed), or arr_0, arr_1, ... for the data inputs
         in order (what `np.savez(path, a, b)` writes).
     .csv: numbers only (one header row of names is skipped; a UTF-8 BOM is ignored), for a model with one data input.
@@ -56,7 +57,7 @@ def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndar
         if len(data) != 1:
             raise RnnEdgeError(f"{path} holds one array but the model takes {len(data)} inputs ({', '.join(names)}): "
                                "write an .npz with those names as keys")
-        return {names[0]: _load_npy(path)}
+        return {names[0]: _load_npy(path, mmap)}
     if suffix == ".npz":
         return _read_npz(path, manifest)
     if suffix == ".csv":
@@ -67,7 +68,7 @@ def read_inputs(path: str | os.PathLike, model_or_manifest) -> dict[str, np.ndar
     raise RnnEdgeError(f"cannot read inputs from {path}: expected {_FORMATS}")
 
 
-def _np_load(path: Path, kind: str):
+def _np_load(path: Path, kind: str, mmap: bool = False):
     try:
         if _is_npy(path):
             with open(path, "rb") as f:
@@ -75,7 +76,7 @@ def _np_load(path: Path, kind: str):
         elif not zipfile.is_zipfile(path):  # numpy would call anything else "pickled data"
             raise RnnEdgeError(f"{path} is not a readable {kind} file (neither a .npy array nor a zip archive of "
                                "them): write it with numpy.save or numpy.savez")
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise RnnEdgeError(f"{path} is not a readable {kind} file ({_reason(e)})") from None
     if isinstance(loaded, np.ndarray) != (kind == ".npy"):
@@ -111,9 +112,9 @@ def _reason(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0][:160]
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
     try:
-        return _np_load(path, ".npy")
+        return _np_load(path, ".npy", mmap)
     except MemoryError:
         with open(path, "rb") as f:
             shape = _check_header(f, path.stat().st_size, str(path))
@@ -144,7 +145,7 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise RnnEdgeError(f"{path} is not a readable .npz file ({_reason(e)})") from None
         except MemoryError:
             raise RnnEdgeError(f"{path} holds an array too large for this machine's memory: pass a smaller "
-                               "input (or stream it with --chunk)") from None
+                               "input (or save it with numpy.save as .npy and stream it with --chunk)") from None
 
 
 def _read_npz(path: Path, manifest: Manifest) -> dict[str, np.ndarray]:
@@ -346,7 +347,7 @@ def run_file(
     model = load(folder, provider, variant=variant, threads=threads, fallback=fallback, verify=verify,
                  precision=precision)
     model.nonfinite_advice = "clean the data in the file"  # a file cannot pass allow_nonfinite
-    inputs = read_inputs(input_path, model)
+    inputs = read_inputs(input_path, model, mmap=chunk is not None)  # streamed: read chunk by chunk
     for spec in model.manifest.data_inputs:  # a file's integers, read as the float inputs they feed: said
         a = inputs.get(spec.name)
         if a is not None and a.dtype.kind in "iu" and spec.dtype.startswith("float"):

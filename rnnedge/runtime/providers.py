@@ -324,7 +324,9 @@ def make_session(path: Path, so, chosen, options, fallback: bool, auto: bool = F
             return make_session(path, _fresh(so), [CPU], [{}], False, log=log)
         if gpu:
             where = "its options" if gpu[0] in PLUGINS else "the CUDA/cuDNN/TensorRT libraries"
-            said = f"{gpu[0]} could not start for {path} ({first}); check {where}, or "
+            fixes = PROVIDERS[gpu[0]].fixes if gpu[0] in PROVIDERS else ()
+            where = next((fix for words, fix in fixes if words in first), f"check {where}")
+            said = f"{gpu[0]} could not start for {path} ({first}); {where}, or "
             raise RnnEdgeError(said + ON_CPU, cli=said + ON_CPU_CLI) from None
         raise RnnEdgeError(f"onnxruntime {ort.__version__} could not load {path} ({first}); "
                            "upgrade onnxruntime or re-export the model") from None

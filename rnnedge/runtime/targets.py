@@ -241,13 +241,16 @@ def judge(nodes: list[Node], providers=TARGETS) -> list[Verdict]:
     return verdicts
 
 
-def assess(folder: str | Path, providers=TARGETS, variant_file: str = MODEL) -> list[Verdict]:
-    """Each provider's verdict on an export folder's recurrent nodes (its manifest maps them to layers)."""
+def assess(folder: str | Path, providers=TARGETS, variant_file: str = MODEL, verify: bool = True) -> list[Verdict]:
+    """Each provider's verdict on an export folder's recurrent nodes (its manifest maps them to layers).
+    `verify`: refuse a model file whose sha256 differs from the manifest's."""
     folder = Path(folder)
     manifest = Manifest.load(folder)
     path = folder / variant_file
     if not path.is_file():
         raise RnnEdgeError(f"{path} is missing: the export folder is incomplete; re-export the model")
+    if verify:
+        manifest.verify(folder, [variant_file])
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # noqa: BLE001 - protobuf's decode errors have no common public type

@@ -46,13 +46,17 @@ def _golden(folder: Path) -> list[tuple[dict, dict]]:
     return [cases[c] for c in sorted(cases, key=lambda c: int(c.removeprefix("case")))]
 
 
-def write_ort(folder: str | os.PathLike, *, force: bool = False) -> dict:
-    """Convert DIR/model.onnx to DIR/model.ort plus DIR/required_operators.config; returns the manifest entry."""
+def write_ort(folder: str | os.PathLike, *, force: bool = False, verify: bool = True,
+              threads: int | None = None) -> dict:
+    """Convert DIR/model.onnx to DIR/model.ort plus DIR/required_operators.config; returns the manifest entry.
+    `verify`: refuse a model.onnx or golden.npz whose sha256 differs from the manifest's (else the
+    manifest written after converting would record the changed file as exported). `threads`: the
+    replay's intra-op threads (onnxruntime's default, every core, when None)."""
     with changing(Path(folder)):
-        return _write_ort(Path(folder), force)
+        return _write_ort(Path(folder), force, verify, threads)
 
 
-def _write_ort(folder: Path, force: bool) -> dict:
+def _write_ort(folder: Path, force: bool, verify: bool, threads: int | None) -> dict:
     from rnnedge.runtime import load as runtime_load
 
     manifest = Manifest.load(folder)
@@ -61,6 +65,9 @@ def _write_ort(folder: Path, force: bool) -> dict:
         raise RnnEdgeError(f"{source} is missing: the export folder is incomplete; re-export the model")
     if (folder / ORT_FILE).exists() and not force:
         raise RnnEdgeError(f"{folder / ORT_FILE} already exists: pass --force to convert again")
+    keep = () if verify else (MODEL, GOLDEN)  # read unverified: their recorded checksums stay
+    if verify:
+        manifest.verify(folder, [MODEL] + [GOLDEN] * (folder / GOLDEN).is_file())  # a missing one: said below
     try:
         from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
     except ImportError as e:
@@ -92,14 +99,14 @@ def _write_ort(folder: Path, force: bool) -> dict:
         text = config.read_text().replace(str(made), ORT_FILE)  # its header names the converted file
         (folder / (OPERATORS + ".tmp")).write_text(text if text.endswith("\n") else text + "\n")
     if manifest.variants.pop(VARIANT, None) is not None:  # no manifest naming a file being replaced
-        manifest.save(folder)
+        manifest.save(folder, keep)
     place(folder / (ORT_FILE + ".tmp"), folder / ORT_FILE)
     place(folder / (OPERATORS + ".tmp"), folder / OPERATORS)
     entry = {"file": ORT_FILE, "format": "ort", "from": MODEL, "required_operators": OPERATORS,
              "size": (folder / ORT_FILE).stat().st_size}
     manifest.variants[VARIANT] = entry
-    manifest.save(folder)  # recorded before replaying, so load(variant="ort") finds it
-    model = runtime_load(folder, "cpu", variant=VARIANT)
+    manifest.save(folder, keep)  # recorded before replaying, so load(variant="ort") finds it
+    model = runtime_load(folder, "cpu", variant=VARIANT, threads=threads)
     worst: dict[str, float] = {}
     for inputs, expected in _golden(folder):
         got = model.run(**inputs)
@@ -112,6 +119,6 @@ def _write_ort(folder: Path, force: bool) -> dict:
     entry["gate"] = {"passed": passed, "by": "parity",
                      "rule": f"the fp32 graph in ORT format: golden.npz within {ATOL:g} of Keras, as model.onnx"}
     manifest.variants[VARIANT] = entry
-    manifest.save(folder)
+    manifest.save(folder, keep)
     committed(folder / ORT_FILE)
     return entry

@@ -187,8 +187,8 @@ def bench_cli(folder: Path, provider: str, baseline: str | None, source: str | N
     from rnnedge.bench import int_list
 
     if not_here:
-        raise RnnEdgeError(f"{', '.join(not_here)}: not for the browser's bench, which times fp32 at batch 1 (each "
-                           "--time length), streams included, and writes --json")
+        raise RnnEdgeError(f"{', '.join(not_here)}: not for the browser's bench, which times fp32 at batch 1 on one "
+                           "thread (each --time length), streams included, and writes --json")
     if json_out is not None and json_out.exists() and not force:
         raise RnnEdgeError(f"{json_out} exists: pass --force to replace it")
     lengths = int_list(times, "--time") or [None]
