@@ -24,7 +24,7 @@ runner = CliRunner()
 
 
 def one_line(output: str, *phrases: str) -> str:
-    lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+    lines = output.rstrip("\n").splitlines()  # a blank line before the error counts as a line
     assert "Traceback" not in output and len(lines) == 1 and lines[0].startswith("error: "), output
     for p in phrases:
         assert p in lines[0], lines[0]
@@ -166,3 +166,8 @@ def test_quantize_data_is_read_as_carefully_as_run_inputs(folder, tmp_path):
         z.write(lying, "window.npy")
     refused("quantize", folder, "--variants", "fp16", "--data", archive, phrases=["declares an array of shape"])
     assert (folder / "manifest.json").read_text() == before
+
+
+@pytest.mark.parametrize("command", ["check", "bench", "quantize", "targets"])
+def test_a_missing_folder_is_one_line_and_nothing_before_it(command, tmp_path):
+    refused(command, tmp_path / "missing", phrases=["does not exist"])

@@ -72,7 +72,6 @@ def bench(
         preflight.bench_ready(folder, [json_out, csv_out, plot_out], force=force, plot=plot_out, baseline=baseline,
                               source_model=source, triton=triton)
         from rich.console import Console
-        from rich.progress import Progress
 
         from rnnedge import bench as b
 
@@ -81,7 +80,7 @@ def bench(
             from rnnedge.serve.loadtest import load_test
 
             steps = (times or (1,))[0]
-            with Progress(transient=True) as progress:
+            with _progress(transient=True) as progress:
                 rows, reports = load_test(folder, triton, model=triton_model, sequences=sequences, chunks=chunks,
                                           concurrency=b.int_list(concurrency, "--concurrency"), steps=steps,
                                           seconds=seconds, threads=threads, progress=progress)
@@ -94,7 +93,7 @@ def bench(
 
                 times = b.sweep_times(Manifest.load(folder), stream)
             placements: dict = {}
-            with Progress(auto_refresh=False, transient=True) as progress:  # no refresh thread while timing
+            with _progress(auto_refresh=False, transient=True) as progress:  # no refresh thread while timing
                 rows = b.bench_dir(folder, provider=provider, batches=b.int_list(batch, "--batch"), times=times,
                                    threads=threads, variants=b.name_list(variants) if variants else None,
                                    baselines=b.name_list(baseline),
@@ -111,3 +110,12 @@ def bench(
                 typer.echo(f"wrote {path}")
         if not all(r.ok for r in reports):
             raise typer.Exit(1)
+
+
+def _progress(**options):
+    """A progress bar on a terminal; nothing elsewhere (rich would end it with a blank line, even before an error)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console()
+    return Progress(console=console, disable=not console.is_interactive, **options)
