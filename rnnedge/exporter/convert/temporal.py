@@ -169,8 +169,8 @@ def same_pads(size: int | None, k: int, s: int, d: int = 1) -> list[int]:
     return [total // 2, total - total // 2]
 
 
-def same_padded(ctx: Context, layer, x: Sym, spans: tuple, strides: tuple, value: float | None = None) -> str:
-    """`x` [B, T, *space, C] padded (with `value`, else 0) as TensorFlow pads 'same' windows of
+def same_padded(ctx: Context, layer, x: Sym, spans: tuple, strides: tuple, mode: str = "constant") -> str:
+    """`x` [B, T, *space, C] padded (zeros, or `mode` "edge") as TensorFlow pads 'same' windows of
     `spans` steps strided by `strides` over axes 1, 2, ...: an axis of n steps gets
     (ceil(n / s) - 1) * s + span - n (at least 0), the extra one at the end; the graph computes
     it at run time where a strided axis has no fixed size (time)."""
@@ -190,8 +190,7 @@ def same_padded(ctx: Context, layer, x: Sym, spans: tuple, strides: tuple, value
         after.append(g.op("Sub", [total, before[-1]]))
     rest = [g.const(np.zeros(x.rank - 1 - len(spans), np.int64))]
     pads = g.op("Concat", [c(0), *before, *rest, c(0), *after, *rest], axis=0)
-    fill = [] if value is None else [g.const(np.array(value, np.float32), "pad_value")]
-    return g.op("Pad", [x.name, pads, *fill], hint=f"{layer.name}/same", mode="constant")
+    return g.op("Pad", [x.name, pads], hint=f"{layer.name}/same", mode=mode)
 
 
 def _space_pads(ctx: Context, layer, size: int | None, padding: str, k: int, s: int, d: int) -> list[int]:
@@ -245,8 +244,9 @@ def pool_over_time(ctx: Context, layer, x: Sym, op_type: str) -> str:
     """ONNX MaxPool / AveragePool of `layer` (its pool_size, strides, padding) over [B, T, *space, C].
     'same' pads by TensorFlow's rule, never counting the padding: static pads (count_include_pad=0;
     MaxPool skips them) where no axis of unknown size is strided; else `same_padded` at run time
-    (onnxruntime's SAME_UPPER refuses a window smaller than its stride), the lowest float32 for
-    MaxPool, and for AveragePool zeros, divided by the share of each window that is real."""
+    (onnxruntime's SAME_UPPER refuses a window smaller than its stride): for MaxPool the edge
+    repeated (every window holds the edge step it repeats, so its max is unchanged), for
+    AveragePool zeros, divided by the share of each window that is real."""
     g = ctx.g
     kernel, strides = (tuple(int(v) for v in a) for a in (layer.pool_size, layer.strides))
     attrs = {"count_include_pad": 0} if op_type == "AveragePool" else {}
@@ -256,8 +256,7 @@ def pool_over_time(ctx: Context, layer, x: Sym, op_type: str) -> str:
         pads = [same_pads(n, k, s) for n, k, s in zip(sizes, kernel, strides)]
         attrs["pads"] = [p[0] for p in pads] + [p[1] for p in pads]
     elif dynamic:
-        lowest = float(np.finfo(np.float32).min) if op_type == "MaxPool" else None
-        x_in = same_padded(ctx, layer, x, kernel, strides, lowest)
+        x_in = same_padded(ctx, layer, x, kernel, strides, "edge" if op_type == "MaxPool" else "constant")
 
     def pool(v):
         y = g.op(op_type, [g.transpose(v, channels_first(x.rank))], hint=layer.name, kernel_shape=list(kernel),
