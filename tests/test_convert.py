@@ -265,6 +265,8 @@ case("DepthwiseConv2D-pools-same-and-overlapping", {"GRU": 1})(lambda: functiona
                                                               padding="same")(x))))), "m"))
 case("Pooling1D-same-pool-below-stride", {"GRU": 1})(lambda: functional(x := seq_input(3), L.GRU(4)(
     L.AveragePooling1D(2, strides=3, padding="same")(L.MaxPooling1D(1, strides=2, padding="same")(x))), "m"))
+case("Conv2D-same-strided-fixed-time", {"GRU": 1})(lambda: functional(x := keras.Input((7, 6, 2)), L.GRU(3)(L.Reshape(
+    (4, 9))(L.AveragePooling2D(3, strides=1, padding="same")(L.Conv2D(3, 3, strides=2, padding="same")(x)))), "m"))
 case("Permute-moving-time", {"LSTM": 1})(lambda: functional(x := frames((5,), 2), L.LSTM(3)(L.Reshape((-1, 5 * 3))(
     L.Permute((2, 1, 3))(L.Dense(3)(L.Permute((2, 1, 3))(x))))), "m"))
 

@@ -140,6 +140,20 @@ def test_the_cases_cover_every_frontend_option():
     assert {L.ZeroPadding2D, L.Permute} <= {t for t, _ in covered}
 
 
+def test_what_the_converter_cannot_compute_goes_to_tf2onnx_saying_why(tmp_path):
+    """'same' strided over a frequency axis of unknown size: the converter declines (rule 4), tf2onnx
+    converts the layer, and the manifest's notes give the reason."""
+    x = keras.Input((None, None, 2), name="mel")
+    y = L.Conv2D(3, 3, strides=(1, 2), padding="same", name="front")(x)
+    y = keras.ops.max(y, axis=2)  # frequency of any size, pooled away
+    model = randomize(keras.Model(x, L.GRU(3)(y)))
+    result = export(model, tmp_path / "o")
+    assert result.passed, result.parity.failures()
+    assert result.manifest.layers["front"] == "tf2onnx"
+    assert result.manifest.notes["front"] == ("tf2onnx: padding='same' strided by 2 over an axis of unknown size is "
+                                              "not supported")
+
+
 @pytest.mark.slow
 def test_kws_crnn_exports_whole_through_rnnedge_alone(zoo_cache, tmp_path):
     """The zoo's CRNN (ZeroPadding2D + Conv2D twice, strided in frequency) without --streaming: every
