@@ -255,6 +255,21 @@ case("ConvLSTM1D-bidirectional-initial-state-no-merge", {"Scan": 2})(lambda: fun
     L.Bidirectional(L.ConvLSTM1D(3, 3, padding="same", return_sequences=True), merge_mode=None)(
         x, initial_state=s), "m"))
 
+# Front ends over (time, frequency), whole sequences (every length: tests/test_frontends_whole.py)
+case("Conv2D-SeparableConv2D-strided-time", {"GRU": 1})(lambda: functional(x := frames((8,), 2), L.GRU(4)(L.Reshape(
+    (-1, 4 * 4))(L.SeparableConv2D(4, (2, 3), strides=2, padding="same")(L.Conv2D(
+        3, 3, strides=(2, 1), activation="relu")(L.ZeroPadding2D(((2, 1), (1, 1)))(x))))), "m"))
+case("DepthwiseConv2D-pools-same-and-overlapping", {"GRU": 1})(lambda: functional(x := frames((6,), 2), L.GRU(
+    4, return_sequences=True)(L.Reshape((-1, 3 * 4))(L.AveragePooling2D((2, 1))(L.MaxPooling2D(
+        (3, 2), strides=2, padding="same")(L.DepthwiseConv2D(3, dilation_rate=(2, 1), depth_multiplier=2,
+                                                              padding="same")(x))))), "m"))
+case("Pooling1D-same-pool-below-stride", {"GRU": 1})(lambda: functional(x := seq_input(3), L.GRU(4)(
+    L.AveragePooling1D(2, strides=3, padding="same")(L.MaxPooling1D(1, strides=2, padding="same")(x))), "m"))
+case("Conv2D-same-strided-fixed-time", {"GRU": 1})(lambda: functional(x := keras.Input((7, 6, 2)), L.GRU(3)(L.Reshape(
+    (4, 9))(L.AveragePooling2D(3, strides=1, padding="same")(L.Conv2D(3, 3, strides=2, padding="same")(x)))), "m"))
+case("Permute-moving-time", {"LSTM": 1})(lambda: functional(x := frames((5,), 2), L.LSTM(3)(L.Reshape((-1, 5 * 3))(
+    L.Permute((2, 1, 3))(L.Dense(3)(L.Permute((2, 1, 3))(x))))), "m"))
+
 MASKED_CONV = {"sequences-state": {"return_sequences": True, "return_state": True}, "last": {},
                "zero-output": {"return_sequences": True, "zero_output_for_mask": True},
                "zero-output-last": {"zero_output_for_mask": True},
@@ -332,8 +347,8 @@ def test_every_supported_layer_type_has_a_test():
     covered = set()
     for builder, _ in CASES.values():
         covered |= layer_types(builder())
-    missing = {t.__name__ for t, c in CONVERTERS.items() if issubclass(t, keras.layers.Layer) and not c.streaming_only}
-    missing -= {t.__name__ for t in covered}  # streaming-only converters: tests/test_stream_kws.py
+    missing = {t.__name__ for t, c in CONVERTERS.items() if issubclass(t, keras.layers.Layer)}
+    missing -= {t.__name__ for t in covered}
     assert not missing, f"supported layers without a matrix case: {sorted(missing)}"
 
 

@@ -1,6 +1,6 @@
 """docs/layers.md lists exactly the Keras layer types the converter registry handles, each with its kind
-(recurrent or not, converted by rnnedge under --streaming only or always): a converter added or removed
-without the page, or a page row without a converter, fails here."""
+(recurrent or not): a converter added or removed without the page, or a page row without a converter,
+fails here."""
 
 from __future__ import annotations
 
@@ -22,7 +22,5 @@ def test_the_supported_layers_page_is_the_registry():
     rows = dict(re.findall(r"^\| `(\w+)` \| (.+?) \|$", table, re.M))
     registry = {t.__name__: c for t, c in CONVERTERS.items() if issubclass(t, keras.layers.Layer)}
     assert sorted(rows) == sorted(registry), (sorted(set(rows) ^ set(registry)))
-    wrong = [name for name, kind in rows.items()
-             if kind.startswith("recurrent") != registry[name].recurrent
-             or ("--streaming only" in kind) != registry[name].streaming_only]
+    wrong = [name for name, kind in rows.items() if kind.startswith("recurrent") != registry[name].recurrent]
     assert not wrong, f"docs/layers.md gives these the wrong kind: {wrong}"

@@ -1,8 +1,10 @@
 """Layers and Keras ops rnnedge has no converter of its own for go through tf2onnx, spliced into
 the fused graph: real Keras against real onnxruntime (the export's parity check, atol 1e-5,
-rtol 1e-4, at batch sizes 1, 3 and 2 and, where the time axis is dynamic, 7, 16 and 1 steps),
-one fused node per recurrent layer and no Loop; plus the example models users copy from the
-Keras examples, built the way their authors build them (small sizes)."""
+rtol 1e-4, at batch sizes 1, 3 and 2 and, where the time axis is dynamic, 7, 16 and 1 steps,
+times the time stride), one fused node per recurrent layer and no Loop; plus the example models
+users copy from the Keras examples, built the way their authors build them (small sizes). The
+front ends over (time, frequency) in them (Conv2D and its kin, pooling, Permute) are rnnedge's own
+(temporal2d.py; tests/test_frontends_whole.py checks every length)."""
 
 from __future__ import annotations
 
@@ -21,13 +23,13 @@ from rnnedge.pipeline import export
 from tests.helpers import assert_fused
 from tests.kmodels import functional, randomize, tokens_input
 
-# case -> (builder, fused node counts, layer types that must go through tf2onnx)
+# case -> (builder, fused node counts, layer types that must go through tf2onnx, and rnnedge's own)
 CASES: dict[str, tuple] = {}
 
 
-def case(name, counts, spliced=()):
+def case(name, counts, spliced=(), native=()):
     def register(builder):
-        CASES[name] = (functools.cache(builder), counts, tuple(spliced))  # built once per session
+        CASES[name] = (functools.cache(builder), counts, tuple(spliced), tuple(native))  # built once per session
         return builder
 
     return register
@@ -72,7 +74,7 @@ class WrappedLSTM(L.Layer):
 
 # ------------------------------------------------------------------ front-ends and layers
 
-@case("conv2d-pool-reshape", {"LSTM": 1}, [L.Conv2D, L.MaxPooling2D, L.AveragePooling2D])
+@case("conv2d-pool-reshape", {"LSTM": 1}, native=[L.Conv2D, L.MaxPooling2D, L.AveragePooling2D])
 def _():
     x = keras.Input((12, 6, 1), name="image")  # [batch, time (width), height, channels]
     y = L.AveragePooling2D((1, 2))(L.MaxPooling2D((2, 1), padding="same")(
@@ -80,7 +82,7 @@ def _():
     return functional(x, L.LSTM(5)(L.Reshape((6, 3 * 3))(y)), "m")
 
 
-@case("depthwise-separable-dynamic-time", {"GRU": 1}, [L.DepthwiseConv2D, L.SeparableConv2D, L.Permute])
+@case("depthwise-separable-dynamic-time", {"GRU": 1}, native=[L.DepthwiseConv2D, L.SeparableConv2D, L.Permute])
 def _():
     x = keras.Input((None, 6, 2))  # dynamic time
     y = L.SeparableConv2D(3, (3, 3), padding="same")(L.DepthwiseConv2D((3, 3), depth_multiplier=2, padding="same")(x))
@@ -88,7 +90,8 @@ def _():
     return functional(x, L.GRU(4, return_sequences=True)(L.Reshape((-1, 3 * 6))(y)), "m")
 
 
-@case("flatten-per-step-timedistributed-video", {"LSTM": 1}, [L.Conv2D, L.MaxPooling2D, L.GlobalAveragePooling2D])
+@case("flatten-per-step-timedistributed-video", {"LSTM": 1}, [L.GlobalAveragePooling2D],
+      native=[L.Conv2D, L.MaxPooling2D])
 def _():
     x = keras.Input((None, 6, 6, 2), name="video")  # [batch, time, H, W, C]
     block = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(3, 3, activation="relu"), L.MaxPooling2D(2)],
@@ -131,11 +134,11 @@ def _():
     return functional(t, L.LSTM(3)(L.Attention()([h, h])), "m")
 
 
-@case("native-declines-an-option", {"GRU": 1}, [L.Conv1D])
+@case("native-declines-an-option", {"GRU": 1}, [L.LayerNormalization])
 def _():
-    """rnnedge's Conv1D refuses padding='same' with strides 2: tf2onnx converts that layer instead."""
-    x = keras.Input((None, 3))
-    return functional(x, L.GRU(4)(L.Conv1D(4, 3, strides=2, padding="same")(x)), "m")
+    """rnnedge's LayerNormalization declines normalising over time alone: tf2onnx converts that layer instead."""
+    x = keras.Input((5, 3))
+    return functional(x, L.GRU(4)(L.LayerNormalization(axis=1)(L.Dense(4)(x))), "m")
 
 
 @case("keras-ops-in-graph", {"GRU": 1})
@@ -152,7 +155,7 @@ def _():
     return functional(x, L.Dense(2)(Gate()(L.LSTM(5, return_sequences=True)(Gate()(x)))), "m")
 
 
-@case("nested-model-frontend", {"GRU": 1}, [L.Conv2D, L.ReLU])
+@case("nested-model-frontend", {"GRU": 1}, [L.ReLU], native=[L.Conv2D])
 def _():
     frontend = keras.Sequential([keras.Input((8, 4, 1)), L.Conv2D(2, 3, padding="same"), L.ReLU(max_value=3.0),
                                  L.Reshape((8, 8))], name="frontend")
@@ -162,7 +165,7 @@ def _():
 
 # ------------------------------------------------------------------ the Keras examples' models
 
-@case("example-crnn-ocr", {"LSTM": 2}, [L.Conv2D, L.MaxPooling2D])
+@case("example-crnn-ocr", {"LSTM": 2}, native=[L.Conv2D, L.MaxPooling2D])
 def _():
     """keras.io "OCR model for reading Captchas": its prediction model (image -> dense2)."""
     img_width, img_height, vocab = 32, 16, 9
@@ -180,7 +183,7 @@ def _():
     return randomize(keras.models.Model(input_img, x, name="ocr_model_v1"))
 
 
-@case("example-deepspeech2", {"GRU": 2}, [L.Conv2D, L.ReLU])
+@case("example-deepspeech2", {"GRU": 2}, [L.ReLU], native=[L.Conv2D])
 def _():
     """keras.io "Automatic Speech Recognition using CTC": build_model (DeepSpeech2-like)."""
     input_dim, output_dim, rnn_layers, rnn_units = 16, 6, 2, 6
@@ -206,7 +209,7 @@ def _():
     return randomize(keras.Model(input_spectrogram, output, name="DeepSpeech_2"), scale=0.3)
 
 
-@case("example-keyword-spotting", {"GRU": 1}, [L.Conv2D, L.DepthwiseConv2D, L.MaxPooling2D, L.Softmax])
+@case("example-keyword-spotting", {"GRU": 1}, [L.Softmax], native=[L.Conv2D, L.DepthwiseConv2D, L.MaxPooling2D])
 def _():
     """A keyword-spotting CRNN over MFCC frames: conv front-end, GRU, pooled softmax."""
     n_mfcc, n_keywords = 10, 4
@@ -257,7 +260,7 @@ def layer_types(model) -> dict:
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_spliced_export_matches_keras(name, tmp_path):
-    builder, counts, spliced = CASES[name]
+    builder, counts, spliced, native = CASES[name]
     keras.utils.set_random_seed(0)
     model = builder()
     result = export(model, tmp_path / "out")
@@ -268,7 +271,9 @@ def test_spliced_export_matches_keras(name, tmp_path):
     types = layer_types(model)
     for t in spliced:
         assert types[t] and all(routes.get(n) == "tf2onnx" for n in types[t]), (t.__name__, types[t], routes)
-    assert "tf2onnx" in routes.values()
+    for t in native:
+        assert types[t] and all(routes.get(n) == "native" for n in types[t]), (t.__name__, types[t], routes)
+    assert ("tf2onnx" in routes.values()) == bool(spliced or not native)
     fused = [n for n, r in routes.items() if r == "fused"]
     assert sorted(fused) == sorted(result.manifest.fused_nodes)
     # Dynamic axes stay dynamic: every case ran, at several batch sizes (and lengths where time is free).
@@ -276,18 +281,23 @@ def test_spliced_export_matches_keras(name, tmp_path):
     assert spec.shape[0] == "batch"
     golden = read_golden(tmp_path / "out")
     assert {ins[spec.name].shape[0] for _, ins, _ in golden} == {1, 2, 3}
-    if model.inputs[0].shape[1] is None:
-        assert spec.shape[1] == "time" and {ins[spec.name].shape[1] for _, ins, _ in golden} == {1, 7, 16, 500}
+    if model.inputs[0].shape[1] is None:  # times the stride over time (none but deepspeech2's), all > 500 at most
+        stride = result.manifest.time_stride
+        assert (stride, result.manifest.min_steps) == ((2, 0) if name == "example-deepspeech2" else (1, 0))
+        lengths = {ins[spec.name].shape[1] for _, ins, _ in golden}
+        assert spec.shape[1] == "time" and lengths == {stride, 7 * stride, 16 * stride, 500}
     for _, _, outs in golden:
         assert all(np.nanstd(v) > 1e-4 for v in outs.values()), "a constant output makes parity vacuous"
 
 
 def test_every_required_frontend_layer_has_a_case():
     """The layer types users bring in front of (and after) recurrent layers, each in a case above
-    where it goes through tf2onnx."""
-    required = {L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.MaxPooling2D, L.AveragePooling2D, L.Permute,
-                L.RepeatVector, L.Attention, L.MultiHeadAttention, L.ReLU, L.Softmax, L.GlobalAveragePooling2D}
-    covered = {t for _, _, spliced in CASES.values() for t in spliced}
+    where it goes through tf2onnx, or rnnedge's own converter (the front ends over time)."""
+    required = {L.RepeatVector, L.Attention, L.MultiHeadAttention, L.ReLU, L.Softmax, L.GlobalAveragePooling2D}
+    covered = {t for _, _, spliced, _ in CASES.values() for t in spliced}
+    assert not required - covered, sorted(t.__name__ for t in required - covered)
+    required = {L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.MaxPooling2D, L.AveragePooling2D, L.Permute}
+    covered = {t for _, _, _, native in CASES.values() for t in native}
     assert not required - covered, sorted(t.__name__ for t in required - covered)
 
 
@@ -298,9 +308,11 @@ def test_consecutive_layers_share_one_tf2onnx_call(tmp_path, monkeypatch):
     original = splice._tf2onnx
     monkeypatch.setattr(splice, "_tf2onnx",
                         lambda calls, *a: runs.append([c[0].name for c in calls]) or original(calls, *a))
-    result = export(CASES["example-crnn-ocr"][0](), tmp_path / "o")
+    x = keras.Input((None, 4))
+    h = L.Softmax(name="soft")(L.ReLU(max_value=2.0, name="clip")(L.Dense(4, name="dense")(x)))
+    result = export(functional(x, L.Dense(2, name="out")(L.GRU(3, return_sequences=True)(h)), "m"), tmp_path / "o")
     assert result.passed
-    assert runs == [["Conv1", "pool1", "Conv2", "pool2"]]  # Reshape and Dense are rnnedge's own
+    assert runs == [["clip", "soft"]]  # Dense and GRU are rnnedge's own
 
 
 def test_spliced_weights_are_kept_once(tmp_path):

@@ -227,12 +227,16 @@ def test_batch_normalization_over_time_is_refused(tmp_path):
     assert "'bn' (BatchNormalization)" in message and "position in the sequence" in message
 
 
-def test_every_streaming_only_converter_has_a_streamed_case():
-    """Converters used under --streaming alone (registry rule 6) are covered here, not in the matrix."""
+def test_every_frontend_converter_has_a_streamed_case():
+    """The converters over (time, frequency) (temporal2d.py) are streamed here; tests/test_convert.py's
+    matrix has their whole-sequence cases."""
+    from rnnedge.exporter.convert import temporal2d
     from rnnedge.exporter.convert.registry import CONVERTERS
 
     covered = {type(layer) for build in MODELS.values() for layer in build().layers}
-    missing = {t.__name__ for t, c in CONVERTERS.items() if c.streaming_only} - {t.__name__ for t in covered}
+    frontend = {t.__name__ for t, c in CONVERTERS.items() if c.fn.__module__ == temporal2d.__name__}
+    assert len(frontend) == 7, sorted(frontend)
+    missing = frontend - {t.__name__ for t in covered}
     assert not missing, sorted(missing)
 
 

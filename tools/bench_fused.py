@@ -7,7 +7,7 @@
 For each cell (LSTM, GRU, SimpleRNN): one Keras model, batch 1, 100 steps, 32 features, one
 recurrent layer returning its last output (with --frontend conv2d, the input is [batch, 100, 32, 1]
 and a 3x3 Conv2D with 8 filters runs first, reshaped into 100 steps of 256 features: rnnedge
-routes the Conv2D through tf2onnx and fuses the recurrent layer). It is exported twice, by
+converts the Conv2D itself and fuses the recurrent layer). It is exported twice, by
 `rnnedge.exporter.convert` (one fused LSTM/GRU/RNN node) and by `rnnedge.exporter.tf2onnx_export`
 (tf2onnx: a `Loop` for GRU and SimpleRNN, a fused LSTM), and both run in onnxruntime with one
 thread; Keras runs under

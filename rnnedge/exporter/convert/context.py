@@ -48,6 +48,9 @@ class StreamBook:
     # value -> input steps lost before it ('valid' windows, cropping)
     shortened: dict[str, int | Fraction] = field(default_factory=dict)
     min_steps: int = 0  # the most input steps any value loses: sample cases must be longer
+    # value -> the axis holding the input's time where a layer moved it off axis 1 (a Permute), or
+    # None where there is none (a TimeDistributed's frames folded into the batch); absent: 1
+    time_axis: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass

@@ -82,8 +82,6 @@ def _route(ctx: Context, op, kwargs) -> registry.Route | None:
     if isinstance(op, keras.Model) and has_graph(op):
         return None
     found = registry.route(op, kwargs.get("mask"))
-    if found.converter is not None and found.converter.streaming_only and not ctx.streaming:
-        found = registry.Route(None)  # rule 6: tf2onnx converts it in a whole-sequence export
     if found.refusal:
         raise UnsupportedLayerError(op, found.refusal)
     if found.converter is None and registry.is_recurrent(op):
@@ -145,7 +143,15 @@ def convert_layer(ctx: Context, op, args, kwargs, outs) -> list[str]:
         ctx.book.rates.setdefault(name, rate)
         if shortened:
             ctx.book.shortened.setdefault(name, shortened)
+    _keep_time_axis(ctx, syms, names)
     return names
+
+
+def _keep_time_axis(ctx: Context, syms: list[Sym], names: list[str]) -> None:
+    """Outputs keep where their inputs hold time, where a layer moved it off axis 1 (a Permute sets its own)."""
+    moved = [ctx.book.time_axis[s.name] for s in syms if s.name in ctx.book.time_axis]
+    for name in names if moved else ():
+        ctx.book.time_axis.setdefault(name, moved[0])
 
 
 def run_graph(ctx: Context, graph, inputs: list[Sym]) -> list[Sym]:
@@ -174,9 +180,11 @@ def run_graph(ctx: Context, graph, inputs: list[Sym]) -> list[Sym]:
                     tensors.append(t)
         rates = ctx.book.rates
         rate = max((rates.get(s.name, 1) for _, args, kwargs in calls for s in _syms((args, kwargs))), default=1)
-        for t, name in zip(tensors, splice.convert_run(ctx, calls, wanted)):
+        names = splice.convert_run(ctx, calls, wanted)
+        for t, name in zip(tensors, names):
             values[id(t)] = Sym(name, tuple(t.shape), str(t.dtype))
             ctx.book.rates.setdefault(name, rate)
+        _keep_time_axis(ctx, [s for _, args, kwargs in calls for s in _syms((args, kwargs))], names)
         held.clear()
 
     for node in nodes:

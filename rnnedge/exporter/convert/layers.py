@@ -273,6 +273,7 @@ def time_distributed(ctx: Context, layer, args, kwargs, outs):
         ctx.fail(layer, "inner layers with dynamic non-time axes are not supported")
     folded = g.op("Reshape", [x.name, g.const(np.array((-1,) + tuple(rest_in), np.int64), "shape")])
     inner_in = Sym(folded, (None,) + tuple(rest_in), x.dtype)
+    ctx.book.time_axis[folded] = None  # its axis 1 is a frame's, not time
 
     class _Out:  # the inner layer's output shape, as a Keras tensor would give it
         shape = (None,) + tuple(rest_out)

@@ -6,10 +6,11 @@
 A converter is `fn(ctx, layer, args, kwargs, outs) -> list[str]` (see layers.py). Put it in the
 module of its kind, which core.py imports (a new module must be added to that import): layers.py
 (per-step and shape layers, mask ops), temporal.py (layers over the time axis: convolutions,
-padding, pooling, cropping, upsampling), recurrent.py. Tests: a case in tests/test_convert.py's
-matrix (`test_every_supported_layer_type_has_a_test` names the missing ones), and for streaming,
-tests/test_stream_conv.py. Its declaration says what core.py needs to route a call; the rules it
-applies, in one place (`route`):
+padding, pooling, cropping, upsampling), temporal2d.py (the same over (time, frequency), and
+Permute), recurrent.py. Tests: a case in tests/test_convert.py's matrix
+(`test_every_supported_layer_type_has_a_test` names the missing ones), and for streaming,
+tests/test_stream_conv.py and tests/test_stream_kws.py. Its declaration says what core.py needs to
+route a call; the rules it applies, in one place (`route`):
 
 1. Type: a layer's own type first, then its bases in MRO order. A subclass that keeps its base's
    `call` is converted by the base's converter; one with its own `call` is not (what it computes is
@@ -29,10 +30,9 @@ applies, in one place (`route`):
    A layer that changes how many steps there are records it for the stream and the sample cases
    (temporal.py: `in_phase` for strides, `shortens` for steps dropped, `ctx.book.rates` for
    upsampling); core.py gives every other output its input's rate and length.
-   Layers tf2onnx converts are probed in Keras instead (splice.py).
-6. Streaming only: a `streaming_only` converter (temporal2d.py: Conv2D and its kin over (time,
-   frequency), Permute) is used under --streaming alone, where each chunk must keep its past frames
-   as states; a whole-sequence export gives those layers to tf2onnx (tests/test_frontends.py).
+   Layers tf2onnx converts are probed in Keras instead (splice.py). Every converter serves
+   whole-sequence exports too, where the same bookkeeping gives the sample cases' lengths and the
+   runtime's minimum length.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ class Converter:
     mask_aware: bool = False
     per_step: bool = False
     streaming: str | Callable = PER_STEP
-    streaming_only: bool = False  # rule 6: whole-sequence exports give the layer to tf2onnx
 
     def stream_refusal(self, layer, x) -> str | None:
         """Why `layer` cannot run chunk by chunk on input `x` (a Sym with a time axis), or None."""
@@ -68,13 +67,13 @@ CONVERTERS: dict[type, Converter] = {}
 
 
 def converts(*types, recurrent: bool = False, mask_aware: bool = False, per_step: bool = False,
-             streaming: str | Callable = PER_STEP, streaming_only: bool = False):
+             streaming: str | Callable = PER_STEP):
     """Declare the decorated function the converter of `types` (Keras layer or op classes)."""
     if not callable(streaming) and streaming not in (PER_STEP, STATE, WHOLE):
         raise ValueError(f"streaming must be {PER_STEP!r}, {STATE!r}, {WHOLE!r} or a callable, got {streaming!r}")
 
     def register(fn):
-        entry = Converter(fn, tuple(types), recurrent, mask_aware, per_step, streaming, streaming_only)
+        entry = Converter(fn, tuple(types), recurrent, mask_aware, per_step, streaming)
         for t in types:
             if t in CONVERTERS:
                 raise ValueError(f"{t.__name__} has two converters: {CONVERTERS[t].fn.__name__} and {fn.__name__}")

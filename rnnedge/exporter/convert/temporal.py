@@ -2,7 +2,13 @@
 over time: Conv1D, DepthwiseConv1D, SeparableConv1D; ZeroPadding1D; pooling), those that change
 which steps there are (Cropping1D, UpSampling1D), and how each streams.
 
-Whole sequences: ONNX Conv / Pad / pooling ops with the layer's padding.
+Whole sequences: ONNX Conv / Pad / pooling ops with the layer's padding, over [batch, time, *space,
+channels] of any rank (temporal2d.py's layers over (time, frequency) run through the same
+`conv_over_time` and `pool_over_time`). 'same' padding strided in time pads by TensorFlow's rule,
+which depends on the sequence's length: a Pad op computes it where time is dynamic. Strides are
+recorded (`in_phase`) and the steps 'valid' windows consume (`shortens`), so sample cases and the
+runtime's minimum length are right; an axis that is not the input's time (a TimeDistributed's
+frames folded into the batch, a Permute that moved time) records neither (`over_time`).
 
 Streaming (each chunk runs alone, as kws_streaming's `Stream` wrapper does, but from the model as
 trained): a convolution that reads `past = dilation * (kernel - 1)` earlier steps and none later
@@ -25,6 +31,7 @@ import math
 from fractions import Fraction
 
 import numpy as np
+import onnx
 from keras import layers as L
 
 from rnnedge.exporter.convert.context import Context, StateIO
@@ -71,9 +78,17 @@ def past_frames(ctx: Context, layer, x: Sym, frames: int) -> str:
     return full
 
 
+def over_time(ctx: Context, x: Sym) -> bool:
+    """Whether axis 1 of `x` is the input's time (not a TimeDistributed's folded frames, nor an
+    axis a Permute moved there): only then do strides and windows over it change the time."""
+    return x.rank >= 3 and ctx.book.time_axis.get(x.name, 1) == 1
+
+
 def in_phase(ctx: Context, layer, x: Sym, stride: int, out: str) -> None:
     """Record that `out` runs at 1/stride of `x`'s rate: streamed chunks must keep that stride in
     phase, and the sample cases are at least that long."""
+    if not over_time(ctx, x):
+        return
     rate = Fraction(ctx.book.rates.get(x.name, 1)) * stride
     ctx.book.rates[out] = _rate(rate)
     ctx.book.time_stride = math.lcm(ctx.book.time_stride, rate.numerator)  # chunks of n input steps give n / rate steps
@@ -84,8 +99,19 @@ def _rate(rate: Fraction) -> int | Fraction:
     return int(rate) if rate.denominator == 1 else rate
 
 
+def keeps_time(ctx: Context, src: str, out: str) -> str:
+    """`out` is computed step by step from `src` (an activation, a pointwise kernel after a strided
+    or 'valid' convolution): it has `src`'s rate and the steps `src` lost, not the layer input's."""
+    for book in (ctx.book.rates, ctx.book.shortened):
+        if src in book:
+            book[out] = book[src]
+    return out
+
+
 def shortens(ctx: Context, x: Sym, out: str, steps: int) -> None:
     """`out` is `steps` input steps shorter than `x`: sample cases must be longer than that."""
+    if not over_time(ctx, x):
+        return
     ctx.book.shortened[out] = ctx.book.shortened.get(x.name, 0) + steps
     ctx.book.min_steps = max(ctx.book.min_steps, math.ceil(ctx.book.shortened[out]))  # a Fraction after an UpSampling1D
 
@@ -93,6 +119,8 @@ def shortens(ctx: Context, x: Sym, out: str, steps: int) -> None:
 def padded(ctx: Context, x: Sym, out: str, steps: int) -> None:
     """`out` is `steps` steps of padding longer than `x`: the 'valid' windows after it consume those
     steps first, so they count against what the windows consume, not against the input."""
+    if not over_time(ctx, x):
+        return
     ctx.book.shortened[out] = ctx.book.shortened.get(x.name, 0) - ctx.book.rates.get(x.name, 1) * steps
 
 
@@ -107,9 +135,11 @@ def conv_input(ctx: Context, layer, x: Sym, padding: str, past: int, stride: int
             return x.name, [0, 0]
         if padding == "causal":
             return x.name, [past, 0]
-        if padding == "same" and stride == 1:
-            return x.name, [past // 2, past - past // 2]
-        ctx.fail(layer, f"padding='{padding}' with strides={stride} is not supported")
+        if padding == "same" and (stride == 1 or x.shape[1] is not None):
+            return x.name, same_pads(x.shape[1], past + 1, stride)
+        if padding == "same":
+            return same_padded(ctx, layer, x, (past + 1,), (stride,)), [0, 0]
+        ctx.fail(layer, f"padding='{padding}' is not supported")
     overlap = ctx.book.overlaps.get(x.name)
     if padding == "same" and past:
         _refuse(ctx, layer, f"padding='same' looks {past - past // 2} step(s) ahead (it centres a {past + 1}-step "
@@ -131,30 +161,119 @@ def conv_input(ctx: Context, layer, x: Sym, padding: str, past: int, stride: int
     return x.name, [0, 0]
 
 
-def _conv(ctx: Context, layer, x: Sym, weight: np.ndarray, bias, k: int, stride: int, dilation: int, group: int,
-          padding: str) -> str:
-    """ONNX Conv over time on [B, T, C] (weight [out, in/group, k]); returns [B, T', out]."""
+def same_pads(size: int | None, k: int, s: int, d: int = 1) -> list[int]:
+    """TensorFlow's 'same' padding [before, after] of one axis of `size` steps (the extra one at
+    the end); with a stride of 1 it is the same for every size."""
+    span = (k - 1) * d + 1
+    total = span - 1 if s == 1 else max((math.ceil(size / s) - 1) * s + span - size, 0)
+    return [total // 2, total - total // 2]
+
+
+def same_padded(ctx: Context, layer, x: Sym, spans: tuple, strides: tuple, mode: str = "constant") -> str:
+    """`x` [B, T, *space, C] padded (zeros, or `mode` "edge") as TensorFlow pads 'same' windows of
+    `spans` steps strided by `strides` over axes 1, 2, ...: an axis of n steps gets
+    (ceil(n / s) - 1) * s + span - n (at least 0), the extra one at the end; the graph computes
+    it at run time where a strided axis has no fixed size (time)."""
     g = ctx.g
-    past = dilation * (k - 1)
-    x_in, pads = conv_input(ctx, layer, x, padding, past, stride)
-    inputs = [g.transpose(x_in, (0, 2, 1)), g.const(weight, f"{layer.name}/kernel")]
+    c = lambda v: g.const(np.array([v], np.int64))  # noqa: E731
+    before, after = [], []
+    for axis, (span, s) in enumerate(zip(spans, strides), start=1):
+        if s == 1 or x.shape[axis] is not None:
+            pads = same_pads(x.shape[axis], span, s)
+            before.append(c(pads[0]))
+            after.append(c(pads[1]))
+            continue
+        n = g.dims(x.name, axis, axis + 1)
+        covered = g.op("Mul", [g.op("Div", [g.op("Add", [n, c(s - 1)]), c(s)]), c(s)])  # ceil(n / s) * s
+        total = g.op("Max", [g.op("Add", [g.op("Sub", [covered, n]), c(span - s)]), c(0)])
+        before.append(g.op("Div", [total, c(2)]))
+        after.append(g.op("Sub", [total, before[-1]]))
+    rest = [g.const(np.zeros(x.rank - 1 - len(spans), np.int64))]
+    pads = g.op("Concat", [c(0), *before, *rest, c(0), *after, *rest], axis=0)
+    return g.op("Pad", [x.name, pads], hint=f"{layer.name}/same", mode=mode)
+
+
+def _space_pads(ctx: Context, layer, size: int | None, padding: str, k: int, s: int, d: int) -> list[int]:
+    """The padding of an axis after time (frequency; whole in every frame, so exact streamed too)."""
+    if padding != "same":
+        return [0, 0]
+    if s > 1 and size is None:
+        why = f"padding='same' strided by {s} over an axis of unknown size"
+        if ctx.streaming:
+            ctx.fail_stream(layer, why)
+        ctx.fail(layer, f"{why} is not supported")
+    return same_pads(size, k, s, d)
+
+
+def channels_first(rank: int) -> tuple:
+    return (0, rank - 1, *range(1, rank - 1))
+
+
+def channels_last(rank: int) -> tuple:
+    return (0, *range(2, rank), 1)
+
+
+def conv_over_time(ctx: Context, layer, x: Sym, weight: np.ndarray, bias, group: int,
+                   pad_layer: str = "ZeroPadding1D(({past}, 0))") -> str:
+    """ONNX Conv of `layer` (its kernel_size, strides, dilation_rate, padding) over [B, T, *space, C]
+    (weight [out, in/group, *kernel]); returns [B, T', *space', out]. Time goes through
+    `conv_input` (streamed or not), the axes after it take Keras' padding as it is."""
+    g = ctx.g
+    kernel, strides, dilations = (tuple(int(v) for v in a) for a in (layer.kernel_size, layer.strides,
+                                                                      layer.dilation_rate))
+    past = dilations[0] * (kernel[0] - 1)
+    space = [_space_pads(ctx, layer, x.shape[2 + i], layer.padding, *a)
+             for i, a in enumerate(zip(kernel[1:], strides[1:], dilations[1:]))]
+    padding = "valid" if layer.padding == "same" and not past else layer.padding  # a 1-step window pads nothing
+    x_in, pads = conv_input(ctx, layer, x, padding, past, strides[0], pad_layer)
+    inputs = [g.transpose(x_in, channels_first(x.rank)), g.const(weight, f"{layer.name}/kernel")]
     if bias is not None:
         inputs.append(g.const(bias, f"{layer.name}/bias"))
-    y = g.op("Conv", inputs, hint=layer.name, kernel_shape=[k], strides=[stride], dilations=[dilation], pads=pads,
+    y = g.op("Conv", inputs, hint=layer.name, kernel_shape=list(kernel), strides=list(strides),
+             dilations=list(dilations), pads=[pads[0], *(p[0] for p in space), pads[1], *(p[1] for p in space)],
              group=group)
-    y = g.transpose(y, (0, 2, 1))
-    if stride > 1 and x.rank >= 3:
-        in_phase(ctx, layer, x, stride, y)
-    # no padding, no kept frames
-    if x.rank >= 3 and sum(pads) < past and x_in == x.name and x.name not in ctx.book.overlaps:
-        shortens(ctx, x, y, ctx.book.rates.get(x.name, 1) * (past - sum(pads)))
+    y = g.transpose(y, channels_last(x.rank))
+    if strides[0] > 1:
+        in_phase(ctx, layer, x, strides[0], y)
+    if padding == "valid" and past and x.name not in ctx.book.overlaps:  # no padding, no kept frames
+        shortens(ctx, x, y, ctx.book.rates.get(x.name, 1) * past)
     return y
 
 
-def _time_conv_args(layer):
-    (k,) = tuple(layer.kernel_size)
-    (stride,), (dilation,) = tuple(layer.strides), tuple(layer.dilation_rate)
-    return k, stride, dilation
+def pool_over_time(ctx: Context, layer, x: Sym, op_type: str) -> str:
+    """ONNX MaxPool / AveragePool of `layer` (its pool_size, strides, padding) over [B, T, *space, C].
+    'same' pads by TensorFlow's rule, never counting the padding: static pads (count_include_pad=0;
+    MaxPool skips them) where no axis of unknown size is strided; else `same_padded` at run time
+    (onnxruntime's SAME_UPPER refuses a window smaller than its stride): for MaxPool the edge
+    repeated (every window holds the edge step it repeats, so its max is unchanged), for
+    AveragePool zeros, divided by the share of each window that is real."""
+    g = ctx.g
+    kernel, strides = (tuple(int(v) for v in a) for a in (layer.pool_size, layer.strides))
+    attrs = {"count_include_pad": 0} if op_type == "AveragePool" else {}
+    sizes = x.shape[1:1 + len(kernel)]
+    x_in, dynamic = x.name, layer.padding == "same" and any(n is None and s > 1 for n, s in zip(sizes, strides))
+    if layer.padding == "same" and not dynamic:
+        pads = [same_pads(n, k, s) for n, k, s in zip(sizes, kernel, strides)]
+        attrs["pads"] = [p[0] for p in pads] + [p[1] for p in pads]
+    elif dynamic:
+        x_in = same_padded(ctx, layer, x, kernel, strides, "edge" if op_type == "MaxPool" else "constant")
+
+    def pool(v):
+        y = g.op(op_type, [g.transpose(v, channels_first(x.rank))], hint=layer.name, kernel_shape=list(kernel),
+                 strides=list(strides), **attrs)
+        return g.transpose(y, channels_last(x.rank))
+
+    y = pool(x_in)
+    if dynamic and op_type == "AveragePool":
+        shape = g.op("Concat", [g.dims(x.name, 0, x.rank - 1), g.const(np.array([1], np.int64))], axis=0)
+        ones = g.op("ConstantOfShape", [shape], value=onnx.helper.make_tensor("one", onnx.TensorProto.FLOAT, [1], [1]))
+        real = pool(same_padded(ctx, layer, Sym(ones, (*x.shape[:-1], 1), x.dtype), kernel, strides))
+        y = g.op("Div", [y, real], hint=f"{layer.name}/real_share")
+    if strides[0] > 1:
+        in_phase(ctx, layer, x, strides[0], y)
+    if layer.padding == "valid" and kernel[0] > strides[0]:  # overlapping windows: the first one takes k steps
+        shortens(ctx, x, y, ctx.book.rates.get(x.name, 1) * (kernel[0] - 1))
+    return y
 
 
 @reads_past
@@ -163,16 +282,15 @@ def conv1d(ctx: Context, layer, args, kwargs, outs):
     x = args[0]
     require_channels_last(ctx, layer)
     kernel = weights_of(layer.kernel)  # [k, in/groups, out]
-    k, stride, dilation = _time_conv_args(layer)
     bias = weights_of(layer.bias) if layer.use_bias else None
-    y = _conv(ctx, layer, x, kernel.transpose(2, 1, 0), bias, k, stride, dilation, int(layer.groups), layer.padding)
-    return [apply_activation(ctx, layer, y, layer.activation)]
+    y = conv_over_time(ctx, layer, x, kernel.transpose(2, 1, 0), bias, int(layer.groups))
+    return [keeps_time(ctx, y, apply_activation(ctx, layer, y, layer.activation))]
 
 
-def _depthwise_weight(kernel: np.ndarray) -> np.ndarray:
-    """Keras' depthwise kernel [k, in, multiplier] as ONNX's grouped Conv weight [in * multiplier, 1, k]."""
-    k, channels, mult = kernel.shape
-    return kernel.transpose(1, 2, 0).reshape(channels * mult, 1, k)
+def depthwise_weight(kernel: np.ndarray) -> np.ndarray:
+    """Keras' depthwise kernel [*kernel, in, multiplier] as ONNX's grouped Conv weight [in * multiplier, 1, *kernel]."""
+    *k, channels, mult = kernel.shape
+    return kernel.transpose(len(k), len(k) + 1, *range(len(k))).reshape(channels * mult, 1, *k)
 
 
 @reads_past
@@ -181,10 +299,9 @@ def depthwise_conv1d(ctx: Context, layer, args, kwargs, outs):
     x = args[0]
     require_channels_last(ctx, layer)
     kernel = weights_of(layer.kernel)
-    k, stride, dilation = _time_conv_args(layer)
     bias = weights_of(layer.bias) if layer.use_bias else None
-    y = _conv(ctx, layer, x, _depthwise_weight(kernel), bias, k, stride, dilation, kernel.shape[1], layer.padding)
-    return [apply_activation(ctx, layer, y, layer.activation)]
+    y = conv_over_time(ctx, layer, x, depthwise_weight(kernel), bias, kernel.shape[-2])
+    return [keeps_time(ctx, y, apply_activation(ctx, layer, y, layer.activation))]
 
 
 @reads_past
@@ -194,13 +311,11 @@ def separable_conv1d(ctx: Context, layer, args, kwargs, outs):
     g, x = ctx.g, args[0]
     require_channels_last(ctx, layer)
     depthwise = weights_of(layer.depthwise_kernel)
-    k, stride, dilation = _time_conv_args(layer)
-    y = _conv(ctx, layer, x, _depthwise_weight(depthwise), None, k, stride, dilation, depthwise.shape[1],
-              layer.padding)
-    y = g.op("MatMul", [y, g.const(weights_of(layer.pointwise_kernel)[0], f"{layer.name}/pointwise")], hint=layer.name)
+    z = conv_over_time(ctx, layer, x, depthwise_weight(depthwise), None, depthwise.shape[-2])
+    y = g.op("MatMul", [z, g.const(weights_of(layer.pointwise_kernel)[0], f"{layer.name}/pointwise")], hint=layer.name)
     if layer.use_bias:
         y = g.op("Add", [y, g.const(weights_of(layer.bias), f"{layer.name}/bias")], hint=layer.name)
-    return [apply_activation(ctx, layer, y, layer.activation)]
+    return [keeps_time(ctx, z, apply_activation(ctx, layer, y, layer.activation))]
 
 
 @converts(L.ZeroPadding1D, streaming=STATE)
@@ -225,7 +340,7 @@ def zero_padding1d(ctx: Context, layer, args, kwargs, outs):
 def _pool1d(op_type, keras_type):
     @converts(keras_type, streaming=STATE)
     def convert(ctx: Context, layer, args, kwargs, outs):
-        g, x = ctx.g, args[0]
+        x = args[0]
         require_channels_last(ctx, layer)
         (k,), (s,) = tuple(layer.pool_size), tuple(layer.strides)
         if ctx.streaming and x.rank >= 3 and (k > 1 or s > 1):
@@ -234,15 +349,7 @@ def _pool1d(op_type, keras_type):
                                     "equal (windows that neither overlap nor skip)")
             if layer.padding != "valid":
                 _refuse(ctx, layer, "padding='same' shifts its windows by the sequence's length; use padding='valid'")
-        extra = {"count_include_pad": 0} if op_type == "AveragePool" else {}
-        y = g.op(op_type, [g.transpose(x.name, (0, 2, 1))], hint=layer.name, kernel_shape=[k], strides=[s],
-                 auto_pad="SAME_UPPER" if layer.padding == "same" else "VALID", **extra)
-        y = g.transpose(y, (0, 2, 1))
-        if x.rank >= 3 and s > 1:
-            in_phase(ctx, layer, x, s, y)
-        if x.rank >= 3 and layer.padding == "valid" and k > s:  # windows longer than their stride
-            shortens(ctx, x, y, ctx.book.rates.get(x.name, 1) * (k - s))
-        return [y]
+        return [pool_over_time(ctx, layer, x, op_type)]
 
     return convert
 
