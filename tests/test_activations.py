@@ -306,3 +306,32 @@ def test_every_standalone_activation_is_checked():
 
     written = set(re.findall(r'"([a-z][a-z_0-9]*)"', inspect.getsource(activations.apply)))  # ONNX ops: capitals
     assert written - {"swish", "hard_swish", "keras2_hard_sigmoid"} == set(STANDALONE)  # aliases, Keras 2's
+
+
+def test_activation_layers_are_converted_by_rnnedge_and_match_keras(tmp_path):
+    """ReLU (plain, capped with a slope), LeakyReLU, ELU and Softmax layers around a fused LSTM, one
+    of them on masked embeddings: parity with Keras on both signs (ParityError otherwise), and none
+    spliced from tf2onnx. A ReLU with a threshold goes to tf2onnx, saying why."""
+    keras.utils.set_random_seed(0)
+    x, t = seq_input(), tokens_input()
+    seq = L.LSTM(6, return_sequences=True, name="rec")(L.Dense(5, name="pre")(x))
+    layers = [L.ReLU(name="relu"), L.ReLU(max_value=0.3, negative_slope=0.25, name="relu_capped"),
+              L.LeakyReLU(negative_slope=0.15, name="leaky"), L.ELU(alpha=0.6, name="elu"),
+              L.Softmax(axis=-1, name="softmax")]
+    outputs = [layer(seq) for layer in layers]
+    outputs.append(L.GRU(3, name="masked")(L.ReLU(max_value=0.5, name="relu_masked")(
+        L.Embedding(12, 5, mask_zero=True, embeddings_initializer=keras.initializers.RandomNormal(0, 1))(t))))
+    result = export(functional([x, t], outputs, "m", scale=1.5), tmp_path / "o")
+    assert result.passed and not result.manifest.tf2onnx_layers, result.manifest.notes
+    counts = ops(tmp_path / "o")
+    assert (counts["Relu"], counts["LeakyRelu"], counts["Min"], counts["Elu"], counts["Softmax"]) == (2, 2, 2, 1, 1)
+    seen = np.concatenate([np.asarray(keras.Model(x, seq)(inputs["x"])).ravel()
+                           for _, inputs, _ in read_golden(tmp_path / "o")])
+    assert seen.min() < -0.5 and seen.max() > 0.5, (seen.min(), seen.max())  # both slopes and the cap count
+
+    keras.utils.set_random_seed(0)
+    x = seq_input()
+    result = export(functional(x, L.ReLU(threshold=0.1, name="cut")(L.LSTM(4, return_sequences=True)(x)), "m"),
+                    tmp_path / "t")
+    assert result.passed and result.manifest.tf2onnx_layers == ["cut"]
+    assert "threshold" in result.manifest.notes["cut"]

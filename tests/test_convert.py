@@ -196,6 +196,14 @@ case("prelu-per-step-fixed-time", {"GRU": 1})(lambda: functional(x := seq_input(
     alpha_initializer=keras.initializers.RandomUniform(-0.5, 1.5))(L.Dense(3)(x))), "m"))
 case("prelu-masked", {"GRU": 1})(lambda: functional(t := tokens_input(), L.GRU(4, return_sequences=True)(L.PReLU(
     alpha_initializer="random_normal", shared_axes=[1])(L.Embedding(12, 5, mask_zero=True)(t))), "m"))
+# Activation layers (tests/test_activations.py checks both signs and the cap)
+@case("activation-layers", {"LSTM": 1})
+def _activation_layers():
+    s = L.LSTM(6, return_sequences=True)(x := seq_input())
+    layers = (L.ReLU(max_value=0.5, negative_slope=0.1), L.LeakyReLU(0.3), L.ELU(0.7), L.Softmax())
+    return functional(x, L.Concatenate()([layer(s) for layer in layers]), "m")
+
+
 case("prelu-timedistributed-4d", {"GRU": 1})(lambda: functional(x := keras.Input((None, 3, 2)), L.GRU(4)(L.Reshape(
     (-1, 6))(L.TimeDistributed(L.PReLU(alpha_initializer="random_normal", shared_axes=[2]))(x))), "m"))
 

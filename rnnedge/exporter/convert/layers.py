@@ -76,6 +76,39 @@ def activation(ctx, layer, args, kwargs, outs):
     return [apply_activation(ctx, layer, args[0].name, layer.activation)]
 
 
+@converts(L.ReLU, per_step=True, mask_aware=True)
+def relu(ctx: Context, layer, args, kwargs, outs):
+    """ReLU(max_value, negative_slope): Relu or LeakyRelu, then Min(max_value) (Keras requires max_value >= 0);
+    a threshold other than 0 goes to tf2onnx. The mask passes through, as in Keras (an elementwise layer)."""
+    g, x = ctx.g, args[0].name
+    if float(layer.threshold):
+        ctx.fail(layer, f"threshold={float(layer.threshold)} (other than 0) is not supported")
+    slope = float(layer.negative_slope)
+    y = g.op("LeakyRelu", [x], hint=layer.name, alpha=slope) if slope else g.op("Relu", [x], hint=layer.name)
+    if layer.max_value is not None:
+        y = g.op("Min", [y, g.const(np.float32(layer.max_value), f"{layer.name}/max_value")], hint=layer.name)
+    return [y]
+
+
+@converts(L.LeakyReLU, per_step=True, mask_aware=True)
+def leaky_relu(ctx: Context, layer, args, kwargs, outs):
+    return [ctx.g.op("LeakyRelu", [args[0].name], hint=layer.name, alpha=float(layer.negative_slope))]
+
+
+@converts(L.ELU, per_step=True, mask_aware=True)
+def elu(ctx: Context, layer, args, kwargs, outs):
+    return [ctx.g.op("Elu", [args[0].name], hint=layer.name, alpha=float(layer.alpha))]
+
+
+@converts(L.Softmax, streaming=_along_time("it normalises over the time axis"))
+def softmax(ctx: Context, layer, args, kwargs, outs):
+    """Softmax along one axis (a masked call goes to tf2onnx: registry rule 2)."""
+    axes = np.atleast_1d(layer.axis)
+    if len(axes) != 1:
+        ctx.fail(layer, f"a softmax over several axes {tuple(int(a) for a in axes)} is not supported")
+    return [ctx.g.op("Softmax", [args[0].name], hint=layer.name, axis=int(axes[0]))]
+
+
 def _prelu_stream(layer, x) -> str | None:
     """Refused where alpha differs per step: not shared over axis 1 (time), it weights each step by its position."""
     if x.rank < 3 or 1 in (layer.shared_axes or ()):
