@@ -13,12 +13,15 @@ _state = {"interrupted": False, "said": False, "handled": False}
 
 
 def on_sigint(signum, frame):
-    """The SIGINT handler of the `rnnedge` command: records the signal and raises KeyboardInterrupt
-    where that is safe. Inside a commit point (`files.held`: a result renamed into place and
-    recorded) it is raised when the point ends. Inside a finalizer (`__del__`, such as TensorFlow's
-    AtomicFunction.__del__ run by the garbage collector) an exception is printed as "Exception
-    ignored in" and lost, so the signal is delivered again a moment later, until it lands outside one."""
+    """The SIGINT handler of the `rnnedge` command: records the signal (here, and in `files`, which
+    then puts no result in place) and raises KeyboardInterrupt where that is safe. Inside a commit
+    point (`files.held`: a result renamed into place and recorded) it is raised when the point ends.
+    Inside a finalizer (`__del__`, such as TensorFlow's AtomicFunction.__del__ run by the garbage
+    collector) an exception is printed as "Exception ignored in" and lost, so the signal is
+    delivered again a moment later, until it lands outside one (`unraisable_hook` does the same
+    for the finalizers and callbacks whose frames do not say so)."""
     _state["interrupted"] = True
+    files.interrupt_noted()
     if files.holding():
         files.defer_interrupt()
         return
@@ -26,6 +29,23 @@ def on_sigint(signum, frame):
         _again_soon()
         return
     raise KeyboardInterrupt
+
+
+def unraisable_hook(default):
+    """A `sys.unraisablehook` for the `rnnedge` command: the KeyboardInterrupt that Ctrl-C raised
+    where Python can only print it and go on ("Exception ignored in": a weakref or garbage-collector
+    callback, a `finalize` function, a `__del__` that `on_sigint` did not recognise as one) is
+    neither printed nor lost: the signal is delivered again a moment later, outside. Everything else
+    goes to `default`."""
+
+    def hook(unraisable) -> None:
+        kind = unraisable.exc_type
+        if isinstance(kind, type) and issubclass(kind, KeyboardInterrupt) and _state["interrupted"]:
+            _again_soon()
+            return
+        default(unraisable)
+
+    return hook
 
 
 def _in_finalizer(frame) -> bool:
@@ -46,10 +66,17 @@ def _again_soon() -> None:
     timer.start()
 
 
+def interrupted_now() -> None:
+    """Ctrl-C came after the command ended (`rnnedge.entry` ends the process on it): noted, so the
+    line it prints is `interrupted_line()`."""
+    _state["interrupted"] = True
+
+
 def handled() -> None:
     """The command took Ctrl-C as its normal end (`rnnedge serve` stopping its server): its own exit
     stands."""
     _state["handled"] = True
+    files.interrupt_noted(False)
 
 
 def swallowed() -> bool:

@@ -1,6 +1,8 @@
-"""Ctrl-C where it used to be lost or half-done (issue #28): inside a finalizer (an exception a
-signal handler raises there is printed as "Exception ignored" and dropped), swallowed by a library,
-and between an output's rename and the record that it was written."""
+"""Ctrl-C where it used to be lost or half-done (issue #28): inside a finalizer or a weakref callback
+(an exception a signal handler raises there is printed as "Exception ignored" and dropped), swallowed
+by a library (the command then went on and put its result in place), between an output's rename and
+the record that it was written, and while the process exits after its command (CPython's shutdown
+ignored it: exit 0). `tools/ctrl_c_trial.py` sends Ctrl-C over real exports and commands."""
 
 from __future__ import annotations
 
@@ -21,14 +23,15 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 @pytest.fixture
 def ctrl_c_handler():
     """The rnnedge command's SIGINT handler for the test, with interrupts' state restored after."""
-    saved = dict(interrupts._state)  # noqa: SLF001 - the test restores what it changed
+    saved = [(state, dict(state)) for state in (interrupts._state, files._HELD)]  # noqa: SLF001 - restored after
     previous = signal.signal(signal.SIGINT, interrupts.on_sigint)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-        interrupts._state.clear()
-        interrupts._state.update(saved)
+        for state, was in saved:
+            state.clear()
+            state.update(was)
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -122,3 +125,104 @@ def test_ctrl_c_inside_a_held_block_comes_when_it_ends(ctrl_c_handler):
             steps.append("after the signal")
         steps.append("after the block")
     assert steps == ["after the signal"]
+
+
+def test_ctrl_c_inside_a_weakref_callback_is_raised_after_it():
+    """SIGINT handled inside a weakref callback (TensorFlow registers many; not a __del__, so not
+    recognised as a finalizer by its frames): no "Exception ignored", and the command stops there
+    instead of running on to its end."""
+    code = ("import os, signal, sys, time, weakref\n"
+            "from rnnedge import entry\n"
+            "import rnnedge.cli\n"
+            "class Thing: pass\n"
+            "def command(**kwargs):\n"
+            "    def callback(ref):\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "        for _ in range(1000): pass  # the handler runs here, inside the callback\n"
+            "    thing = Thing()\n"
+            "    ref = weakref.ref(thing, callback)\n"
+            "    del thing\n"
+            "    time.sleep(5)\n"
+            "    print('not interrupted')\n"
+            "    return 0\n"
+            "rnnedge.cli.app = command\n"
+            "sys.argv = ['rnnedge', 'zoo']\n"
+            "entry.main()\n")
+    done = _python(code)
+    assert done.returncode == 130 and done.stdout == "", (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.strip() == interrupts.INTERRUPTED, done.stderr
+
+
+def test_ctrl_c_while_the_process_exits_after_its_command_is_130_and_one_line(tmp_path):
+    """Ctrl-C after the command wrote its result, while the process exits (TensorFlow's shutdown
+    took most of a second of an export, where CPython ignores signals): exit 130 and the one line,
+    which says the result was written and is whole, not exit 0 as if Ctrl-C never came."""
+    out = tmp_path / "y.txt"
+    code = ("import atexit, os, signal, sys, time\n"
+            "from rnnedge import entry, files\n"
+            "import rnnedge.cli\n"
+            "def command(**kwargs):\n"
+            f"    with files.atomic_path(r'{out}', result=True) as tmp:\n"
+            "        tmp.write_text('whole')\n"
+            "    print('done', flush=True)\n"
+            "    def exiting():  # work left for the exit, as TensorFlow's is; Ctrl-C lands in it\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "        time.sleep(5)\n"
+            "        print('exited on its own', flush=True)\n"
+            "    atexit.register(exiting)\n"
+            "    return 0\n"
+            "rnnedge.cli.app = command\n"
+            "sys.argv = ['rnnedge', 'run']\n"
+            "entry.main()\n")
+    done = _python(code)
+    assert done.returncode == 130 and done.stdout.strip() == "done", (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.strip() == f"interrupted after {out} was written (it is complete); nothing else was changed", \
+        done.stderr
+    assert out.read_text() == "whole"
+
+
+def test_no_result_is_put_in_place_after_a_swallowed_ctrl_c(tmp_path, ctrl_c_handler):
+    """A library swallowed the KeyboardInterrupt and the command went on: its output file and its
+    export folder are not renamed into place (the export used to finish and appear after Ctrl-C),
+    and nothing is left beside them."""
+    try:
+        signal.raise_signal(signal.SIGINT)
+    except KeyboardInterrupt:
+        pass  # what a library may do
+    out = tmp_path / "y.txt"
+    with pytest.raises(KeyboardInterrupt):
+        with files.atomic_path(out, result=True) as tmp:
+            tmp.write_text("whole")
+    folder = tmp_path / "exp"
+    scratch = files.temp_dir(folder)
+    (scratch / "manifest.json").write_text("{}")
+    with pytest.raises(KeyboardInterrupt):
+        files.replace_dir(scratch, folder)
+    files.discard_dir(scratch)  # as the export does on any exception
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_ctrl_c_in_the_interpreters_teardown_is_never_a_kill_without_a_line():
+    """A finalizer that runs in the interpreter's teardown (where CPython has handed SIGINT back to
+    its default action: TensorFlow's objects, 0.9 s of an export) and Ctrl-C landing in it: the
+    process exits 130 with the one line, or ends before any teardown (0); never killed by the
+    signal with nothing said."""
+    code = ("import os, signal, sys\n"
+            "from rnnedge import entry\n"
+            "import rnnedge.cli\n"
+            "class Teardown:\n"
+            "    def __del__(self):\n"
+            "        os.kill(os.getpid(), signal.SIGINT)\n"
+            "        for _ in range(1000): pass\n"
+            "def command(**kwargs):\n"
+            "    global kept\n"
+            "    kept = Teardown()  # freed when the modules are cleared\n"
+            "    kept.me = kept\n"
+            "    print('done', flush=True)\n"
+            "    return 0\n"
+            "rnnedge.cli.app = command\n"
+            "sys.argv = ['rnnedge', 'zoo']\n"
+            "entry.main()\n")
+    done = _python(code)
+    assert done.returncode in (0, 130) and done.stdout.strip() == "done", (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.strip() == ("" if done.returncode == 0 else interrupts.INTERRUPTED), done.stderr
