@@ -75,26 +75,38 @@ def main() -> None:
     signal.signal(signal.SIGINT, _ended(code))
     if interrupts.interrupted() and (code not in (0, None) or interrupts.swallowed()):
         # (a command that returned as if Ctrl-C never came: a library or a finalizer swallowed it)
-        _out(130)
+        _say_interrupted()
+        _finish(130, join=False)  # its threads may be the work Ctrl-C stopped
     _finish(code)
 
 
-def _finish(code: int | None) -> None:
+def _finish(code: int | None, join: bool = True) -> None:
     """End a command that ran its course without the interpreter's shutdown, which cannot answer
     Ctrl-C: CPython stops handling signals (SIGINT back to its default action) before it collects
     garbage and clears modules, where TensorFlow spends most of a second (measured on an export:
     0.9 s of 6). A Ctrl-C there was ignored (exit 0, issue #28), or would kill the process without a
     line. What that shutdown does that matters is done here, Ctrl-C answered throughout: threads
-    that are not daemons joined, atexit functions run (temporary folders' finalizers, logging's
-    flush), the standard streams flushed."""
+    that are not daemons joined (`join`), atexit functions run (temporary files' and folders'
+    removal: TensorFlow's autograph files, `finalize`; logging's flush), the standard streams flushed."""
     import atexit
     import threading
 
-    for thread in threading.enumerate():
+    for thread in threading.enumerate() if join else ():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
     atexit._run_exitfuncs()
     _out(code or 0)
+
+
+def _say_interrupted() -> None:
+    """The interruption's one line, once."""
+    if not interrupts.said():
+        interrupts.said_interrupted()
+        try:
+            sys.stderr.write(interrupts.interrupted_line() + "\n")
+            sys.stderr.flush()
+        except (OSError, ValueError, RuntimeError):  # RuntimeError: a handler inside a write to it
+            pass
 
 
 def _out(code: int) -> None:
@@ -103,12 +115,8 @@ def _out(code: int) -> None:
     (pybind11's exec) leaves CPython's "unhandled Ctrl-C" flag set, and shutdown would then kill
     the process with SIGINT instead of exiting 130. What rnnedge writes is fsynced already; only
     the standard streams need flushing."""
-    if code == 130 and not interrupts.said():
-        interrupts.said_interrupted()
-        try:
-            sys.stderr.write(interrupts.interrupted_line() + "\n")
-        except (OSError, ValueError, RuntimeError):  # RuntimeError: a handler inside a write to it
-            pass
+    if code == 130:
+        _say_interrupted()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -226,3 +226,26 @@ def test_ctrl_c_in_the_interpreters_teardown_is_never_a_kill_without_a_line():
     done = _python(code)
     assert done.returncode in (0, 130) and done.stdout.strip() == "done", (done.returncode, done.stdout, done.stderr)
     assert done.stderr.strip() == ("" if done.returncode == 0 else interrupts.INTERRUPTED), done.stderr
+
+
+def test_an_interrupted_command_still_removes_its_temporary_files(tmp_path):
+    """What a library removes at exit (TensorFlow's autograph writes `__autograph_generated_file*.py`
+    to TMPDIR and removes it in an atexit function) is removed when Ctrl-C ends the command too,
+    not left behind by the quick exit (seen in the Ctrl-C trial of exports)."""
+    scratch = tmp_path / "__generated.py"
+    code = ("import atexit, os, signal, sys, time\n"
+            "from pathlib import Path\n"
+            "from rnnedge import entry\n"
+            "import rnnedge.cli\n"
+            "def command(**kwargs):\n"
+            f"    scratch = Path(r'{scratch}')\n"
+            "    scratch.write_text('')\n"
+            "    atexit.register(scratch.unlink)\n"
+            "    os.kill(os.getpid(), signal.SIGINT)\n"
+            "    time.sleep(5)\n"
+            "rnnedge.cli.app = command\n"
+            "sys.argv = ['rnnedge', 'zoo']\n"
+            "entry.main()\n")
+    done = _python(code)
+    assert done.returncode == 130 and done.stderr.strip() == interrupts.INTERRUPTED, (done.returncode, done.stderr)
+    assert not scratch.exists()

@@ -13,6 +13,8 @@ to 98% of the measured duration. A try is correct when:
   - nothing is half-written: the output is absent, or (only where the line says it "was written")
     whole and put in place before Ctrl-C came, not after it (a Ctrl-C that did not stop the work);
     no temporary file or folder is left beside it; a folder changed in place (quantize) is whole.
+Each command that writes an output also gets tries (--at-output) with Ctrl-C sent the moment the
+output appears: the line must then say it was written, and the output must be whole.
 A command that ended before the signal could be sent is not a try (shown as "ended first"). One
 that had finished its work and was exiting is (the last second of an export, while TensorFlow shuts
 down): Ctrl-C then must still say so, in one line, with exit 130.
@@ -65,6 +67,14 @@ def holds_ctrl_c(pid: int) -> bool:
         return not os.readlink(f"/proc/{pid}/fd/2").startswith("pipe:")
     except OSError:
         return True  # it has exited
+
+
+def exited(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped, which still takes a signal)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def sigint_ignored(pid: int) -> bool:
@@ -158,14 +168,18 @@ def measure(case: Case, root: Path) -> float:
     return time.monotonic() - began
 
 
-def one_try(case: Case, root: Path, at: float) -> dict:
+def one_try(case: Case, root: Path, at: float | None) -> dict:
     """Run `case`, send SIGINT to its process group `at` seconds after the start (once rnnedge holds
-    Ctrl-C), and judge what it left."""
+    Ctrl-C; None: as soon as its output is in place), and judge what it left."""
     proc, began = launch(case, root)
     sent, ignored = None, False
+    target = case.out(root) if case.out else None
     while proc.poll() is None:
         now = time.monotonic() - began
-        if now >= at and holds_ctrl_c(proc.pid):
+        due = target.exists() if at is None else now >= at
+        if due and holds_ctrl_c(proc.pid):
+            if exited(proc.pid):
+                break  # it ended first
             ignored = sigint_ignored(proc.pid)
             sent_wall = time.time()
             try:
@@ -177,8 +191,9 @@ def one_try(case: Case, root: Path, at: float) -> dict:
         time.sleep(0.005)
     out, err = proc.communicate(timeout=600)
     ended = time.monotonic() - began
-    row = {"case": case.name, "at": round(at, 2), "sent": None if sent is None else round(sent, 2),
-           "ended": round(ended, 2), "rc": proc.returncode, "sigint_ignored": ignored}
+    row = {"case": case.name, "at": "output" if at is None else round(at, 2),
+           "sent": None if sent is None else round(sent, 2), "ended": round(ended, 2), "rc": proc.returncode,
+           "sigint_ignored": ignored}
     lines = [ln for ln in err.strip().splitlines() if ln.strip() and not ln.startswith("warning:")]
     row["last"] = lines[-1] if lines else ""
     if sent is None:
@@ -192,7 +207,6 @@ def one_try(case: Case, root: Path, at: float) -> dict:
     if len(lines) != 1 or not lines[0].startswith("interrupted"):
         why.append(f"{len(lines)} lines on stderr")
     written = "was written" in row["last"]
-    target = case.out(root) if case.out else None
     if target is not None:
         if target.exists() and not written:
             why.append(f"{target.name} exists, yet the line says nothing was written")
@@ -235,6 +249,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tries", type=int, default=24, help="export tries in all, spread over the export cases")
     ap.add_argument("--other-tries", type=int, default=8, help="tries per other command")
+    ap.add_argument("--at-output", type=int, default=2,
+                    help="more tries per command that writes an output: Ctrl-C as soon as it is in place")
     ap.add_argument("--only", default="", help="comma-separated prefixes of case names, e.g. export,run")
     ap.add_argument("--json", type=Path, help="write every try as JSON")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
@@ -259,11 +275,13 @@ def main() -> None:
         moments = np.linspace(case.start, max(case.start, 0.98 * whole), per[case.name])
         print(f"{case.name}: {whole:.1f} s without Ctrl-C; Ctrl-C at {', '.join(f'{t:.1f}' for t in moments)} s",
               flush=True)
+        if case.out:
+            moments = [*moments, *[None] * args.at_output]
         for i, at in enumerate(moments):
-            row = one_try(case, work / f"c{n}" / f"t{i}", float(at))
+            row = one_try(case, work / f"c{n}" / f"t{i}", None if at is None else float(at))
             row["duration"] = round(whole, 2)
             rows.append(row)
-            print(f"  {row['at']:6.2f} s  exit {row['rc']!s:>4}  {row['verdict']:<14.60}  {row['last'][:90]}",
+            print(f"  {row['at']:>6} s  exit {row['rc']!s:>4}  {row['verdict']:<14.60}  {row['last'][:90]}",
                   flush=True)
             if row["verdict"] not in ("correct", "ended first"):
                 print("    " + row["stderr_tail"].replace("\n", "\n    ")[-1200:], flush=True)
