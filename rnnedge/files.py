@@ -34,6 +34,11 @@ def last_committed() -> Path | None:
     return next((p for p in reversed(_COMMITTED) if p.exists()), None)
 
 
+def committed_results() -> list[Path]:
+    """Every result still in place, in the order they were written (`bench --json --plot` writes two)."""
+    return list(dict.fromkeys(p for p in _COMMITTED if p.exists()))
+
+
 # commit points open, a Ctrl-C that came inside one, and whether Ctrl-C came at all (no commit after it)
 _HELD = {"depth": 0, "pending": False, "interrupted": False}
 
@@ -175,8 +180,9 @@ def atomic_path(final: str | os.PathLike, *, result: bool = False):
         raise
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, *, result: bool = False) -> Path:
+    """`text` written to `path` atomically (`atomic_path`; `result`: the command's result)."""
+    with atomic_path(path, result=result) as tmp:
         tmp.write_text(text)
     return Path(path)
 

@@ -92,11 +92,14 @@ def interrupted() -> bool:
 
 def interrupted_line() -> str:
     """What Ctrl-C left: nothing of what was being written, or (when it came after the command's
-    result was in place) that result, whole."""
-    done = files.last_committed()
-    if done is None:
+    results were in place) those results, whole."""
+    done = files.committed_results()
+    if not done:
         return INTERRUPTED
-    return f"interrupted after {done} was written (it is complete); nothing else was changed"
+    if len(done) == 1:
+        return f"interrupted after {done[0]} was written (it is complete); nothing else was changed"
+    names = ", ".join(map(str, done[:-1])) + f" and {done[-1]}"
+    return f"interrupted after {names} were written (they are complete); nothing else was changed"
 
 
 def said_interrupted() -> None:

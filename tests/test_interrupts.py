@@ -24,6 +24,8 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 def ctrl_c_handler():
     """The rnnedge command's SIGINT handler for the test, with interrupts' state restored after."""
     saved = [(state, dict(state)) for state in (interrupts._state, files._HELD)]  # noqa: SLF001 - restored after
+    results = list(files._COMMITTED)  # what earlier tests in this process wrote is not this command's
+    files._COMMITTED.clear()
     previous = signal.signal(signal.SIGINT, interrupts.on_sigint)
     try:
         yield
@@ -32,6 +34,8 @@ def ctrl_c_handler():
         for state, was in saved:
             state.clear()
             state.update(was)
+        files._COMMITTED.clear()
+        files._COMMITTED.extend(results)
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
@@ -249,3 +253,47 @@ def test_an_interrupted_command_still_removes_its_temporary_files(tmp_path):
     done = _python(code)
     assert done.returncode == 130 and done.stderr.strip() == interrupts.INTERRUPTED, (done.returncode, done.stderr)
     assert not scratch.exists()
+
+
+def _ctrl_c_after_each_rename(monkeypatch):
+    real = os.replace
+
+    def replace_then_ctrl_c(a, b):
+        real(a, b)
+        signal.raise_signal(signal.SIGINT)  # handled here, right after the rename
+
+    monkeypatch.setattr(files.os, "replace", replace_then_ctrl_c)
+
+
+@pytest.mark.parametrize("writer", ["json", "csv", "plot", "check-plot"])
+def test_ctrl_c_right_after_bench_or_check_writes_a_file_says_it_was_written(tmp_path, monkeypatch, ctrl_c_handler,
+                                                                             writer):
+    """`bench --json/--csv/--plot`, `check --plot`: Ctrl-C just after the file is in place says it
+    was written (the trial saw "what was being written was discarded" with b.json there, whole); a
+    figure is written whole or not at all (matplotlib wrote it in place)."""
+    from rnnedge.bench import report, results
+    from rnnedge.check.compare import CaseParity, OutputParity, ParityReport
+    from rnnedge.check.plot import plot_errors
+
+    if writer.endswith("plot"):
+        pytest.importorskip("matplotlib")
+    rows = [results.BenchRow("fp32", "cpu", 1, t, 1, 1.0 * t, 1.0 * t, 1.0 * t, 1.0, 1.0) for t in (4, 16)]
+    out = tmp_path / f"b.{'png' if writer.endswith('plot') else writer}"
+    parity = ParityReport("CPUExecutionProvider", (CaseParity("c", (OutputParity(
+        "y", 3e-6, 1e-6, 1e-3, 1e-5, 1e-4, True, "", 4, (0.0, 1e-7, 0.0, 3e-6)),), 4),))
+    write = {"json": lambda: results.write_json(rows, out), "csv": lambda: results.write_csv(rows, out),
+             "plot": lambda: report.plot(rows, out), "check-plot": lambda: plot_errors(parity, out)}[writer]
+    _ctrl_c_after_each_rename(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        write()
+    assert out.stat().st_size > 0 and [p.name for p in tmp_path.iterdir()] == [out.name]
+    assert interrupts.interrupted_line() == f"interrupted after {out} was written (it is complete); " \
+        "nothing else was changed"
+
+
+def test_the_line_names_every_result_written(tmp_path, ctrl_c_handler):
+    first, second = tmp_path / "b.json", tmp_path / "b.csv"
+    for path in (first, second):
+        files.write_text(path, "whole", result=True)
+    assert interrupts.interrupted_line() == f"interrupted after {first} and {second} were written (they are " \
+        "complete); nothing else was changed"
