@@ -91,9 +91,14 @@ def _finish(code: int | None, join: bool = True) -> None:
     import atexit
     import threading
 
-    for thread in threading.enumerate() if join else ():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    if join:  # as CPython's exit does first: thread pools told to stop (they wait for work otherwise), then joined
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        else:
+            for thread in threading.enumerate():
+                if thread is not threading.main_thread() and not thread.daemon:
+                    thread.join()
     atexit._run_exitfuncs()
     _out(code or 0)
 

@@ -297,3 +297,23 @@ def test_the_line_names_every_result_written(tmp_path, ctrl_c_handler):
         files.write_text(path, "whole", result=True)
     assert interrupts.interrupted_line() == f"interrupted after {first} and {second} were written (they are " \
         "complete); nothing else was changed"
+
+
+def test_the_exit_after_a_command_waits_for_its_threads_and_not_for_idle_pools():
+    """The command's own exit (without CPython's shutdown) does what that shutdown does with threads:
+    a thread that is not a daemon finishes its work; a thread pool left open is told to stop
+    instead of being waited for forever."""
+    code = ("import concurrent.futures, sys, threading, time\n"
+            "from rnnedge import entry\n"
+            "import rnnedge.cli\n"
+            "def command(**kwargs):\n"
+            "    global pool\n"
+            "    pool = concurrent.futures.ThreadPoolExecutor(2)  # never shut down\n"
+            "    pool.submit(int).result()\n"
+            "    threading.Thread(target=lambda: (time.sleep(0.5), print('worker done', flush=True))).start()\n"
+            "    return 0\n"
+            "rnnedge.cli.app = command\n"
+            "sys.argv = ['rnnedge', 'zoo']\n"
+            "entry.main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=30)
+    assert done.returncode == 0 and done.stdout.strip() == "worker done", (done.returncode, done.stdout, done.stderr)
