@@ -46,6 +46,7 @@ def _usage(e) -> int:
 
 def main() -> None:
     held, code = None, 0
+    interrupts.answered_by(__name__)  # Ctrl-C in this module's code is answered below, not raised in it
     signal.signal(signal.SIGINT, interrupts.on_sigint)
     sys.unraisablehook = interrupts.unraisable_hook(sys.unraisablehook)
     try:  # from here on, Ctrl-C is one line wherever it lands (holding descriptor 2 included)
@@ -54,6 +55,8 @@ def main() -> None:
             faulthandler.enable(sys.stderr)  # a native crash still shows where, on the terminal
         from rnnedge.cli import app
 
+        if interrupts.interrupted():  # Ctrl-C came in this function's own code, before the command
+            raise KeyboardInterrupt
         returned = app(standalone_mode=False)  # an exit code (typer.Exit), or a command's return value
         code = returned if isinstance(returned, int) else 0
     except SystemExit as e:

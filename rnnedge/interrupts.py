@@ -10,6 +10,7 @@ from rnnedge import files
 INTERRUPTED = "interrupted: what was being written was discarded; export folders hold whole exports"
 RETRY_S = 0.02  # a Ctrl-C that landed in a finalizer is raised again this much later, outside it
 _state = {"interrupted": False, "said": False, "handled": False}
+_ANSWERED: set[str] = set()  # modules whose own code answers Ctrl-C itself (`answered_by`)
 
 
 def on_sigint(signum, frame):
@@ -22,6 +23,8 @@ def on_sigint(signum, frame):
     for the finalizers and callbacks whose frames do not say so)."""
     _state["interrupted"] = True
     files.interrupt_noted()
+    if frame is not None and frame.f_globals.get("__name__") in _ANSWERED:
+        return
     if files.holding():
         files.defer_interrupt()
         return
@@ -46,6 +49,14 @@ def unraisable_hook(default):
         default(unraisable)
 
     return hook
+
+
+def answered_by(module: str) -> None:
+    """Ctrl-C landing in `module`'s own code is noted, not raised: that code checks `interrupted()`
+    itself. `rnnedge.entry`: between the command's return and the handler for the process's end,
+    a KeyboardInterrupt would escape every handler as a traceback (the Ctrl-C trial hit it once,
+    sending Ctrl-C the moment `run -o`'s file appeared)."""
+    _ANSWERED.add(module)
 
 
 def _in_finalizer(frame) -> bool:

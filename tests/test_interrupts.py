@@ -317,3 +317,49 @@ def test_the_exit_after_a_command_waits_for_its_threads_and_not_for_idle_pools()
             "entry.main()\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=30)
     assert done.returncode == 0 and done.stdout.strip() == "worker done", (done.returncode, done.stdout, done.stderr)
+
+
+def test_ctrl_c_in_the_entrys_own_code_after_the_command_is_one_line(tmp_path):
+    """Ctrl-C landing in `rnnedge.entry.main` itself, after the command returned and before the
+    handler for the process's end is set (the trial hit it: `run -o` killed by SIGINT with a
+    KeyboardInterrupt traceback): 130 and the one line naming the file written."""
+    out = tmp_path / "y.txt"
+    code = ("import sys\n"
+            "from rnnedge import entry, files, interrupts\n"
+            "import rnnedge.cli\n"
+            "def command(**kwargs):\n"
+            f"    with files.atomic_path(r'{out}', result=True) as tmp:\n"
+            "        tmp.write_text('whole')\n"
+            "    return 0\n"
+            "real = entry._ended\n"
+            "def ended(code):\n"
+            "    interrupts.on_sigint(2, sys._getframe(1))  # Ctrl-C lands in main, between two of its lines\n"
+            "    return real(code)\n"
+            "entry._ended = ended\n"
+            "rnnedge.cli.app = command\n"
+            "sys.argv = ['rnnedge', 'run']\n"
+            "entry.main()\n")
+    done = _python(code)
+    assert done.returncode == 130, (done.returncode, done.stderr)
+    assert done.stderr.strip() == f"interrupted after {out} was written (it is complete); nothing else was changed", \
+        done.stderr
+
+
+def test_ctrl_c_in_the_entrys_own_code_before_the_command_runs_none_of_it():
+    """Ctrl-C noted in `rnnedge.entry.main`'s own code before the command starts (not raised there,
+    see above) stops it before it begins, rather than after it ran to its end."""
+    code = ("import sys\n"
+            "from rnnedge import entry, interrupts\n"
+            "import rnnedge.cli\n"
+            "def command(**kwargs):\n"
+            "    print('the command ran')\n"
+            "    return 0\n"
+            "def held():\n"
+            "    interrupts.on_sigint(2, sys._getframe(1))  # Ctrl-C lands in main, between two of its lines\n"
+            "entry.hold_stderr = held\n"
+            "rnnedge.cli.app = command\n"
+            "sys.argv = ['rnnedge', 'zoo']\n"
+            "entry.main()\n")
+    done = _python(code)
+    assert done.returncode == 130 and done.stdout == "", (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.strip() == interrupts.INTERRUPTED, done.stderr
