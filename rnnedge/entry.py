@@ -7,7 +7,9 @@ pybind11 turns it into "ImportError: initialization failed". So this entry, impo
 anything heavy (the package's front door imports only `rnnedge.errors`), notes the signal itself
 (`rnnedge.interrupts`): whatever exception it caused, the user reads one line. A command that
 handles Ctrl-C as its normal end (`rnnedge serve`) keeps its own exit. Once the command has ended,
-Ctrl-C is ignored, so it cannot turn a finished run into a traceback from interpreter shutdown.
+the process ends without the interpreter's shutdown (`_finish`: CPython's cannot answer Ctrl-C), and
+Ctrl-C until then ends it at once, without a traceback: 130 and the one line after a command that
+succeeded (it says what was written, whole), else the command's own exit code.
 
 Native libraries' log lines (TensorFlow's absl and oneDNN lines on AVX-512 CPUs, onnxruntime's
 warnings) are held off the terminal for the whole command (`rnnedge.logs.hold_stderr`) and shown
@@ -44,13 +46,17 @@ def _usage(e) -> int:
 
 def main() -> None:
     held, code = None, 0
+    interrupts.answered_by(__name__)  # Ctrl-C in this module's code is answered below, not raised in it
     signal.signal(signal.SIGINT, interrupts.on_sigint)
+    sys.unraisablehook = interrupts.unraisable_hook(sys.unraisablehook)
     try:  # from here on, Ctrl-C is one line wherever it lands (holding descriptor 2 included)
         held = hold_stderr()
         if held is not None:
             faulthandler.enable(sys.stderr)  # a native crash still shows where, on the terminal
         from rnnedge.cli import app
 
+        if interrupts.interrupted():  # Ctrl-C came in this function's own code, before the command
+            raise KeyboardInterrupt
         returned = app(standalone_mode=False)  # an exit code (typer.Exit), or a command's return value
         code = returned if isinstance(returned, int) else 0
     except SystemExit as e:
@@ -68,19 +74,79 @@ def main() -> None:
             if held is not None:
                 held.replay()
             raise
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = code if isinstance(code, int) or code is None else 1
+    signal.signal(signal.SIGINT, _ended(code))
     if interrupts.interrupted() and (code not in (0, None) or interrupts.swallowed()):
         # (a command that returned as if Ctrl-C never came: a library or a finalizer swallowed it)
-        if not interrupts.said():
+        _say_interrupted()
+        _finish(130, join=False)  # its threads may be the work Ctrl-C stopped
+    _finish(code)
+
+
+def _finish(code: int | None, join: bool = True) -> None:
+    """End a command that ran its course without the interpreter's shutdown, which cannot answer
+    Ctrl-C: CPython stops handling signals (SIGINT back to its default action) before it collects
+    garbage and clears modules, where TensorFlow spends most of a second (measured on an export:
+    0.9 s of 6). A Ctrl-C there was ignored (exit 0, issue #28), or would kill the process without a
+    line. What that shutdown does that matters is done here, Ctrl-C answered throughout: threads
+    that are not daemons joined (`join`), atexit functions run (temporary files' and folders'
+    removal: TensorFlow's autograph files, `finalize`; logging's flush), the standard streams flushed."""
+    import atexit
+    import threading
+
+    if join:  # as CPython's exit does first: thread pools told to stop (they wait for work otherwise), then joined
+        shutdown = getattr(threading, "_shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        else:
+            for thread in threading.enumerate():
+                if thread is not threading.main_thread() and not thread.daemon:
+                    thread.join()
+    atexit._run_exitfuncs()
+    _out(code or 0)
+
+
+def _say_interrupted() -> None:
+    """The interruption's one line, once."""
+    if not interrupts.said():
+        interrupts.said_interrupted()
+        try:
             sys.stderr.write(interrupts.interrupted_line() + "\n")
-        # Out now, without the interpreter's shutdown: a KeyboardInterrupt that passed through code
-        # run by a C extension (pybind11's exec) leaves CPython's "unhandled Ctrl-C" flag set, and
-        # shutdown would then kill the process with SIGINT instead of exiting 130. What rnnedge
-        # writes is fsynced already; only the standard streams need flushing.
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(130)
-    sys.exit(code if isinstance(code, int) or code is None else 1)
+            sys.stderr.flush()
+        except (OSError, ValueError, RuntimeError):  # RuntimeError: a handler inside a write to it
+            pass
+
+
+def _out(code: int) -> None:
+    """End the process now with `code` (130: after the interruption's one line, once), without the
+    interpreter's shutdown: a KeyboardInterrupt that passed through code run by a C extension
+    (pybind11's exec) leaves CPython's "unhandled Ctrl-C" flag set, and shutdown would then kill
+    the process with SIGINT instead of exiting 130. What rnnedge writes is fsynced already; only
+    the standard streams need flushing."""
+    if code == 130:
+        _say_interrupted()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:  # `rnnedge ... | head`: the reader has what it wanted
+            code = code or 141  # as a process ended by SIGPIPE (cli.common.user_errors says the same)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    os._exit(code)
+
+
+def _ended(code: int | None):
+    """The SIGINT handler from the command's end to the process's (`_finish`), where a Ctrl-C that
+    was ignored read as an interruption ignored (exit 0, issue #28). Ctrl-C there ends the process
+    at once: a command that succeeded exits 130 with the one line (which names the result
+    it wrote, whole); one that failed, or that ended on Ctrl-C already (`rnnedge serve`), keeps its
+    exit code and its own last line. Nothing is raised: no traceback from the shutdown."""
+
+    def on_sigint(signum, frame):
+        interrupted = interrupts.interrupted()
+        if code in (0, None) and not interrupted:
+            interrupts.interrupted_now()
+            _out(130)
+        _out(130 if interrupted and interrupts.swallowed() else code or 0)
+
+    return on_sigint

@@ -34,14 +34,22 @@ def last_committed() -> Path | None:
     return next((p for p in reversed(_COMMITTED) if p.exists()), None)
 
 
-_HELD = {"depth": 0, "pending": False}  # commit points open, and a Ctrl-C that came inside one
+def committed_results() -> list[Path]:
+    """Every result still in place, in the order they were written (`bench --json --plot` writes two)."""
+    return list(dict.fromkeys(p for p in _COMMITTED if p.exists()))
+
+
+# commit points open, a Ctrl-C that came inside one, and whether Ctrl-C came at all (no commit after it)
+_HELD = {"depth": 0, "pending": False, "interrupted": False}
 
 
 @contextlib.contextmanager
 def held():
     """A commit point Ctrl-C does not cut in two (a rename and the record that it happened): the
     `rnnedge` command's handler (`rnnedge.interrupts`) defers a signal that arrives inside it, and
-    KeyboardInterrupt is raised as the block ends, once the block is whole."""
+    KeyboardInterrupt is raised as the block ends, once the block is whole. None begins once Ctrl-C
+    has come (`interrupt_noted`): KeyboardInterrupt instead, nothing renamed."""
+    refuse_after_interrupt()
     _HELD["depth"] += 1
     try:
         yield
@@ -62,6 +70,20 @@ def holding() -> bool:
 def defer_interrupt() -> None:
     """Ctrl-C came inside a commit point: raise it as the point ends."""
     _HELD["pending"] = True
+
+
+def interrupt_noted(noted: bool = True) -> None:
+    """Ctrl-C reached the command (`rnnedge.interrupts` says so): from now on no result is put in
+    place, even where a library swallowed the KeyboardInterrupt and the command went on (an export
+    would then finish and appear seconds after Ctrl-C). `noted=False`: the command took Ctrl-C as
+    its normal end (`rnnedge serve`)."""
+    _HELD["interrupted"] = noted
+
+
+def refuse_after_interrupt() -> None:
+    """KeyboardInterrupt where Ctrl-C has come and no commit point is open (one that is open ends whole)."""
+    if _HELD["interrupted"] and not _HELD["depth"]:
+        raise KeyboardInterrupt
 
 
 _DISK_WHY = {  # errno -> (what happened, what to do)
@@ -158,8 +180,9 @@ def atomic_path(final: str | os.PathLike, *, result: bool = False):
         raise
 
 
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, *, result: bool = False) -> Path:
+    """`text` written to `path` atomically (`atomic_path`; `result`: the command's result)."""
+    with atomic_path(path, result=result) as tmp:
         tmp.write_text(text)
     return Path(path)
 
@@ -358,6 +381,7 @@ def replace_dir(tmp: Path, out: Path, force: bool = True) -> None:
     export (`force`), so a reader (or a kill) sees the old export or the new one. Without renameat2:
     two renames, undone by `recover_dir` next run. Without `force`, an `out` that appeared while
     this run worked (another run's) is kept: RnnEdgeError, `tmp` left for the caller to discard."""
+    refuse_after_interrupt()  # before the two-step replacement's folder is made, too
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private (0700); the export gets a folder's usual mode

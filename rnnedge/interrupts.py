@@ -10,15 +10,21 @@ from rnnedge import files
 INTERRUPTED = "interrupted: what was being written was discarded; export folders hold whole exports"
 RETRY_S = 0.02  # a Ctrl-C that landed in a finalizer is raised again this much later, outside it
 _state = {"interrupted": False, "said": False, "handled": False}
+_ANSWERED: set[str] = set()  # modules whose own code answers Ctrl-C itself (`answered_by`)
 
 
 def on_sigint(signum, frame):
-    """The SIGINT handler of the `rnnedge` command: records the signal and raises KeyboardInterrupt
-    where that is safe. Inside a commit point (`files.held`: a result renamed into place and
-    recorded) it is raised when the point ends. Inside a finalizer (`__del__`, such as TensorFlow's
-    AtomicFunction.__del__ run by the garbage collector) an exception is printed as "Exception
-    ignored in" and lost, so the signal is delivered again a moment later, until it lands outside one."""
+    """The SIGINT handler of the `rnnedge` command: records the signal (here, and in `files`, which
+    then puts no result in place) and raises KeyboardInterrupt where that is safe. Inside a commit
+    point (`files.held`: a result renamed into place and recorded) it is raised when the point ends.
+    Inside a finalizer (`__del__`, such as TensorFlow's AtomicFunction.__del__ run by the garbage
+    collector) an exception is printed as "Exception ignored in" and lost, so the signal is
+    delivered again a moment later, until it lands outside one (`unraisable_hook` does the same
+    for the finalizers and callbacks whose frames do not say so)."""
     _state["interrupted"] = True
+    files.interrupt_noted()
+    if frame is not None and frame.f_globals.get("__name__") in _ANSWERED:
+        return
     if files.holding():
         files.defer_interrupt()
         return
@@ -26,6 +32,31 @@ def on_sigint(signum, frame):
         _again_soon()
         return
     raise KeyboardInterrupt
+
+
+def unraisable_hook(default):
+    """A `sys.unraisablehook` for the `rnnedge` command: the KeyboardInterrupt that Ctrl-C raised
+    where Python can only print it and go on ("Exception ignored in": a weakref or garbage-collector
+    callback, a `finalize` function, a `__del__` that `on_sigint` did not recognise as one) is
+    neither printed nor lost: the signal is delivered again a moment later, outside. Everything else
+    goes to `default`."""
+
+    def hook(unraisable) -> None:
+        kind = unraisable.exc_type
+        if isinstance(kind, type) and issubclass(kind, KeyboardInterrupt) and _state["interrupted"]:
+            _again_soon()
+            return
+        default(unraisable)
+
+    return hook
+
+
+def answered_by(module: str) -> None:
+    """Ctrl-C landing in `module`'s own code is noted, not raised: that code checks `interrupted()`
+    itself. `rnnedge.entry`: between the command's return and the handler for the process's end,
+    a KeyboardInterrupt would escape every handler as a traceback (the Ctrl-C trial hit it once,
+    sending Ctrl-C the moment `run -o`'s file appeared)."""
+    _ANSWERED.add(module)
 
 
 def _in_finalizer(frame) -> bool:
@@ -46,10 +77,17 @@ def _again_soon() -> None:
     timer.start()
 
 
+def interrupted_now() -> None:
+    """Ctrl-C came after the command ended (`rnnedge.entry` ends the process on it): noted, so the
+    line it prints is `interrupted_line()`."""
+    _state["interrupted"] = True
+
+
 def handled() -> None:
     """The command took Ctrl-C as its normal end (`rnnedge serve` stopping its server): its own exit
     stands."""
     _state["handled"] = True
+    files.interrupt_noted(False)
 
 
 def swallowed() -> bool:
@@ -65,11 +103,14 @@ def interrupted() -> bool:
 
 def interrupted_line() -> str:
     """What Ctrl-C left: nothing of what was being written, or (when it came after the command's
-    result was in place) that result, whole."""
-    done = files.last_committed()
-    if done is None:
+    results were in place) those results, whole."""
+    done = files.committed_results()
+    if not done:
         return INTERRUPTED
-    return f"interrupted after {done} was written (it is complete); nothing else was changed"
+    if len(done) == 1:
+        return f"interrupted after {done[0]} was written (it is complete); nothing else was changed"
+    names = ", ".join(map(str, done[:-1])) + f" and {done[-1]}"
+    return f"interrupted after {names} were written (they are complete); nothing else was changed"
 
 
 def said_interrupted() -> None:

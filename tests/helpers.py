@@ -1,16 +1,23 @@
 """What several test files need alike (as tf2onnx's tests share `tests/common.py`): the op counts of
-an exported graph and the fused-node assertion, and the CLI invoked through Typer's runner."""
+an exported graph and the fused-node assertion, the CLI invoked through Typer's runner, and code run
+in a Python where TensorFlow cannot be imported."""
 
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
 from typer.testing import CliRunner
 
+from tests.blocking import BLOCK_TENSORFLOW
+
 FUSED_OPS = ("LSTM", "GRU", "RNN")
 _runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def op_counts(model: str | Path | onnx.ModelProto) -> collections.Counter:
@@ -34,3 +41,16 @@ def invoke(*args):
     from rnnedge.cli import app
 
     return _runner.invoke(app, [str(a) for a in args])
+
+
+def run_without_tensorflow(code: str, *, also: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """Run `code` in a new Python where TensorFlow, Keras, tf2onnx and tf_keras (and the top-level
+    modules `also` names, e.g. matplotlib) cannot be imported, as on a runtime-only install. After
+    `code`, it checks that none of them was imported and prints "ok": a test asserts
+    `done.returncode == 0 and "ok" in done.stdout`."""
+    block = BLOCK_TENSORFLOW.replace("'tf_keras'}", "'tf_keras'" + "".join(f", {m!r}" for m in also) + "}")
+    assert all(m in block for m in also), "BLOCK_TENSORFLOW no longer ends its set with 'tf_keras'"
+    check = ("\nassert not [k for k in sys.modules if k.split('.')[0] in BLOCKED], 'a blocked module loaded'\n"
+             "print('ok')\n")
+    return subprocess.run([sys.executable, "-c", block + code + check], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)

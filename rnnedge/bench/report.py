@@ -9,6 +9,7 @@ from pathlib import Path
 from rnnedge.bench.candidates import FLOOR, STREAM_PREFIX
 from rnnedge.bench.results import BenchRow, parent_folder, ratio_keys
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import atomic_path
 from rnnedge.tables import BASELINES, PROVIDERS, label
 
 
@@ -279,5 +280,6 @@ def plot(rows: Sequence[BenchRow], path: str | os.PathLike, model: str | None = 
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
                   frameon=False)  # outside the axes: it never covers a line
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, result=True) as tmp:  # Ctrl-C or a full disk: no half-written figure
+        fig.savefig(tmp, dpi=120, format=path.suffix[1:].lower())
     return path

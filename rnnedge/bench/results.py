@@ -56,7 +56,7 @@ def write_json(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
     """A JSON list of the rows (`dataclasses.asdict`); `read_json` reads it back."""
     path = Path(path)
     parent_folder(path)
-    write_text(path, json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n")
+    write_text(path, json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n", result=True)
     return path
 
 
@@ -74,7 +74,7 @@ def write_csv(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
     parent_folder(path)
     fields = [f.name for f in dataclasses.fields(BenchRow) if f.name != "ratios"]
     keys = ratio_keys(rows)
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(path, result=True) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(fields + [f"vs_{k}" for k in keys])
         for r in rows:

@@ -12,6 +12,7 @@ import numpy as np
 
 from rnnedge.check.compare import ParityReport
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import atomic_path
 
 
 def error_curves(report: ParityReport) -> dict[str, dict[int, np.ndarray]]:
@@ -100,5 +101,6 @@ def plot_errors(report: ParityReport, path: str | os.PathLike, title: str = "") 
         axes[-1].set_xlabel("time step (from 1)")
     axes[-1].set_xlim(0.8, max(lengths) * 1.25)
     fig.suptitle(title or f"worst |diff| against the time step (or the length), {report.provider}")
-    fig.savefig(path, dpi=120)
+    with atomic_path(path, result=True) as tmp:  # Ctrl-C or a full disk: no half-written figure
+        fig.savefig(tmp, dpi=120, format=Path(path).suffix[1:].lower())
     return path
