@@ -373,6 +373,23 @@ def test_masked_sequences_use_sequence_lens(tmp_path):
     assert len(node.input) >= 5 and node.input[4], "sequence_lens is not wired"
 
 
+def test_the_mask_compaction_sorts_keys_without_ties(tmp_path):
+    """The TopK that moves valid steps first sorts keys that differ in every row, so a provider that breaks
+    ties its own way (QNN's TopK does) still reads the steps in order."""
+    import onnxruntime as ort
+
+    export(CASES["GRU-embedding-mask"][0](), tmp_path / "o")
+    model = onnx.load(tmp_path / "o" / "model.onnx")
+    (topk,) = [n for n in model.graph.node if n.op_type == "TopK"]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(topk.input[0], onnx.TensorProto.INT64, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    tokens = np.array([[3, 0, 5, 0, 0, 7], [0, 0, 0, 0, 0, 0], [1, 2, 3, 4, 5, 6]], np.int32)  # tokens_input's
+    keys = session.run([topk.input[0]], {session.get_inputs()[0].name: tokens})[0]
+    assert all(len(set(row)) == len(row) for row in keys.tolist()), keys
+    order = np.argsort(-keys, axis=1, kind="stable")  # any tie-break gives this order: valid steps first, in time
+    assert order[0].tolist() == [0, 2, 5, 1, 3, 4] and order[1].tolist() == list(range(6)), order
+
+
 def halved_tanh(x):  # an activation of the user's own: neither fused nor in rnnedge's Scan
     return keras.ops.tanh(x) * 0.5
 

@@ -9,8 +9,8 @@ the state is carried unchanged and the output is the previous output (zeros befo
 valid step), or zeros with `zero_output_for_mask`. So the RNN sees exactly the valid steps of
 each row, in order. With m the mask as 0/1, c = CumSum(m) and lens = c[-1]:
 
-- the valid steps are moved to the front (a stable sort of each row by m: TopK, ties keep
-  their order) and the fused node runs with `sequence_lens = lens`;
+- the valid steps are moved to the front (a stable sort of each row by m: TopK of a key without
+  ties, m * T + (T - 1 - t)) and the fused node runs with `sequence_lens = lens`;
 - the Keras output at original step t is the compacted output at max(c[t] - 1, 0) where c[t] > 0
   (a reversed node: at c[t] - m[t], where that is < lens), else the previous output of the
   stream (zeros, or the carried h when streaming); with `zero_output_for_mask`, where m[t];
@@ -192,8 +192,13 @@ def _mask(ctx: Context, layer, mask: Sym | None) -> _Mask | None:
     n = g.op("Slice", [c, g.const(np.array([-1], np.int64)), g.const(np.array([INT64_MAX], np.int64)),
                        g.const(np.array([1], np.int64))])
     lens = g.op("Cast", [g.squeeze(n, [1])], hint="sequence_lens", to=TensorProto.INT32)
-    # TopK breaks ties by the lower index: valid steps first, then masked ones, each in time order.
-    _, order = g.op("TopK", [mi, g.dims(mi, 1, 2)], hint="mask_order", outputs=2, axis=1, largest=1, sorted=1)
+    # Valid steps first, then masked ones, each in time order: TopK of m * T + (T - 1 - t), a key with no ties
+    # (ONNX breaks ties by the lower index, QNN's TopK does not).
+    steps = g.dims(mi, 1, 2)
+    t = g.op("Range", [g.const(np.int64(0)), g.squeeze(steps, [0]), g.const(np.int64(1))])
+    key = g.op("Add", [g.op("Mul", [mi, steps]), g.op("Sub", [g.op("Sub", [steps, g.const(np.int64(1))]), t])],
+               hint="mask_key")
+    _, order = g.op("TopK", [key, steps], hint="mask_order", outputs=2, axis=1, largest=1, sorted=1)
     return _Mask(m, mi, c, n, lens, g.unsqueeze(order, [2]))
 
 
