@@ -382,7 +382,7 @@ def test_browser_check_without_webgpu_uses_wasm(monkeypatch):
 
 
 def test_browser_bench_json_with_force(tmp_path):
-    """web/bench.py 'pass --force': the browser's bench refuses to replace its --json; --force replaces it."""
+    """files.py's 'pass --force', as the browser's bench prints it: --json is not replaced; --force replaces it."""
     _browser_or_skip("pass --force")
     rows = tmp_path / "rows.json"
     rows.write_text("[]")

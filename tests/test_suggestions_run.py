@@ -353,7 +353,6 @@ PHRASES_RUN = {
     ("rnnedge/exporter/fallback.py", "pass --allow-loop"):
         PHRASES + "test_allow_loop_for_a_savedmodel_without_keras_metadata",
     ("rnnedge/runtime/datafiles.py", "with --chunk"): PHRASES + "test_run_chunk_streams_an_input_larger_than_memory",
-    ("rnnedge/web/bench.py", "pass --force"): PHRASES + "test_browser_bench_json_with_force",
     ("rnnedge/web/bench.py", "pass --source"): PHRASES + "test_browser_bench_tfjs_with_source",
     ("rnnedge/web/check.py", "use --provider"): PHRASES + "test_browser_check_without_webgpu_uses_wasm",
     ("rnnedge/exporter/load/keras2_files.py", "pass --custom"):

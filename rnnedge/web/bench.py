@@ -15,6 +15,7 @@ import numpy as np
 
 from rnnedge.check import read_golden
 from rnnedge.errors import RnnEdgeError
+from rnnedge.files import output_file, write_text
 from rnnedge.manifest import Manifest
 from rnnedge.web.assets import tfjs_files
 from rnnedge.web.browser import Browser, decode, encode
@@ -189,8 +190,8 @@ def bench_cli(folder: Path, provider: str, baseline: str | None, source: str | N
     if not_here:
         raise RnnEdgeError(f"{', '.join(not_here)}: not for the browser's bench, which times fp32 at batch 1 on one "
                            "thread (each --time length), streams included, and writes --json")
-    if json_out is not None and json_out.exists() and not force:
-        raise RnnEdgeError(f"{json_out} exists: pass --force to replace it")
+    if json_out is not None:
+        output_file(json_out, force=force)
     lengths = int_list(times, "--time") or [None]
     baselines = [b for b in (baseline or "").split(",") if b]
     rows = []
@@ -201,5 +202,5 @@ def bench_cli(folder: Path, provider: str, baseline: str | None, source: str | N
             typer.echo(line)
         rows += found
     if json_out is not None:
-        json_out.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+        write_text(json_out, json.dumps([dataclasses.asdict(r) for r in rows], indent=1), result=True)
         typer.echo(f"wrote {json_out}")
