@@ -168,6 +168,6 @@ def test_quantize_data_is_read_as_carefully_as_run_inputs(folder, tmp_path):
     assert (folder / "manifest.json").read_text() == before
 
 
-@pytest.mark.parametrize("command", ["check", "bench", "quantize", "targets"])
+@pytest.mark.parametrize("command", ["check", "bench", "quantize", "targets", "view"])
 def test_a_missing_folder_is_one_line_and_nothing_before_it(command, tmp_path):
     refused(command, tmp_path / "missing", phrases=["does not exist"])

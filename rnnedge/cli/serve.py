@@ -115,6 +115,9 @@ def view(
 ):
     """Open the exported graph in Netron, served on 127.0.0.1 (Ctrl-C stops)."""
     with user_errors():
+        from rnnedge.manifest import Manifest
+
+        Manifest.load(folder)  # a folder that is not an export says so before the extra is asked for
         preflight.require("view", "`rnnedge view`")
         from rnnedge.serve.netron import view as netron_view
 
