@@ -54,3 +54,22 @@ def run_without_tensorflow(code: str, *, also: tuple[str, ...] = ()) -> subproce
              "print('ok')\n")
     return subprocess.run([sys.executable, "-c", block + code + check], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT)
+
+
+def tiny_gru_exports(base: Path, time: int | None = None) -> dict[str, Path]:
+    """A tiny untrained GRU saved as base/m.keras ("keras", `time` steps or any) and exported through the
+    CLI as it is ("plain") and with --streaming ("streaming")."""
+    import keras
+    from keras import layers as L
+
+    from tests.kmodels import functional, seq_input
+
+    keras.utils.set_random_seed(0)
+    x = seq_input(3, time=time)
+    functional(x, L.Dense(2)(L.GRU(4, return_sequences=True)(x)), "m").save(base / "m.keras")
+    found = {"keras": base / "m.keras"}
+    for name, extra in (("plain", ()), ("streaming", ("--streaming",))):
+        result = invoke("export", base / "m.keras", "--out", base / name, *extra)
+        assert result.exit_code == 0, result.output
+        found[name] = base / name
+    return found

@@ -42,6 +42,14 @@ def _python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
 
 
+def _stopped_before_printing(code: str) -> None:
+    """`code` defines `command` and is run as rnnedge's entry runs a command: exit 130, nothing printed but
+    the one line."""
+    done = _python(code + "rnnedge.cli.app = command\nsys.argv = ['rnnedge', 'zoo']\nentry.main()\n")
+    assert done.returncode == 130 and done.stdout == "", (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.strip() == interrupts.INTERRUPTED, done.stderr
+
+
 def test_ctrl_c_inside_a_finalizer_is_raised_after_it():
     """SIGINT delivered while a __del__ runs (as TensorFlow's AtomicFunction.__del__ does under the
     garbage collector): no "Exception ignored", and KeyboardInterrupt comes moments later, outside."""
@@ -148,13 +156,8 @@ def test_ctrl_c_inside_a_weakref_callback_is_raised_after_it():
             "    del thing\n"
             "    time.sleep(5)\n"
             "    print('not interrupted')\n"
-            "    return 0\n"
-            "rnnedge.cli.app = command\n"
-            "sys.argv = ['rnnedge', 'zoo']\n"
-            "entry.main()\n")
-    done = _python(code)
-    assert done.returncode == 130 and done.stdout == "", (done.returncode, done.stdout, done.stderr)
-    assert done.stderr.strip() == interrupts.INTERRUPTED, done.stderr
+            "    return 0\n")
+    _stopped_before_printing(code)
 
 
 def test_ctrl_c_while_the_process_exits_after_its_command_is_130_and_one_line(tmp_path):
@@ -356,10 +359,5 @@ def test_ctrl_c_in_the_entrys_own_code_before_the_command_runs_none_of_it():
             "    return 0\n"
             "def held():\n"
             "    interrupts.on_sigint(2, sys._getframe(1))  # Ctrl-C lands in main, between two of its lines\n"
-            "entry.hold_stderr = held\n"
-            "rnnedge.cli.app = command\n"
-            "sys.argv = ['rnnedge', 'zoo']\n"
-            "entry.main()\n")
-    done = _python(code)
-    assert done.returncode == 130 and done.stdout == "", (done.returncode, done.stdout, done.stderr)
-    assert done.stderr.strip() == interrupts.INTERRUPTED, done.stderr
+            "entry.hold_stderr = held\n")
+    _stopped_before_printing(code)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from rnnedge.errors import RnnEdgeError
-from tests.helpers import invoke
+from tests.helpers import invoke, tiny_gru_exports
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTED = ROOT / "exported"
@@ -42,21 +42,7 @@ def _refused_then(args: list, says: str, then: list, *, drop: tuple = ()):
 def tiny(tmp_path_factory) -> dict[str, Path]:
     """A tiny untrained GRU whose input fixes 6 steps ("keras"), exported through the CLI as it is
     ("plain") and with --streaming ("streaming", its time axis freed)."""
-    import keras
-    from keras import layers as L
-
-    from tests.kmodels import functional, seq_input
-
-    base = tmp_path_factory.mktemp("phrases")
-    keras.utils.set_random_seed(0)
-    x = seq_input(3, time=6)
-    functional(x, L.Dense(2)(L.GRU(4, return_sequences=True)(x)), "m").save(base / "m.keras")
-    found = {"keras": base / "m.keras"}
-    for name, extra in (("plain", ()), ("streaming", ("--streaming",))):
-        result = invoke("export", base / "m.keras", "--out", base / name, *extra)
-        assert result.exit_code == 0, result.output
-        found[name] = base / name
-    return found
+    return tiny_gru_exports(tmp_path_factory.mktemp("phrases"), time=6)
 
 
 def _data(tmp_path: Path, name: str, steps: int = 6, y: bool = True) -> Path:

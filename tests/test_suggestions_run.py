@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from rnnedge.errors import RnnEdgeError
-from tests.helpers import invoke
+from tests.helpers import invoke, tiny_gru_exports
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTED = ROOT / "exported"
@@ -122,21 +122,7 @@ def test_suggestions_this_machine_cannot_run(key):
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory) -> dict[str, Path]:
     """A tiny untrained GRU exported twice through the CLI: "plain" and "streaming" (and its file)."""
-    import keras
-    from keras import layers as L
-
-    from tests.kmodels import functional, seq_input
-
-    base = tmp_path_factory.mktemp("suggest")
-    keras.utils.set_random_seed(0)
-    x = seq_input(3)
-    functional(x, L.Dense(2)(L.GRU(4, return_sequences=True)(x)), "m").save(base / "m.keras")
-    found = {"keras": base / "m.keras"}
-    for name, extra in (("plain", ()), ("streaming", ("--streaming",))):
-        result = invoke("export", base / "m.keras", "--out", base / name, *extra)
-        assert result.exit_code == 0, result.output
-        found[name] = base / name
-    return found
+    return tiny_gru_exports(tmp_path_factory.mktemp("suggest"), time=None)
 
 
 def _copy(folder: Path, tmp_path: Path) -> Path:
