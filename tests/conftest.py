@@ -28,6 +28,21 @@ def zoo_cache(tmp_path_factory):
 
 
 @pytest.fixture
+def fake_netron(monkeypatch):
+    """netron stood in for (`rnnedge view`): what rnnedge asks of it is recorded, as (call, *arguments)."""
+    import types
+
+    calls = []
+    module = types.ModuleType("netron")
+    module.start = lambda file, address=None, browse=True: calls.append(("start", file, address, browse)) or address
+    module.wait = lambda: calls.append(("wait",))
+    module.stop = lambda: calls.append(("stop",))
+    monkeypatch.setitem(sys.modules, "netron", module)
+    monkeypatch.setattr("rnnedge.preflight.missing", lambda extra: [])
+    return calls
+
+
+@pytest.fixture
 def writer_of():
     """writer_of(out) -> the temporary folder of a live run (a real process) writing `out`;
     writer_of(folder, "change"): a live run changing an export folder in place.

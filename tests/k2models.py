@@ -15,6 +15,21 @@ def _k2():
     return tf_keras
 
 
+def subclassed_gru():
+    """A subclassed tf_keras model (GRU(4), then Dense(2)): no configuration to rebuild it from."""
+    tf_keras = _k2()
+
+    class Net(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.gru, self.head = tf_keras.layers.GRU(4), tf_keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.head(self.gru(x))
+
+    return Net()
+
+
 def addition_rnn():
     k, L = _k2(), _k2().layers
     return k.Sequential([L.LSTM(8, input_shape=(7, 12)), L.RepeatVector(4), L.LSTM(8, return_sequences=True),

@@ -9,13 +9,13 @@ import importlib.util
 import json
 import shutil
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rnnedge.errors import RnnEdgeError
+from tests import k2models
 from tests.helpers import invoke, tiny_gru_exports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,24 +169,11 @@ def test_quantize_without_the_zoo_with_data(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------ view, serve
 
 
-@pytest.fixture
-def fake_netron(monkeypatch):
-    """netron stood in for (as in tests/test_view.py): what rnnedge asks of it is recorded."""
-    calls = []
-    module = types.ModuleType("netron")
-    module.start = lambda file, address=None, browse=True: calls.append(("start", file)) or address
-    module.wait = lambda: calls.append(("wait",))
-    module.stop = lambda: calls.append(("stop",))
-    monkeypatch.setitem(sys.modules, "netron", module)
-    monkeypatch.setattr("rnnedge.preflight.missing", lambda extra: [])
-    return calls
-
-
 def test_view_another_variant(fake_netron, tiny):
     """serve/netron.py 'pass --variant': a variant the folder lacks; one it has is served."""
     _refused_then(["view", tiny["plain"], "--variant", "int8", "--no-browse", "--port", 8123], "pass --variant",
                   ["--variant", "fp32"], drop=("--variant",))
-    assert fake_netron == [("start", str(tiny["plain"] / "model.onnx")), ("wait",)]
+    assert fake_netron == [("start", str(tiny["plain"] / "model.onnx"), ("127.0.0.1", 8123), False), ("wait",)]
 
 
 def test_serve_log_in_a_writable_folder(tmp_path):
@@ -484,20 +471,12 @@ def test_allow_loop_and_custom_for_tf_keras_savedmodels(tmp_path):
     tf_keras = pytest.importorskip("tf_keras")
     from rnnedge.exporter.load import keras2
 
-    class Net(tf_keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.gru, self.head = tf_keras.layers.GRU(4), tf_keras.layers.Dense(2)
-
-        def call(self, x):
-            return self.head(self.gru(x))
-
     class Twice(tf_keras.layers.Layer):
         def call(self, x):
             return x * 2.0
 
     x = np.random.default_rng(0).normal(size=(2, 6, 3)).astype("float32")
-    net = Net()
+    net = k2models.subclassed_gru()
     net(x)
     net.save(str(tmp_path / "net"), save_format="tf")
     result = _refused_then(["export", tmp_path / "net", "--out", tmp_path / "o"], "or pass --allow-loop",

@@ -18,6 +18,7 @@ from rnnedge.cli import app  # noqa: E402
 from rnnedge.errors import RnnEdgeError  # noqa: E402
 from rnnedge.manifest import Manifest  # noqa: E402
 from rnnedge.pipeline import export  # noqa: E402
+from tests import k2models  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 
@@ -112,17 +113,9 @@ def test_a_savedmodel_without_signatures_is_one_line(tmp_path):
 def test_a_subclassed_tf_keras_savedmodel_goes_through_its_signature_with_allow_loop(tmp_path):
     """No configuration to rebuild it from: one line naming --allow-loop; with it, the serving
     signature tf_keras wrote, converted whole and checked against TensorFlow."""
-    tf_keras = pytest.importorskip("tf_keras")
+    pytest.importorskip("tf_keras")
 
-    class Net(tf_keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.gru, self.head = tf_keras.layers.GRU(4), tf_keras.layers.Dense(2)
-
-        def call(self, x):
-            return self.head(self.gru(x))
-
-    net = Net()
+    net = k2models.subclassed_gru()
     x = np.random.default_rng(0).normal(size=(2, 6, 3)).astype("float32")
     net(x)
     net.save(str(tmp_path / "net"), save_format="tf")

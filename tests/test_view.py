@@ -3,25 +3,8 @@ the test checks what rnnedge asks of it, not Netron itself)."""
 
 from __future__ import annotations
 
-import sys
-import types
-
-import pytest
-
 from tests.onnx_fixtures import gru_folder
 from tests.test_cli import assert_user_error, invoke
-
-
-@pytest.fixture
-def fake_netron(monkeypatch):
-    calls = []
-    module = types.ModuleType("netron")
-    module.start = lambda file, address=None, browse=True: calls.append(("start", file, address, browse)) or address
-    module.wait = lambda: calls.append(("wait",))
-    module.stop = lambda: calls.append(("stop",))
-    monkeypatch.setitem(sys.modules, "netron", module)
-    monkeypatch.setattr("rnnedge.preflight.missing", lambda extra: [])
-    return calls
 
 
 def test_view_serves_the_model_on_localhost(fake_netron, tmp_path):
